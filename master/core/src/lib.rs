@@ -1,1 +1,13 @@
-//! placeholder
+//! The Agora master as a deterministic state machine.
+//!
+//! This crate holds every decision the master makes (which agent's resources
+//! are offered to whom, whether an ACCEPT is valid, where a status update goes,
+//! when an agent or framework has been gone too long) and none of the I/O.
+//! The shell (`agora-master`) feeds it [`Input`]s with the current time and
+//! carries out the [`Output`]s it returns, in order. See DESIGN.md §4.
+
+pub mod allocator;
+pub mod ids;
+pub mod time;
+
+pub use time::Time;
