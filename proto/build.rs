@@ -22,11 +22,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(files, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out.join("descriptors.bin"), prost::Message::encode_to_vec(&fds))?;
+    std::fs::write(
+        out.join("descriptors.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     let mut config = prost_build::Config::new();
-    config
-        .enable_type_names()
-        .btree_map(["."]);
+    config.enable_type_names().btree_map(["."]);
     config.compile_fds(fds)?;
     Ok(())
 }

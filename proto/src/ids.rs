@@ -40,32 +40,45 @@ pub fn validate(id: &str) -> Result<(), IdError> {
 
 /// `FrameworkID{value}`.
 pub fn framework(value: impl Into<String>) -> v1::FrameworkId {
-    v1::FrameworkId { value: value.into() }
+    v1::FrameworkId {
+        value: value.into(),
+    }
 }
 
 /// `AgentID{value}`.
 pub fn agent(value: impl Into<String>) -> v1::AgentId {
-    v1::AgentId { value: value.into() }
+    v1::AgentId {
+        value: value.into(),
+    }
 }
 
 /// `TaskID{value}`.
 pub fn task(value: impl Into<String>) -> v1::TaskId {
-    v1::TaskId { value: value.into() }
+    v1::TaskId {
+        value: value.into(),
+    }
 }
 
 /// `OfferID{value}`.
 pub fn offer(value: impl Into<String>) -> v1::OfferId {
-    v1::OfferId { value: value.into() }
+    v1::OfferId {
+        value: value.into(),
+    }
 }
 
 /// `ExecutorID{value}`.
 pub fn executor(value: impl Into<String>) -> v1::ExecutorId {
-    v1::ExecutorId { value: value.into() }
+    v1::ExecutorId {
+        value: value.into(),
+    }
 }
 
 /// `ContainerID{value}`.
 pub fn container(value: impl Into<String>) -> v1::ContainerId {
-    v1::ContainerId { value: value.into(), parent: None }
+    v1::ContainerId {
+        value: value.into(),
+        parent: None,
+    }
 }
 
 #[cfg(test)]
@@ -79,6 +92,9 @@ mod tests {
         assert!(matches!(validate(".."), Err(IdError::Dots(_))));
         assert!(matches!(validate("a/b"), Err(IdError::BadCharacter(_))));
         assert!(matches!(validate("a\nb"), Err(IdError::BadCharacter(_))));
-        assert!(matches!(validate(&"x".repeat(256)), Err(IdError::TooLong(_))));
+        assert!(matches!(
+            validate(&"x".repeat(256)),
+            Err(IdError::TooLong(_))
+        ));
     }
 }

@@ -23,7 +23,10 @@ use std::sync::LazyLock;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use prost::{Message, Name};
-use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, ReflectMessage, Value};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor,
+    ReflectMessage, Value,
+};
 
 /// Nesting deeper than this is refused (Mesos messages nest about ten deep).
 pub const MAX_DEPTH: usize = 64;
@@ -66,13 +69,16 @@ pub enum DecodeError {
 
 fn descriptor<M: Name>() -> MessageDescriptor {
     #[allow(clippy::expect_used)]
-    POOL.get_message_by_name(&M::full_name()).expect("every generated message is in the pool")
+    POOL.get_message_by_name(&M::full_name())
+        .expect("every generated message is in the pool")
 }
 
 fn to_dynamic<M: Message + Name>(msg: &M) -> DynamicMessage {
     let mut dynamic = DynamicMessage::new(descriptor::<M>());
     #[allow(clippy::expect_used)]
-    dynamic.transcode_from(msg).expect("a message decodes as itself");
+    dynamic
+        .transcode_from(msg)
+        .expect("a message decodes as itself");
     dynamic
 }
 
@@ -90,26 +96,35 @@ pub fn to_vec<M: Message + Name>(msg: &M) -> Vec<u8> {
 
 /// Serializes a message as a `serde_json::Value` (infinities become `null`).
 pub fn to_value<M: Message + Name>(msg: &M) -> serde_json::Value {
-    serde_json::from_str(&to_string(msg).replace("-Infinity", "null").replace("Infinity", "null"))
-        .unwrap_or(serde_json::Value::Null)
+    serde_json::from_str(
+        &to_string(msg)
+            .replace("-Infinity", "null")
+            .replace("Infinity", "null"),
+    )
+    .unwrap_or(serde_json::Value::Null)
 }
 
 /// Parses Mesos JSON into a message.
 pub fn from_slice<M: Message + Name + Default>(body: &[u8]) -> Result<M, DecodeError> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| DecodeError::Syntax(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| DecodeError::Syntax(e.to_string()))?;
     from_value(&value)
 }
 
 /// Converts an already parsed JSON value into a message.
-pub fn from_value<M: Message + Name + Default>(value: &serde_json::Value) -> Result<M, DecodeError> {
+pub fn from_value<M: Message + Name + Default>(
+    value: &serde_json::Value,
+) -> Result<M, DecodeError> {
     let dynamic = parse_message(descriptor::<M>(), value, "", 0)?;
-    dynamic.transcode_to().map_err(|e| DecodeError::Protobuf(e.to_string()))
+    dynamic
+        .transcode_to()
+        .map_err(|e| DecodeError::Protobuf(e.to_string()))
 }
 
 /// Parses protobuf bytes into a message, checking required fields as Mesos does.
 pub fn from_protobuf<M: Message + Name + Default>(body: &[u8]) -> Result<M, DecodeError> {
-    let dynamic =
-        DynamicMessage::decode(descriptor::<M>(), body).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
+    let dynamic = DynamicMessage::decode(descriptor::<M>(), body)
+        .map_err(|e| DecodeError::Protobuf(e.to_string()))?;
     let mut missing = Vec::new();
     check_required(&dynamic, "", &mut missing, 0)?;
     if !missing.is_empty() {
@@ -118,7 +133,12 @@ pub fn from_protobuf<M: Message + Name + Default>(body: &[u8]) -> Result<M, Deco
     M::decode(body).map_err(|e| DecodeError::Protobuf(e.to_string()))
 }
 
-fn check_required(msg: &DynamicMessage, path: &str, missing: &mut Vec<String>, depth: usize) -> Result<(), DecodeError> {
+fn check_required(
+    msg: &DynamicMessage,
+    path: &str,
+    missing: &mut Vec<String>,
+    depth: usize,
+) -> Result<(), DecodeError> {
     if depth > MAX_DEPTH {
         return Err(DecodeError::TooDeep);
     }
@@ -145,14 +165,23 @@ fn check_required(msg: &DynamicMessage, path: &str, missing: &mut Vec<String>, d
 }
 
 fn join(path: &str, name: &str) -> String {
-    if path.is_empty() { name.to_string() } else { format!("{path}.{name}") }
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
 }
 
 // ---------------------------------------------------------------------------
 // Output
 
 fn is_deprecated(field: &FieldDescriptor) -> bool {
-    field.field_descriptor_proto().options.as_ref().and_then(|o| o.deprecated).unwrap_or(false)
+    field
+        .field_descriptor_proto()
+        .options
+        .as_ref()
+        .and_then(|o| o.deprecated)
+        .unwrap_or(false)
 }
 
 fn has_explicit_default(field: &FieldDescriptor) -> bool {
@@ -166,7 +195,11 @@ fn write_message(out: &mut String, msg: &DynamicMessage) {
         let present = msg.has_field(&field);
         let value = if present {
             msg.get_field(&field)
-        } else if !field.is_list() && !field.is_map() && has_explicit_default(&field) && !is_deprecated(&field) {
+        } else if !field.is_list()
+            && !field.is_map()
+            && has_explicit_default(&field)
+            && !is_deprecated(&field)
+        {
             std::borrow::Cow::Owned(field.default_value())
         } else {
             continue;
@@ -296,7 +329,10 @@ fn write_string(out: &mut String, s: &str) {
 // Input
 
 fn field_error(path: &str, message: impl Into<String>) -> DecodeError {
-    DecodeError::Field { field: path.to_string(), message: message.into() }
+    DecodeError::Field {
+        field: path.to_string(),
+        message: message.into(),
+    }
 }
 
 fn parse_message(
@@ -309,7 +345,10 @@ fn parse_message(
         return Err(DecodeError::TooDeep);
     }
     let serde_json::Value::Object(object) = value else {
-        return Err(field_error(if path.is_empty() { "<root>" } else { path }, "expected a JSON object"));
+        return Err(field_error(
+            if path.is_empty() { "<root>" } else { path },
+            "expected a JSON object",
+        ));
     };
     let mut msg = DynamicMessage::new(desc.clone());
     for (key, v) in object {
@@ -324,7 +363,9 @@ fn parse_message(
             let serde_json::Value::Object(entries) = v else {
                 return Err(field_error(&fpath, "expected a JSON object"));
             };
-            let Kind::Message(entry) = field.kind() else { continue };
+            let Kind::Message(entry) = field.kind() else {
+                continue;
+            };
             let key_field = entry.map_entry_key_field();
             let value_field = entry.map_entry_value_field();
             let mut map = HashMap::new();
@@ -345,7 +386,9 @@ fn parse_message(
                 if item.is_null() {
                     continue;
                 }
-                if let Some(parsed) = parse_single(&field, item, &format!("{fpath}[{i}]"), depth + 1)? {
+                if let Some(parsed) =
+                    parse_single(&field, item, &format!("{fpath}[{i}]"), depth + 1)?
+                {
                     list.push(parsed);
                 }
             }
@@ -356,8 +399,11 @@ fn parse_message(
             return Err(field_error(&fpath, format!("unknown value {v}")));
         }
     }
-    let missing: Vec<String> =
-        desc.fields().filter(|f| f.is_required() && !msg.has_field(f)).map(|f| join(path, f.name())).collect();
+    let missing: Vec<String> = desc
+        .fields()
+        .filter(|f| f.is_required() && !msg.has_field(f))
+        .map(|f| join(path, f.name()))
+        .collect();
     if !missing.is_empty() {
         return Err(DecodeError::MissingRequired(missing));
     }
@@ -432,20 +478,28 @@ fn parse_single(
                 },
                 _ => return Err(expected("a number")),
             };
-            if matches!(kind, Kind::Float) { Value::F32(f as f32) } else { Value::F64(f) }
+            if matches!(kind, Kind::Float) {
+                Value::F32(f as f32)
+            } else {
+                Value::F64(f)
+            }
         }
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
-            Value::I32(i32::try_from(parse_int(v).ok_or_else(|| expected("an integer"))?).map_err(|_| expected("a 32-bit integer"))?)
-        }
-        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
-            Value::I64(i64::try_from(parse_int(v).ok_or_else(|| expected("an integer"))?).map_err(|_| expected("a 64-bit integer"))?)
-        }
-        Kind::Uint32 | Kind::Fixed32 => {
-            Value::U32(u32::try_from(parse_int(v).ok_or_else(|| expected("an integer"))?).map_err(|_| expected("an unsigned 32-bit integer"))?)
-        }
-        Kind::Uint64 | Kind::Fixed64 => {
-            Value::U64(u64::try_from(parse_int(v).ok_or_else(|| expected("an integer"))?).map_err(|_| expected("an unsigned 64-bit integer"))?)
-        }
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Value::I32(
+            i32::try_from(parse_int(v).ok_or_else(|| expected("an integer"))?)
+                .map_err(|_| expected("a 32-bit integer"))?,
+        ),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Value::I64(
+            i64::try_from(parse_int(v).ok_or_else(|| expected("an integer"))?)
+                .map_err(|_| expected("a 64-bit integer"))?,
+        ),
+        Kind::Uint32 | Kind::Fixed32 => Value::U32(
+            u32::try_from(parse_int(v).ok_or_else(|| expected("an integer"))?)
+                .map_err(|_| expected("an unsigned 32-bit integer"))?,
+        ),
+        Kind::Uint64 | Kind::Fixed64 => Value::U64(
+            u64::try_from(parse_int(v).ok_or_else(|| expected("an integer"))?)
+                .map_err(|_| expected("an unsigned 64-bit integer"))?,
+        ),
     }))
 }
 

@@ -4,10 +4,17 @@ use crate::{executor, scheduler};
 
 #[test]
 fn output_uses_proto_names_enum_names_and_defaults() {
-    let info = v1::FrameworkInfo { user: "root".into(), name: "fw".into(), ..Default::default() };
+    let info = v1::FrameworkInfo {
+        user: "root".into(),
+        name: "fw".into(),
+        ..Default::default()
+    };
     let json = to_string(&info);
     // failover_timeout and checkpoint have explicit defaults; role is deprecated.
-    assert_eq!(json, r#"{"user":"root","name":"fw","failover_timeout":0.0,"checkpoint":false}"#);
+    assert_eq!(
+        json,
+        r#"{"user":"root","name":"fw","failover_timeout":0.0,"checkpoint":false}"#
+    );
 }
 
 #[test]
@@ -17,7 +24,9 @@ fn output_is_compact_ascii_with_base64_and_numbers() {
         state: TaskState::TaskRunning as i32,
         uuid: Some(vec![0xff; 16]),
         timestamp: Some(1700000000.5),
-        unreachable_time: Some(v1::TimeInfo { nanoseconds: 1_700_000_000_000_000_000 }),
+        unreachable_time: Some(v1::TimeInfo {
+            nanoseconds: 1_700_000_000_000_000_000,
+        }),
         ..Default::default()
     };
     let json = to_string(&status);
@@ -35,7 +44,9 @@ fn output_is_compact_ascii_with_base64_and_numbers() {
 fn integral_doubles_keep_a_decimal_point_and_infinity_is_bare() {
     let scalar = v1::value::Scalar { value: 1024.0 };
     assert_eq!(to_string(&scalar), r#"{"value":1024.0}"#);
-    let inf = v1::value::Scalar { value: f64::INFINITY };
+    let inf = v1::value::Scalar {
+        value: f64::INFINITY,
+    };
     assert_eq!(to_string(&inf), r#"{"value":Infinity}"#);
     let back: v1::value::Scalar = from_slice(br#"{"value":"Infinity"}"#).unwrap();
     assert!(back.value.is_infinite());
@@ -60,20 +71,44 @@ fn input_is_lenient() {
 
 #[test]
 fn missing_required_fields_are_named() {
-    let err = from_slice::<scheduler::Call>(br#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"root"}}}"#)
-        .unwrap_err();
-    assert_eq!(err, DecodeError::MissingRequired(vec!["subscribe.framework_info.name".into()]));
-    assert_eq!(err.to_string(), "Missing required fields: subscribe.framework_info.name");
+    let err = from_slice::<scheduler::Call>(
+        br#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"root"}}}"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::MissingRequired(vec!["subscribe.framework_info.name".into()])
+    );
+    assert_eq!(
+        err.to_string(),
+        "Missing required fields: subscribe.framework_info.name"
+    );
 }
 
 #[test]
 fn wrong_types_and_syntax_are_errors() {
-    assert!(matches!(from_slice::<scheduler::Call>(b"{not json"), Err(DecodeError::Syntax(_))));
-    assert!(matches!(from_slice::<scheduler::Call>(b"[1,2]"), Err(DecodeError::Field { .. })));
-    let err = from_slice::<v1::TaskStatus>(br#"{"task_id":{"value":"t"},"state":"TASK_RUNNING","uuid":7}"#).unwrap_err();
-    assert!(matches!(err, DecodeError::Field { ref field, .. } if field == "uuid"), "{err}");
-    let err = from_slice::<v1::TaskStatus>(br#"{"task_id":{"value":"t"},"state":"NOPE"}"#).unwrap_err();
-    assert!(matches!(err, DecodeError::Field { ref field, .. } if field == "state"), "{err}");
+    assert!(matches!(
+        from_slice::<scheduler::Call>(b"{not json"),
+        Err(DecodeError::Syntax(_))
+    ));
+    assert!(matches!(
+        from_slice::<scheduler::Call>(b"[1,2]"),
+        Err(DecodeError::Field { .. })
+    ));
+    let err = from_slice::<v1::TaskStatus>(
+        br#"{"task_id":{"value":"t"},"state":"TASK_RUNNING","uuid":7}"#,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, DecodeError::Field { ref field, .. } if field == "uuid"),
+        "{err}"
+    );
+    let err =
+        from_slice::<v1::TaskStatus>(br#"{"task_id":{"value":"t"},"state":"NOPE"}"#).unwrap_err();
+    assert!(
+        matches!(err, DecodeError::Field { ref field, .. } if field == "state"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -85,7 +120,10 @@ fn nesting_is_limited() {
         tail.push('}');
     }
     body.push_str(&tail);
-    assert_eq!(from_slice::<v1::ContainerId>(body.as_bytes()), Err(DecodeError::TooDeep));
+    assert_eq!(
+        from_slice::<v1::ContainerId>(body.as_bytes()),
+        Err(DecodeError::TooDeep)
+    );
 }
 
 #[test]
@@ -97,7 +135,10 @@ fn maps_are_objects() {
     .unwrap();
     assert_eq!(task.limits.get("mem").map(|s| s.value), Some(512.0));
     let json = to_string(&task);
-    assert!(json.contains(r#""limits":{"cpus":{"value":Infinity},"mem":{"value":512.0}}"#), "{json}");
+    assert!(
+        json.contains(r#""limits":{"cpus":{"value":Infinity},"mem":{"value":512.0}}"#),
+        "{json}"
+    );
 }
 
 #[test]
@@ -113,18 +154,29 @@ fn protobuf_input_checks_required_fields() {
     assert_eq!(from_protobuf::<executor::Call>(&bytes).unwrap(), call);
     // A TaskStatus without its required task_id and state.
     let empty = v1::TaskStatus::default();
-    let partial = v1::TaskInfo { name: "x".into(), ..Default::default() }.encode_to_vec();
-    assert!(from_protobuf::<v1::TaskInfo>(&partial).is_ok(), "prost writes required fields even when default");
+    let partial = v1::TaskInfo {
+        name: "x".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    assert!(
+        from_protobuf::<v1::TaskInfo>(&partial).is_ok(),
+        "prost writes required fields even when default"
+    );
     assert!(from_protobuf::<v1::TaskStatus>(&[0x0a]).is_err());
     let _ = empty;
 }
 
 #[test]
 fn pymesos_subscribe_parses() {
-    let body = br#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"root","name":"pymesos-test",
+    let body =
+        br#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"root","name":"pymesos-test",
         "capabilities":[{"type":"GPU_RESOURCES"}],"failover_timeout":100}}}"#;
     let call: scheduler::Call = from_slice(body).unwrap();
     assert_eq!(call.r#type(), scheduler::call::Type::Subscribe);
     let info = call.subscribe.unwrap().framework_info;
-    assert_eq!(info.capabilities[0].r#type(), v1::framework_info::capability::Type::GpuResources);
+    assert_eq!(
+        info.capabilities[0].r#type(),
+        v1::framework_info::capability::Type::GpuResources
+    );
 }

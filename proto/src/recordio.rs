@@ -40,7 +40,11 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder refusing records larger than `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        Decoder { buf: BytesMut::new(), limit, pending: None }
+        Decoder {
+            buf: BytesMut::new(),
+            limit,
+            pending: None,
+        }
     }
 
     /// Appends received bytes.
@@ -63,14 +67,21 @@ impl Decoder {
                 };
                 let digits = &self.buf[..newline];
                 if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-                    return Err(RecordIoError::BadSize(String::from_utf8_lossy(digits).into_owned()));
+                    return Err(RecordIoError::BadSize(
+                        String::from_utf8_lossy(digits).into_owned(),
+                    ));
                 }
                 let size: u64 = std::str::from_utf8(digits)
                     .ok()
                     .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| RecordIoError::BadSize(String::from_utf8_lossy(digits).into_owned()))?;
+                    .ok_or_else(|| {
+                        RecordIoError::BadSize(String::from_utf8_lossy(digits).into_owned())
+                    })?;
                 if size > self.limit as u64 {
-                    return Err(RecordIoError::TooLarge { size, limit: self.limit });
+                    return Err(RecordIoError::TooLarge {
+                        size,
+                        limit: self.limit,
+                    });
                 }
                 self.buf.advance(newline + 1);
                 let size = size as usize;
@@ -121,7 +132,13 @@ mod tests {
         assert!(matches!(d.next_record(), Err(RecordIoError::BadSize(_))));
         let mut d = Decoder::new(10);
         d.push(b"11\n");
-        assert_eq!(d.next_record(), Err(RecordIoError::TooLarge { size: 11, limit: 10 }));
+        assert_eq!(
+            d.next_record(),
+            Err(RecordIoError::TooLarge {
+                size: 11,
+                limit: 10
+            })
+        );
         let mut d = Decoder::new(10);
         d.push(&[b'9'; 30]);
         assert!(matches!(d.next_record(), Err(RecordIoError::BadSize(_))));

@@ -91,7 +91,10 @@ impl RangeSet {
 
     /// Every value of `other` is in `self`.
     pub fn contains(&self, other: &RangeSet) -> bool {
-        other.0.iter().all(|&(b, e)| self.0.iter().any(|&(sb, se)| sb <= b && e <= se))
+        other
+            .0
+            .iter()
+            .all(|&(b, e)| self.0.iter().any(|&(sb, se)| sb <= b && e <= se))
     }
 
     /// Whether `value` is in the set.
@@ -136,7 +139,13 @@ impl RangeSet {
     }
 
     fn to_proto(&self) -> value::Ranges {
-        value::Ranges { range: self.0.iter().map(|&(begin, end)| value::Range { begin, end }).collect() }
+        value::Ranges {
+            range: self
+                .0
+                .iter()
+                .map(|&(begin, end)| value::Range { begin, end })
+                .collect(),
+        }
     }
 }
 
@@ -230,16 +239,28 @@ impl Entry {
     fn to_proto(&self) -> Resource {
         let mut r = self.key.clone();
         match &self.quantity {
-            Quantity::Scalar(v) => r.scalar = Some(value::Scalar { value: from_fixed(*v) }),
+            Quantity::Scalar(v) => {
+                r.scalar = Some(value::Scalar {
+                    value: from_fixed(*v),
+                })
+            }
             Quantity::Ranges(ranges) => r.ranges = Some(ranges.to_proto()),
-            Quantity::Set(items) => r.set = Some(value::Set { item: items.iter().cloned().collect() }),
+            Quantity::Set(items) => {
+                r.set = Some(value::Set {
+                    item: items.iter().cloned().collect(),
+                })
+            }
         }
         r
     }
 
     /// The role the resource is reserved to (the last refinement), or `*`.
     fn reservation_role(&self) -> &str {
-        self.key.reservations.last().and_then(|r| r.role.as_deref()).unwrap_or("*")
+        self.key
+            .reservations
+            .last()
+            .and_then(|r| r.role.as_deref())
+            .unwrap_or("*")
     }
 }
 
@@ -272,12 +293,16 @@ impl Resources {
     pub fn parse(text: &str, default_role: &str) -> Result<Self, ResourceError> {
         let trimmed = text.trim();
         if trimmed.starts_with('[') {
-            if let Ok(serde_json::Value::Array(items)) = serde_json::from_str::<serde_json::Value>(trimmed) {
+            if let Ok(serde_json::Value::Array(items)) =
+                serde_json::from_str::<serde_json::Value>(trimmed)
+            {
                 let mut protos = Vec::with_capacity(items.len());
                 for item in &items {
-                    protos.push(crate::json::from_value::<Resource>(item).map_err(|e| ResourceError::Parse {
-                        input: item.to_string(),
-                        reason: e.to_string(),
+                    protos.push(crate::json::from_value::<Resource>(item).map_err(|e| {
+                        ResourceError::Parse {
+                            input: item.to_string(),
+                            reason: e.to_string(),
+                        }
                     })?);
                 }
                 return Resources::from_protos(&protos);
@@ -285,12 +310,19 @@ impl Resources {
         }
         let mut out = Resources::new();
         for piece in trimmed.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let bad = |reason: &str| ResourceError::Parse { input: piece.to_string(), reason: reason.to_string() };
-            let (name_role, value) = piece.split_once(':').ok_or_else(|| bad("expected 'name:value'"))?;
+            let bad = |reason: &str| ResourceError::Parse {
+                input: piece.to_string(),
+                reason: reason.to_string(),
+            };
+            let (name_role, value) = piece
+                .split_once(':')
+                .ok_or_else(|| bad("expected 'name:value'"))?;
             let name_role = name_role.trim();
             let (name, role) = match name_role.split_once('(') {
                 Some((name, rest)) => {
-                    let role = rest.strip_suffix(')').ok_or_else(|| bad("unclosed '(' in role"))?;
+                    let role = rest
+                        .strip_suffix(')')
+                        .ok_or_else(|| bad("unclosed '(' in role"))?;
                     (name.trim(), role.trim())
                 }
                 None => (name_role, default_role),
@@ -299,14 +331,23 @@ impl Resources {
                 return Err(bad("empty resource name"));
             }
             let value = value.trim();
-            let mut r = Resource { name: name.to_string(), ..Default::default() };
+            let mut r = Resource {
+                name: name.to_string(),
+                ..Default::default()
+            };
             if let Some(inner) = value.strip_prefix('[') {
                 let inner = inner.strip_suffix(']').ok_or_else(|| bad("unclosed '['"))?;
                 let mut ranges = Vec::new();
                 for part in inner.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                     let (b, e) = part.split_once('-').unwrap_or((part, part));
-                    let b: u64 = b.trim().parse().map_err(|_| bad("range bounds must be integers"))?;
-                    let e: u64 = e.trim().parse().map_err(|_| bad("range bounds must be integers"))?;
+                    let b: u64 = b
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad("range bounds must be integers"))?;
+                    let e: u64 = e
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad("range bounds must be integers"))?;
                     if b > e {
                         return Err(bad("range begin is after its end"));
                     }
@@ -316,11 +357,18 @@ impl Resources {
                 r.ranges = Some(value::Ranges { range: ranges });
             } else if let Some(inner) = value.strip_prefix('{') {
                 let inner = inner.strip_suffix('}').ok_or_else(|| bad("unclosed '{'"))?;
-                let items = inner.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect();
+                let items = inner
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(String::from)
+                    .collect();
                 r.set_type(v1::value::Type::Set);
                 r.set = Some(value::Set { item: items });
             } else {
-                let v: f64 = value.parse().map_err(|_| bad("expected a number, [ranges] or {set}"))?;
+                let v: f64 = value
+                    .parse()
+                    .map_err(|_| bad("expected a number, [ranges] or {set}"))?;
                 if !v.is_finite() || v < 0.0 {
                     return Err(bad("scalar must be finite and not negative"));
                 }
@@ -399,7 +447,8 @@ impl Resources {
     }
 
     fn search(&self, name: &str, id: &[u8]) -> Result<usize, usize> {
-        self.entries.binary_search_by(|e| (e.key.name.as_str(), e.id.as_slice()).cmp(&(name, id)))
+        self.entries
+            .binary_search_by(|e| (e.key.name.as_str(), e.id.as_slice()).cmp(&(name, id)))
     }
 
     /// Adds `other` into `self` (also `+=`).
@@ -426,10 +475,13 @@ impl Resources {
 
     /// Whether every resource of `other` is in `self` (same identity, enough of it).
     pub fn contains(&self, other: &Resources) -> bool {
-        other.entries.iter().all(|e| match self.search(&e.key.name, &e.id) {
-            Ok(i) => self.entries[i].quantity.contains(&e.quantity),
-            Err(_) => false,
-        })
+        other
+            .entries
+            .iter()
+            .all(|e| match self.search(&e.key.name, &e.id) {
+                Ok(i) => self.entries[i].quantity.contains(&e.quantity),
+                Err(_) => false,
+            })
     }
 
     /// The total scalar amount of `name` across all identities.
@@ -483,7 +535,14 @@ impl Resources {
 
     /// The resources whose protobuf form satisfies `keep`.
     pub fn filter(&self, mut keep: impl FnMut(&Resource) -> bool) -> Resources {
-        Resources { entries: self.entries.iter().filter(|e| keep(&e.key)).cloned().collect() }
+        Resources {
+            entries: self
+                .entries
+                .iter()
+                .filter(|e| keep(&e.key))
+                .cloned()
+                .collect(),
+        }
     }
 
     /// Unreserved resources.
@@ -517,7 +576,9 @@ impl Resources {
         let mut out = Resources::new();
         for e in &self.entries {
             let mut key = e.key.clone();
-            key.allocation_info = Some(v1::resource::AllocationInfo { role: Some(role.to_string()) });
+            key.allocation_info = Some(v1::resource::AllocationInfo {
+                role: Some(role.to_string()),
+            });
             out.add_entry(key, e.quantity.clone());
         }
         out
@@ -545,7 +606,8 @@ impl Resources {
     /// Whether every scalar here is at least as large as in `min` (names absent
     /// from `min` are ignored). Used for `--min_allocatable_resources`.
     pub fn covers_quantities(&self, min: &[(String, f64)]) -> bool {
-        min.iter().all(|(name, v)| self.scalar_fixed(name) >= to_fixed(*v))
+        min.iter()
+            .all(|(name, v)| self.scalar_fixed(name) >= to_fixed(*v))
     }
 }
 
@@ -556,21 +618,33 @@ fn normalize(r: &Resource) -> Result<(Resource, Quantity), ResourceError> {
     let name = r.name.clone();
     let quantity = match v1::value::Type::try_from(r.r#type) {
         Ok(v1::value::Type::Scalar) => {
-            let v = r.scalar.as_ref().ok_or_else(|| ResourceError::TypeMismatch(name.clone()))?.value;
+            let v = r
+                .scalar
+                .as_ref()
+                .ok_or_else(|| ResourceError::TypeMismatch(name.clone()))?
+                .value;
             if !v.is_finite() || v < 0.0 {
                 return Err(ResourceError::BadScalar(name));
             }
             Quantity::Scalar(to_fixed(v))
         }
         Ok(v1::value::Type::Ranges) => {
-            let ranges = r.ranges.as_ref().ok_or_else(|| ResourceError::TypeMismatch(name.clone()))?;
+            let ranges = r
+                .ranges
+                .as_ref()
+                .ok_or_else(|| ResourceError::TypeMismatch(name.clone()))?;
             if ranges.range.iter().any(|x| x.begin > x.end) {
                 return Err(ResourceError::BadRange(name));
             }
-            Quantity::Ranges(RangeSet::from_ranges(ranges.range.iter().map(|x| (x.begin, x.end))))
+            Quantity::Ranges(RangeSet::from_ranges(
+                ranges.range.iter().map(|x| (x.begin, x.end)),
+            ))
         }
         Ok(v1::value::Type::Set) => {
-            let set = r.set.as_ref().ok_or_else(|| ResourceError::TypeMismatch(name.clone()))?;
+            let set = r
+                .set
+                .as_ref()
+                .ok_or_else(|| ResourceError::TypeMismatch(name.clone()))?;
             Quantity::Set(set.item.iter().cloned().collect())
         }
         Ok(v1::value::Type::Text) | Err(_) => return Err(ResourceError::TextType(name)),
@@ -603,11 +677,17 @@ fn normalize(r: &Resource) -> Result<(Resource, Quantity), ResourceError> {
     }
     for res in &key.reservations {
         if let Some(role) = &res.role {
-            roles::validate(role).map_err(|source| ResourceError::Role { name: name.clone(), source })?;
+            roles::validate(role).map_err(|source| ResourceError::Role {
+                name: name.clone(),
+                source,
+            })?;
         }
     }
     if let Some(role) = key.allocation_info.as_ref().and_then(|a| a.role.as_ref()) {
-        roles::validate(role).map_err(|source| ResourceError::Role { name: name.clone(), source })?;
+        roles::validate(role).map_err(|source| ResourceError::Role {
+            name: name.clone(),
+            source,
+        })?;
     }
     Ok((key, quantity))
 }
@@ -678,25 +758,39 @@ impl Sub<&Resources> for &Resources {
 pub fn parse_attributes(text: &str) -> Result<Vec<v1::Attribute>, ResourceError> {
     let mut out = Vec::new();
     for piece in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = |reason: &str| ResourceError::Parse { input: piece.to_string(), reason: reason.to_string() };
-        let (name, value) = piece.split_once(':').ok_or_else(|| bad("expected 'name:value'"))?;
+        let bad = |reason: &str| ResourceError::Parse {
+            input: piece.to_string(),
+            reason: reason.to_string(),
+        };
+        let (name, value) = piece
+            .split_once(':')
+            .ok_or_else(|| bad("expected 'name:value'"))?;
         let (name, value) = (name.trim(), value.trim());
         if name.is_empty() || value.is_empty() {
             return Err(bad("attribute name and value must not be empty"));
         }
-        let mut a = v1::Attribute { name: name.to_string(), ..Default::default() };
+        let mut a = v1::Attribute {
+            name: name.to_string(),
+            ..Default::default()
+        };
         if value.starts_with('[') || value.starts_with('{') {
             let parsed = Resources::parse(&format!("x:{value}"), "*")?;
             let proto = parsed.to_protos().pop().ok_or_else(|| bad("empty value"))?;
             a.r#type = proto.r#type;
             a.ranges = proto.ranges;
             a.set = proto.set;
-        } else if let Ok(v) = value.parse::<f64>().map_err(|_| ()).and_then(|v| if v.is_finite() { Ok(v) } else { Err(()) }) {
+        } else if let Ok(v) = value
+            .parse::<f64>()
+            .map_err(|_| ())
+            .and_then(|v| if v.is_finite() { Ok(v) } else { Err(()) })
+        {
             a.set_type(v1::value::Type::Scalar);
             a.scalar = Some(value::Scalar { value: v });
         } else {
             a.set_type(v1::value::Type::Text);
-            a.text = Some(value::Text { value: value.to_string() });
+            a.text = Some(value::Text {
+                value: value.to_string(),
+            });
         }
         out.push(a);
     }
@@ -712,11 +806,18 @@ pub fn attribute_value_string(a: &v1::Attribute) -> String {
             format!("{v}")
         }
         Ok(v1::value::Type::Ranges) => {
-            let r = a.ranges.as_ref().map(|r| RangeSet::from_ranges(r.range.iter().map(|x| (x.begin, x.end))));
+            let r = a
+                .ranges
+                .as_ref()
+                .map(|r| RangeSet::from_ranges(r.range.iter().map(|x| (x.begin, x.end))));
             r.unwrap_or_default().to_string()
         }
         Ok(v1::value::Type::Set) => {
-            let items = a.set.as_ref().map(|s| s.item.join(", ")).unwrap_or_default();
+            let items = a
+                .set
+                .as_ref()
+                .map(|s| s.item.join(", "))
+                .unwrap_or_default();
             format!("{{{items}}}")
         }
         _ => a.text.as_ref().map(|t| t.value.clone()).unwrap_or_default(),

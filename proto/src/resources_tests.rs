@@ -14,19 +14,36 @@ fn parses_the_mesos_text_form() {
     assert_eq!(r.ranges("ports").ranges(), &[(31000, 32000)]);
     assert_eq!(r.scalar("disk"), 10.0);
     assert_eq!(r.reserved().scalar("disk"), 10.0);
-    assert_eq!(r.to_string(), "cpus:4; disk(eng):10; mem:8192; ports:[31000-32000]; tags:{a, b}");
+    assert_eq!(
+        r.to_string(),
+        "cpus:4; disk(eng):10; mem:8192; ports:[31000-32000]; tags:{a, b}"
+    );
 }
 
 #[test]
 fn rejects_bad_text() {
-    for bad in ["cpus", "cpus:x", "cpus:-1", "ports:[5-1]", "ports:[1-2", "x(:1", ":3", "cpus(a b):1", "cpus:inf"] {
+    for bad in [
+        "cpus",
+        "cpus:x",
+        "cpus:-1",
+        "ports:[5-1]",
+        "ports:[1-2",
+        "x(:1",
+        ":3",
+        "cpus(a b):1",
+        "cpus:inf",
+    ] {
         assert!(Resources::parse(bad, "*").is_err(), "{bad} should fail");
     }
 }
 
 #[test]
 fn parses_json_array() {
-    let r = Resources::parse(r#"[{"name":"cpus","type":"SCALAR","scalar":{"value":2}}]"#, "*").unwrap();
+    let r = Resources::parse(
+        r#"[{"name":"cpus","type":"SCALAR","scalar":{"value":2}}]"#,
+        "*",
+    )
+    .unwrap();
     assert_eq!(r.scalar("cpus"), 2.0);
 }
 
@@ -63,8 +80,20 @@ fn roles_keep_identities_apart() {
 fn legacy_format_round_trips() {
     let r = res("cpus:1;mem(eng):5");
     let legacy = r.to_legacy_protos();
-    assert!(legacy.iter().all(|x| x.reservations.is_empty() && x.role.is_some()));
-    assert_eq!(legacy.iter().find(|x| x.name == "cpus").unwrap().role.as_deref(), Some("*"));
+    assert!(
+        legacy
+            .iter()
+            .all(|x| x.reservations.is_empty() && x.role.is_some())
+    );
+    assert_eq!(
+        legacy
+            .iter()
+            .find(|x| x.name == "cpus")
+            .unwrap()
+            .role
+            .as_deref(),
+        Some("*")
+    );
     assert_eq!(Resources::from_protos(&legacy).unwrap(), r);
 }
 
@@ -73,15 +102,32 @@ fn allocation_info_is_identity() {
     let r = res("cpus:1").allocated_to("eng");
     assert!(!res("cpus:1").contains(&r));
     assert_eq!(r.unallocated(), res("cpus:1"));
-    assert_eq!(r.allocation_roles().into_iter().collect::<Vec<_>>(), vec!["eng".to_string()]);
+    assert_eq!(
+        r.allocation_roles().into_iter().collect::<Vec<_>>(),
+        vec!["eng".to_string()]
+    );
 }
 
 #[test]
 fn validation_errors_name_the_resource() {
-    let bad = Resource { name: "cpus".into(), r#type: v1::value::Type::Scalar as i32, ..Default::default() };
-    assert_eq!(Resources::from_protos(&[bad]), Err(ResourceError::TypeMismatch("cpus".into())));
-    let text = Resource { name: "t".into(), r#type: v1::value::Type::Text as i32, ..Default::default() };
-    assert_eq!(Resources::from_protos(&[text]), Err(ResourceError::TextType("t".into())));
+    let bad = Resource {
+        name: "cpus".into(),
+        r#type: v1::value::Type::Scalar as i32,
+        ..Default::default()
+    };
+    assert_eq!(
+        Resources::from_protos(&[bad]),
+        Err(ResourceError::TypeMismatch("cpus".into()))
+    );
+    let text = Resource {
+        name: "t".into(),
+        r#type: v1::value::Type::Text as i32,
+        ..Default::default()
+    };
+    assert_eq!(
+        Resources::from_protos(&[text]),
+        Err(ResourceError::TextType("t".into()))
+    );
 }
 
 #[test]
@@ -112,7 +158,10 @@ fn arb_resources() -> impl Strategy<Value = Resources> {
         .prop_map(|(cpus, mem, ports, set, reserved)| {
             let mut text = format!("cpus:{};mem:{}", f64::from(cpus) / 1000.0, mem);
             if !ports.is_empty() {
-                let ranges: Vec<String> = ports.iter().map(|(b, len)| format!("{}-{}", b, b + len)).collect();
+                let ranges: Vec<String> = ports
+                    .iter()
+                    .map(|(b, len)| format!("{}-{}", b, b + len))
+                    .collect();
                 text.push_str(&format!(";ports:[{}]", ranges.join(",")));
             }
             if !set.is_empty() {

@@ -26,7 +26,12 @@ pub fn validate(role: &str) -> Result<(), RoleError> {
     if role == "*" {
         return Ok(());
     }
-    let invalid = |reason| Err(RoleError::Invalid { role: role.to_string(), reason });
+    let invalid = |reason| {
+        Err(RoleError::Invalid {
+            role: role.to_string(),
+            reason,
+        })
+    };
     if role.starts_with('/') || role.ends_with('/') {
         return invalid("it must not start or end with '/'");
     }
@@ -40,7 +45,10 @@ pub fn validate(role: &str) -> Result<(), RoleError> {
         if component.starts_with('-') {
             return invalid("a component must not start with '-'");
         }
-        if component.chars().any(|c| c.is_whitespace() || c == '\u{8}' || c.is_control()) {
+        if component
+            .chars()
+            .any(|c| c.is_whitespace() || c == '\u{8}' || c.is_control())
+        {
             return invalid("it must not contain whitespace or control characters");
         }
     }
@@ -52,7 +60,10 @@ pub fn validate(role: &str) -> Result<(), RoleError> {
 
 /// Whether `ancestor` is `role` itself or one of its ancestors.
 pub fn is_self_or_ancestor(ancestor: &str, role: &str) -> bool {
-    role == ancestor || (role.len() > ancestor.len() && role.starts_with(ancestor) && role.as_bytes()[ancestor.len()] == b'/')
+    role == ancestor
+        || (role.len() > ancestor.len()
+            && role.starts_with(ancestor)
+            && role.as_bytes()[ancestor.len()] == b'/')
 }
 
 /// The ancestors of `role`, nearest first (`a/b/c` → `a/b`, `a`).

@@ -189,7 +189,12 @@ impl Allocator {
 
     /// Adds an agent with its total resources and what frameworks already use
     /// on it (tasks reported when an agent re-registers).
-    pub fn add_agent(&mut self, id: AgentId, total: Resources, used: Vec<(FrameworkId, String, Resources)>) {
+    pub fn add_agent(
+        &mut self,
+        id: AgentId,
+        total: Resources,
+        used: Vec<(FrameworkId, String, Resources)>,
+    ) {
         if self.agent_index.contains_key(&id) {
             self.remove_agent(&id);
         }
@@ -224,7 +229,13 @@ impl Allocator {
         self.order_stale = true;
         for (framework, role, resources) in used {
             if !self.frameworks.contains_key(&framework) {
-                self.add_framework(framework.clone(), std::slice::from_ref(&role), false, false, &[]);
+                self.add_framework(
+                    framework.clone(),
+                    std::slice::from_ref(&role),
+                    false,
+                    false,
+                    &[],
+                );
             }
             let c = self.ensure_client(&framework, &role);
             self.allocate_to(idx, c, &resources);
@@ -233,8 +244,11 @@ impl Allocator {
 
     /// Removes an agent and everything allocated on it.
     pub fn remove_agent(&mut self, id: &AgentId) {
-        let Some(idx) = self.agent_index.remove(id) else { return };
-        let allocated: Vec<(ClientIdx, Resources)> = self.agent(idx).allocated.clone().into_iter().collect();
+        let Some(idx) = self.agent_index.remove(id) else {
+            return;
+        };
+        let allocated: Vec<(ClientIdx, Resources)> =
+            self.agent(idx).allocated.clone().into_iter().collect();
         for (c, resources) in allocated {
             self.change_client_allocation(c, &resources, -1);
         }
@@ -288,7 +302,14 @@ impl Allocator {
     // ------------------------------------------------------------ frameworks
 
     /// Adds a framework subscribed to `roles`.
-    pub fn add_framework(&mut self, id: FrameworkId, roles: &[String], active: bool, gpu: bool, suppressed: &[String]) {
+    pub fn add_framework(
+        &mut self,
+        id: FrameworkId,
+        roles: &[String],
+        active: bool,
+        gpu: bool,
+        suppressed: &[String],
+    ) {
         if self.frameworks.contains_key(&id) {
             self.update_framework(&id, roles, gpu);
             if active {
@@ -298,7 +319,12 @@ impl Allocator {
         }
         self.frameworks.insert(
             id.clone(),
-            FrameworkSlot { clients: BTreeMap::new(), active, suppressed: suppressed.iter().cloned().collect(), gpu },
+            FrameworkSlot {
+                clients: BTreeMap::new(),
+                active,
+                suppressed: suppressed.iter().cloned().collect(),
+                gpu,
+            },
         );
         for role in roles {
             self.ensure_client(&id, role);
@@ -309,9 +335,12 @@ impl Allocator {
     /// Changes a framework's roles or GPU capability (re-subscription,
     /// UPDATE_FRAMEWORK). Roles it leaves stay allocated until recovered.
     pub fn update_framework(&mut self, id: &FrameworkId, roles: &[String], gpu: bool) {
-        let Some(fw) = self.frameworks.get_mut(id) else { return };
+        let Some(fw) = self.frameworks.get_mut(id) else {
+            return;
+        };
         fw.gpu = gpu;
-        let old: Vec<(String, ClientIdx)> = fw.clients.iter().map(|(r, c)| (r.clone(), *c)).collect();
+        let old: Vec<(String, ClientIdx)> =
+            fw.clients.iter().map(|(r, c)| (r.clone(), *c)).collect();
         for (role, c) in old {
             if !roles.contains(&role) {
                 self.client_mut(c).live = false;
@@ -322,7 +351,12 @@ impl Allocator {
             let c = self.ensure_client(id, role);
             self.client_mut(c).live = true;
         }
-        for c in self.frameworks.get(id).map(|f| f.clients.values().copied().collect::<Vec<_>>()).unwrap_or_default() {
+        for c in self
+            .frameworks
+            .get(id)
+            .map(|f| f.clients.values().copied().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
             self.client_mut(c).gpu = gpu;
         }
         self.refresh_eligibility(id);
@@ -331,14 +365,20 @@ impl Allocator {
     /// Removes a framework. The master recovers its offers and tasks first;
     /// anything left is released here.
     pub fn remove_framework(&mut self, id: &FrameworkId) {
-        let Some(fw) = self.frameworks.get(id) else { return };
+        let Some(fw) = self.frameworks.get(id) else {
+            return;
+        };
         let clients: Vec<ClientIdx> = fw.clients.values().copied().collect();
         for c in clients {
             let holders: Vec<u32> = self
                 .agents
                 .iter()
                 .enumerate()
-                .filter_map(|(i, a)| a.as_ref().filter(|a| a.allocated.contains_key(&c)).map(|_| i as u32))
+                .filter_map(|(i, a)| {
+                    a.as_ref()
+                        .filter(|a| a.allocated.contains_key(&c))
+                        .map(|_| i as u32)
+                })
                 .collect();
             for a in holders {
                 if let Some(resources) = self.agent(a).allocated.get(&c).cloned() {
@@ -358,7 +398,11 @@ impl Allocator {
             .clients
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| c.as_ref().filter(|c| &c.framework == id).map(|_| i as ClientIdx))
+            .filter_map(|(i, c)| {
+                c.as_ref()
+                    .filter(|c| &c.framework == id)
+                    .map(|_| i as ClientIdx)
+            })
             .collect();
         for c in dead {
             self.drop_client(c);
@@ -384,8 +428,12 @@ impl Allocator {
 
     /// SUPPRESS: no offers for these roles (all when `None`).
     pub fn suppress(&mut self, id: &FrameworkId, roles: Option<&[String]>) {
-        let Some(fw) = self.frameworks.get_mut(id) else { return };
-        let roles: Vec<String> = roles.map(<[String]>::to_vec).unwrap_or_else(|| fw.clients.keys().cloned().collect());
+        let Some(fw) = self.frameworks.get_mut(id) else {
+            return;
+        };
+        let roles: Vec<String> = roles
+            .map(<[String]>::to_vec)
+            .unwrap_or_else(|| fw.clients.keys().cloned().collect());
         fw.suppressed.extend(roles);
         self.refresh_eligibility(id);
     }
@@ -393,8 +441,12 @@ impl Allocator {
     /// REVIVE: offers again for these roles (all when `None`), and their
     /// offer filters are cleared.
     pub fn revive(&mut self, id: &FrameworkId, roles: Option<&[String]>) {
-        let Some(fw) = self.frameworks.get_mut(id) else { return };
-        let roles: Vec<String> = roles.map(<[String]>::to_vec).unwrap_or_else(|| fw.clients.keys().cloned().collect());
+        let Some(fw) = self.frameworks.get_mut(id) else {
+            return;
+        };
+        let roles: Vec<String> = roles
+            .map(<[String]>::to_vec)
+            .unwrap_or_else(|| fw.clients.keys().cloned().collect());
         let mut clients = Vec::new();
         for role in &roles {
             fw.suppressed.remove(role);
@@ -414,7 +466,11 @@ impl Allocator {
 
     /// Sets a role's weight (`--weights`, UPDATE_WEIGHTS).
     pub fn set_weight(&mut self, role: &str, weight: f64) {
-        let weight = if weight > 0.0 && weight.is_finite() { weight } else { 1.0 };
+        let weight = if weight > 0.0 && weight.is_finite() {
+            weight
+        } else {
+            1.0
+        };
         self.weights.insert(role.to_string(), weight);
         if let Some(&r) = self.role_index.get(role) {
             self.roles[r as usize].weight = weight;
@@ -423,7 +479,11 @@ impl Allocator {
     }
 
     fn ensure_client(&mut self, framework: &FrameworkId, role: &str) -> ClientIdx {
-        if let Some(c) = self.frameworks.get(framework).and_then(|f| f.clients.get(role)) {
+        if let Some(c) = self
+            .frameworks
+            .get(framework)
+            .and_then(|f| f.clients.get(role))
+        {
             return *c;
         }
         let r = self.ensure_role(role);
@@ -504,15 +564,22 @@ impl Allocator {
     }
 
     fn drop_client(&mut self, c: ClientIdx) {
-        let Some(client) = self.clients[c as usize].take() else { return };
-        self.roles[client.role as usize].clients.remove(&(client.key, c));
+        let Some(client) = self.clients[c as usize].take() else {
+            return;
+        };
+        self.roles[client.role as usize]
+            .clients
+            .remove(&(client.key, c));
         self.free_clients.push(c);
     }
 
     fn refresh_eligibility(&mut self, id: &FrameworkId) {
         if let Some(fw) = self.frameworks.get(id) {
-            let updates: Vec<(ClientIdx, bool)> =
-                fw.clients.iter().map(|(role, c)| (*c, fw.active && !fw.suppressed.contains(role))).collect();
+            let updates: Vec<(ClientIdx, bool)> = fw
+                .clients
+                .iter()
+                .map(|(role, c)| (*c, fw.active && !fw.suppressed.contains(role)))
+                .collect();
             for (c, eligible) in updates {
                 let client = self.client_mut(c);
                 client.eligible = eligible && client.live;
@@ -550,8 +617,17 @@ impl Allocator {
         filter: Option<Duration>,
         now: Time,
     ) {
-        let Some(&a) = self.agent_index.get(agent) else { return };
-        let Some(c) = self.frameworks.get(framework).and_then(|f| f.clients.get(role)).copied() else { return };
+        let Some(&a) = self.agent_index.get(agent) else {
+            return;
+        };
+        let Some(c) = self
+            .frameworks
+            .get(framework)
+            .and_then(|f| f.clients.get(role))
+            .copied()
+        else {
+            return;
+        };
         let held = self.agent(a).allocated.get(&c).cloned().unwrap_or_default();
         // Only what is actually allocated comes back (guards double recovery).
         let mut give_back = resources.clone();
@@ -563,7 +639,13 @@ impl Allocator {
             let d = d.min(MAX_FILTER);
             let expires = now + d;
             let slot = self.agent_mut(a);
-            slot.filters.insert(c, Filter { refused: resources.clone(), expires });
+            slot.filters.insert(
+                c,
+                Filter {
+                    refused: resources.clone(),
+                    expires,
+                },
+            );
             slot.next_expiry = Some(slot.next_expiry.map_or(expires, |e| e.min(expires)));
             slot.invalidate();
         }
@@ -593,7 +675,11 @@ impl Allocator {
 
     fn change_client_allocation(&mut self, c: ClientIdx, resources: &Resources, sign: i64) {
         let role = self.client(c).role;
-        let deltas: Vec<(String, i64)> = resources.scalar_totals().into_iter().map(|(n, v)| (n.to_string(), v)).collect();
+        let deltas: Vec<(String, i64)> = resources
+            .scalar_totals()
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v))
+            .collect();
         {
             let client = self.client_mut(c);
             for (name, v) in &deltas {
@@ -645,8 +731,13 @@ impl Allocator {
 
     fn refresh_shares(&mut self) {
         self.shares_stale = false;
-        let clients: Vec<ClientIdx> =
-            self.clients.iter().enumerate().filter(|(_, c)| c.is_some()).map(|(i, _)| i as ClientIdx).collect();
+        let clients: Vec<ClientIdx> = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_some())
+            .map(|(i, _)| i as ClientIdx)
+            .collect();
         for c in clients {
             self.reposition_client(c);
         }
@@ -706,7 +797,9 @@ impl Allocator {
         }
         // At most one offer per role per agent and pass.
         for _ in 0..self.roles.len() {
-            let Some((c, resources)) = self.pick(a) else { return };
+            let Some((c, resources)) = self.pick(a) else {
+                return;
+            };
             let role = self.roles[self.client(c).role as usize].name.clone();
             out.push(Allocation {
                 framework: self.client(c).framework.clone(),
@@ -731,7 +824,11 @@ impl Allocator {
             if role.eligible_clients == 0 {
                 continue;
             }
-            let offerable = if slot.has_reservations { slot.available.allocatable_to(&role.name) } else { slot.available.clone() };
+            let offerable = if slot.has_reservations {
+                slot.available.allocatable_to(&role.name)
+            } else {
+                slot.available.clone()
+            };
             if !self.allocatable(&offerable) {
                 continue;
             }
@@ -751,7 +848,12 @@ impl Allocator {
 
     fn allocatable(&self, r: &Resources) -> bool {
         !r.is_empty()
-            && (self.config.min_allocatable.is_empty() || self.config.min_allocatable.iter().any(|set| r.covers_quantities(set)))
+            && (self.config.min_allocatable.is_empty()
+                || self
+                    .config
+                    .min_allocatable
+                    .iter()
+                    .any(|set| r.covers_quantities(set)))
     }
 
     fn rebuild_blocked(&mut self, a: u32) {
@@ -762,10 +864,13 @@ impl Allocator {
         let mut eligible = 0;
         let mut offerable_by_role: BTreeMap<u32, Resources> = BTreeMap::new();
         for (&c, filter) in &slot.filters {
-            let Some(client) = self.clients[c as usize].as_ref() else { continue };
+            let Some(client) = self.clients[c as usize].as_ref() else {
+                continue;
+            };
             let offerable = offerable_by_role.entry(client.role).or_insert_with(|| {
                 if slot.has_reservations {
-                    slot.available.allocatable_to(&self.roles[client.role as usize].name)
+                    slot.available
+                        .allocatable_to(&self.roles[client.role as usize].name)
                 } else {
                     slot.available.clone()
                 }
@@ -787,7 +892,9 @@ impl Allocator {
 
     /// What an agent has that is neither offered nor used.
     pub fn available(&self, agent: &AgentId) -> Option<&Resources> {
-        self.agent_index.get(agent).map(|&a| &self.agent(a).available)
+        self.agent_index
+            .get(agent)
+            .map(|&a| &self.agent(a).available)
     }
 
     /// What an agent has, in total.
@@ -797,13 +904,19 @@ impl Allocator {
 
     /// What each (framework, role) holds on an agent (offered or used).
     pub fn allocated(&self, agent: &AgentId) -> Vec<(FrameworkId, String, Resources)> {
-        let Some(&a) = self.agent_index.get(agent) else { return Vec::new() };
+        let Some(&a) = self.agent_index.get(agent) else {
+            return Vec::new();
+        };
         self.agent(a)
             .allocated
             .iter()
             .map(|(c, r)| {
                 let client = self.client(*c);
-                (client.framework.clone(), self.roles[client.role as usize].name.clone(), r.clone())
+                (
+                    client.framework.clone(),
+                    self.roles[client.role as usize].name.clone(),
+                    r.clone(),
+                )
             })
             .collect()
     }
@@ -832,7 +945,10 @@ impl Allocator {
 
     /// Scalar totals of the active agents.
     pub fn cluster_totals(&self) -> Vec<(String, f64)> {
-        self.totals.iter().map(|(n, v)| (n.clone(), from_fixed(*v))).collect()
+        self.totals
+            .iter()
+            .map(|(n, v)| (n.clone(), from_fixed(*v)))
+            .collect()
     }
 
     /// Checks the bookkeeping: on every agent, available + allocated = total,
@@ -844,12 +960,18 @@ impl Allocator {
                 sum += r;
             }
             if sum != slot.total {
-                return Err(format!("agent {}: available + allocated = {} but total is {}", slot.id, sum, slot.total));
+                return Err(format!(
+                    "agent {}: available + allocated = {} but total is {}",
+                    slot.id, sum, slot.total
+                ));
             }
             for (name, v) in slot.total.scalar_totals() {
                 let used: i64 = slot.allocated.values().map(|r| r.scalar_fixed(name)).sum();
                 if used > v {
-                    return Err(format!("agent {} over-committed on {name}: {} > {}", slot.id, used, v));
+                    return Err(format!(
+                        "agent {} over-committed on {name}: {} > {}",
+                        slot.id, used, v
+                    ));
                 }
             }
         }

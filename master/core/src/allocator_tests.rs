@@ -34,7 +34,14 @@ fn offers_a_whole_agent_to_the_only_framework() {
     let mut a = Allocator::new(AllocatorConfig::default());
     a.add_agent(ag("a1"), res("cpus:4;mem:1024;ports:[31000-31010]"), vec![]);
     a.add_framework(fw("f1"), &star(), true, false, &[]);
-    assert_eq!(pass(&mut a, Time::ZERO), vec![("f1".into(), "a1".into(), "cpus:4; mem:1024; ports:[31000-31010]".into())]);
+    assert_eq!(
+        pass(&mut a, Time::ZERO),
+        vec![(
+            "f1".into(),
+            "a1".into(),
+            "cpus:4; mem:1024; ports:[31000-31010]".into()
+        )]
+    );
     // Everything is offered: a second pass offers nothing.
     assert!(pass(&mut a, Time::ZERO).is_empty());
     a.check_invariants().unwrap();
@@ -59,7 +66,11 @@ fn lower_share_goes_first() {
     // f1 already uses most of a1.
     a.add_framework(fw("f1"), &star(), true, false, &[]);
     a.add_framework(fw("f2"), &star(), true, false, &[]);
-    a.add_agent(ag("a1"), res("cpus:4;mem:1024"), vec![(fw("f1"), "*".into(), res("cpus:3;mem:100"))]);
+    a.add_agent(
+        ag("a1"),
+        res("cpus:4;mem:1024"),
+        vec![(fw("f1"), "*".into(), res("cpus:3;mem:100"))],
+    );
     a.add_agent(ag("a2"), res("cpus:4;mem:1024"), vec![]);
     let offers = pass(&mut a, Time::ZERO);
     // Whichever agent comes first goes to f2 (lower share); the other to f2 as
@@ -75,7 +86,14 @@ fn decline_filter_holds_until_expiry() {
     a.add_framework(fw("f1"), &star(), true, false, &[]);
     let t0 = Time::from_secs(100);
     assert_eq!(pass(&mut a, t0).len(), 1);
-    a.recover(&ag("a1"), &fw("f1"), "*", &res("cpus:4;mem:1024"), Some(Duration::from_secs(5)), t0);
+    a.recover(
+        &ag("a1"),
+        &fw("f1"),
+        "*",
+        &res("cpus:4;mem:1024"),
+        Some(Duration::from_secs(5)),
+        t0,
+    );
     assert!(pass(&mut a, t0 + Duration::from_secs(1)).is_empty());
     assert!(pass(&mut a, t0 + Duration::from_secs(4)).is_empty());
     assert_eq!(pass(&mut a, t0 + Duration::from_secs(5)).len(), 1);
@@ -90,12 +108,33 @@ fn filter_stops_applying_when_the_agent_has_more() {
     let t0 = Time::from_secs(1);
     let first = pass(&mut a, t0);
     assert_eq!(first.len(), 1);
-    let (winner, loser) = if first[0].0 == "f1" { ("f1", "f2") } else { ("f2", "f1") };
+    let (winner, loser) = if first[0].0 == "f1" {
+        ("f1", "f2")
+    } else {
+        ("f2", "f1")
+    };
     // The winner launches a task with 1 cpu and declines the rest for an hour.
-    a.recover(&ag("a1"), &fw(winner), "*", &res("cpus:3;mem:1024"), Some(Duration::from_secs(3600)), t0);
+    a.recover(
+        &ag("a1"),
+        &fw(winner),
+        "*",
+        &res("cpus:3;mem:1024"),
+        Some(Duration::from_secs(3600)),
+        t0,
+    );
     let second = pass(&mut a, t0);
-    assert_eq!(second, vec![(loser.into(), "a1".into(), "cpus:3; mem:1024".into())]);
-    a.recover(&ag("a1"), &fw(loser), "*", &res("cpus:3;mem:1024"), Some(Duration::from_secs(3600)), t0);
+    assert_eq!(
+        second,
+        vec![(loser.into(), "a1".into(), "cpus:3; mem:1024".into())]
+    );
+    a.recover(
+        &ag("a1"),
+        &fw(loser),
+        "*",
+        &res("cpus:3;mem:1024"),
+        Some(Duration::from_secs(3600)),
+        t0,
+    );
     assert!(pass(&mut a, t0).is_empty());
     // The task ends: the agent now has more than either filter refused.
     a.recover(&ag("a1"), &fw(winner), "*", &res("cpus:1"), None, t0);
@@ -113,7 +152,14 @@ fn suppress_and_revive() {
     a.revive(&fw("f1"), None);
     assert_eq!(pass(&mut a, Time::ZERO).len(), 1);
     // Revive clears filters too.
-    a.recover(&ag("a1"), &fw("f1"), "*", &res("cpus:4;mem:1024"), Some(Duration::from_secs(3600)), Time::ZERO);
+    a.recover(
+        &ag("a1"),
+        &fw("f1"),
+        "*",
+        &res("cpus:4;mem:1024"),
+        Some(Duration::from_secs(3600)),
+        Time::ZERO,
+    );
     assert!(pass(&mut a, Time::ZERO).is_empty());
     a.revive(&fw("f1"), None);
     assert_eq!(pass(&mut a, Time::ZERO).len(), 1);
@@ -135,15 +181,25 @@ fn inactive_frameworks_and_agents_get_nothing() {
 #[test]
 fn reservations_go_to_their_role_only() {
     let mut a = Allocator::new(AllocatorConfig::default());
-    a.add_agent(ag("a1"), res("cpus:2;mem:512;cpus(eng):2;mem(eng):512"), vec![]);
+    a.add_agent(
+        ag("a1"),
+        res("cpus:2;mem:512;cpus(eng):2;mem(eng):512"),
+        vec![],
+    );
     a.add_framework(fw("ops"), &["ops".to_string()], true, false, &[]);
     a.add_framework(fw("eng"), &["eng".to_string()], true, false, &[]);
     let offers = pass(&mut a, Time::ZERO);
-    let eng = offers.iter().find(|o| o.0 == "eng").expect("eng gets its reservation");
+    let eng = offers
+        .iter()
+        .find(|o| o.0 == "eng")
+        .expect("eng gets its reservation");
     assert!(eng.2.contains("cpus(eng):2"), "{offers:?}");
     for o in &offers {
         if o.0 == "ops" {
-            assert!(!o.2.contains("(eng)"), "ops must not see eng's reservation: {offers:?}");
+            assert!(
+                !o.2.contains("(eng)"),
+                "ops must not see eng's reservation: {offers:?}"
+            );
         }
     }
     a.check_invariants().unwrap();
@@ -200,8 +256,22 @@ fn recovering_more_than_held_is_harmless() {
     a.add_agent(ag("a1"), res("cpus:4;mem:1024"), vec![]);
     a.add_framework(fw("f1"), &star(), true, false, &[]);
     pass(&mut a, Time::ZERO);
-    a.recover(&ag("a1"), &fw("f1"), "*", &res("cpus:4;mem:1024"), None, Time::ZERO);
-    a.recover(&ag("a1"), &fw("f1"), "*", &res("cpus:4;mem:1024"), None, Time::ZERO);
+    a.recover(
+        &ag("a1"),
+        &fw("f1"),
+        "*",
+        &res("cpus:4;mem:1024"),
+        None,
+        Time::ZERO,
+    );
+    a.recover(
+        &ag("a1"),
+        &fw("f1"),
+        "*",
+        &res("cpus:4;mem:1024"),
+        None,
+        Time::ZERO,
+    );
     a.check_invariants().unwrap();
     assert_eq!(a.available(&ag("a1")), Some(&res("cpus:4;mem:1024")));
 }

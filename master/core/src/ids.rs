@@ -61,7 +61,13 @@ macro_rules! default_with {
     };
 }
 
-default_with!(v1::FrameworkId, v1::AgentId, v1::OfferId, v1::TaskId, v1::ExecutorId);
+default_with!(
+    v1::FrameworkId,
+    v1::AgentId,
+    v1::OfferId,
+    v1::TaskId,
+    v1::ExecutorId
+);
 
 id_type!(
     /// A framework.

@@ -11,3 +11,7 @@ pub mod ids;
 pub mod time;
 
 pub use time::Time;
+pub mod master;
+pub mod validation;
+
+pub use master::{CallError, Config, Input, Master, MasterView, OperatorCall, Output};

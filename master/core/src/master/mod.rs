@@ -1,0 +1,546 @@
+//! The master state machine.
+//!
+//! [`Master::handle`] applies one [`Input`] at a time `now` and returns the
+//! [`Output`]s the shell must carry out, in order: events for framework
+//! streams, messages for agent connections, replies to HTTP requests. Timers
+//! (allocation, agent pings, failover and re-registration timeouts) fire on
+//! [`Input::Tick`]; [`Master::next_deadline`] says when the next one is due.
+
+mod agents;
+mod scheduler;
+mod state;
+mod views;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use agora_proto::internal::{AgentMessage, MasterMessage, master_message};
+use agora_proto::resources::Resources;
+use agora_proto::{operator, scheduler as sched, v1};
+
+use crate::allocator::{Allocator, AllocatorConfig};
+use crate::ids::{AgentId, ConnId, ExecutorId, FrameworkId, OfferId, RequestId, StreamId, TaskId};
+use crate::time::Time;
+use crate::validation::Capabilities;
+
+pub use views::MasterView;
+
+/// Master settings (Mesos flag names in the docs).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `--allocation_interval`: a batch allocation at least this often.
+    pub allocation_interval: Duration,
+    /// `--agent_ping_timeout`: how often agents are pinged.
+    pub agent_ping_timeout: Duration,
+    /// `--max_agent_ping_timeouts`: missed pongs before an agent is unreachable.
+    pub max_agent_ping_timeouts: u32,
+    /// `--agent_reregister_timeout`: how long a disconnected agent may take to
+    /// come back before it is marked unreachable.
+    pub agent_reregister_timeout: Duration,
+    /// `--offer_timeout`: rescind offers older than this (none by default).
+    pub offer_timeout: Option<Duration>,
+    /// `--max_completed_frameworks`.
+    pub max_completed_frameworks: usize,
+    /// `--max_completed_tasks_per_framework`.
+    pub max_completed_tasks_per_framework: usize,
+    /// `--max_unreachable_tasks_per_framework`.
+    pub max_unreachable_tasks_per_framework: usize,
+    /// Heartbeat interval announced in SUBSCRIBED (the shell sends them).
+    pub heartbeat_interval: Duration,
+    /// `--roles`: when set, frameworks may only use these roles (and `*`).
+    pub roles: Option<Vec<String>>,
+    /// `--weights`.
+    pub weights: Vec<(String, f64)>,
+    /// Allocator settings.
+    pub allocator: AllocatorConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            allocation_interval: Duration::from_secs(1),
+            agent_ping_timeout: Duration::from_secs(15),
+            max_agent_ping_timeouts: 5,
+            agent_reregister_timeout: Duration::from_secs(600),
+            offer_timeout: None,
+            max_completed_frameworks: 50,
+            max_completed_tasks_per_framework: 1000,
+            max_unreachable_tasks_per_framework: 1000,
+            heartbeat_interval: Duration::from_secs(15),
+            roles: None,
+            weights: Vec::new(),
+            allocator: AllocatorConfig::default(),
+        }
+    }
+}
+
+/// Something that happened, for the master to act on.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Time passed: fire due timers (allocation, pings, timeouts).
+    Tick,
+    /// A SUBSCRIBE call. The shell has opened `stream` and buffers its events;
+    /// the reply says whether to answer 200 with the stream or an error.
+    Subscribe {
+        /// The HTTP request.
+        request: RequestId,
+        /// The new stream's id (sent back as `Mesos-Stream-Id`).
+        stream: StreamId,
+        /// The call.
+        call: sched::Call,
+    },
+    /// Any other scheduler call.
+    Call {
+        /// The HTTP request.
+        request: RequestId,
+        /// The `Mesos-Stream-Id` header, if present.
+        stream: Option<StreamId>,
+        /// The call.
+        call: sched::Call,
+    },
+    /// A subscription stream was closed by the client or the network.
+    StreamClosed {
+        /// Which one.
+        stream: StreamId,
+    },
+    /// A message on an agent connection.
+    Agent {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        message: AgentMessage,
+    },
+    /// An agent connection ended.
+    AgentClosed {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// An operator API write call.
+    Operator {
+        /// The HTTP request.
+        request: RequestId,
+        /// The call.
+        call: OperatorCall,
+    },
+}
+
+/// Operator calls that change state.
+#[derive(Clone, Debug)]
+pub enum OperatorCall {
+    /// TEARDOWN a framework.
+    Teardown(FrameworkId),
+    /// UPDATE_WEIGHTS.
+    UpdateWeights(Vec<(String, f64)>),
+    /// MARK_AGENT_GONE.
+    MarkAgentGone(AgentId),
+    /// DEACTIVATE_AGENT.
+    DeactivateAgent(AgentId),
+    /// REACTIVATE_AGENT.
+    ReactivateAgent(AgentId),
+}
+
+/// Why a call was refused; the shell turns it into an HTTP status and a
+/// plain-text body.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// 501.
+    #[error("{0}")]
+    NotImplemented(String),
+}
+
+impl CallError {
+    /// The HTTP status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            CallError::BadRequest(_) => 400,
+            CallError::Forbidden(_) => 403,
+            CallError::NotFound(_) => 404,
+            CallError::Conflict(_) => 409,
+            CallError::NotImplemented(_) => 501,
+        }
+    }
+}
+
+/// Something the shell must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Answer an HTTP request.
+    Reply {
+        /// Which request.
+        request: RequestId,
+        /// 200/202 or an error.
+        result: Result<(), CallError>,
+    },
+    /// Send an event on a framework's subscription stream.
+    Event {
+        /// Which stream.
+        stream: StreamId,
+        /// The event.
+        event: sched::Event,
+    },
+    /// End a subscription stream (after its last event).
+    CloseStream {
+        /// Which stream.
+        stream: StreamId,
+    },
+    /// Send a message on an agent connection.
+    ToAgent {
+        /// Which connection.
+        conn: ConnId,
+        /// The message.
+        message: MasterMessage,
+    },
+    /// End an agent connection.
+    CloseAgent {
+        /// Which connection.
+        conn: ConnId,
+    },
+    /// An event for operator API subscribers (`SUBSCRIBE` on `/api/v1`).
+    OperatorEvent(operator::Event),
+}
+
+/// A framework the master knows.
+#[derive(Clone, Debug)]
+pub(crate) struct Framework {
+    pub id: FrameworkId,
+    pub info: v1::FrameworkInfo,
+    pub caps: Capabilities,
+    pub roles: Vec<String>,
+    pub stream: Option<StreamId>,
+    /// Subscribed and not yet failed over: receives offers.
+    pub active: bool,
+    /// Known only from an agent's report (after a master restart), not yet
+    /// subscribed to this master.
+    pub recovered: bool,
+    pub registered_time: Option<Time>,
+    pub reregistered_time: Option<Time>,
+    pub unregistered_time: Option<Time>,
+    pub failover_deadline: Option<Time>,
+    pub tasks: BTreeMap<TaskId, Task>,
+    pub unreachable_tasks: BTreeMap<TaskId, Task>,
+    pub completed_tasks: VecDeque<Task>,
+    pub offers: BTreeSet<OfferId>,
+    /// Custom executors by agent.
+    pub executors: BTreeMap<AgentId, BTreeMap<ExecutorId, v1::ExecutorInfo>>,
+    pub suppressed_roles: BTreeSet<String>,
+}
+
+/// A task the master knows.
+#[derive(Clone, Debug)]
+pub(crate) struct Task {
+    pub proto: v1::Task,
+    pub agent: AgentId,
+    pub role: String,
+    /// The task's own resources (without its executor's).
+    pub resources: Resources,
+    /// Its resources went back to the allocator (at the first terminal state).
+    pub recovered: bool,
+}
+
+impl Task {
+    pub fn state(&self) -> v1::TaskState {
+        self.proto.state()
+    }
+}
+
+/// Where an agent is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AgentState {
+    /// Connected and registered.
+    Registered,
+    /// Its connection broke; it may come back until the deadline.
+    Disconnected { deadline: Time },
+}
+
+/// An agent the master knows.
+#[derive(Clone, Debug)]
+pub(crate) struct Agent {
+    pub id: AgentId,
+    pub info: v1::AgentInfo,
+    pub address: String,
+    pub version: String,
+    pub conn: Option<ConnId>,
+    pub state: AgentState,
+    /// An operator deactivated it (DEACTIVATE_AGENT).
+    pub deactivated: bool,
+    pub total: Resources,
+    pub registered_time: Time,
+    pub reregistered_time: Option<Time>,
+    pub tasks: BTreeSet<(FrameworkId, TaskId)>,
+    pub offers: BTreeSet<OfferId>,
+    /// Executors and their resources, by framework.
+    pub executors: BTreeMap<(FrameworkId, ExecutorId), (v1::ExecutorInfo, Resources, String)>,
+    pub pong_pending: bool,
+    pub missed_pongs: u32,
+    /// Kills requested while the agent was away, sent on re-registration.
+    pub pending_kills: Vec<(FrameworkId, TaskId, Option<v1::KillPolicy>)>,
+}
+
+/// An outstanding offer.
+#[derive(Clone, Debug)]
+pub(crate) struct Offer {
+    pub id: OfferId,
+    pub framework: FrameworkId,
+    pub agent: AgentId,
+    pub role: String,
+    pub resources: Resources,
+    pub created: Time,
+}
+
+/// The master. See the module documentation.
+#[derive(Debug)]
+pub struct Master {
+    pub(crate) config: Config,
+    pub(crate) info: v1::MasterInfo,
+    pub(crate) epoch: u64,
+    pub(crate) start_time: Time,
+    pub(crate) allocator: Allocator,
+    pub(crate) rng: fastrand::Rng,
+    pub(crate) frameworks: BTreeMap<FrameworkId, Framework>,
+    pub(crate) completed_frameworks: VecDeque<Framework>,
+    pub(crate) removed_frameworks: BTreeSet<FrameworkId>,
+    pub(crate) streams: BTreeMap<StreamId, FrameworkId>,
+    pub(crate) agents: BTreeMap<AgentId, Agent>,
+    pub(crate) conns: BTreeMap<ConnId, AgentId>,
+    /// Agents marked unreachable, with the time.
+    pub(crate) unreachable_agents: BTreeMap<AgentId, (v1::AgentInfo, Time)>,
+    /// Agents an operator marked gone: shut down if they return.
+    pub(crate) gone_agents: BTreeSet<AgentId>,
+    pub(crate) offers: BTreeMap<OfferId, Offer>,
+    pub(crate) next_framework: u64,
+    pub(crate) next_agent: u64,
+    pub(crate) next_offer: u64,
+    pub(crate) allocation_requested: bool,
+    pub(crate) next_allocation: Time,
+    pub(crate) next_ping: Time,
+    pub(crate) operator_events: bool,
+    pub(crate) out: Vec<Output>,
+    pub(crate) metrics: Metrics,
+}
+
+/// Counters for `/metrics/snapshot`.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    /// Status updates routed to frameworks.
+    pub valid_status_updates: u64,
+    /// Status updates for unknown frameworks.
+    pub invalid_status_updates: u64,
+    /// Allocation passes run.
+    pub allocation_runs: u64,
+    /// Offers made.
+    pub offers_made: u64,
+    /// Offers declined.
+    pub offers_declined: u64,
+    /// Offers rescinded.
+    pub offers_rescinded: u64,
+    /// Tasks launched.
+    pub tasks_launched: u64,
+    /// Tasks refused with TASK_ERROR.
+    pub tasks_error: u64,
+    /// Tasks dropped or lost at launch (invalid offers).
+    pub tasks_dropped: u64,
+}
+
+impl Master {
+    /// A master with no agents or frameworks. `info` is this master's
+    /// MasterInfo (id, address, version); `epoch` its leadership epoch; `seed`
+    /// drives the allocator's agent order.
+    pub fn new(config: Config, info: v1::MasterInfo, epoch: u64, seed: u64, now: Time) -> Self {
+        let mut allocator = Allocator::new(config.allocator.clone());
+        for (role, w) in &config.weights {
+            allocator.set_weight(role, *w);
+        }
+        Master {
+            next_allocation: now + config.allocation_interval,
+            next_ping: now + config.agent_ping_timeout,
+            config,
+            info,
+            epoch,
+            start_time: now,
+            allocator,
+            rng: fastrand::Rng::with_seed(seed),
+            frameworks: BTreeMap::new(),
+            completed_frameworks: VecDeque::new(),
+            removed_frameworks: BTreeSet::new(),
+            streams: BTreeMap::new(),
+            agents: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            unreachable_agents: BTreeMap::new(),
+            gone_agents: BTreeSet::new(),
+            offers: BTreeMap::new(),
+            next_framework: 0,
+            next_agent: 0,
+            next_offer: 0,
+            allocation_requested: false,
+            operator_events: false,
+            out: Vec::new(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Applies one input at time `now`; returns what the shell must do, in order.
+    pub fn handle(&mut self, now: Time, input: Input) -> Vec<Output> {
+        match input {
+            Input::Tick => self.tick(now),
+            Input::Subscribe {
+                request,
+                stream,
+                call,
+            } => self.subscribe(now, request, stream, call),
+            Input::Call {
+                request,
+                stream,
+                call,
+            } => {
+                let result = self.call(now, stream, call);
+                self.out.push(Output::Reply { request, result });
+            }
+            Input::StreamClosed { stream } => self.stream_closed(now, &stream),
+            Input::Agent { conn, message } => self.agent_message(now, conn, message),
+            Input::AgentClosed { conn } => self.agent_closed(now, conn),
+            Input::Operator { request, call } => {
+                let result = self.operator_call(now, call);
+                self.out.push(Output::Reply { request, result });
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// When the shell must next call `handle(now, Input::Tick)`.
+    pub fn next_deadline(&self) -> Option<Time> {
+        let mut next = self.next_allocation.min(self.next_ping);
+        if self.allocation_requested {
+            // As soon as the shell has drained its queue: coalesces bursts.
+            next = Time::ZERO;
+        }
+        for f in self.frameworks.values() {
+            if let Some(d) = f.failover_deadline {
+                next = next.min(d);
+            }
+        }
+        for a in self.agents.values() {
+            if let AgentState::Disconnected { deadline } = a.state {
+                next = next.min(deadline);
+            }
+        }
+        if let Some(timeout) = self.config.offer_timeout {
+            if let Some(oldest) = self.offers.values().map(|o| o.created).min() {
+                next = next.min(oldest + timeout);
+            }
+        }
+        Some(next)
+    }
+
+    /// Turns operator events on or off (the shell enables them while an
+    /// operator API subscriber is connected).
+    pub fn set_operator_events(&mut self, enabled: bool) {
+        self.operator_events = enabled;
+    }
+
+    /// The master's leadership epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// This master's MasterInfo.
+    pub fn info(&self) -> &v1::MasterInfo {
+        &self.info
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The allocator (read-only), for views and benchmarks.
+    pub fn allocator(&self) -> &Allocator {
+        &self.allocator
+    }
+
+    fn tick(&mut self, now: Time) {
+        // Timeouts first, so that allocation sees their effects.
+        let expired: Vec<FrameworkId> = self
+            .frameworks
+            .values()
+            .filter(|f| f.failover_deadline.is_some_and(|d| d <= now))
+            .map(|f| f.id.clone())
+            .collect();
+        for id in expired {
+            self.remove_framework(now, &id, "framework failover timeout expired");
+        }
+        let lost: Vec<AgentId> = self
+            .agents
+            .values()
+            .filter(|a| matches!(a.state, AgentState::Disconnected { deadline } if deadline <= now))
+            .map(|a| a.id.clone())
+            .collect();
+        for id in lost {
+            self.mark_unreachable(now, &id, "agent did not re-register in time");
+        }
+        if now >= self.next_ping {
+            self.next_ping = now + self.config.agent_ping_timeout;
+            self.ping_agents(now);
+        }
+        if let Some(timeout) = self.config.offer_timeout {
+            let stale: Vec<OfferId> = self
+                .offers
+                .values()
+                .filter(|o| o.created + timeout <= now)
+                .map(|o| o.id.clone())
+                .collect();
+            for id in stale {
+                self.rescind_offer(now, &id, None);
+            }
+        }
+        if self.allocation_requested || now >= self.next_allocation {
+            self.allocation_requested = false;
+            self.next_allocation = now + self.config.allocation_interval;
+            self.allocate(now);
+        }
+    }
+
+    fn send(&mut self, framework: &FrameworkId, event: sched::Event) {
+        if let Some(stream) = self
+            .frameworks
+            .get(framework)
+            .and_then(|f| f.stream.clone())
+        {
+            self.out.push(Output::Event { stream, event });
+        }
+    }
+
+    fn to_agent(&mut self, agent: &AgentId, message: master_message::Message) -> bool {
+        match self.agents.get(agent).and_then(|a| a.conn) {
+            Some(conn) => {
+                self.out.push(Output::ToAgent {
+                    conn,
+                    message: MasterMessage {
+                        epoch: self.epoch,
+                        message: Some(message),
+                    },
+                });
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn operator_event(&mut self, event: impl FnOnce(&Self) -> operator::Event) {
+        if self.operator_events {
+            let e = event(self);
+            self.out.push(Output::OperatorEvent(e));
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Core table tests: inputs in, outputs recorded and checked, on a virtual
+//! clock with simulated agents and frameworks.
+
+mod agents;
+mod harness;
+mod properties;
+mod scheduler;
