@@ -1,1 +1,257 @@
-//! placeholder
+//! The Agora master shell.
+//!
+//! Wraps the deterministic core (`agora-master-core`) with I/O: one listener
+//! serving the Mesos v1 scheduler and operator HTTP APIs and the legacy
+//! endpoints (warp), and the agent gRPC service (tonic) on the same port.
+//! A single driver task owns the core; handlers talk to it over a channel.
+//!
+//! ```text
+//! framework ──HTTP──▶ http.rs ──Command──▶ driver.rs ──Input──▶ Master (core)
+//! agent ─────gRPC──▶ grpc.rs ──Command──▶     │      ◀─Output──
+//!                                             └─▶ event streams, agent streams, replies
+//! ```
+
+mod clock;
+mod driver;
+mod grpc;
+mod http;
+mod legacy;
+mod server;
+mod ui;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_master_core::{Config, Master};
+use agora_proto::v1;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+pub use clock::Clock;
+pub use driver::{MasterHandle, Stopped};
+
+/// How to run a master.
+#[derive(Clone, Debug)]
+pub struct MasterOptions {
+    /// The core's settings.
+    pub config: Config,
+    /// The name agents and frameworks are told (`MasterInfo.hostname`).
+    pub hostname: Option<String>,
+    /// The flags shown by `/flags` and GET_FLAGS.
+    pub flags: Vec<(String, String)>,
+    /// Seed of the allocator's agent order.
+    pub seed: u64,
+}
+
+impl Default for MasterOptions {
+    fn default() -> Self {
+        MasterOptions {
+            config: Config::default(),
+            hostname: None,
+            flags: Vec::new(),
+            seed: 0,
+        }
+    }
+}
+
+/// A running master.
+pub struct RunningMaster {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// A way to query the core.
+    pub handle: MasterHandle,
+    /// This master's MasterInfo.
+    pub info: v1::MasterInfo,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+    driver: JoinHandle<()>,
+}
+
+impl RunningMaster {
+    /// `host:port` for clients.
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Stops serving and drops every connection.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.server).await;
+        self.driver.abort();
+        let _ = (&mut self.driver).await;
+    }
+
+    /// Waits until the server ends (it ends only when stopped).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.server).await;
+    }
+}
+
+/// `MasterInfo.ip`: the IPv4 address in network byte order read as a
+/// little-endian uint32 (10.0.0.1 → 16777226).
+pub fn master_ip(ip: IpAddr) -> u32 {
+    match ip {
+        IpAddr::V4(v4) => u32::from_le_bytes(v4.octets()),
+        IpAddr::V6(_) => 0,
+    }
+}
+
+/// Starts a master on `listener`.
+pub async fn start(
+    options: MasterOptions,
+    listener: TcpListener,
+) -> std::io::Result<RunningMaster> {
+    let addr = listener.local_addr()?;
+    let hostname = options
+        .hostname
+        .clone()
+        .unwrap_or_else(|| addr.ip().to_string());
+    let id = uuid::Uuid::new_v4().to_string();
+    let ip = addr.ip().to_string();
+    let pid = format!("master@{ip}:{}", addr.port());
+    let info = v1::MasterInfo {
+        id,
+        ip: master_ip(addr.ip()),
+        port: u32::from(addr.port()),
+        pid: Some(pid),
+        hostname: Some(hostname.clone()),
+        version: Some(agora_proto::MESOS_VERSION.to_string()),
+        address: Some(v1::Address {
+            hostname: Some(hostname),
+            ip: Some(ip),
+            port: i32::from(addr.port()),
+        }),
+        domain: None,
+        capabilities: vec![v1::master_info::Capability {
+            r#type: Some(v1::master_info::capability::Type::AgentUpdate as i32),
+        }],
+    };
+    let clock = Clock::new();
+    let now = clock.now();
+    let heartbeat = options.config.heartbeat_interval;
+    let seed = if options.seed == 0 {
+        now.as_nanos()
+    } else {
+        options.seed
+    };
+    let master = Master::new(options.config.clone(), info.clone(), 1, seed, now);
+    let (handle, driver) = driver::spawn(master, clock);
+    let ctx = Arc::new(http::Context {
+        handle: handle.clone(),
+        info: info.clone(),
+        flags: options.flags.clone(),
+        heartbeat: if heartbeat.is_zero() {
+            Duration::from_secs(15)
+        } else {
+            heartbeat
+        },
+        start_time: now.as_secs_f64(),
+    });
+    let http_service = warp::service(http::routes(ctx));
+    let grpc_service = tonic::service::Routes::new(grpc::Service::server(handle.clone())).prepare();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(listener, http_service, grpc_service, async {
+        let _ = stop_rx.await;
+    }));
+    info!(%addr, master.id = %info.id, "master started");
+    Ok(RunningMaster {
+        addr,
+        handle,
+        info,
+        stop: Some(stop_tx),
+        server,
+        driver,
+    })
+}
+
+/// The default flags listing for `/flags`, from the core's config.
+pub fn flags_of(config: &Config, extra: &[(&str, String)]) -> Vec<(String, String)> {
+    let d = |d: Duration| agora_proto_duration(d);
+    let mut flags = vec![
+        (
+            "allocation_interval".to_string(),
+            d(config.allocation_interval),
+        ),
+        (
+            "agent_ping_timeout".to_string(),
+            d(config.agent_ping_timeout),
+        ),
+        (
+            "max_agent_ping_timeouts".to_string(),
+            config.max_agent_ping_timeouts.to_string(),
+        ),
+        (
+            "agent_reregister_timeout".to_string(),
+            d(config.agent_reregister_timeout),
+        ),
+        (
+            "max_completed_frameworks".to_string(),
+            config.max_completed_frameworks.to_string(),
+        ),
+        (
+            "max_completed_tasks_per_framework".to_string(),
+            config.max_completed_tasks_per_framework.to_string(),
+        ),
+        (
+            "min_allocatable_resources".to_string(),
+            "cpus:0.01|mem:32".to_string(),
+        ),
+        (
+            "filter_gpu_resources".to_string(),
+            config.allocator.filter_gpu_resources.to_string(),
+        ),
+        ("role_sorter".to_string(), "drf".to_string()),
+        ("framework_sorter".to_string(), "drf".to_string()),
+    ];
+    for (k, v) in extra {
+        flags.push((k.to_string(), v.clone()));
+    }
+    flags.sort();
+    flags
+}
+
+/// A duration in Mesos' format (`15secs`, `10mins`, `250ms`).
+pub fn agora_proto_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    let units: [(u128, &str); 6] = [
+        (7 * 24 * 3600 * 1_000_000_000, "weeks"),
+        (24 * 3600 * 1_000_000_000, "days"),
+        (3600 * 1_000_000_000, "hrs"),
+        (60 * 1_000_000_000, "mins"),
+        (1_000_000_000, "secs"),
+        (1_000_000, "ms"),
+    ];
+    for (size, name) in units {
+        if ns >= size && ns % size == 0 {
+            return format!("{}{name}", ns / size);
+        }
+    }
+    if ns >= 1_000_000_000 {
+        return format!("{}secs", d.as_secs_f64());
+    }
+    format!("{}ns", ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_ip_is_little_endian() {
+        assert_eq!(master_ip("10.0.0.1".parse().unwrap()), 16777226);
+        assert_eq!(master_ip("127.0.1.1".parse().unwrap()), 16842879);
+    }
+
+    #[test]
+    fn durations_in_mesos_format() {
+        assert_eq!(agora_proto_duration(Duration::from_secs(15)), "15secs");
+        assert_eq!(agora_proto_duration(Duration::from_secs(600)), "10mins");
+        assert_eq!(agora_proto_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(agora_proto_duration(Duration::from_millis(1500)), "1500ms");
+    }
+}

@@ -1,8 +1,17 @@
-//! The agent ↔ master gRPC service (tonic). The master serves
-//! [`agent_service_server::AgentService`]; agents connect with
-//! [`agent_service_client::AgentServiceClient`] and keep one bidirectional
-//! stream open. Message types are in `agora_proto::internal`.
+//! Transport pieces shared by the Agora shells (never by the cores):
+//!
+//! - [`agent_service_server`] / [`agent_service_client`]: the agent ↔ master
+//!   gRPC service (tonic). The master serves it; agents keep one
+//!   bidirectional stream open. Messages are in `agora_proto::internal`.
+//! - [`http`]: what every Mesos v1 HTTP endpoint needs: content-type and
+//!   Accept negotiation, JSON or protobuf bodies, RecordIO framed streams,
+//!   request size limits and plain-text errors.
 
-#![allow(missing_docs, clippy::unwrap_used)]
+pub mod http;
 
-include!(concat!(env!("OUT_DIR"), "/agora.rpc.v1.rs"));
+#[allow(missing_docs, clippy::all, clippy::unwrap_used)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/agora.rpc.v1.rs"));
+}
+
+pub use generated::*;

@@ -1,0 +1,72 @@
+//! The agent gRPC service: each `Session` stream is one agent connection,
+//! relayed to and from the driver.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use agora_master_core::ids::ConnId;
+use agora_proto::internal::{AgentMessage, MasterMessage};
+use agora_rpc::agent_service_server::{AgentService, AgentServiceServer};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::debug;
+
+use crate::driver::{Command, MasterHandle};
+
+/// Largest agent message accepted (a re-registration lists every task).
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+pub(crate) struct Service {
+    handle: MasterHandle,
+    next_conn: Arc<AtomicU64>,
+}
+
+impl Service {
+    pub(crate) fn server(handle: MasterHandle) -> AgentServiceServer<Service> {
+        AgentServiceServer::new(Service {
+            handle,
+            next_conn: Arc::new(AtomicU64::new(1)),
+        })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+    }
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<MasterMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for Service {
+    type SessionStream = Outbound;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Outbound>, Status> {
+        let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        let peer = request.remote_addr();
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.handle.send(Command::AgentOpened { conn, sender: tx });
+        let mut inbound = request.into_inner();
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            debug!(conn = conn.0, ?peer, "agent connection opened");
+            loop {
+                match inbound.message().await {
+                    Ok(Some(message)) => handle.send(Command::AgentMessage { conn, message }),
+                    Ok(None) => break,
+                    Err(status) => {
+                        debug!(conn = conn.0, %status, "agent connection failed");
+                        break;
+                    }
+                }
+            }
+            handle.send(Command::AgentClosed(conn));
+            debug!(conn = conn.0, "agent connection closed");
+        });
+        let outbound = UnboundedReceiverStream::new(rx).map(Ok);
+        Ok(Response::new(Box::pin(outbound)))
+    }
+}

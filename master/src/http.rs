@@ -1,0 +1,768 @@
+//! The master's HTTP surface: the v1 scheduler API, the v1 operator API,
+//! and the legacy GET endpoints, with Mesos' path aliasing (`/x` ≡
+//! `/master/x`, trailing `/` ignored, `/api/v1/*` → `/api/v1`, `.json`
+//! aliases).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use agora_master_core::ids::{AgentId, FrameworkId, StreamId};
+use agora_master_core::{CallError, MasterView, OperatorCall};
+use agora_proto::operator::{self, response};
+use agora_proto::scheduler as sched;
+use agora_proto::v1;
+use agora_rpc::http::{self as h, Encoding, HttpError};
+use bytes::Bytes;
+use futures::Stream;
+use http::{HeaderMap, Method, StatusCode, header};
+use tokio::sync::mpsc;
+use warp::Filter;
+
+use crate::driver::{Command, MasterHandle, Stopped};
+use crate::legacy;
+
+/// What the HTTP handlers need besides the driver.
+pub(crate) struct Context {
+    pub handle: MasterHandle,
+    pub info: v1::MasterInfo,
+    pub flags: Vec<(String, String)>,
+    pub heartbeat: Duration,
+    pub start_time: f64,
+}
+
+/// The warp filter for every master route.
+pub(crate) fn routes(
+    ctx: Arc<Context>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  query: String,
+                  headers: HeaderMap,
+                  body| {
+                let ctx = ctx.clone();
+                async move {
+                    let body = h::read_body(body, h::MAX_BODY).await;
+                    match dispatch(&ctx, method, path.as_str(), &query, &headers, body).await {
+                        Ok(r) => r,
+                        Err(e) => e.into_response(),
+                    }
+                }
+            },
+        )
+}
+
+/// Mesos path aliasing: `/master/x` → `/x`, no trailing `/`, `.json` dropped.
+pub(crate) fn normalize(path: &str) -> String {
+    let mut p = path.trim_end_matches('/').to_string();
+    if let Some(rest) = p.strip_prefix("/master") {
+        if rest.is_empty() || rest.starts_with('/') {
+            p = rest.to_string();
+        }
+    }
+    for alias in [
+        "/state.json",
+        "/state-summary.json",
+        "/tasks.json",
+        "/roles.json",
+        "/slaves.json",
+        "/frameworks.json",
+    ] {
+        if p == alias {
+            p.truncate(p.len() - ".json".len());
+        }
+    }
+    if p.is_empty() { "/".into() } else { p }
+}
+
+fn stopped(_: Stopped) -> HttpError {
+    HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "Master is shutting down")
+}
+
+fn call_error(e: CallError) -> HttpError {
+    HttpError::new(
+        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+        e.to_string(),
+    )
+}
+
+async fn dispatch(
+    ctx: &Context,
+    method: Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, HttpError>,
+) -> Result<warp::reply::Response, HttpError> {
+    let path = normalize(path);
+    let post_only = |m: &Method| {
+        if m == Method::POST {
+            Ok(())
+        } else {
+            let mut r = h::text(StatusCode::METHOD_NOT_ALLOWED, "Expecting 'POST'");
+            r.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+            Err(r)
+        }
+    };
+    if path == "/api/v1/scheduler" {
+        if let Err(r) = post_only(&method) {
+            return Ok(r);
+        }
+        return scheduler(ctx, headers, body?).await;
+    }
+    if path == "/api/v1" || path.starts_with("/api/v1/") {
+        if let Err(r) = post_only(&method) {
+            return Ok(r);
+        }
+        return operator_api(ctx, headers, body?).await;
+    }
+    if method != Method::GET && method != Method::HEAD && path != "/teardown" {
+        return Err(HttpError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on {path}"),
+        ));
+    }
+    let params: Vec<(String, String)> = form_urlencoded(query);
+    let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let json = |v: serde_json::Value| {
+        let text = v.to_string();
+        match param("jsonp") {
+            Some(cb)
+                if cb
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') =>
+            {
+                h::body(StatusCode::OK, "text/javascript", format!("{cb}({text});"))
+            }
+            _ => h::body(StatusCode::OK, "application/json", text),
+        }
+    };
+    match path.as_str() {
+        "/health" => Ok(h::empty(StatusCode::OK)),
+        "/version" => Ok(json(legacy::version())),
+        "/redirect" => {
+            let (host, port) = leader_address(&ctx.info);
+            let mut r = h::empty(StatusCode::TEMPORARY_REDIRECT);
+            if let Ok(v) = header::HeaderValue::from_str(&format!("//{host}:{port}")) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            Ok(r)
+        }
+        "/metrics/snapshot" => {
+            let metrics = ctx
+                .handle
+                .query(|m| m.metrics_snapshot())
+                .await
+                .map_err(stopped)?;
+            Ok(json(legacy::metrics(&metrics, ctx.start_time)))
+        }
+        "/metrics" => {
+            let metrics = ctx
+                .handle
+                .query(|m| m.metrics_snapshot())
+                .await
+                .map_err(stopped)?;
+            Ok(h::body(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                legacy::prometheus(&metrics),
+            ))
+        }
+        "/state" | "/state-summary" | "/slaves" | "/frameworks" | "/tasks" | "/roles" => {
+            let (state, roles) = ctx
+                .handle
+                .query(|m| (m.get_state(), m.get_roles()))
+                .await
+                .map_err(stopped)?;
+            let view = legacy::View {
+                info: &ctx.info,
+                flags: &ctx.flags,
+                start_time: ctx.start_time,
+                state: &state,
+                roles: &roles,
+            };
+            Ok(json(match path.as_str() {
+                "/state" => view.state(),
+                "/state-summary" => view.state_summary(),
+                "/slaves" => view.slaves(param("slave_id").as_deref()),
+                "/frameworks" => view.frameworks(param("framework_id").as_deref()),
+                "/tasks" => view.tasks(&legacy::TaskQuery {
+                    limit: param("limit")
+                        .and_then(|l| l.parse::<i64>().ok())
+                        .unwrap_or(100),
+                    offset: param("offset").and_then(|o| o.parse().ok()).unwrap_or(0),
+                    ascending: param("order").as_deref() == Some("asc"),
+                    framework_id: param("framework_id"),
+                    task_id: param("task_id"),
+                }),
+                _ => view.roles(),
+            }))
+        }
+        "/flags" => Ok(json(legacy::flags(&ctx.flags))),
+        "/teardown" => {
+            let form = form_urlencoded(std::str::from_utf8(&body?).unwrap_or(""));
+            let id = form
+                .iter()
+                .find(|(k, _)| k == "frameworkId")
+                .map(|(_, v)| v.clone());
+            let Some(id) = id else {
+                return Err(HttpError::bad_request(
+                    "Missing 'frameworkId' query parameter",
+                ));
+            };
+            ctx.handle
+                .operator(OperatorCall::Teardown(FrameworkId(id)))
+                .await
+                .map_err(stopped)?
+                .map_err(call_error)?;
+            Ok(h::empty(StatusCode::OK))
+        }
+        "/" => {
+            let (state, roles) = ctx
+                .handle
+                .query(|m| (m.get_state(), m.get_roles()))
+                .await
+                .map_err(stopped)?;
+            let view = legacy::View {
+                info: &ctx.info,
+                flags: &ctx.flags,
+                start_time: ctx.start_time,
+                state: &state,
+                roles: &roles,
+            };
+            Ok(h::body(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                crate::ui::render(&view),
+            ))
+        }
+        _ => Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            format!("No such endpoint: {path}"),
+        )),
+    }
+}
+
+fn leader_address(info: &v1::MasterInfo) -> (String, u32) {
+    let host = info
+        .hostname
+        .clone()
+        .or_else(|| info.address.as_ref().and_then(|a| a.ip.clone()))
+        .unwrap_or_default();
+    (host, info.port)
+}
+
+/// Parses `a=b&c=d` with percent-decoding.
+pub(crate) fn form_urlencoded(s: &str) -> Vec<(String, String)> {
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// ---------------------------------------------------------------- scheduler
+
+async fn scheduler(
+    ctx: &Context,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<warp::reply::Response, HttpError> {
+    let encoding = h::request_encoding(headers)?;
+    let call: sched::Call = encoding
+        .decode(&body)
+        .map_err(|e| HttpError::bad_request(format!("Failed to parse body into Call: {e}")))?;
+    let stream_header = headers
+        .get("mesos-stream-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| StreamId(s.to_string()));
+    if call.r#type() != sched::call::Type::Subscribe {
+        let kind = call.r#type();
+        ctx.handle
+            .call(call, stream_header)
+            .await
+            .map_err(stopped)?
+            .map_err(call_error)?;
+        let status = if kind == sched::call::Type::UpdateFramework {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        };
+        return Ok(h::empty(status));
+    }
+    if stream_header.is_some() {
+        return Err(HttpError::bad_request(
+            "Subscribe calls should not include the 'Mesos-Stream-Id' header",
+        ));
+    }
+    let accept = h::response_encoding(headers)?;
+    let stream = StreamId(uuid::Uuid::new_v4().to_string());
+    let (tx, rx) = mpsc::unbounded_channel();
+    ctx.handle
+        .subscribe(call, stream.clone(), tx)
+        .await
+        .map_err(stopped)?
+        .map_err(call_error)?;
+    let events = EventStream::new(rx, accept, ctx.heartbeat, {
+        let handle = ctx.handle.clone();
+        let stream = stream.clone();
+        move || handle.send(Command::StreamClosed(stream))
+    });
+    let mut response = h::stream_response(accept, events);
+    if let Ok(v) = header::HeaderValue::from_str(&stream.0) {
+        response.headers_mut().insert("Mesos-Stream-Id", v);
+    }
+    Ok(response)
+}
+
+/// A subscription's HTTP body: RecordIO records of the events the driver
+/// sends, a HEARTBEAT every interval, and one more HEARTBEAT after each burst
+/// (mesoshttp only handles a record once the next one starts arriving). When
+/// the client goes away the body is dropped and `on_close` tells the driver.
+struct EventStream<T, F: FnOnce()> {
+    rx: mpsc::UnboundedReceiver<T>,
+    encoding: Encoding,
+    interval: tokio::time::Interval,
+    pending: std::collections::VecDeque<Bytes>,
+    heartbeat: Bytes,
+    on_close: Option<F>,
+}
+
+impl<T, F: FnOnce()> EventStream<T, F> {
+    fn new(rx: mpsc::UnboundedReceiver<T>, encoding: Encoding, every: Duration, on_close: F) -> Self
+    where
+        T: HeartbeatEvent,
+    {
+        let start = tokio::time::Instant::now() + every;
+        let mut interval = tokio::time::interval_at(start, every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        EventStream {
+            rx,
+            encoding,
+            interval,
+            pending: Default::default(),
+            heartbeat: T::heartbeat(encoding),
+            on_close: Some(on_close),
+        }
+    }
+}
+
+/// Events that have a HEARTBEAT form.
+pub(crate) trait HeartbeatEvent: prost::Message + prost::Name + Sized {
+    /// The encoded HEARTBEAT record.
+    fn heartbeat(encoding: Encoding) -> Bytes;
+    /// Whether this event is itself a heartbeat.
+    fn is_heartbeat(&self) -> bool;
+}
+
+impl HeartbeatEvent for sched::Event {
+    fn heartbeat(encoding: Encoding) -> Bytes {
+        encoding.record(&sched::Event {
+            r#type: Some(sched::event::Type::Heartbeat as i32),
+            ..Default::default()
+        })
+    }
+    fn is_heartbeat(&self) -> bool {
+        self.r#type() == sched::event::Type::Heartbeat
+    }
+}
+
+impl HeartbeatEvent for operator::Event {
+    fn heartbeat(encoding: Encoding) -> Bytes {
+        encoding.record(&operator::Event {
+            r#type: Some(operator::event::Type::Heartbeat as i32),
+            ..Default::default()
+        })
+    }
+    fn is_heartbeat(&self) -> bool {
+        self.r#type() == operator::event::Type::Heartbeat
+    }
+}
+
+impl<T: HeartbeatEvent, F: FnOnce() + Unpin> Stream for EventStream<T, F> {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Bytes>> {
+        let this = &mut *self;
+        if let Some(b) = this.pending.pop_front() {
+            return Poll::Ready(Some(b));
+        }
+        let mut burst = false;
+        loop {
+            match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(event)) => {
+                    burst = !event.is_heartbeat();
+                    this.pending.push_back(this.encoding.record(&event));
+                    if this.pending.len() >= 256 {
+                        break;
+                    }
+                }
+                Poll::Ready(None) => {
+                    if this.pending.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if burst {
+            this.pending.push_back(this.heartbeat.clone());
+        }
+        if let Some(b) = this.pending.pop_front() {
+            return Poll::Ready(Some(b));
+        }
+        match this.interval.poll_tick(cx) {
+            Poll::Ready(_) => Poll::Ready(Some(this.heartbeat.clone())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T, F: FnOnce()> Drop for EventStream<T, F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_close.take() {
+            f();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- operator
+
+async fn operator_api(
+    ctx: &Context,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<warp::reply::Response, HttpError> {
+    use operator::call::Type as C;
+    use operator::response::Type as R;
+    let encoding = h::request_encoding(headers)?;
+    let accept = h::response_encoding(headers)?;
+    let call: operator::Call = encoding
+        .decode(&body)
+        .map_err(|e| HttpError::bad_request(format!("Failed to parse body into Call: {e}")))?;
+    let respond = |r: operator::Response| {
+        Ok(h::body(
+            StatusCode::OK,
+            accept.content_type(),
+            accept.encode(&r),
+        ))
+    };
+    let query = |f: Box<dyn FnOnce(&agora_master_core::Master) -> operator::Response + Send>| async move {
+        ctx.handle.query(f).await.map_err(stopped)
+    };
+    let write = |call: OperatorCall| async move {
+        ctx.handle
+            .operator(call)
+            .await
+            .map_err(stopped)?
+            .map_err(call_error)?;
+        Ok::<_, HttpError>(h::empty(StatusCode::OK))
+    };
+    match call.r#type() {
+        C::GetHealth => respond(operator::Response {
+            r#type: Some(R::GetHealth as i32),
+            get_health: Some(response::GetHealth { healthy: true }),
+            ..Default::default()
+        }),
+        C::GetVersion => respond(operator::Response {
+            r#type: Some(R::GetVersion as i32),
+            get_version: Some(response::GetVersion {
+                version_info: legacy::version_info(),
+            }),
+            ..Default::default()
+        }),
+        C::GetFlags => respond(operator::Response {
+            r#type: Some(R::GetFlags as i32),
+            get_flags: Some(response::GetFlags {
+                flags: ctx
+                    .flags
+                    .iter()
+                    .map(|(n, v)| v1::Flag {
+                        name: n.clone(),
+                        value: Some(v.clone()),
+                    })
+                    .collect(),
+            }),
+            ..Default::default()
+        }),
+        C::GetLoggingLevel => respond(operator::Response {
+            r#type: Some(R::GetLoggingLevel as i32),
+            get_logging_level: Some(response::GetLoggingLevel { level: 0 }),
+            ..Default::default()
+        }),
+        C::GetMetrics => {
+            let metrics = ctx
+                .handle
+                .query(|m| m.metrics_snapshot())
+                .await
+                .map_err(stopped)?;
+            respond(operator::Response {
+                r#type: Some(R::GetMetrics as i32),
+                get_metrics: Some(response::GetMetrics {
+                    metrics: metrics
+                        .into_iter()
+                        .map(|(name, v)| v1::Metric {
+                            name,
+                            value: Some(v),
+                        })
+                        .collect(),
+                }),
+                ..Default::default()
+            })
+        }
+        C::GetState => respond(
+            query(Box::new(|m| operator::Response {
+                r#type: Some(R::GetState as i32),
+                get_state: Some(m.get_state()),
+                ..Default::default()
+            }))
+            .await?,
+        ),
+        C::GetAgents => respond(
+            query(Box::new(|m| operator::Response {
+                r#type: Some(R::GetAgents as i32),
+                get_agents: Some(m.get_agents()),
+                ..Default::default()
+            }))
+            .await?,
+        ),
+        C::GetFrameworks => respond(
+            query(Box::new(|m| operator::Response {
+                r#type: Some(R::GetFrameworks as i32),
+                get_frameworks: Some(m.get_frameworks()),
+                ..Default::default()
+            }))
+            .await?,
+        ),
+        C::GetExecutors => respond(
+            query(Box::new(|m| operator::Response {
+                r#type: Some(R::GetExecutors as i32),
+                get_executors: Some(m.get_executors()),
+                ..Default::default()
+            }))
+            .await?,
+        ),
+        C::GetTasks => respond(
+            query(Box::new(|m| operator::Response {
+                r#type: Some(R::GetTasks as i32),
+                get_tasks: Some(m.get_tasks()),
+                ..Default::default()
+            }))
+            .await?,
+        ),
+        C::GetRoles => respond(
+            query(Box::new(|m| operator::Response {
+                r#type: Some(R::GetRoles as i32),
+                get_roles: Some(m.get_roles()),
+                ..Default::default()
+            }))
+            .await?,
+        ),
+        C::GetMaster => respond(
+            query(Box::new(|m| operator::Response {
+                r#type: Some(R::GetMaster as i32),
+                get_master: Some(m.get_master()),
+                ..Default::default()
+            }))
+            .await?,
+        ),
+        C::GetWeights => respond(
+            query(Box::new(|m| {
+                let weight_infos = m
+                    .get_roles()
+                    .roles
+                    .into_iter()
+                    .filter(|r| r.weight != 1.0)
+                    .map(|r| v1::WeightInfo {
+                        weight: r.weight,
+                        role: Some(r.name),
+                    })
+                    .collect();
+                operator::Response {
+                    r#type: Some(R::GetWeights as i32),
+                    get_weights: Some(response::GetWeights { weight_infos }),
+                    ..Default::default()
+                }
+            }))
+            .await?,
+        ),
+        C::Subscribe => operator_subscribe(ctx, accept).await,
+        C::Teardown => {
+            let id = call
+                .teardown
+                .map(|t| FrameworkId::from(&t.framework_id))
+                .ok_or_else(|| HttpError::bad_request("Expecting 'teardown' to be present"))?;
+            write(OperatorCall::Teardown(id)).await
+        }
+        C::UpdateWeights => {
+            let w = call.update_weights.ok_or_else(|| {
+                HttpError::bad_request("Expecting 'update_weights' to be present")
+            })?;
+            let weights = w
+                .weight_infos
+                .into_iter()
+                .map(|i| (i.role.unwrap_or_default(), i.weight))
+                .collect();
+            write(OperatorCall::UpdateWeights(weights)).await
+        }
+        C::MarkAgentGone => {
+            let a = call.mark_agent_gone.ok_or_else(|| {
+                HttpError::bad_request("Expecting 'mark_agent_gone' to be present")
+            })?;
+            write(OperatorCall::MarkAgentGone(AgentId::from(&a.agent_id))).await
+        }
+        C::DeactivateAgent => {
+            let a = call.deactivate_agent.ok_or_else(|| {
+                HttpError::bad_request("Expecting 'deactivate_agent' to be present")
+            })?;
+            write(OperatorCall::DeactivateAgent(AgentId::from(&a.agent_id))).await
+        }
+        C::ReactivateAgent => {
+            let a = call.reactivate_agent.ok_or_else(|| {
+                HttpError::bad_request("Expecting 'reactivate_agent' to be present")
+            })?;
+            write(OperatorCall::ReactivateAgent(AgentId::from(&a.agent_id))).await
+        }
+        C::Unknown => Err(HttpError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "Received 'UNKNOWN' call",
+        )),
+        other => Err(HttpError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("{} is not implemented by Agora", other.as_str_name()),
+        )),
+    }
+}
+
+async fn operator_subscribe(
+    ctx: &Context,
+    accept: Encoding,
+) -> Result<warp::reply::Response, HttpError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (snap_tx, snap_rx) = tokio::sync::oneshot::channel();
+    ctx.handle.send(Command::OperatorSubscribe {
+        events: tx.clone(),
+        snapshot: snap_tx,
+    });
+    let snapshot = snap_rx.await.map_err(|_| stopped(Stopped))?;
+    let (first_tx, first_rx) = mpsc::unbounded_channel();
+    // SUBSCRIBED with the snapshot, then the heartbeat, then the live events.
+    let _ = first_tx.send(operator::Event {
+        r#type: Some(operator::event::Type::Subscribed as i32),
+        subscribed: Some(operator::event::Subscribed {
+            get_state: Some(snapshot),
+            heartbeat_interval_seconds: Some(ctx.heartbeat.as_secs_f64()),
+        }),
+        ..Default::default()
+    });
+    let _ = first_tx.send(operator::Event {
+        r#type: Some(operator::event::Type::Heartbeat as i32),
+        ..Default::default()
+    });
+    drop(first_tx);
+    let merged = Chain {
+        first: Some(first_rx),
+        rest: rx,
+    };
+    let events = EventStream::new_chain(merged, accept, ctx.heartbeat);
+    Ok(h::stream_response(accept, events))
+}
+
+/// Two receivers read one after the other.
+struct Chain<T> {
+    first: Option<mpsc::UnboundedReceiver<T>>,
+    rest: mpsc::UnboundedReceiver<T>,
+}
+
+impl EventStream<operator::Event, fn()> {
+    fn new_chain(
+        chain: Chain<operator::Event>,
+        encoding: Encoding,
+        every: Duration,
+    ) -> impl Stream<Item = Bytes> + Send + Sync + 'static {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut chain = chain;
+            if let Some(mut first) = chain.first.take() {
+                while let Some(e) = first.recv().await {
+                    if tx.send(e).is_err() {
+                        return;
+                    }
+                }
+            }
+            loop {
+                tokio::select! {
+                    e = chain.rest.recv() => match e {
+                        Some(e) => if tx.send(e).is_err() { return },
+                        None => return,
+                    },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        EventStream::new(rx, encoding, every, (|| {}) as fn())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_alias_like_mesos() {
+        assert_eq!(normalize("/master/api/v1/scheduler"), "/api/v1/scheduler");
+        assert_eq!(normalize("/master/frameworks/"), "/frameworks");
+        assert_eq!(normalize("/state.json"), "/state");
+        assert_eq!(normalize("/master/state.json"), "/state");
+        assert_eq!(normalize("/master"), "/");
+        assert_eq!(normalize("/mastery"), "/mastery");
+    }
+
+    #[test]
+    fn form_decoding() {
+        assert_eq!(
+            form_urlencoded("frameworkId=a%2Db&x=1+2"),
+            vec![
+                ("frameworkId".into(), "a-b".into()),
+                ("x".into(), "1 2".into())
+            ]
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! One listener for everything: HTTP/1.1 (the Mesos APIs, served by warp)
+//! and HTTP/2 gRPC (agents, served by tonic), told apart per request by
+//! `Content-Type: application/grpc`. Agents therefore use the same
+//! `--master host:5050` as every other client.
+
+use std::convert::Infallible;
+use std::future::Future;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tower::Service;
+use tracing::debug;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Serves `http` (a warp filter service) and `grpc` (tonic routes) on
+/// `listener` until `shutdown` completes; then open connections are dropped.
+pub async fn serve<H, G>(
+    listener: TcpListener,
+    http: H,
+    grpc: G,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Service<http::Request<Incoming>, Response = warp::reply::Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    H::Future: Send,
+    G: Service<
+            http::Request<Incoming>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    G::Future: Send,
+{
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                debug!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let http = http.clone();
+        let grpc = grpc.clone();
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                let grpc_call = req
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+                let mut http = http.clone();
+                let mut grpc = grpc.clone();
+                async move {
+                    let response: http::Response<Body> = if grpc_call {
+                        let r = grpc.call(req).await.unwrap_or_else(|e| match e {});
+                        r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync())
+                    } else {
+                        let r = http.call(req).await.unwrap_or_else(|e| match e {});
+                        r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync())
+                    };
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    connections.abort_all();
+}

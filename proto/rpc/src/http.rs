@@ -1,0 +1,289 @@
+//! HTTP helpers for the Mesos v1 APIs (scheduler, executor, operator).
+//!
+//! Mesos compares media types exactly and chooses the response encoding from
+//! `Accept` (JSON when absent or `*/*`). Streams are RecordIO over a chunked
+//! response whose Content-Type is the *message* type. Errors are plain text.
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use http::{HeaderMap, StatusCode, header};
+use prost::{Message, Name};
+
+use agora_proto::{json, recordio};
+
+/// The largest request body accepted (an ACCEPT with many tasks is large).
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// How a message is encoded on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// `application/json`, in the Mesos JSON mapping.
+    Json,
+    /// `application/x-protobuf`.
+    Protobuf,
+}
+
+impl Encoding {
+    /// The exact media type (no parameters: mesos-go compares strings).
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Json => "application/json",
+            Encoding::Protobuf => "application/x-protobuf",
+        }
+    }
+
+    /// Encodes a message.
+    pub fn encode<M: Message + Name>(self, msg: &M) -> Bytes {
+        match self {
+            Encoding::Json => Bytes::from(json::to_vec(msg)),
+            Encoding::Protobuf => Bytes::from(msg.encode_to_vec()),
+        }
+    }
+
+    /// Encodes a message as one RecordIO record.
+    pub fn record<M: Message + Name>(self, msg: &M) -> Bytes {
+        recordio::encode(&self.encode(msg))
+    }
+
+    /// Decodes a message, checking required fields.
+    pub fn decode<M: Message + Name + Default>(self, body: &[u8]) -> Result<M, json::DecodeError> {
+        match self {
+            Encoding::Json => json::from_slice(body),
+            Encoding::Protobuf => json::from_protobuf(body),
+        }
+    }
+}
+
+/// An HTTP error: a status and a plain-text message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    /// The status.
+    pub status: StatusCode,
+    /// The message (the body).
+    pub message: String,
+}
+
+impl HttpError {
+    /// An error with this status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        HttpError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// The error as a warp reply.
+    pub fn into_response(self) -> warp::reply::Response {
+        text(self.status, self.message)
+    }
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, message: impl Into<String>) -> warp::reply::Response {
+    body(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from(message.into()),
+    )
+}
+
+/// A response with a body and a content type.
+pub fn body(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> warp::reply::Response {
+    let mut r = warp::reply::Response::new(body.into().into());
+    *r.status_mut() = status;
+    if let Ok(v) = header::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// An empty response with this status.
+pub fn empty(status: StatusCode) -> warp::reply::Response {
+    let mut r = warp::reply::Response::new(Bytes::new().into());
+    *r.status_mut() = status;
+    r
+}
+
+/// The encoding of a request body, from its Content-Type: 400 when absent,
+/// 415 when neither JSON nor protobuf. Parameters such as `charset` are
+/// tolerated (Mesos refuses them; accepting them is harmless).
+pub fn request_encoding(headers: &HeaderMap) -> Result<Encoding, HttpError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(HttpError::bad_request(
+            "Expecting 'Content-Type' to be present",
+        ));
+    };
+    let media = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "application/json" => Ok(Encoding::Json),
+        "application/x-protobuf" => Ok(Encoding::Protobuf),
+        other => Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Expecting 'Content-Type' of application/json or application/x-protobuf, got '{other}'"
+            ),
+        )),
+    }
+}
+
+/// The response encoding `Accept` allows: JSON if acceptable (also when the
+/// header is absent, `*/*` or `application/*`), else protobuf, else 406.
+pub fn response_encoding(headers: &HeaderMap) -> Result<Encoding, HttpError> {
+    let Some(value) = headers.get(header::ACCEPT) else {
+        return Ok(Encoding::Json);
+    };
+    let accept = value.to_str().unwrap_or("");
+    let mut json = false;
+    let mut proto = false;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q_zero = parts.any(|p| {
+            let p = p.trim();
+            p.strip_prefix("q=")
+                .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+        });
+        if q_zero {
+            continue;
+        }
+        match media.as_str() {
+            "application/json" | "application/*" | "*/*" => json = true,
+            "application/x-protobuf" => proto = true,
+            _ => {}
+        }
+    }
+    if json {
+        Ok(Encoding::Json)
+    } else if proto {
+        Ok(Encoding::Protobuf)
+    } else {
+        Err(HttpError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "Expecting 'Accept' to allow application/json or application/x-protobuf",
+        ))
+    }
+}
+
+/// Reads a request body, refusing more than `limit` bytes with 413.
+pub async fn read_body<S, B, E>(stream: S, limit: usize) -> Result<Bytes, HttpError>
+where
+    S: Stream<Item = Result<B, E>>,
+    B: bytes::Buf,
+    E: std::fmt::Display,
+{
+    let mut out = BytesMut::new();
+    let mut stream = std::pin::pin!(stream);
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk
+            .map_err(|e| HttpError::bad_request(format!("failed to read the request body: {e}")))?;
+        if out.len() + chunk.remaining() > limit {
+            return Err(HttpError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body is larger than {limit} bytes"),
+            ));
+        }
+        while chunk.has_remaining() {
+            let c = chunk.chunk();
+            out.extend_from_slice(c);
+            let n = c.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// A streaming 200 response: `records` are RecordIO-framed messages, sent
+/// chunked, with the message type as Content-Type.
+pub fn stream_response<S>(encoding: Encoding, records: S) -> warp::reply::Response
+where
+    S: Stream<Item = Bytes> + Send + Sync + 'static,
+{
+    use warp::Reply;
+    let mut r =
+        warp::reply::stream(records.map(Ok::<Bytes, std::convert::Infallible>)).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(encoding.content_type()),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, header::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn content_type_rules() {
+        assert_eq!(
+            request_encoding(&headers(&[])).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            request_encoding(&headers(&[("content-type", "text/plain")]))
+                .unwrap_err()
+                .status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        assert_eq!(
+            request_encoding(&headers(&[(
+                "content-type",
+                "application/json; charset=utf-8"
+            )])),
+            Ok(Encoding::Json)
+        );
+        assert_eq!(
+            request_encoding(&headers(&[("content-type", "application/x-protobuf")])),
+            Ok(Encoding::Protobuf)
+        );
+    }
+
+    #[test]
+    fn accept_rules() {
+        assert_eq!(response_encoding(&headers(&[])), Ok(Encoding::Json));
+        assert_eq!(
+            response_encoding(&headers(&[("accept", "*/*")])),
+            Ok(Encoding::Json)
+        );
+        assert_eq!(
+            response_encoding(&headers(&[("accept", "application/x-protobuf")])),
+            Ok(Encoding::Protobuf)
+        );
+        assert_eq!(
+            response_encoding(&headers(&[("accept", "text/html")]))
+                .unwrap_err()
+                .status,
+            StatusCode::NOT_ACCEPTABLE
+        );
+        assert_eq!(
+            response_encoding(&headers(&[(
+                "accept",
+                "application/json;q=0, application/x-protobuf"
+            )])),
+            Ok(Encoding::Protobuf)
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! `agora master`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use agora_master::{MasterOptions, flags_of};
+use agora_master_core::Config;
+use anyhow::Context as _;
+use clap::Args;
+
+/// Flags of `agora master` (Mesos names where Mesos users know them).
+#[derive(Args, Debug, Clone)]
+pub struct MasterArgs {
+    /// Address to listen on (HTTP APIs and agent gRPC share it).
+    #[arg(long, env = "AGORA_MASTER_IP", default_value = "0.0.0.0")]
+    pub ip: std::net::IpAddr,
+    /// Port to listen on.
+    #[arg(long, env = "AGORA_MASTER_PORT", default_value_t = 5050)]
+    pub port: u16,
+    /// Hostname advertised to agents and frameworks.
+    #[arg(long, env = "AGORA_MASTER_HOSTNAME")]
+    pub hostname: Option<String>,
+    /// Batch allocation interval, e.g. `1s`, `500ms`.
+    #[arg(long, default_value = "1s", value_parser = humantime_duration)]
+    pub allocation_interval: Duration,
+    /// How often agents are pinged.
+    #[arg(long, default_value = "15s", value_parser = humantime_duration)]
+    pub agent_ping_timeout: Duration,
+    /// Missed pings before an agent is unreachable.
+    #[arg(long, default_value_t = 5)]
+    pub max_agent_ping_timeouts: u32,
+    /// How long a disconnected agent may take to re-register.
+    #[arg(long, default_value = "10m", value_parser = humantime_duration)]
+    pub agent_reregister_timeout: Duration,
+    /// Rescind offers older than this (none when unset).
+    #[arg(long, value_parser = humantime_duration)]
+    pub offer_timeout: Option<Duration>,
+    /// Role weights, `role=weight,role=weight`.
+    #[arg(long, value_parser = parse_weights)]
+    pub weights: Option<Weights>,
+    /// Only these roles (comma separated) may be used.
+    #[arg(long, value_delimiter = ',')]
+    pub roles: Option<Vec<String>>,
+}
+
+/// Parsed `--weights`.
+#[derive(Debug, Clone)]
+pub struct Weights(pub Vec<(String, f64)>);
+
+fn parse_weights(s: &str) -> Result<Weights, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (role, w) = part
+            .split_once('=')
+            .ok_or_else(|| format!("expected role=weight, got '{part}'"))?;
+        agora_proto::roles::validate(role).map_err(|e| e.to_string())?;
+        let w: f64 = w
+            .parse()
+            .map_err(|_| format!("weight of '{role}' is not a number"))?;
+        if !(w > 0.0 && w.is_finite()) {
+            return Err(format!("weight of '{role}' must be positive"));
+        }
+        out.push((role.to_string(), w));
+    }
+    Ok(Weights(out))
+}
+
+/// Parses `1s`, `500ms`, `10m`, `2h` or a plain number of seconds.
+pub fn humantime_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| e.to_string());
+    }
+    let split = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .ok_or_else(|| format!("'{s}' is not a duration"))?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration"))?;
+    let secs = match unit {
+        "ns" => n / 1e9,
+        "us" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" | "sec" | "secs" => n,
+        "m" | "min" | "mins" => n * 60.0,
+        "h" | "hr" | "hrs" => n * 3600.0,
+        "d" | "day" | "days" => n * 86400.0,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s, m, h, d)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is not a valid duration"))
+}
+
+impl MasterArgs {
+    /// The core configuration these flags describe.
+    pub fn config(&self) -> Config {
+        Config {
+            allocation_interval: self.allocation_interval,
+            agent_ping_timeout: self.agent_ping_timeout,
+            max_agent_ping_timeouts: self.max_agent_ping_timeouts,
+            agent_reregister_timeout: self.agent_reregister_timeout,
+            offer_timeout: self.offer_timeout,
+            weights: self.weights.clone().map(|w| w.0).unwrap_or_default(),
+            roles: self.roles.clone(),
+            ..Config::default()
+        }
+    }
+
+    /// The master options.
+    pub fn options(&self) -> MasterOptions {
+        let config = self.config();
+        let flags = flags_of(
+            &config,
+            &[("port", self.port.to_string()), ("ip", self.ip.to_string())],
+        );
+        MasterOptions {
+            config,
+            hostname: self.hostname.clone(),
+            flags,
+            seed: 0,
+        }
+    }
+}
+
+pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
+    let addr = SocketAddr::new(args.ip, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (--ip/--port)"))?;
+    let master = agora_master::start(args.options(), listener).await?;
+    eprintln!("agora master listening on http://{}", master.addr);
+    super::shutdown_signal().await;
+    master.stop().await;
+    Ok(())
+}
