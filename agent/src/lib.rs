@@ -1,1 +1,210 @@
-//! placeholder
+//! The Agora agent.
+//!
+//! An agent offers its machine's resources to the master, runs the tasks the
+//! master sends it, and reports their status until the framework has
+//! acknowledged every update.
+//!
+//! ```text
+//! master ──gRPC── link.rs ──Command──▶ actor.rs (owns all state) ──spawn──▶ executor process
+//!                                         ▲  │                                   │
+//!   executor ──HTTP /api/v1/executor── http.rs ◀── events ───────────────────────┘
+//! ```
+//!
+//! Each task without an executor runs under the command executor, `agora
+//! executor` ([`command_executor`]), a separate process that speaks the v1
+//! executor HTTP API back to the agent, exactly as a custom executor (pymesos)
+//! does. Executors run in their own process groups in per-run sandboxes.
+
+mod actor;
+pub mod command_executor;
+pub mod detect;
+mod http;
+mod link;
+pub mod sandbox;
+pub mod updates;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use agora_proto::resources::Resources;
+use agora_proto::v1;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::info;
+
+pub use actor::{Settings, mesos_duration, recorded_id};
+pub use link::master_url;
+
+/// How to run an agent.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// The master: `host:port` or `http://host:port`.
+    pub master: String,
+    /// Sandboxes and the agent's metadata.
+    pub work_dir: PathBuf,
+    /// AgentInfo.hostname (`agent-1`, a DNS name, …).
+    pub hostname: String,
+    /// The address executors and the master use to reach this agent; by
+    /// default the listener's, or this host's first non-loopback IPv4 when
+    /// listening on all interfaces.
+    pub advertise_ip: Option<IpAddr>,
+    /// `--resources`; names it does not set are detected.
+    pub resources: Option<Resources>,
+    /// `--attributes`.
+    pub attributes: Vec<v1::Attribute>,
+    /// The `agora` binary (its `executor` subcommand is the command executor).
+    pub executor_path: PathBuf,
+    /// How long an executor may take to subscribe.
+    pub executor_registration_timeout: Duration,
+    /// How long an executor has to exit after SHUTDOWN.
+    pub executor_shutdown_grace_period: Duration,
+}
+
+impl AgentOptions {
+    /// Options with Mesos' defaults for everything but the essentials.
+    pub fn new(
+        master: impl Into<String>,
+        work_dir: impl Into<PathBuf>,
+        executor_path: impl Into<PathBuf>,
+    ) -> Self {
+        AgentOptions {
+            master: master.into(),
+            work_dir: work_dir.into(),
+            hostname: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "localhost".into()),
+            advertise_ip: None,
+            resources: None,
+            attributes: Vec::new(),
+            executor_path: executor_path.into(),
+            executor_registration_timeout: Duration::from_secs(60),
+            executor_shutdown_grace_period: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A running agent.
+pub struct RunningAgent {
+    /// Where its HTTP API listens.
+    pub addr: SocketAddr,
+    /// Its settings.
+    pub settings: Arc<Settings>,
+    actor: mpsc::UnboundedSender<actor::Command>,
+    stop_link: watch::Sender<bool>,
+    stop_server: Option<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningAgent {
+    /// The id the master gave it (None until registered).
+    pub async fn agent_id(&self) -> Option<String> {
+        let (tx, rx) = oneshot::channel();
+        self.actor
+            .send(actor::Command::Query(Box::new(move |a| {
+                let _ = tx.send(a.id.clone());
+            })))
+            .ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// Waits until the agent has registered, up to `timeout`.
+    pub async fn registered(&self, timeout: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(id) = self.agent_id().await {
+                return Some(id);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// Stops the agent: every executor is shut down (its tasks killed), then
+    /// the link and the HTTP server close.
+    pub async fn stop(mut self) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .actor
+            .send(actor::Command::Shutdown { reply: tx })
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+        let _ = self.stop_link.send(true);
+        if let Some(s) = self.stop_server.take() {
+            let _ = s.send(());
+        }
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+fn advertise_ip(listen: IpAddr, hostname: &str) -> IpAddr {
+    if !listen.is_unspecified() {
+        return listen;
+    }
+    (hostname, 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.find(|a| a.is_ipv4() && !a.ip().is_loopback()))
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// Starts an agent whose HTTP API listens on `listener`.
+pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Result<RunningAgent> {
+    std::fs::create_dir_all(&options.work_dir)?;
+    let work_dir = options.work_dir.canonicalize()?;
+    let addr = listener.local_addr()?;
+    let ip = options
+        .advertise_ip
+        .unwrap_or_else(|| advertise_ip(addr.ip(), &options.hostname));
+    let advertise = SocketAddr::new(ip, addr.port()).to_string();
+    let resources = detect::resources(&work_dir, options.resources.as_ref());
+    let settings = Arc::new(Settings {
+        work_dir: work_dir.clone(),
+        hostname: options.hostname.clone(),
+        advertise,
+        resources,
+        attributes: options.attributes.clone(),
+        executor_path: options.executor_path.clone(),
+        executor_registration_timeout: options.executor_registration_timeout,
+        executor_shutdown_grace_period: options.executor_shutdown_grace_period,
+    });
+    let (tx, rx) = mpsc::unbounded_channel();
+    let previous = recorded_id(&work_dir);
+    let actor = actor::Actor::new(settings.clone(), tx.clone(), previous.clone());
+    let actor_task = tokio::spawn(actor.run(rx));
+    let ctx = Arc::new(http::Context {
+        actor: tx.clone(),
+        settings: settings.clone(),
+        generation: AtomicU64::new(1),
+    });
+    let (stop_server, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(agora_rpc::http::serve(listener, http::routes(ctx), async {
+        let _ = stop_rx.await;
+    }));
+    let (stop_link, link_rx) = watch::channel(false);
+    let link_task = tokio::spawn(link::run(options.master.clone(), tx.clone(), link_rx));
+    info!(
+        %addr,
+        hostname = %settings.hostname,
+        resources = %settings.resources,
+        previous_id = previous.as_deref().unwrap_or("-"),
+        "agent started"
+    );
+    Ok(RunningAgent {
+        addr,
+        settings,
+        actor: tx,
+        stop_link,
+        stop_server: Some(stop_server),
+        tasks: vec![server, link_task, actor_task],
+    })
+}

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use agora_master_core::ids::{ConnId, RequestId, StreamId};
 use agora_master_core::{CallError, Input, Master, MasterView, OperatorCall, Output};
 use agora_proto::internal::{AgentMessage, MasterMessage};
-use agora_proto::operator::{self, response};
+use agora_proto::operator;
 use agora_proto::scheduler as sched;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -48,7 +48,7 @@ pub(crate) enum Command {
     },
     OperatorSubscribe {
         events: mpsc::UnboundedSender<operator::Event>,
-        snapshot: oneshot::Sender<response::GetState>,
+        heartbeat: std::time::Duration,
     },
     Query(Box<dyn FnOnce(&Master) + Send>),
 }
@@ -238,10 +238,23 @@ impl Driver {
                 let request = self.request(reply);
                 self.input(Input::Operator { request, call });
             }
-            Command::OperatorSubscribe { events, snapshot } => {
+            Command::OperatorSubscribe { events, heartbeat } => {
                 self.master.set_operator_events(true);
-                let _ = snapshot.send(self.master.get_state());
-                self.operator.push(events);
+                let subscribed = operator::Event {
+                    r#type: Some(operator::event::Type::Subscribed as i32),
+                    subscribed: Some(operator::event::Subscribed {
+                        get_state: Some(self.master.get_state()),
+                        heartbeat_interval_seconds: Some(heartbeat.as_secs_f64()),
+                    }),
+                    ..Default::default()
+                };
+                let heartbeat = operator::Event {
+                    r#type: Some(operator::event::Type::Heartbeat as i32),
+                    ..Default::default()
+                };
+                if events.send(subscribed).is_ok() && events.send(heartbeat).is_ok() {
+                    self.operator.push(events);
+                }
             }
             Command::Query(f) => f(&self.master),
         }

@@ -3,9 +3,7 @@
 //! `/master/x`, trailing `/` ignored, `/api/v1/*` → `/api/v1`, `.json`
 //! aliases).
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use agora_master_core::ids::{AgentId, FrameworkId, StreamId};
@@ -13,9 +11,8 @@ use agora_master_core::{CallError, MasterView, OperatorCall};
 use agora_proto::operator::{self, response};
 use agora_proto::scheduler as sched;
 use agora_proto::v1;
-use agora_rpc::http::{self as h, Encoding, HttpError};
+use agora_rpc::http::{self as h, Encoding, EventStream, HttpError};
 use bytes::Bytes;
-use futures::Stream;
 use http::{HeaderMap, Method, StatusCode, header};
 use tokio::sync::mpsc;
 use warp::Filter;
@@ -351,118 +348,6 @@ async fn scheduler(
     Ok(response)
 }
 
-/// A subscription's HTTP body: RecordIO records of the events the driver
-/// sends, a HEARTBEAT every interval, and one more HEARTBEAT after each burst
-/// (mesoshttp only handles a record once the next one starts arriving). When
-/// the client goes away the body is dropped and `on_close` tells the driver.
-struct EventStream<T, F: FnOnce()> {
-    rx: mpsc::UnboundedReceiver<T>,
-    encoding: Encoding,
-    interval: tokio::time::Interval,
-    pending: std::collections::VecDeque<Bytes>,
-    heartbeat: Bytes,
-    on_close: Option<F>,
-}
-
-impl<T, F: FnOnce()> EventStream<T, F> {
-    fn new(rx: mpsc::UnboundedReceiver<T>, encoding: Encoding, every: Duration, on_close: F) -> Self
-    where
-        T: HeartbeatEvent,
-    {
-        let start = tokio::time::Instant::now() + every;
-        let mut interval = tokio::time::interval_at(start, every);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        EventStream {
-            rx,
-            encoding,
-            interval,
-            pending: Default::default(),
-            heartbeat: T::heartbeat(encoding),
-            on_close: Some(on_close),
-        }
-    }
-}
-
-/// Events that have a HEARTBEAT form.
-pub(crate) trait HeartbeatEvent: prost::Message + prost::Name + Sized {
-    /// The encoded HEARTBEAT record.
-    fn heartbeat(encoding: Encoding) -> Bytes;
-    /// Whether this event is itself a heartbeat.
-    fn is_heartbeat(&self) -> bool;
-}
-
-impl HeartbeatEvent for sched::Event {
-    fn heartbeat(encoding: Encoding) -> Bytes {
-        encoding.record(&sched::Event {
-            r#type: Some(sched::event::Type::Heartbeat as i32),
-            ..Default::default()
-        })
-    }
-    fn is_heartbeat(&self) -> bool {
-        self.r#type() == sched::event::Type::Heartbeat
-    }
-}
-
-impl HeartbeatEvent for operator::Event {
-    fn heartbeat(encoding: Encoding) -> Bytes {
-        encoding.record(&operator::Event {
-            r#type: Some(operator::event::Type::Heartbeat as i32),
-            ..Default::default()
-        })
-    }
-    fn is_heartbeat(&self) -> bool {
-        self.r#type() == operator::event::Type::Heartbeat
-    }
-}
-
-impl<T: HeartbeatEvent, F: FnOnce() + Unpin> Stream for EventStream<T, F> {
-    type Item = Bytes;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Bytes>> {
-        let this = &mut *self;
-        if let Some(b) = this.pending.pop_front() {
-            return Poll::Ready(Some(b));
-        }
-        let mut burst = false;
-        loop {
-            match this.rx.poll_recv(cx) {
-                Poll::Ready(Some(event)) => {
-                    burst = !event.is_heartbeat();
-                    this.pending.push_back(this.encoding.record(&event));
-                    if this.pending.len() >= 256 {
-                        break;
-                    }
-                }
-                Poll::Ready(None) => {
-                    if this.pending.is_empty() {
-                        return Poll::Ready(None);
-                    }
-                    break;
-                }
-                Poll::Pending => break,
-            }
-        }
-        if burst {
-            this.pending.push_back(this.heartbeat.clone());
-        }
-        if let Some(b) = this.pending.pop_front() {
-            return Poll::Ready(Some(b));
-        }
-        match this.interval.poll_tick(cx) {
-            Poll::Ready(_) => Poll::Ready(Some(this.heartbeat.clone())),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<T, F: FnOnce()> Drop for EventStream<T, F> {
-    fn drop(&mut self) {
-        if let Some(f) = self.on_close.take() {
-            f();
-        }
-    }
-}
-
 // ---------------------------------------------------------------- operator
 
 async fn operator_api(
@@ -676,69 +561,16 @@ async fn operator_subscribe(
     accept: Encoding,
 ) -> Result<warp::reply::Response, HttpError> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let (snap_tx, snap_rx) = tokio::sync::oneshot::channel();
+    // The driver puts SUBSCRIBED (a snapshot) and a HEARTBEAT first, then
+    // every event after that snapshot.
     ctx.handle.send(Command::OperatorSubscribe {
-        events: tx.clone(),
-        snapshot: snap_tx,
+        events: tx,
+        heartbeat: ctx.heartbeat,
     });
-    let snapshot = snap_rx.await.map_err(|_| stopped(Stopped))?;
-    let (first_tx, first_rx) = mpsc::unbounded_channel();
-    // SUBSCRIBED with the snapshot, then the heartbeat, then the live events.
-    let _ = first_tx.send(operator::Event {
-        r#type: Some(operator::event::Type::Subscribed as i32),
-        subscribed: Some(operator::event::Subscribed {
-            get_state: Some(snapshot),
-            heartbeat_interval_seconds: Some(ctx.heartbeat.as_secs_f64()),
-        }),
-        ..Default::default()
-    });
-    let _ = first_tx.send(operator::Event {
-        r#type: Some(operator::event::Type::Heartbeat as i32),
-        ..Default::default()
-    });
-    drop(first_tx);
-    let merged = Chain {
-        first: Some(first_rx),
-        rest: rx,
-    };
-    let events = EventStream::new_chain(merged, accept, ctx.heartbeat);
-    Ok(h::stream_response(accept, events))
-}
-
-/// Two receivers read one after the other.
-struct Chain<T> {
-    first: Option<mpsc::UnboundedReceiver<T>>,
-    rest: mpsc::UnboundedReceiver<T>,
-}
-
-impl EventStream<operator::Event, fn()> {
-    fn new_chain(
-        chain: Chain<operator::Event>,
-        encoding: Encoding,
-        every: Duration,
-    ) -> impl Stream<Item = Bytes> + Send + Sync + 'static {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut chain = chain;
-            if let Some(mut first) = chain.first.take() {
-                while let Some(e) = first.recv().await {
-                    if tx.send(e).is_err() {
-                        return;
-                    }
-                }
-            }
-            loop {
-                tokio::select! {
-                    e = chain.rest.recv() => match e {
-                        Some(e) => if tx.send(e).is_err() { return },
-                        None => return,
-                    },
-                    () = tx.closed() => return,
-                }
-            }
-        });
-        EventStream::new(rx, encoding, every, (|| {}) as fn())
-    }
+    Ok(h::stream_response(
+        accept,
+        EventStream::new(rx, accept, ctx.heartbeat, || {}),
+    ))
 }
 
 #[cfg(test)]

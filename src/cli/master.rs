@@ -93,6 +93,17 @@ pub fn humantime_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl MasterArgs {
+    /// The flags' defaults (for `agora dev`).
+    pub fn try_parse_defaults() -> anyhow::Result<MasterArgs> {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: MasterArgs,
+        }
+        use clap::Parser as _;
+        Ok(Wrapper::try_parse_from(["agora"])?.args)
+    }
+
     /// The core configuration these flags describe.
     pub fn config(&self) -> Config {
         Config {

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent;
+mod dev;
 mod master;
 
 /// Agora: a cluster manager in the Mesos tradition.
@@ -16,8 +18,15 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run a whole cluster on this machine: a master and local agents.
+    Dev(dev::DevArgs),
     /// Run a master (Mesos v1 scheduler and operator APIs, agents over gRPC).
     Master(master::MasterArgs),
+    /// Run an agent that offers this machine's resources to a master.
+    Agent(agent::AgentArgs),
+    /// The command executor (started by agents, not by hand).
+    #[command(hide = true)]
+    Executor,
 }
 
 fn init_tracing() {
@@ -44,7 +53,10 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Dev(args) => dev::run(args).await,
             Command::Master(args) => master::run(args).await,
+            Command::Agent(args) => agent::run(args).await,
+            Command::Executor => agent::executor().await,
         }
     });
     match result {

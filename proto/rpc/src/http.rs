@@ -9,7 +9,12 @@ use futures::{Stream, StreamExt};
 use http::{HeaderMap, StatusCode, header};
 use prost::{Message, Name};
 
-use agora_proto::{json, recordio};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use agora_proto::{executor, json, operator, recordio, scheduler as sched};
+use tokio::sync::mpsc;
 
 /// The largest request body accepted (an ACCEPT with many tasks is large).
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -224,6 +229,137 @@ where
     r
 }
 
+/// A subscription's HTTP body: RecordIO records of the events the driver
+/// sends, a HEARTBEAT every interval, and one more HEARTBEAT after each burst
+/// (mesoshttp only handles a record once the next one starts arriving). When
+/// the client goes away the body is dropped and `on_close` tells the driver.
+pub struct EventStream<T, F: FnOnce()> {
+    rx: mpsc::UnboundedReceiver<T>,
+    encoding: Encoding,
+    interval: tokio::time::Interval,
+    pending: std::collections::VecDeque<Bytes>,
+    heartbeat: Bytes,
+    on_close: Option<F>,
+}
+
+impl<T, F: FnOnce()> EventStream<T, F> {
+    /// A stream of `rx`'s events, with a heartbeat every `every`; `on_close`
+    /// runs when the body is dropped.
+    pub fn new(
+        rx: mpsc::UnboundedReceiver<T>,
+        encoding: Encoding,
+        every: Duration,
+        on_close: F,
+    ) -> Self
+    where
+        T: HeartbeatEvent,
+    {
+        let start = tokio::time::Instant::now() + every;
+        let mut interval = tokio::time::interval_at(start, every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        EventStream {
+            rx,
+            encoding,
+            interval,
+            pending: Default::default(),
+            heartbeat: T::heartbeat(encoding),
+            on_close: Some(on_close),
+        }
+    }
+}
+
+/// Events that have a HEARTBEAT form.
+pub trait HeartbeatEvent: prost::Message + prost::Name + Sized {
+    /// The encoded HEARTBEAT record.
+    fn heartbeat(encoding: Encoding) -> Bytes;
+    /// Whether this event is itself a heartbeat.
+    fn is_heartbeat(&self) -> bool;
+}
+
+impl HeartbeatEvent for sched::Event {
+    fn heartbeat(encoding: Encoding) -> Bytes {
+        encoding.record(&sched::Event {
+            r#type: Some(sched::event::Type::Heartbeat as i32),
+            ..Default::default()
+        })
+    }
+    fn is_heartbeat(&self) -> bool {
+        self.r#type() == sched::event::Type::Heartbeat
+    }
+}
+
+impl HeartbeatEvent for operator::Event {
+    fn heartbeat(encoding: Encoding) -> Bytes {
+        encoding.record(&operator::Event {
+            r#type: Some(operator::event::Type::Heartbeat as i32),
+            ..Default::default()
+        })
+    }
+    fn is_heartbeat(&self) -> bool {
+        self.r#type() == operator::event::Type::Heartbeat
+    }
+}
+
+impl<T: HeartbeatEvent, F: FnOnce() + Unpin> Stream for EventStream<T, F> {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Bytes>> {
+        let this = &mut *self;
+        if let Some(b) = this.pending.pop_front() {
+            return Poll::Ready(Some(b));
+        }
+        let mut burst = false;
+        loop {
+            match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(event)) => {
+                    burst = !event.is_heartbeat();
+                    this.pending.push_back(this.encoding.record(&event));
+                    if this.pending.len() >= 256 {
+                        break;
+                    }
+                }
+                Poll::Ready(None) => {
+                    if this.pending.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if burst {
+            this.pending.push_back(this.heartbeat.clone());
+        }
+        if let Some(b) = this.pending.pop_front() {
+            return Poll::Ready(Some(b));
+        }
+        match this.interval.poll_tick(cx) {
+            Poll::Ready(_) => Poll::Ready(Some(this.heartbeat.clone())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T, F: FnOnce()> Drop for EventStream<T, F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_close.take() {
+            f();
+        }
+    }
+}
+
+impl HeartbeatEvent for executor::Event {
+    fn heartbeat(encoding: Encoding) -> Bytes {
+        encoding.record(&executor::Event {
+            r#type: Some(executor::event::Type::Heartbeat as i32),
+            ..Default::default()
+        })
+    }
+    fn is_heartbeat(&self) -> bool {
+        self.r#type() == executor::event::Type::Heartbeat
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,4 +422,61 @@ mod tests {
             Ok(Encoding::Protobuf)
         );
     }
+}
+
+/// Serves a warp filter on `listener` (HTTP/1.1 and HTTP/2) until
+/// `shutdown` completes; open connections are then dropped.
+pub async fn serve<F>(
+    listener: tokio::net::TcpListener,
+    filter: F,
+    shutdown: impl std::future::Future<Output = ()>,
+) where
+    F: warp::Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let service = warp::service(filter);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        connections.spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let mut s = service.clone();
+                    async move { tower_call(&mut s, req).await }
+                });
+            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    connections.abort_all();
+}
+
+async fn tower_call<S>(
+    s: &mut S,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<warp::reply::Response, std::convert::Infallible>
+where
+    S: tower_service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = warp::reply::Response,
+            Error = std::convert::Infallible,
+        >,
+{
+    s.call(req).await
 }

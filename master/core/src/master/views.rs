@@ -378,6 +378,8 @@ impl MasterView for Master {
                         .sum::<f64>()
                 })
                 .sum();
+            // `+ 0.0` turns an empty sum's -0.0 into 0.0.
+            let (total, used) = (total + 0.0, used + 0.0);
             put(&format!("master/{name}_total"), total);
             put(&format!("master/{name}_used"), used);
             put(

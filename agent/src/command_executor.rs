@@ -1,0 +1,591 @@
+//! `agora executor`: the command executor (and default executor for task
+//! groups).
+//!
+//! The agent starts it in the task's sandbox with the Mesos executor
+//! environment. It subscribes to the agent's v1 executor API, runs each task
+//! it is given as a process in its own process group, reports
+//! TASK_STARTING, TASK_RUNNING and the terminal state (FINISHED, FAILED with
+//! the exit status, KILLED), and kills with SIGTERM, then SIGKILL after the
+//! grace period. It exits once every terminal update has been acknowledged.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use agora_proto::executor;
+use agora_proto::status::is_terminal;
+use agora_proto::v1::{self, TaskState, task_status::Reason, task_status::Source};
+use agora_rpc::client::ApiClient;
+use agora_rpc::http::Encoding;
+use nix::sys::signal::Signal;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::sandbox;
+
+/// Why the executor could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// A required environment variable is missing.
+    #[error(
+        "environment variable {0} is not set (agora executor is started by the agent, not by hand)"
+    )]
+    Env(&'static str),
+    /// The agent could not be reached for too long.
+    #[error("lost the agent: {0}")]
+    AgentLost(String),
+}
+
+/// The default kill grace period (Mesos: 3 s).
+const DEFAULT_GRACE: Duration = Duration::from_secs(3);
+/// How long to keep trying to reach a restarted agent.
+const RECONNECT_WINDOW: Duration = Duration::from_secs(30);
+
+struct Task {
+    info: v1::TaskInfo,
+    pgid: Option<i32>,
+    state: TaskState,
+    kill_deadline: Option<Instant>,
+    killed: bool,
+    deadline_reason: Option<Reason>,
+    completion_deadline: Option<Instant>,
+}
+
+struct Executor {
+    client: ApiClient,
+    framework_id: String,
+    executor_id: String,
+    directory: PathBuf,
+    framework_info: Option<v1::FrameworkInfo>,
+    agent_info: Option<v1::AgentInfo>,
+    container_id: Option<v1::ContainerId>,
+    tasks: BTreeMap<String, Task>,
+    /// Updates sent but not yet acknowledged by the agent: uuid → update.
+    unacked: BTreeMap<Vec<u8>, v1::TaskStatus>,
+    group: bool,
+    shutting_down: Option<Instant>,
+    exits: mpsc::UnboundedSender<(String, std::process::ExitStatus)>,
+}
+
+fn env(name: &'static str) -> Result<String, ExecutorError> {
+    std::env::var(name).map_err(|_| ExecutorError::Env(name))
+}
+
+/// Parses a Mesos duration string (`5secs`, `250ms`, `1mins`).
+pub fn parse_mesos_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let idx = s.find(|c: char| c.is_ascii_alphabetic())?;
+    let (n, unit) = s.split_at(idx);
+    let n: f64 = n.parse().ok()?;
+    let secs = match unit {
+        "ns" => n / 1e9,
+        "us" => n / 1e6,
+        "ms" => n / 1e3,
+        "secs" => n,
+        "mins" => n * 60.0,
+        "hrs" => n * 3600.0,
+        "days" => n * 86400.0,
+        "weeks" => n * 604800.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(secs).ok()
+}
+
+/// Runs the executor until its tasks are done.
+pub async fn run() -> Result<(), ExecutorError> {
+    let endpoint = env("MESOS_AGENT_ENDPOINT")?;
+    let framework_id = env("MESOS_FRAMEWORK_ID")?;
+    let executor_id = env("MESOS_EXECUTOR_ID")?;
+    let directory = PathBuf::from(env("MESOS_DIRECTORY")?);
+    let client = ApiClient::new(
+        format!("http://{endpoint}/api/v1/executor"),
+        Encoding::Protobuf,
+    );
+    let (exits_tx, mut exits) = mpsc::unbounded_channel();
+    let mut ex = Executor {
+        client,
+        framework_id,
+        executor_id,
+        directory,
+        framework_info: None,
+        agent_info: None,
+        container_id: None,
+        tasks: BTreeMap::new(),
+        unacked: BTreeMap::new(),
+        group: false,
+        shutting_down: None,
+        exits: exits_tx,
+    };
+    let mut lost_since: Option<Instant> = None;
+    loop {
+        let mut stream = match ex.subscribe().await {
+            Ok(s) => {
+                lost_since = None;
+                s
+            }
+            Err(e) => {
+                let since = *lost_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > RECONNECT_WINDOW {
+                    ex.kill_all(Duration::ZERO);
+                    return Err(ExecutorError::AgentLost(e));
+                }
+                warn!(error = %e, "cannot subscribe to the agent; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        // Re-send what the agent never acknowledged (it may have restarted).
+        for status in ex.unacked.values().cloned().collect::<Vec<_>>() {
+            ex.send_update(status).await;
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                event = stream.next() => match event {
+                    Some(Ok(event)) => ex.event(event).await,
+                    Some(Err(e)) => { warn!(error = %e, "executor stream failed"); break; }
+                    None => { warn!("the agent closed the executor stream"); break; }
+                },
+                Some((task, status)) = exits.recv() => ex.exited(&task, status).await,
+                _ = tick.tick() => ex.timers().await,
+            }
+            if ex.done() {
+                info!("all tasks are done and acknowledged; exiting");
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+impl Executor {
+    async fn subscribe(&self) -> Result<agora_rpc::client::EventStream<executor::Event>, String> {
+        let call = executor::Call {
+            executor_id: v1::ExecutorId {
+                value: self.executor_id.clone(),
+            },
+            framework_id: v1::FrameworkId {
+                value: self.framework_id.clone(),
+            },
+            r#type: Some(executor::call::Type::Subscribe as i32),
+            subscribe: Some(executor::call::Subscribe {
+                unacknowledged_tasks: self
+                    .tasks
+                    .values()
+                    .filter(|t| t.state == TaskState::TaskStaging)
+                    .map(|t| t.info.clone())
+                    .collect(),
+                unacknowledged_updates: self
+                    .unacked
+                    .values()
+                    .map(|s| executor::call::Update { status: s.clone() })
+                    .collect(),
+            }),
+            ..Default::default()
+        };
+        self.client
+            .subscribe(&call)
+            .await
+            .map(|(_, s)| s)
+            .map_err(|e| e.to_string())
+    }
+
+    fn done(&self) -> bool {
+        let all_terminal = self.tasks.values().all(|t| is_terminal(t.state));
+        (!self.tasks.is_empty() || self.shutting_down.is_some())
+            && all_terminal
+            && self.unacked.is_empty()
+    }
+
+    fn killing_state(&self) -> bool {
+        self.framework_info.as_ref().is_some_and(|f| {
+            f.capabilities
+                .iter()
+                .any(|c| c.r#type() == v1::framework_info::capability::Type::TaskKillingState)
+        })
+    }
+
+    async fn event(&mut self, event: executor::Event) {
+        use executor::event::Type as E;
+        match event.r#type() {
+            E::Subscribed => {
+                if let Some(s) = event.subscribed {
+                    info!(container = ?s.container_id.as_ref().map(|c| c.value.clone()), "subscribed to the agent");
+                    self.framework_info = Some(s.framework_info);
+                    self.agent_info = Some(s.agent_info);
+                    self.container_id = s.container_id;
+                }
+            }
+            E::Launch => {
+                if let Some(l) = event.launch {
+                    self.launch(l.task).await;
+                }
+            }
+            E::LaunchGroup => {
+                if let Some(g) = event.launch_group {
+                    self.group = true;
+                    for t in g.task_group.tasks {
+                        self.launch(t).await;
+                    }
+                }
+            }
+            E::Kill => {
+                if let Some(k) = event.kill {
+                    let grace = k
+                        .kill_policy
+                        .as_ref()
+                        .and_then(|p| p.grace_period.as_ref())
+                        .map(nanos);
+                    if self.group {
+                        // Killing one task of a group kills the whole group.
+                        let ids: Vec<String> = self.tasks.keys().cloned().collect();
+                        for id in ids {
+                            self.kill(&id, grace).await;
+                        }
+                    } else {
+                        self.kill(&k.task_id.value, grace).await;
+                    }
+                }
+            }
+            E::Acknowledged => {
+                if let Some(a) = event.acknowledged {
+                    self.unacked.remove(&a.uuid);
+                }
+            }
+            E::Shutdown => {
+                info!("shutdown requested");
+                let grace = std::env::var("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD")
+                    .ok()
+                    .and_then(|s| parse_mesos_duration(&s))
+                    .unwrap_or(Duration::from_secs(5));
+                self.shutting_down = Some(Instant::now() + grace);
+                let ids: Vec<String> = self.tasks.keys().cloned().collect();
+                for id in ids {
+                    self.kill(&id, Some(grace.saturating_sub(Duration::from_millis(500))))
+                        .await;
+                }
+            }
+            E::Message | E::Heartbeat | E::Unknown => {}
+            E::Error => warn!(message = ?event.error.map(|e| e.message), "error from the agent"),
+        }
+    }
+
+    async fn launch(&mut self, task: v1::TaskInfo) {
+        let id = task.task_id.value.clone();
+        if self.tasks.contains_key(&id) {
+            warn!(task = %id, "ignoring a second LAUNCH of the same task");
+            return;
+        }
+        if self.shutting_down.is_some() {
+            return;
+        }
+        self.tasks.insert(
+            id.clone(),
+            Task {
+                info: task.clone(),
+                pgid: None,
+                state: TaskState::TaskStaging,
+                kill_deadline: None,
+                killed: false,
+                deadline_reason: None,
+                completion_deadline: task
+                    .max_completion_time
+                    .as_ref()
+                    .map(|d| Instant::now() + nanos(d)),
+            },
+        );
+        self.update(&id, TaskState::TaskStarting, None, None).await;
+        let Some(command) = task.command.clone() else {
+            self.update(
+                &id,
+                TaskState::TaskFailed,
+                Some("Task has no command".into()),
+                Some(Reason::TaskInvalid),
+            )
+            .await;
+            return;
+        };
+        let mut env: Vec<(String, String)> = vec![
+            ("MESOS_TASK_ID".into(), id.clone()),
+            (
+                "MESOS_SANDBOX".into(),
+                self.directory.to_string_lossy().into_owned(),
+            ),
+        ];
+        let ports: Vec<u64> = agora_proto::resources::Resources::from_protos(&task.resources)
+            .map(|r| r.ranges("ports").values().take(64).collect())
+            .unwrap_or_default();
+        let set: Vec<String> = command
+            .environment
+            .as_ref()
+            .map(|e| e.variables.iter().map(|v| v.name.clone()).collect())
+            .unwrap_or_default();
+        if !ports.is_empty() && !set.iter().any(|n| n == "PORT0") {
+            for (i, p) in ports.iter().enumerate() {
+                env.push((format!("PORT{i}"), p.to_string()));
+            }
+            env.push(("PORT".into(), ports[0].to_string()));
+            env.push((
+                "PORTS".into(),
+                ports
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ));
+        }
+        let spawned = sandbox::command(&sandbox::Spec {
+            command: &command,
+            env: &env,
+            dir: &self.directory,
+        })
+        .and_then(|mut c| c.spawn());
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let message = format!("Failed to launch the command: {e}");
+                self.update(
+                    &id,
+                    TaskState::TaskFailed,
+                    Some(message),
+                    Some(Reason::CommandExecutorFailed),
+                )
+                .await;
+                return;
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        sandbox::record_group(&self.directory, &id, pid);
+        info!(task = %id, pid, "forked command");
+        if let Some(t) = self.tasks.get_mut(&id) {
+            t.pgid = Some(pid as i32);
+        }
+        let exits = self.exits.clone();
+        let task_id = id.clone();
+        tokio::spawn(async move {
+            if let Ok(status) = child.wait().await {
+                let _ = exits.send((task_id, status));
+            }
+        });
+        self.update(&id, TaskState::TaskRunning, None, None).await;
+    }
+
+    async fn kill(&mut self, id: &str, grace: Option<Duration>) {
+        let killing_state = self.killing_state();
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        if is_terminal(t.state) || t.killed {
+            return;
+        }
+        let grace = grace
+            .or_else(|| {
+                t.info
+                    .kill_policy
+                    .as_ref()
+                    .and_then(|p| p.grace_period.as_ref())
+                    .map(nanos)
+            })
+            .unwrap_or(DEFAULT_GRACE);
+        t.killed = true;
+        match t.pgid {
+            Some(pgid) => {
+                info!(task = %id, pgid, ?grace, "sending SIGTERM");
+                sandbox::signal_group(pgid, Signal::SIGTERM);
+                t.kill_deadline = Some(Instant::now() + grace);
+                if killing_state {
+                    self.update(id, TaskState::TaskKilling, None, None).await;
+                }
+            }
+            None => {
+                // Never started.
+                self.update(
+                    id,
+                    TaskState::TaskKilled,
+                    Some("Task killed before it started".into()),
+                    None,
+                )
+                .await;
+            }
+        }
+    }
+
+    async fn timers(&mut self) {
+        let now = Instant::now();
+        let mut overdue = Vec::new();
+        let mut expired = Vec::new();
+        for (id, t) in &self.tasks {
+            if t.kill_deadline.is_some_and(|d| now >= d) && !is_terminal(t.state) {
+                overdue.push(id.clone());
+            }
+            if t.completion_deadline.is_some_and(|d| now >= d) && !t.killed && !is_terminal(t.state)
+            {
+                expired.push(id.clone());
+            }
+        }
+        for id in overdue {
+            if let Some(t) = self.tasks.get_mut(&id) {
+                if let Some(pgid) = t.pgid {
+                    warn!(task = %id, pgid, "grace period over; sending SIGKILL");
+                    sandbox::signal_group(pgid, Signal::SIGKILL);
+                }
+                t.kill_deadline = None;
+            }
+        }
+        for id in expired {
+            if let Some(t) = self.tasks.get_mut(&id) {
+                t.deadline_reason = Some(Reason::MaxCompletionTimeReached);
+            }
+            self.kill(&id, Some(Duration::ZERO)).await;
+        }
+        if self
+            .shutting_down
+            .is_some_and(|d| now >= d + Duration::from_secs(2))
+        {
+            // The agent will destroy us anyway; make sure nothing is left.
+            self.kill_all(Duration::ZERO);
+        }
+        // Re-send updates the agent has not acknowledged for a while.
+    }
+
+    fn kill_all(&mut self, _grace: Duration) {
+        for t in self.tasks.values() {
+            if let Some(pgid) = t.pgid {
+                sandbox::signal_group(pgid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    async fn exited(&mut self, id: &str, status: std::process::ExitStatus) {
+        use std::os::unix::process::ExitStatusExt;
+        sandbox::forget_group(&self.directory, id);
+        let Some(t) = self.tasks.get(id) else { return };
+        let description = match (status.code(), status.signal()) {
+            (Some(code), _) => format!("Command exited with status {code}"),
+            (None, Some(sig)) => {
+                let name = Signal::try_from(sig)
+                    .map(|s| s.as_str().trim_start_matches("SIG").to_string())
+                    .unwrap_or(sig.to_string());
+                format!("Command terminated with signal {name}")
+            }
+            _ => "Command exited".to_string(),
+        };
+        info!(task = %id, %description);
+        let (state, reason) = if let Some(r) = t.deadline_reason {
+            (TaskState::TaskFailed, Some(r))
+        } else if t.killed {
+            (TaskState::TaskKilled, None)
+        } else if status.success() {
+            (TaskState::TaskFinished, None)
+        } else {
+            (TaskState::TaskFailed, None)
+        };
+        self.update(id, state, Some(description), reason).await;
+        if self.group && state != TaskState::TaskFinished {
+            // A failed task takes its group down with it.
+            let ids: Vec<String> = self.tasks.keys().cloned().collect();
+            for other in ids {
+                self.kill(&other, None).await;
+            }
+        }
+    }
+
+    async fn update(
+        &mut self,
+        id: &str,
+        state: TaskState,
+        message: Option<String>,
+        reason: Option<Reason>,
+    ) {
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        if is_terminal(t.state) {
+            return;
+        }
+        t.state = state;
+        let ip = self
+            .client
+            .url()
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .and_then(|hp| hp.rsplit_once(':').map(|(h, _)| h.to_string()));
+        let container_status = (state == TaskState::TaskRunning).then(|| v1::ContainerStatus {
+            container_id: self.container_id.clone(),
+            network_infos: ip
+                .map(|ip| {
+                    vec![v1::NetworkInfo {
+                        ip_addresses: vec![v1::network_info::IpAddress {
+                            protocol: None,
+                            ip_address: Some(ip),
+                        }],
+                        ..Default::default()
+                    }]
+                })
+                .unwrap_or_default(),
+            executor_pid: Some(std::process::id()),
+        });
+        let status = v1::TaskStatus {
+            task_id: v1::TaskId {
+                value: id.to_string(),
+            },
+            state: state as i32,
+            message,
+            source: Some(Source::Executor as i32),
+            reason: reason.map(|r| r as i32),
+            executor_id: Some(v1::ExecutorId {
+                value: self.executor_id.clone(),
+            }),
+            timestamp: Some(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0),
+            ),
+            uuid: Some(uuid::Uuid::new_v4().as_bytes().to_vec()),
+            container_status,
+            ..Default::default()
+        };
+        self.unacked
+            .insert(status.uuid.clone().unwrap_or_default(), status.clone());
+        self.send_update(status).await;
+    }
+
+    async fn send_update(&self, status: v1::TaskStatus) {
+        let call = executor::Call {
+            executor_id: v1::ExecutorId {
+                value: self.executor_id.clone(),
+            },
+            framework_id: v1::FrameworkId {
+                value: self.framework_id.clone(),
+            },
+            r#type: Some(executor::call::Type::Update as i32),
+            update: Some(executor::call::Update { status }),
+            ..Default::default()
+        };
+        if let Err(e) = self.client.call(&call, None).await {
+            warn!(error = %e, "status update not delivered; it will be re-sent");
+        }
+    }
+}
+
+fn nanos(d: &v1::DurationInfo) -> Duration {
+    Duration::from_nanos(d.nanoseconds.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mesos_durations() {
+        assert_eq!(parse_mesos_duration("5secs"), Some(Duration::from_secs(5)));
+        assert_eq!(
+            parse_mesos_duration("250ms"),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(parse_mesos_duration("1mins"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_mesos_duration("5s"), None);
+    }
+}

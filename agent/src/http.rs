@@ -1,0 +1,342 @@
+//! The agent's HTTP surface: the v1 executor API (`/api/v1/executor`, also
+//! `/slave(1)/api/v1/executor`), `/state`, `/health`, `/version`, and the
+//! files API over sandboxes (`/files/read`, `/files/download`,
+//! `/files/browse`), restricted to the work dir.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use agora_proto::executor;
+use agora_rpc::http::{self as h, EventStream, HttpError};
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use warp::Filter;
+
+use crate::actor::{Actor, Command, Settings};
+
+/// Executors get a heartbeat this often (Mesos: 30 minutes).
+const EXECUTOR_HEARTBEAT: Duration = Duration::from_secs(30 * 60);
+
+pub(crate) struct Context {
+    pub actor: mpsc::UnboundedSender<Command>,
+    pub settings: Arc<Settings>,
+    pub generation: AtomicU64,
+}
+
+pub(crate) fn routes(
+    ctx: Arc<Context>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  query: String,
+                  headers: HeaderMap,
+                  body| {
+                let ctx = ctx.clone();
+                async move {
+                    let body = h::read_body(body, h::MAX_BODY).await;
+                    match dispatch(&ctx, method, path.as_str(), &query, &headers, body).await {
+                        Ok(r) => r,
+                        Err(e) => e.into_response(),
+                    }
+                }
+            },
+        )
+}
+
+fn normalize(path: &str) -> String {
+    let mut p = path.trim_end_matches('/').to_string();
+    for prefix in ["/slave(1)", "/slave%281%29", "/agent"] {
+        if let Some(rest) = p.strip_prefix(prefix) {
+            if rest.is_empty() || rest.starts_with('/') {
+                p = rest.to_string();
+            }
+        }
+    }
+    if p == "/state.json" {
+        p = "/state".into();
+    }
+    if p.is_empty() { "/".into() } else { p }
+}
+
+async fn query<R: Send + 'static>(
+    ctx: &Context,
+    f: impl FnOnce(&Actor) -> R + Send + 'static,
+) -> Result<R, HttpError> {
+    let (tx, rx) = oneshot::channel();
+    ctx.actor
+        .send(Command::Query(Box::new(move |a| {
+            let _ = tx.send(f(a));
+        })))
+        .map_err(|_| unavailable())?;
+    rx.await.map_err(|_| unavailable())
+}
+
+fn unavailable() -> HttpError {
+    HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "Agent is shutting down")
+}
+
+async fn dispatch(
+    ctx: &Context,
+    method: Method,
+    path: &str,
+    query_string: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, HttpError>,
+) -> Result<warp::reply::Response, HttpError> {
+    let path = normalize(path);
+    if path == "/api/v1/executor" {
+        if method != Method::POST {
+            return Err(HttpError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Expecting 'POST'",
+            ));
+        }
+        return executor_api(ctx, headers, body?).await;
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return Err(HttpError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on {path}"),
+        ));
+    }
+    let params = parse_query(query_string);
+    let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let json_reply =
+        |v: serde_json::Value| h::body(StatusCode::OK, "application/json", v.to_string());
+    match path.as_str() {
+        "/health" => Ok(h::empty(StatusCode::OK)),
+        "/version" => Ok(json_reply(
+            json!({"version": agora_proto::MESOS_VERSION, "build_user": format!("agora {}", agora_proto::AGORA_VERSION)}),
+        )),
+        "/state" => Ok(json_reply(query(ctx, state_json).await?)),
+        "/files/read" | "/files/download" => {
+            let file = sandbox_file(&ctx.settings.work_dir, &param("path").unwrap_or_default())?;
+            let data = tokio::fs::read(&file).await.map_err(|e| {
+                HttpError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("cannot read {}: {e}", file.display()),
+                )
+            })?;
+            if path == "/files/download" {
+                return Ok(h::body(StatusCode::OK, "application/octet-stream", data));
+            }
+            let offset: usize = param("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
+            let length: Option<usize> = param("length").and_then(|l| l.parse().ok());
+            let start = offset.min(data.len());
+            let end = length
+                .map(|l| (start + l).min(data.len()))
+                .unwrap_or(data.len());
+            let text = String::from_utf8_lossy(&data[start..end]).into_owned();
+            Ok(json_reply(json!({"data": text, "offset": start})))
+        }
+        "/files/browse" => {
+            let dir = sandbox_file(&ctx.settings.work_dir, &param("path").unwrap_or_default())?;
+            let mut out = Vec::new();
+            let mut entries = tokio::fs::read_dir(&dir).await.map_err(|e| {
+                HttpError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("cannot list {}: {e}", dir.display()),
+                )
+            })?;
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                let meta = entry.metadata().await.ok();
+                out.push(json!({
+                    "path": entry.path().to_string_lossy(),
+                    "size": meta.as_ref().map(|m| m.len()).unwrap_or(0),
+                    "mode": if meta.as_ref().is_some_and(|m| m.is_dir()) { "drwxr-xr-x" } else { "-rw-r--r--" },
+                }));
+            }
+            Ok(json_reply(json!(out)))
+        }
+        _ => Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            format!("No such endpoint: {path}"),
+        )),
+    }
+}
+
+/// Resolves `path` and refuses anything outside the work dir.
+fn sandbox_file(work_dir: &Path, path: &str) -> Result<PathBuf, HttpError> {
+    if path.is_empty() {
+        return Err(HttpError::bad_request("Missing 'path' query parameter"));
+    }
+    let root = work_dir
+        .canonicalize()
+        .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let candidate = Path::new(path);
+    let resolved = if candidate.is_absolute() {
+        candidate.to_path_buf()
+    } else {
+        root.join(candidate)
+    };
+    let resolved = resolved
+        .canonicalize()
+        .map_err(|_| HttpError::new(StatusCode::NOT_FOUND, format!("{path} does not exist")))?;
+    if !resolved.starts_with(&root) {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            format!("{path} is outside the agent's work dir"),
+        ));
+    }
+    Ok(resolved)
+}
+
+fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn executor_api(
+    ctx: &Context,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<warp::reply::Response, HttpError> {
+    let encoding = h::request_encoding(headers)?;
+    let call: executor::Call = encoding
+        .decode(&body)
+        .map_err(|e| HttpError::bad_request(format!("Failed to parse body into Call: {e}")))?;
+    if call.r#type() == executor::call::Type::Subscribe {
+        let accept = h::response_encoding(headers)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (reply, result) = oneshot::channel();
+        let generation = ctx.generation.fetch_add(1, Ordering::Relaxed);
+        let framework = call.framework_id.value.clone();
+        let executor = call.executor_id.value.clone();
+        ctx.actor
+            .send(Command::ExecutorSubscribe {
+                call,
+                events: tx,
+                generation,
+                reply,
+            })
+            .map_err(|_| unavailable())?;
+        result.await.map_err(|_| unavailable())??;
+        let actor = ctx.actor.clone();
+        let events = EventStream::new(rx, accept, EXECUTOR_HEARTBEAT, move || {
+            let _ = actor.send(Command::ExecutorStreamClosed {
+                framework,
+                executor,
+                generation,
+            });
+        });
+        return Ok(h::stream_response(accept, events));
+    }
+    let (reply, result) = oneshot::channel();
+    ctx.actor
+        .send(Command::ExecutorCall { call, reply })
+        .map_err(|_| unavailable())?;
+    result.await.map_err(|_| unavailable())??;
+    Ok(h::empty(StatusCode::ACCEPTED))
+}
+
+fn state_json(a: &Actor) -> serde_json::Value {
+    let mut frameworks = Vec::new();
+    for (fid, info) in &a.frameworks {
+        let executors: Vec<serde_json::Value> = a
+            .executors
+            .values()
+            .filter(|e| &e.framework == fid)
+            .map(|e| {
+                let tasks: Vec<serde_json::Value> = e
+                    .tasks
+                    .values()
+                    .map(|t| json!({"id": t.info.task_id.value, "name": t.info.name, "state": t.state.as_str_name(), "framework_id": fid}))
+                    .collect();
+                json!({
+                    "id": e.id,
+                    "name": e.info.name.clone().unwrap_or_default(),
+                    "container": e.container,
+                    "directory": e.dir.to_string_lossy(),
+                    "pid": e.pid,
+                    "tasks": tasks,
+                })
+            })
+            .collect();
+        let completed: Vec<serde_json::Value> = a
+            .completed_tasks
+            .iter()
+            .filter(|(f, _, _)| f == fid)
+            .map(|(_, t, s)| json!({"id": t.task_id.value, "name": t.name, "state": s.as_str_name()}))
+            .collect();
+        frameworks.push(json!({"id": fid, "name": info.name, "user": info.user, "executors": executors, "completed_tasks": completed}));
+    }
+    json!({
+        "id": a.id,
+        "pid": format!("slave(1)@{}", a.settings.advertise),
+        "hostname": a.settings.hostname,
+        "version": agora_proto::MESOS_VERSION,
+        "resources": crate::actor::describe(&a.settings.resources),
+        "attributes": a.settings.attributes.iter().map(|x| (x.name.clone(), agora_proto::resources::attribute_value_string(x))).collect::<std::collections::BTreeMap<_, _>>(),
+        "master_hostname": a.master_info.as_ref().and_then(|m| m.hostname.clone()),
+        "frameworks": frameworks,
+        "refused": a.refused,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(normalize("/slave(1)/api/v1/executor"), "/api/v1/executor");
+        assert_eq!(normalize("/state.json"), "/state");
+        assert_eq!(normalize("/files/read/"), "/files/read");
+    }
+
+    #[test]
+    fn files_stay_in_the_work_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("a"), "x").unwrap();
+        assert!(sandbox_file(tmp.path(), "a").is_ok());
+        assert_eq!(
+            sandbox_file(tmp.path(), "/etc/passwd").unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            sandbox_file(tmp.path(), "../../etc/passwd")
+                .unwrap_err()
+                .status,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            sandbox_file(tmp.path(), "").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+}

@@ -1,0 +1,90 @@
+//! The link to the master: one gRPC stream at a time, re-established with
+//! backoff whenever it breaks (master restart, network). Each new stream
+//! starts with the agent's Register, which lists what it runs, so the master
+//! can rebuild its view.
+
+use std::time::Duration;
+
+use agora_rpc::agent_service_client::AgentServiceClient;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tracing::{info, warn};
+
+use crate::actor::Command;
+
+/// Turns `--master` (`host:port`, `http://host:port`) into a URL.
+pub fn master_url(master: &str) -> String {
+    let m = master.trim().trim_end_matches('/');
+    if m.starts_with("http://") || m.starts_with("https://") {
+        m.to_string()
+    } else {
+        format!("http://{m}")
+    }
+}
+
+/// Keeps a stream to the master open until `stop` is set.
+pub(crate) async fn run(
+    master: String,
+    actor: mpsc::UnboundedSender<Command>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let url = master_url(&master);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let attempt = async {
+            let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+                .map_err(|e| format!("invalid --master {master}: {e}"))?
+                .connect_timeout(Duration::from_secs(5))
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(20));
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| format!("cannot reach the master at {url}: {e}"))?;
+            let mut client = AgentServiceClient::new(channel)
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024);
+            let (tx, rx) = mpsc::unbounded_channel();
+            // The actor queues Register first on `tx`.
+            actor
+                .send(Command::MasterConnected { tx })
+                .map_err(|_| "agent stopped".to_string())?;
+            let response = client
+                .session(UnboundedReceiverStream::new(rx))
+                .await
+                .map_err(|s| format!("the master refused the session: {s}"))?;
+            let mut inbound = response.into_inner();
+            info!(master = %url, "connected to the master");
+            loop {
+                match inbound.message().await {
+                    Ok(Some(m)) => {
+                        if actor.send(Command::MasterMessage(m)).is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) => return Err("the master closed the connection".to_string()),
+                    Err(s) => return Err(format!("the master connection failed: {s}")),
+                }
+            }
+        };
+        let result = tokio::select! {
+            r = attempt => r,
+            _ = stop.changed() => return,
+        };
+        let _ = actor.send(Command::MasterDisconnected);
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                warn!(error = %e, retry_in = ?backoff, "master link down");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,127 @@
+//! `agora agent` and `agora executor`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agora_agent::AgentOptions;
+use agora_proto::resources::{Resources, parse_attributes};
+use agora_proto::v1;
+use anyhow::Context as _;
+use clap::Args;
+
+use super::master::humantime_duration;
+
+/// Flags of `agora agent` (Mesos names where Mesos users know them).
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// The master, `host:port` (the port defaults to 5050).
+    #[arg(long, env = "AGORA_MASTER")]
+    pub master: String,
+    /// Where sandboxes and the agent's metadata live.
+    #[arg(long, env = "AGORA_WORK_DIR", default_value = "/tmp/agora/agent")]
+    pub work_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub ip: IpAddr,
+    /// Port of the agent's HTTP API (executor API, state, files).
+    #[arg(long, default_value_t = 5051)]
+    pub port: u16,
+    /// Address executors and the master use to reach this agent.
+    #[arg(long)]
+    pub advertise_ip: Option<IpAddr>,
+    /// Hostname in offers (defaults to the machine's).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Resources in Mesos syntax, e.g. `cpus:4;mem:8192;ports:[31000-32000]`;
+    /// what it leaves out is detected.
+    #[arg(long, value_parser = parse_resources)]
+    pub resources: Option<Resources>,
+    /// Attributes, e.g. `rack:r1;zone:a`.
+    #[arg(long, value_parser = parse_attrs)]
+    pub attributes: Option<Attributes>,
+    /// The agora binary whose `executor` subcommand runs command tasks.
+    #[arg(long)]
+    pub executor_path: Option<PathBuf>,
+    /// How long an executor may take to subscribe.
+    #[arg(long, default_value = "1m", value_parser = humantime_duration)]
+    pub executor_registration_timeout: Duration,
+    /// How long an executor has to exit after SHUTDOWN.
+    #[arg(long, default_value = "5s", value_parser = humantime_duration)]
+    pub executor_shutdown_grace_period: Duration,
+}
+
+/// Parsed `--attributes`.
+#[derive(Debug, Clone)]
+pub struct Attributes(pub Vec<v1::Attribute>);
+
+/// `--resources`: the Mesos text form or a JSON array.
+pub fn parse_resources(s: &str) -> Result<Resources, String> {
+    Resources::parse(s, "*").map_err(|e| e.to_string())
+}
+
+fn parse_attrs(s: &str) -> Result<Attributes, String> {
+    parse_attributes(s)
+        .map(Attributes)
+        .map_err(|e| e.to_string())
+}
+
+/// The agora binary to run executors with.
+pub fn executor_path(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match explicit {
+        Some(p) => Ok(p),
+        None => {
+            std::env::current_exe().context("cannot find the agora binary; pass --executor-path")
+        }
+    }
+}
+
+impl AgentArgs {
+    /// The agent options these flags describe.
+    pub fn options(&self) -> anyhow::Result<AgentOptions> {
+        let mut o = AgentOptions::new(
+            self.master.clone(),
+            self.work_dir.clone(),
+            executor_path(self.executor_path.clone())?,
+        );
+        if let Some(h) = &self.hostname {
+            o.hostname = h.clone();
+        }
+        o.advertise_ip = self.advertise_ip;
+        o.resources = self.resources.clone();
+        o.attributes = self.attributes.clone().map(|a| a.0).unwrap_or_default();
+        o.executor_registration_timeout = self.executor_registration_timeout;
+        o.executor_shutdown_grace_period = self.executor_shutdown_grace_period;
+        Ok(o)
+    }
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let options = args.options()?;
+    let addr = SocketAddr::new(args.ip, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (--ip/--port)"))?;
+    let agent = agora_agent::start(options, listener)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot start the agent in --work-dir {}",
+                args.work_dir.display()
+            )
+        })?;
+    eprintln!(
+        "agora agent listening on http://{} (master {})",
+        agent.addr, args.master
+    );
+    super::shutdown_signal().await;
+    eprintln!("stopping: killing this agent's tasks");
+    agent.stop().await;
+    Ok(())
+}
+
+/// `agora executor`: started by an agent, never by hand.
+pub async fn executor() -> anyhow::Result<()> {
+    agora_agent::command_executor::run().await?;
+    Ok(())
+}

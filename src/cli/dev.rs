@@ -1,0 +1,102 @@
+//! `agora dev`: a whole cluster in one process on this machine: a master and
+//! `--agents` local agents (each with its own work dir, port range, hostname
+//! `agent-N` and attribute `rack:rN`). Ctrl-C stops everything and kills its
+//! tasks.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use agora_agent::AgentOptions;
+use agora_proto::resources::{Resources, parse_attributes};
+use anyhow::Context as _;
+use clap::Args;
+
+use super::agent::{executor_path, parse_resources};
+use super::master::MasterArgs;
+
+/// Flags of `agora dev`.
+#[derive(Args, Debug, Clone)]
+pub struct DevArgs {
+    /// Number of local agents.
+    #[arg(long, default_value_t = 3)]
+    pub agents: u16,
+    /// Port of the master; agents take the next ones.
+    #[arg(long, default_value_t = 5050)]
+    pub port: u16,
+    /// Where the agents' sandboxes live.
+    #[arg(long, env = "AGORA_WORK_DIR", default_value = "/tmp/agora-dev")]
+    pub work_dir: PathBuf,
+    /// Resources of each agent (detected from the machine when unset);
+    /// the port range is given per agent.
+    #[arg(long, value_parser = parse_resources)]
+    pub agent_resources: Option<Resources>,
+    /// The agora binary whose `executor` subcommand runs command tasks.
+    #[arg(long)]
+    pub executor_path: Option<PathBuf>,
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    if args.agents == 0 {
+        anyhow::bail!("--agents must be at least 1");
+    }
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let master_args = MasterArgs::try_parse_defaults()?;
+    let mut options = master_args.options();
+    options.hostname = Some("localhost".into());
+    let addr = SocketAddr::new(ip, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (--port)"))?;
+    let master = agora_master::start(options, listener).await?;
+    let executor = executor_path(args.executor_path.clone())?;
+    let mut agents = Vec::new();
+    for i in 1..=args.agents {
+        let port_base = 31000 + u32::from(i - 1) * 1000;
+        let mut resources = args
+            .agent_resources
+            .clone()
+            .unwrap_or_default()
+            .filter(|r| r.name != "ports");
+        resources += &Resources::parse(&format!("ports:[{}-{}]", port_base, port_base + 999), "*")?;
+        let mut o = AgentOptions::new(
+            master.address(),
+            args.work_dir.join(format!("agent-{i}")),
+            executor.clone(),
+        );
+        o.hostname = format!("agent-{i}");
+        o.advertise_ip = Some(ip);
+        o.resources = Some(resources);
+        o.attributes = parse_attributes(&format!("rack:r{i}"))?;
+        let agent_addr = SocketAddr::new(ip, args.port + i);
+        let listener = tokio::net::TcpListener::bind(agent_addr)
+            .await
+            .with_context(|| format!("cannot listen on {agent_addr} for agent-{i} (agents use the ports after --port)"))?;
+        agents.push(agora_agent::start(o, listener).await?);
+    }
+    for a in &agents {
+        let _ = a.registered(std::time::Duration::from_secs(10)).await;
+    }
+    println!("Agora dev cluster is up:");
+    println!(
+        "  master    http://{}          (UI, Mesos v1 scheduler and operator APIs)",
+        master.addr
+    );
+    for (i, a) in agents.iter().enumerate() {
+        println!(
+            "  agent-{}   http://{}          rack:r{}  {}",
+            i + 1,
+            a.addr,
+            i + 1,
+            a.settings.resources
+        );
+    }
+    println!("  work dir  {}", args.work_dir.display());
+    println!("Press Ctrl-C to stop (running tasks are killed).");
+    super::shutdown_signal().await;
+    eprintln!("stopping: killing tasks and shutting down");
+    for a in agents {
+        a.stop().await;
+    }
+    master.stop().await;
+    Ok(())
+}

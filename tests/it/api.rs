@@ -1,0 +1,275 @@
+//! The HTTP APIs' answers to bad input and their wire details, over real
+//! HTTP.
+
+use std::time::Duration;
+
+use crate::cluster::Cluster;
+
+async fn post(
+    url: &str,
+    content_type: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> (u16, String) {
+    let mut req = reqwest::Client::new().post(url).body(body);
+    if let Some(ct) = content_type {
+        req = req.header("Content-Type", ct);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_api_refuses_bad_input_with_mesos_codes() {
+    let cluster = Cluster::start(0, "cpus:1;mem:64").await;
+    let url = cluster.url("/api/v1/scheduler");
+    assert_eq!(post(&url, None, "{}").await.0, 400, "missing Content-Type");
+    assert_eq!(post(&url, Some("text/plain"), "{}").await.0, 415);
+    let (code, body) = post(&url, Some("application/json"), "{not json").await;
+    assert_eq!(code, 400);
+    assert!(body.contains("Failed to parse"), "{body}");
+    let (code, body) = post(
+        &url,
+        Some("application/json"),
+        r#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"u"}}}"#,
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(body.contains("Missing required fields"), "{body}");
+    let (code, _) = post(&url, Some("application/x-protobuf"), vec![0xff, 0xff, 0xff]).await;
+    assert_eq!(code, 400, "malformed protobuf");
+    let (code, body) = post(
+        &url,
+        Some("application/json"),
+        r#"{"type":"REVIVE","framework_id":{"value":"nope"}}"#,
+    )
+    .await;
+    assert_eq!((code, body.as_str()), (400, "Framework cannot be found"));
+    // Too deep.
+    let deep = format!("{}{}", "{\"a\":".repeat(200), "}".repeat(200));
+    assert_eq!(post(&url, Some("application/json"), deep).await.0, 400);
+    // Too big.
+    let big = vec![b' '; 17 * 1024 * 1024];
+    assert_eq!(post(&url, Some("application/json"), big).await.0, 413);
+    // Not a POST.
+    let resp = reqwest::get(&url).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_stream_is_chunked_recordio_with_a_stream_id() {
+    let cluster = Cluster::start(0, "cpus:1;mem:64").await;
+    let resp = reqwest::Client::new()
+        .post(cluster.url("/master/api/v1/scheduler"))
+        .header("Content-Type", "application/json")
+        .body(r#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"root","name":"raw","failover_timeout":0}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert!(resp.headers().get("content-length").is_none());
+    let stream_id = resp.headers()["mesos-stream-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(stream_id.len(), 36);
+    let mut body = Box::pin(resp.bytes_stream());
+    let mut decoder = agora_proto::recordio::Decoder::new(1 << 20);
+    let mut records = Vec::new();
+    use futures_like::StreamNext;
+    while records.len() < 2 {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next_chunk())
+            .await
+            .unwrap()
+            .unwrap();
+        decoder.push(&chunk);
+        while let Some(r) = decoder.next_record().unwrap() {
+            records.push(String::from_utf8(r.to_vec()).unwrap());
+        }
+    }
+    assert!(
+        records[0].starts_with(r#"{"type":"SUBSCRIBED","subscribed":{"framework_id":"#),
+        "{}",
+        records[0]
+    );
+    assert!(!records[0].contains('\n'));
+    assert_eq!(records[1], r#"{"type":"HEARTBEAT"}"#);
+    // A call with the stream id is accepted; SUBSCRIBE with one is not.
+    let fid = serde_json::from_str::<serde_json::Value>(&records[0]).unwrap()["subscribed"]["framework_id"]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client = reqwest::Client::new();
+    let ok = client
+        .post(cluster.url("/api/v1/scheduler"))
+        .header("Content-Type", "application/json")
+        .header("Mesos-Stream-Id", &stream_id)
+        .body(format!(
+            r#"{{"type":"REVIVE","framework_id":{{"value":"{fid}"}}}}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 202);
+    let twice = client
+        .post(cluster.url("/api/v1/scheduler"))
+        .header("Content-Type", "application/json")
+        .header("Mesos-Stream-Id", &stream_id)
+        .body(r#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"root","name":"raw"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status().as_u16(), 400);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_and_operator_endpoints_answer() {
+    let cluster = Cluster::start(2, "cpus:2;mem:1024").await;
+    let version = reqwest::get(cluster.url("/version"))
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(version["version"], "1.11.0");
+    assert_eq!(
+        reqwest::get(cluster.url("/health"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = redirect
+        .get(cluster.url("/master/redirect"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 307);
+    assert_eq!(
+        r.headers()["location"],
+        format!("//127.0.0.1:{}", cluster.master.addr.port())
+    );
+    for path in ["/state", "/master/state.json", "/state.json"] {
+        let state = reqwest::get(cluster.url(path))
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap();
+        assert_eq!(state["slaves"].as_array().unwrap().len(), 2, "{path}");
+        assert_eq!(state["slaves"][0]["resources"]["cpus"], 2.0);
+        assert!(
+            state["leader"]
+                .as_str()
+                .unwrap()
+                .starts_with("master@127.0.0.1:")
+        );
+    }
+    let metrics = reqwest::get(cluster.url("/metrics/snapshot"))
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(metrics["master/slaves_active"], 2.0);
+    assert_eq!(metrics["master/cpus_total"], 4.0);
+    // Operator API, through the prefix alias pymesos uses.
+    let (code, body) = post(
+        &cluster.url("/api/v1/operator"),
+        Some("application/json"),
+        r#"{"type":"GET_AGENTS"}"#,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["type"], "GET_AGENTS");
+    assert_eq!(v["get_agents"]["agents"].as_array().unwrap().len(), 2);
+    let hosts: Vec<&str> = v["get_agents"]["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent_info"]["hostname"].as_str().unwrap())
+        .collect();
+    assert!(
+        hosts.contains(&"agent-1") && hosts.contains(&"agent-2"),
+        "{hosts:?}"
+    );
+    for call in [
+        "GET_HEALTH",
+        "GET_VERSION",
+        "GET_STATE",
+        "GET_FRAMEWORKS",
+        "GET_TASKS",
+        "GET_MASTER",
+        "GET_ROLES",
+        "GET_FLAGS",
+    ] {
+        let (code, body) = post(
+            &cluster.url("/api/v1"),
+            Some("application/json"),
+            format!(r#"{{"type":"{call}"}}"#),
+        )
+        .await;
+        assert_eq!(code, 200, "{call}: {body}");
+        assert!(
+            body.starts_with(&format!(r#"{{"type":"{call}""#)),
+            "{call}: {body}"
+        );
+    }
+    // Protobuf responses when asked.
+    let resp = reqwest::Client::new()
+        .post(cluster.url("/api/v1"))
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/x-protobuf")
+        .body(r#"{"type":"GET_HEALTH"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/x-protobuf");
+    let decoded: agora_proto::operator::Response =
+        prost::Message::decode(resp.bytes().await.unwrap()).unwrap();
+    assert!(decoded.get_health.unwrap().healthy);
+    let page = reqwest::get(cluster.url("/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("agent-1") && page.contains("agents active"),
+        "the UI lists the agents"
+    );
+    cluster.stop().await;
+}
+
+mod futures_like {
+    use bytes::Bytes;
+
+    pub trait StreamNext {
+        async fn next_chunk(&mut self) -> Option<Bytes>;
+    }
+
+    impl<S> StreamNext for std::pin::Pin<Box<S>>
+    where
+        S: futures_core_like::Stream<Item = reqwest::Result<Bytes>>,
+    {
+        async fn next_chunk(&mut self) -> Option<Bytes> {
+            std::future::poll_fn(|cx| self.as_mut().poll_next(cx))
+                .await
+                .and_then(Result::ok)
+        }
+    }
+
+    pub use futures_core_like::Stream;
+    mod futures_core_like {
+        pub use futures::Stream;
+    }
+}

@@ -1,0 +1,127 @@
+//! Fixtures: a master and agents in this process, on ephemeral ports, with
+//! the real `agora` binary as the command executor.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agora_agent::{AgentOptions, RunningAgent};
+use agora_master::{MasterOptions, RunningMaster};
+use agora_master_core::Config;
+use agora_proto::resources::{Resources, parse_attributes};
+use tokio::net::TcpListener;
+
+pub fn agora_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_agora"))
+}
+
+pub struct Cluster {
+    pub master: RunningMaster,
+    pub agents: Vec<RunningAgent>,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn start_master(config: Config, listener: TcpListener) -> RunningMaster {
+    let options = MasterOptions {
+        config,
+        hostname: Some("127.0.0.1".into()),
+        flags: vec![],
+        seed: 7,
+    };
+    agora_master::start(options, listener).await.unwrap()
+}
+
+pub async fn start_agent(master: &str, dir: &Path, i: usize, resources: &str) -> RunningAgent {
+    let mut o = AgentOptions::new(
+        master.to_string(),
+        dir.join(format!("agent-{i}")),
+        agora_bin(),
+    );
+    o.hostname = format!("agent-{i}");
+    o.resources = Some(Resources::parse(resources, "*").unwrap());
+    o.attributes = parse_attributes(&format!("rack:r{i}")).unwrap();
+    o.executor_shutdown_grace_period = Duration::from_secs(2);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent = agora_agent::start(o, listener).await.unwrap();
+    agent
+        .registered(Duration::from_secs(10))
+        .await
+        .expect("agent registers");
+    agent
+}
+
+impl Cluster {
+    /// A master and `n` agents with `resources` each (agent i gets its own
+    /// port range).
+    pub async fn start(n: usize, resources: &str) -> Cluster {
+        Self::with_config(
+            n,
+            resources,
+            Config {
+                allocation_interval: Duration::from_millis(200),
+                ..Config::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn with_config(n: usize, resources: &str, config: Config) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let master = start_master(config, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+        let mut agents = Vec::new();
+        for i in 1..=n {
+            let base = 31000 + (i - 1) * 1000;
+            let r = format!("{resources};ports:[{base}-{}]", base + 999);
+            agents.push(start_agent(&master.address(), dir.path(), i, &r).await);
+        }
+        Cluster {
+            master,
+            agents,
+            dir,
+        }
+    }
+
+    pub fn master(&self) -> String {
+        self.master.address()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.master.address())
+    }
+
+    pub async fn stop(self) {
+        for a in self.agents {
+            a.stop().await;
+        }
+        self.master.stop().await;
+    }
+}
+
+/// Whether a process whose command line contains `marker` is alive.
+pub fn process_alive(marker: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'));
+        text.contains(marker) && !zombie && !text.contains("pgrep")
+    })
+}
+
+/// Whether tests that need an optional component must fail instead of skip.
+pub fn require_all() -> bool {
+    std::env::var("AGORA_REQUIRE_ALL").is_ok_and(|v| v == "1")
+}
+
+/// Skips (or, under AGORA_REQUIRE_ALL=1, fails) a test for a missing component.
+pub fn missing(component: &str) {
+    if require_all() {
+        panic!("{component} is required (AGORA_REQUIRE_ALL=1) but missing");
+    }
+    eprintln!("SKIPPED: {component} is not available");
+}

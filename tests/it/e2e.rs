@@ -1,0 +1,246 @@
+//! The offer cycle end to end: master + 3 agents + frameworks, real
+//! executor processes.
+
+use std::time::Duration;
+
+use agora_examples::{RunCommands, run_commands};
+use agora_proto::v1::TaskState;
+use agora_sdk::{Event, SchedulerConfig, TaskBuilder};
+
+use crate::cluster::{Cluster, process_alive};
+
+async fn next_matching<T>(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+    mut f: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let e = events.recv().await.expect("event stream open");
+            if let Some(t) = f(&e) {
+                return t;
+            }
+        }
+    })
+    .await
+    .expect("expected event within 30 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_tasks_all_finish() {
+    let cluster = Cluster::start(3, "cpus:4;mem:4096").await;
+    let commands: Vec<String> = (0..200).map(|i| format!("test {i} -ge 0")).collect();
+    let outcomes = run_commands(RunCommands {
+        master: cluster.master(),
+        name: "two-hundred".into(),
+        commands,
+        cpus: 0.1,
+        mem: 16.0,
+        timeout: Duration::from_secs(240),
+    })
+    .await
+    .unwrap();
+    assert_eq!(outcomes.len(), 200);
+    let finished = outcomes
+        .iter()
+        .filter(|o| o.state == TaskState::TaskFinished)
+        .count();
+    assert_eq!(
+        finished,
+        200,
+        "not finished: {:?}",
+        outcomes
+            .iter()
+            .filter(|o| o.state != TaskState::TaskFinished)
+            .collect::<Vec<_>>()
+    );
+    // The work was spread over the agents.
+    let agents: std::collections::BTreeSet<_> =
+        outcomes.iter().filter_map(|o| o.agent.clone()).collect();
+    assert!(agents.len() >= 2, "tasks ran on {agents:?}");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_command_reports_its_exit_status() {
+    let cluster = Cluster::start(3, "cpus:2;mem:2048").await;
+    let outcomes = run_commands(RunCommands {
+        master: cluster.master(),
+        name: "exit3".into(),
+        commands: vec!["exit 3".into(), "echo fine".into()],
+        cpus: 0.1,
+        mem: 16.0,
+        timeout: Duration::from_secs(60),
+    })
+    .await
+    .unwrap();
+    assert_eq!(outcomes[0].state, TaskState::TaskFailed);
+    assert_eq!(
+        outcomes[0].message.as_deref(),
+        Some("Command exited with status 3")
+    );
+    assert_eq!(outcomes[1].state, TaskState::TaskFinished);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_ends_a_sleeping_task_and_its_process() {
+    let cluster = Cluster::start(3, "cpus:2;mem:2048").await;
+    let (scheduler, mut events) =
+        agora_sdk::subscribe(SchedulerConfig::new(&cluster.master(), "killer"))
+            .await
+            .unwrap();
+    let marker = format!("agora-kill-test-{}", std::process::id());
+    let offer = next_matching(&mut events, |e| match e {
+        Event::Offers(o) => o.first().cloned(),
+        _ => None,
+    })
+    .await;
+    let task = TaskBuilder::new("sleeper", &offer)
+        .command(&format!("sleep 600 # {marker}"))
+        .cpus(0.1)
+        .mem(16.0)
+        .build();
+    scheduler.launch(&offer, vec![task], 0.0).await.unwrap();
+    next_matching(&mut events, |e| {
+        matches!(e, Event::Update(s) if s.state() == TaskState::TaskRunning).then_some(())
+    })
+    .await;
+    assert!(process_alive(&marker), "the task's process runs");
+    scheduler
+        .kill(
+            &agora_proto::v1::TaskId {
+                value: "sleeper".into(),
+            },
+            Some(&offer.agent_id),
+        )
+        .await
+        .unwrap();
+    let killed = next_matching(&mut events, |e| match e {
+        Event::Update(s) if agora_proto::status::is_terminal(s.state()) => Some(s.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(killed.state(), TaskState::TaskKilled, "{killed:?}");
+    // The process is gone (give the kernel a moment to reap it).
+    let mut gone = false;
+    for _ in 0..50 {
+        if !process_alive(&marker) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the sleep process survived the kill");
+    scheduler.teardown().await.unwrap();
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_bigger_than_any_agent_is_never_launched() {
+    let cluster = Cluster::start(3, "cpus:1;mem:1024").await;
+    let (scheduler, mut events) =
+        agora_sdk::subscribe(SchedulerConfig::new(&cluster.master(), "greedy"))
+            .await
+            .unwrap();
+    // Over a few allocation rounds, no offer is big enough for 2 cpus.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut offers_seen = 0;
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        let Ok(Some(e)) = tokio::time::timeout_at(deadline, events.recv()).await else {
+            break;
+        };
+        if let Event::Offers(offers) = e {
+            for o in offers {
+                let cpus: f64 = o
+                    .resources
+                    .iter()
+                    .filter(|r| r.name == "cpus")
+                    .map(|r| r.scalar.as_ref().unwrap().value)
+                    .sum();
+                assert!(cpus < 2.0, "an offer with {cpus} cpus");
+                offers_seen += 1;
+                last = Some(o.clone());
+                scheduler.decline(vec![o.id.clone()], 0.2).await.unwrap();
+            }
+        }
+    }
+    assert!(offers_seen >= 3, "offers keep coming ({offers_seen})");
+    // Asking for it anyway is refused with TASK_ERROR and nothing runs.
+    let offer = next_matching(&mut events, |e| match e {
+        Event::Offers(o) => o.first().cloned(),
+        _ => None,
+    })
+    .await;
+    let _ = last;
+    let task = TaskBuilder::new("huge", &offer)
+        .command("true")
+        .cpus(2.0)
+        .mem(16.0)
+        .build();
+    scheduler.launch(&offer, vec![task], 0.0).await.unwrap();
+    let status = next_matching(&mut events, |e| match e {
+        Event::Update(s) => Some(s.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(status.state(), TaskState::TaskError);
+    let tasks = reqwest::get(cluster.url("/tasks"))
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(tasks["tasks"].as_array().unwrap().len(), 0, "{tasks}");
+    scheduler.teardown().await.unwrap();
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_reregister_when_the_master_restarts() {
+    let Cluster {
+        master,
+        agents,
+        dir,
+    } = Cluster::start(3, "cpus:1;mem:1024").await;
+    let addr = master.addr;
+    let mut ids = Vec::new();
+    for a in &agents {
+        ids.push(a.agent_id().await.unwrap());
+    }
+    master.stop().await;
+    let master = crate::cluster::start_master(
+        Default::default(),
+        tokio::net::TcpListener::bind(addr).await.unwrap(),
+    )
+    .await;
+    let cluster = Cluster {
+        master,
+        agents,
+        dir,
+    };
+    // The agents find the new master and keep their ids.
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        let state = reqwest::get(cluster.url("/slaves"))
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap();
+        seen = state["slaves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect();
+        if seen.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen.sort();
+    ids.sort();
+    assert_eq!(seen, ids);
+    cluster.stop().await;
+}

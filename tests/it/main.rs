@@ -1,0 +1,9 @@
+//! End-to-end and real-client tests: real masters and agents on
+//! `127.0.0.1:0`, real executor processes, the SDK, pymesos.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod api;
+mod cluster;
+mod e2e;
+mod pymesos;
