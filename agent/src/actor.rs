@@ -54,7 +54,7 @@ pub(crate) enum Command {
     MasterConnected {
         tx: mpsc::UnboundedSender<AgentMessage>,
     },
-    MasterMessage(MasterMessage),
+    MasterMessage(Box<MasterMessage>),
     MasterDisconnected,
     ExecutorSubscribe {
         call: executor::Call,
@@ -96,7 +96,7 @@ enum Kind {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Launch {
-    Task(v1::TaskInfo),
+    Task(Box<v1::TaskInfo>),
     Group(v1::TaskGroupInfo),
 }
 
@@ -179,16 +179,16 @@ impl Actor {
                 },
                 _ = tick.tick() => self.apply(Command::Tick),
             }
-            if let Some((_, deadline)) = &self.shutdown {
-                if self.executors.is_empty() || Instant::now() >= *deadline {
-                    for e in self.executors.values() {
-                        sandbox::destroy(e.pid, &e.dir);
-                    }
-                    if let Some((reply, _)) = self.shutdown.take() {
-                        let _ = reply.send(());
-                    }
-                    break;
+            if let Some((_, deadline)) = &self.shutdown
+                && (self.executors.is_empty() || Instant::now() >= *deadline)
+            {
+                for e in self.executors.values() {
+                    sandbox::destroy(e.pid, &e.dir);
                 }
+                if let Some((reply, _)) = self.shutdown.take() {
+                    let _ = reply.send(());
+                }
+                break;
             }
         }
         debug!("agent actor stopped");
@@ -197,7 +197,7 @@ impl Actor {
     fn apply(&mut self, command: Command) {
         match command {
             Command::MasterConnected { tx } => self.master_connected(tx),
-            Command::MasterMessage(m) => self.master_message(m),
+            Command::MasterMessage(m) => self.master_message(*m),
             Command::MasterDisconnected => {
                 self.master = None;
             }
@@ -217,10 +217,10 @@ impl Actor {
                 executor,
                 generation,
             } => {
-                if let Some(e) = self.executors.get_mut(&(framework, executor)) {
-                    if e.stream.as_ref().is_some_and(|(g, _)| *g == generation) {
-                        e.stream = None;
-                    }
+                if let Some(e) = self.executors.get_mut(&(framework, executor))
+                    && e.stream.as_ref().is_some_and(|(g, _)| *g == generation)
+                {
+                    e.stream = None;
                 }
             }
             Command::ExecutorExited {
@@ -319,7 +319,7 @@ impl Actor {
             discovery: t.info.discovery.clone(),
             container: t.info.container.clone(),
             health_check: t.info.health_check.clone(),
-            kill_policy: t.info.kill_policy.clone(),
+            kill_policy: t.info.kill_policy,
             ..Default::default()
         }
     }
@@ -379,10 +379,9 @@ impl Actor {
                     terminal: true,
                     drained,
                 } = self.updates.acknowledge(&key, &a.uuid)
+                    && drained
                 {
-                    if drained {
-                        self.retire_task(&key.0, &key.1);
-                    }
+                    self.retire_task(&key.0, &key.1);
                 }
                 self.flush_updates();
             }
@@ -444,34 +443,34 @@ impl Actor {
             ),
         };
         let key = (framework.clone(), eid.clone());
-        if let Some(e) = self.executors.get(&key) {
-            if e.kill_at.is_some() || e.kind == Kind::Command {
-                let reason = if e.kind == Kind::Command {
-                    Reason::TaskInvalid
-                } else {
-                    Reason::ExecutorTerminated
-                };
-                self.agent_update(
-                    &framework,
-                    &task,
-                    TaskState::TaskDropped,
-                    reason,
-                    "Executor is terminating or the task id is in use",
-                );
-                return;
-            }
+        if let Some(e) = self.executors.get(&key)
+            && (e.kill_at.is_some() || e.kind == Kind::Command)
+        {
+            let reason = if e.kind == Kind::Command {
+                Reason::TaskInvalid
+            } else {
+                Reason::ExecutorTerminated
+            };
+            self.agent_update(
+                &framework,
+                &task,
+                TaskState::TaskDropped,
+                reason,
+                "Executor is terminating or the task id is in use",
+            );
+            return;
         }
-        if !self.executors.contains_key(&key) {
-            if let Err(e) = self.launch_executor(&framework, &eid, kind, info) {
-                self.agent_update(
-                    &framework,
-                    &task,
-                    TaskState::TaskFailed,
-                    Reason::ContainerLaunchFailed,
-                    &format!("Failed to launch the executor: {e}"),
-                );
-                return;
-            }
+        if !self.executors.contains_key(&key)
+            && let Err(e) = self.launch_executor(&framework, &eid, kind, info)
+        {
+            self.agent_update(
+                &framework,
+                &task,
+                TaskState::TaskFailed,
+                Reason::ContainerLaunchFailed,
+                &format!("Failed to launch the executor: {e}"),
+            );
+            return;
         }
         let Some(e) = self.executors.get_mut(&key) else {
             return;
@@ -485,7 +484,7 @@ impl Actor {
                 killing: false,
             },
         );
-        self.deliver(&key, Launch::Task(task));
+        self.deliver(&key, Launch::Task(Box::new(task)));
     }
 
     fn run_group(
@@ -506,19 +505,19 @@ impl Actor {
         if kind == Kind::Default {
             executor_info.command = Some(self.executor_command());
         }
-        if !self.executors.contains_key(&key) {
-            if let Err(e) = self.launch_executor(&framework, &eid, kind, executor_info) {
-                for t in &group.tasks {
-                    self.agent_update(
-                        &framework,
-                        t,
-                        TaskState::TaskFailed,
-                        Reason::ContainerLaunchFailed,
-                        &format!("Failed to launch the executor: {e}"),
-                    );
-                }
-                return;
+        if !self.executors.contains_key(&key)
+            && let Err(e) = self.launch_executor(&framework, &eid, kind, executor_info)
+        {
+            for t in &group.tasks {
+                self.agent_update(
+                    &framework,
+                    t,
+                    TaskState::TaskFailed,
+                    Reason::ContainerLaunchFailed,
+                    &format!("Failed to launch the executor: {e}"),
+                );
             }
+            return;
         }
         let Some(e) = self.executors.get_mut(&key) else {
             return;
@@ -871,14 +870,13 @@ impl Actor {
             .iter()
             .find(|((f, _), e)| f == framework && e.tasks.contains_key(task))
             .map(|(k, _)| k.clone());
-        if let Some(key) = key {
-            if let Some(record) = self
+        if let Some(key) = key
+            && let Some(record) = self
                 .executors
                 .get_mut(&key)
                 .and_then(|e| e.tasks.remove(task))
-            {
-                self.push_completed(framework, &record.info, record.state);
-            }
+        {
+            self.push_completed(framework, &record.info, record.state);
         }
     }
 
@@ -1147,7 +1145,9 @@ fn launch_event(launch: &Launch) -> executor::Event {
     match launch {
         Launch::Task(task) => executor::Event {
             r#type: Some(executor::event::Type::Launch as i32),
-            launch: Some(executor::event::Launch { task: task.clone() }),
+            launch: Some(executor::event::Launch {
+                task: (**task).clone(),
+            }),
             ..Default::default()
         },
         Launch::Group(group) => executor::Event {
@@ -1192,7 +1192,7 @@ fn describe_wait(status: Option<i32>) -> String {
 pub fn mesos_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{}secs", d.as_secs())
-    } else if d.as_nanos() % 1_000_000 == 0 {
+    } else if d.as_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", d.as_millis())
     } else {
         format!("{}ns", d.as_nanos())

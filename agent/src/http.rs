@@ -56,10 +56,10 @@ pub(crate) fn routes(
 fn normalize(path: &str) -> String {
     let mut p = path.trim_end_matches('/').to_string();
     for prefix in ["/slave(1)", "/slave%281%29", "/agent"] {
-        if let Some(rest) = p.strip_prefix(prefix) {
-            if rest.is_empty() || rest.starts_with('/') {
-                p = rest.to_string();
-            }
+        if let Some(rest) = p.strip_prefix(prefix)
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            p = rest.to_string();
         }
     }
     if p == "/state.json" {
@@ -206,14 +206,14 @@ fn decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) =
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) =
                 u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(if b[i] == b'+' { b' ' } else { b[i] });
         i += 1;

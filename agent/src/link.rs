@@ -61,7 +61,7 @@ pub(crate) async fn run(
             loop {
                 match inbound.message().await {
                     Ok(Some(m)) => {
-                        if actor.send(Command::MasterMessage(m)).is_err() {
+                        if actor.send(Command::MasterMessage(Box::new(m))).is_err() {
                             return Ok(());
                         }
                     }

@@ -275,10 +275,10 @@ impl Driver {
                 }
             }
             Output::Event { stream, event } => {
-                if let Some(tx) = self.streams.get(&stream) {
-                    if tx.send(event).is_err() {
-                        self.streams.remove(&stream);
-                    }
+                if let Some(tx) = self.streams.get(&stream)
+                    && tx.send(*event).is_err()
+                {
+                    self.streams.remove(&stream);
                 }
             }
             Output::CloseStream { stream } => {
@@ -286,17 +286,17 @@ impl Driver {
                 self.streams.remove(&stream);
             }
             Output::ToAgent { conn, message } => {
-                if let Some(tx) = self.agents.get(&conn) {
-                    if tx.send(message).is_err() {
-                        self.agents.remove(&conn);
-                    }
+                if let Some(tx) = self.agents.get(&conn)
+                    && tx.send(*message).is_err()
+                {
+                    self.agents.remove(&conn);
                 }
             }
             Output::CloseAgent { conn } => {
                 self.agents.remove(&conn);
             }
             Output::OperatorEvent(event) => {
-                self.operator.retain(|tx| tx.send(event.clone()).is_ok());
+                self.operator.retain(|tx| tx.send((*event).clone()).is_ok());
                 if self.operator.is_empty() {
                     self.master.set_operator_events(false);
                 }

@@ -59,10 +59,10 @@ pub(crate) fn routes(
 /// Mesos path aliasing: `/master/x` → `/x`, no trailing `/`, `.json` dropped.
 pub(crate) fn normalize(path: &str) -> String {
     let mut p = path.trim_end_matches('/').to_string();
-    if let Some(rest) = p.strip_prefix("/master") {
-        if rest.is_empty() || rest.starts_with('/') {
-            p = rest.to_string();
-        }
+    if let Some(rest) = p.strip_prefix("/master")
+        && (rest.is_empty() || rest.starts_with('/'))
+    {
+        p = rest.to_string();
     }
     for alias in [
         "/state.json",
@@ -99,25 +99,21 @@ async fn dispatch(
     body: Result<Bytes, HttpError>,
 ) -> Result<warp::reply::Response, HttpError> {
     let path = normalize(path);
-    let post_only = |m: &Method| {
-        if m == Method::POST {
-            Ok(())
-        } else {
-            let mut r = h::text(StatusCode::METHOD_NOT_ALLOWED, "Expecting 'POST'");
-            r.headers_mut()
-                .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
-            Err(r)
-        }
+    let not_post = || {
+        let mut r = h::text(StatusCode::METHOD_NOT_ALLOWED, "Expecting 'POST'");
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        r
     };
     if path == "/api/v1/scheduler" {
-        if let Err(r) = post_only(&method) {
-            return Ok(r);
+        if method != Method::POST {
+            return Ok(not_post());
         }
         return scheduler(ctx, headers, body?).await;
     }
     if path == "/api/v1" || path.starts_with("/api/v1/") {
-        if let Err(r) = post_only(&method) {
-            return Ok(r);
+        if method != Method::POST {
+            return Ok(not_post());
         }
         return operator_api(ctx, headers, body?).await;
     }

@@ -34,7 +34,7 @@ pub use clock::Clock;
 pub use driver::{MasterHandle, Stopped};
 
 /// How to run a master.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct MasterOptions {
     /// The core's settings.
     pub config: Config,
@@ -44,17 +44,6 @@ pub struct MasterOptions {
     pub flags: Vec<(String, String)>,
     /// Seed of the allocator's agent order.
     pub seed: u64,
-}
-
-impl Default for MasterOptions {
-    fn default() -> Self {
-        MasterOptions {
-            config: Config::default(),
-            hostname: None,
-            flags: Vec::new(),
-            seed: 0,
-        }
-    }
 }
 
 /// A running master.
@@ -227,7 +216,7 @@ pub fn agora_proto_duration(d: Duration) -> String {
         (1_000_000, "ms"),
     ];
     for (size, name) in units {
-        if ns >= size && ns % size == 0 {
+        if ns >= size && ns.is_multiple_of(size) {
             return format!("{}{name}", ns / size);
         }
     }

@@ -292,21 +292,20 @@ impl Resources {
     /// or a JSON array of Resource objects. Unreserved resources get `default_role`.
     pub fn parse(text: &str, default_role: &str) -> Result<Self, ResourceError> {
         let trimmed = text.trim();
-        if trimmed.starts_with('[') {
-            if let Ok(serde_json::Value::Array(items)) =
+        if trimmed.starts_with('[')
+            && let Ok(serde_json::Value::Array(items)) =
                 serde_json::from_str::<serde_json::Value>(trimmed)
-            {
-                let mut protos = Vec::with_capacity(items.len());
-                for item in &items {
-                    protos.push(crate::json::from_value::<Resource>(item).map_err(|e| {
-                        ResourceError::Parse {
-                            input: item.to_string(),
-                            reason: e.to_string(),
-                        }
-                    })?);
-                }
-                return Resources::from_protos(&protos);
+        {
+            let mut protos = Vec::with_capacity(items.len());
+            for item in &items {
+                protos.push(crate::json::from_value::<Resource>(item).map_err(|e| {
+                    ResourceError::Parse {
+                        input: item.to_string(),
+                        reason: e.to_string(),
+                    }
+                })?);
             }
+            return Resources::from_protos(&protos);
         }
         let mut out = Resources::new();
         for piece in trimmed.split(';').map(str::trim).filter(|p| !p.is_empty()) {
@@ -658,21 +657,21 @@ fn normalize(r: &Resource) -> Result<(Resource, Quantity), ResourceError> {
         // Pre-refinement format: `role` (+ `reservation` when dynamic).
         let role = key.role.take();
         let reservation = key.reservation.take();
-        if let Some(role) = role.filter(|role| role != "*") {
-            if key.reservations.is_empty() {
-                let dynamic = reservation.is_some();
-                let reservation = reservation.unwrap_or_default();
-                key.reservations.push(ReservationInfo {
-                    r#type: Some(if dynamic {
-                        v1::resource::reservation_info::Type::Dynamic as i32
-                    } else {
-                        v1::resource::reservation_info::Type::Static as i32
-                    }),
-                    role: Some(role),
-                    principal: reservation.principal,
-                    labels: reservation.labels,
-                });
-            }
+        if let Some(role) = role.filter(|role| role != "*")
+            && key.reservations.is_empty()
+        {
+            let dynamic = reservation.is_some();
+            let reservation = reservation.unwrap_or_default();
+            key.reservations.push(ReservationInfo {
+                r#type: Some(if dynamic {
+                    v1::resource::reservation_info::Type::Dynamic as i32
+                } else {
+                    v1::resource::reservation_info::Type::Static as i32
+                }),
+                role: Some(role),
+                principal: reservation.principal,
+                labels: reservation.labels,
+            });
         }
     }
     for res in &key.reservations {

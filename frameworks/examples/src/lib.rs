@@ -128,7 +128,7 @@ pub async fn run_commands(config: RunCommands) -> Result<Vec<Outcome>, SdkError>
                     message: status.message.clone(),
                     agent: Some(agent),
                 });
-                if outcomes.len() % 50 == 0 {
+                if outcomes.len().is_multiple_of(50) {
                     info!(done = outcomes.len(), total, "progress");
                 }
             }

@@ -224,7 +224,8 @@ async fn subscription_loop(
             Ok((stream_id, mut stream)) => {
                 session.lock().unwrap_or_else(|p| p.into_inner()).stream_id = stream_id;
                 let mut heartbeat = Duration::from_secs(15);
-                let reason = loop {
+
+                loop {
                     let timeout = heartbeat.mul_f64(config.heartbeat_intervals.max(1.0))
                         + Duration::from_secs(1);
                     let received = tokio::select! {
@@ -319,8 +320,7 @@ async fn subscription_loop(
                         }
                         _ => {}
                     }
-                };
-                reason
+                }
             }
         };
         session.lock().unwrap_or_else(|p| p.into_inner()).stream_id = None;

@@ -260,23 +260,23 @@ impl Allocator {
 
     /// Stops offering an agent's resources (it disconnected, or is draining).
     pub fn deactivate_agent(&mut self, id: &AgentId) {
-        if let Some(&idx) = self.agent_index.get(id) {
-            if self.agent(idx).active {
-                self.add_totals(idx, -1);
-                self.agent_mut(idx).active = false;
-                self.order_stale = true;
-            }
+        if let Some(&idx) = self.agent_index.get(id)
+            && self.agent(idx).active
+        {
+            self.add_totals(idx, -1);
+            self.agent_mut(idx).active = false;
+            self.order_stale = true;
         }
     }
 
     /// Offers an agent's resources again.
     pub fn activate_agent(&mut self, id: &AgentId) {
-        if let Some(&idx) = self.agent_index.get(id) {
-            if !self.agent(idx).active {
-                self.agent_mut(idx).active = true;
-                self.add_totals(idx, 1);
-                self.order_stale = true;
-            }
+        if let Some(&idx) = self.agent_index.get(id)
+            && !self.agent(idx).active
+        {
+            self.agent_mut(idx).active = true;
+            self.add_totals(idx, 1);
+            self.order_stale = true;
         }
     }
 

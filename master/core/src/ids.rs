@@ -55,7 +55,7 @@ macro_rules! default_with {
     ($($t:ty),*) => {
         $(impl DefaultWith for $t {
             fn default_with(value: String) -> Self {
-                Self { value, ..Default::default() }
+                Self { value }
             }
         })*
     };

@@ -76,20 +76,21 @@ pub fn validate_framework_info(
     }
     for role in framework_roles(info) {
         roles::validate(&role).map_err(|e| e.to_string())?;
-        if let Some(allowed) = whitelist {
-            if role != "*" && !allowed.iter().any(|r| r == &role) {
-                return Err(format!(
-                    "role '{role}' is not present in the master's --roles"
-                ));
-            }
-        }
-    }
-    if let Some(t) = info.failover_timeout {
-        if !t.is_finite() || t < 0.0 || Duration::try_from_secs_f64(t).is_err() {
+        if let Some(allowed) = whitelist
+            && role != "*"
+            && !allowed.iter().any(|r| r == &role)
+        {
             return Err(format!(
-                "invalid failover_timeout {t}: must be a non-negative number of seconds"
+                "role '{role}' is not present in the master's --roles"
             ));
         }
+    }
+    if let Some(t) = info.failover_timeout
+        && (!t.is_finite() || t < 0.0 || Duration::try_from_secs_f64(t).is_err())
+    {
+        return Err(format!(
+            "invalid failover_timeout {t}: must be a non-negative number of seconds"
+        ));
     }
     if let Some(id) = &info.id {
         ids::validate(&id.value).map_err(|e| format!("invalid framework id: {e}"))?;
@@ -142,13 +143,13 @@ pub fn validate_command(command: &v1::CommandInfo, needs_value: bool) -> Result<
 /// Checks an ExecutorInfo of a task or task group.
 pub fn validate_executor(executor: &v1::ExecutorInfo, framework: &str) -> Result<(), String> {
     ids::validate(&executor.executor_id.value).map_err(|e| format!("invalid executor id: {e}"))?;
-    if let Some(fid) = &executor.framework_id {
-        if fid.value != framework {
-            return Err(format!(
-                "ExecutorInfo has framework id '{}' but the framework is '{framework}'",
-                fid.value
-            ));
-        }
+    if let Some(fid) = &executor.framework_id
+        && fid.value != framework
+    {
+        return Err(format!(
+            "ExecutorInfo has framework id '{}' but the framework is '{framework}'",
+            fid.value
+        ));
     }
     let default = executor.r#type() == v1::executor_info::Type::Default;
     match &executor.command {
@@ -181,10 +182,10 @@ pub fn validate_task(task: &v1::TaskInfo, framework: &str) -> Result<Resources, 
     if resources.is_empty() {
         return Err("Task uses no resources".into());
     }
-    if let Some(kp) = &task.kill_policy {
-        if kp.grace_period.as_ref().is_some_and(|g| g.nanoseconds < 0) {
-            return Err("Task's 'kill_policy.grace_period' must be non-negative".into());
-        }
+    if let Some(kp) = &task.kill_policy
+        && kp.grace_period.as_ref().is_some_and(|g| g.nanoseconds < 0)
+    {
+        return Err("Task's 'kill_policy.grace_period' must be non-negative".into());
     }
     if task
         .max_completion_time

@@ -360,6 +360,63 @@ impl HeartbeatEvent for executor::Event {
     }
 }
 
+/// Serves a warp filter on `listener` (HTTP/1.1 and HTTP/2) until
+/// `shutdown` completes; open connections are then dropped.
+pub async fn serve<F>(
+    listener: tokio::net::TcpListener,
+    filter: F,
+    shutdown: impl std::future::Future<Output = ()>,
+) where
+    F: warp::Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let service = warp::service(filter);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        connections.spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let mut s = service.clone();
+                    async move { tower_call(&mut s, req).await }
+                });
+            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    connections.abort_all();
+}
+
+async fn tower_call<S>(
+    s: &mut S,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<warp::reply::Response, std::convert::Infallible>
+where
+    S: tower_service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = warp::reply::Response,
+            Error = std::convert::Infallible,
+        >,
+{
+    s.call(req).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,61 +479,4 @@ mod tests {
             Ok(Encoding::Protobuf)
         );
     }
-}
-
-/// Serves a warp filter on `listener` (HTTP/1.1 and HTTP/2) until
-/// `shutdown` completes; open connections are then dropped.
-pub async fn serve<F>(
-    listener: tokio::net::TcpListener,
-    filter: F,
-    shutdown: impl std::future::Future<Output = ()>,
-) where
-    F: warp::Filter + Clone + Send + Sync + 'static,
-    F::Extract: warp::Reply,
-{
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let service = warp::service(filter);
-    let mut connections = tokio::task::JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            () = &mut shutdown => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        let Ok((stream, _)) = accepted else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let service = service.clone();
-        connections.spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let mut s = service.clone();
-                    async move { tower_call(&mut s, req).await }
-                });
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    connections.abort_all();
-}
-
-async fn tower_call<S>(
-    s: &mut S,
-    req: http::Request<hyper::body::Incoming>,
-) -> Result<warp::reply::Response, std::convert::Infallible>
-where
-    S: tower_service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = warp::reply::Response,
-            Error = std::convert::Infallible,
-        >,
-{
-    s.call(req).await
 }

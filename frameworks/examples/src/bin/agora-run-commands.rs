@@ -43,7 +43,8 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    if !(args.cpus > 0.0) || !(args.mem > 0.0) {
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !positive(args.cpus) || !positive(args.mem) {
         eprintln!("error: --cpus and --mem must be positive");
         return ExitCode::FAILURE;
     }

@@ -96,11 +96,11 @@ impl Master {
             return;
         }
         // A previous connection of the same agent is replaced.
-        if let Some(old) = self.agents.get(&id).and_then(|a| a.conn) {
-            if old != conn {
-                self.conns.remove(&old);
-                self.out.push(Output::CloseAgent { conn: old });
-            }
+        if let Some(old) = self.agents.get(&id).and_then(|a| a.conn)
+            && old != conn
+        {
+            self.conns.remove(&old);
+            self.out.push(Output::CloseAgent { conn: old });
         }
         // Withdraw its offers; the agent's report is the truth from now on.
         let offers: Vec<OfferId> = self
@@ -257,14 +257,14 @@ impl Master {
         }
         self.out.push(Output::ToAgent {
             conn,
-            message: agora_proto::internal::MasterMessage {
+            message: Box::new(agora_proto::internal::MasterMessage {
                 epoch: self.epoch,
                 message: Some(master_message::Message::Registered(Registered {
                     agent_id: id.to_proto(),
                     master_info: self.info.clone(),
                     ping_interval_seconds: Some(self.config.agent_ping_timeout.as_secs_f64()),
                 })),
-            },
+            }),
         });
         for (fid, tid) in lost {
             let caps = self
@@ -310,7 +310,7 @@ impl Master {
             .map(|a| std::mem::take(&mut a.pending_kills))
             .unwrap_or_default();
         for (fid, tid, policy) in kills {
-            self.to_agent(
+            self.send_to_agent(
                 &id,
                 master_message::Message::KillTask(KillTask {
                     framework_id: fid.to_proto(),
@@ -367,7 +367,7 @@ impl Master {
             self.metrics.invalid_status_updates += 1;
             if self.removed_frameworks.contains(&framework) {
                 // Nobody will ever acknowledge it: tell the agent to stop.
-                self.to_agent(
+                self.send_to_agent(
                     agent,
                     master_message::Message::ShutdownFramework(
                         agora_proto::internal::ShutdownFramework {
@@ -405,10 +405,10 @@ impl Master {
                 .recover(agent, framework, &role, &resources, None, now);
             self.allocation_requested = true;
         }
-        if let Some(f) = self.frameworks.get_mut(framework) {
-            if let Some(e) = f.executors.get_mut(agent) {
-                e.remove(executor);
-            }
+        if let Some(f) = self.frameworks.get_mut(framework)
+            && let Some(e) = f.executors.get_mut(agent)
+        {
+            e.remove(executor);
         }
         self.send(
             framework,
@@ -486,7 +486,7 @@ impl Master {
                 }
             }
             a.pong_pending = true;
-            self.to_agent(&id, master_message::Message::Ping(Ping { sequence: None }));
+            self.send_to_agent(&id, master_message::Message::Ping(Ping { sequence: None }));
         }
         for id in unreachable {
             self.mark_unreachable(now, &id, "agent did not answer pings");

@@ -188,7 +188,7 @@ pub enum Output {
         /// Which stream.
         stream: StreamId,
         /// The event.
-        event: sched::Event,
+        event: Box<sched::Event>,
     },
     /// End a subscription stream (after its last event).
     CloseStream {
@@ -200,7 +200,7 @@ pub enum Output {
         /// Which connection.
         conn: ConnId,
         /// The message.
-        message: MasterMessage,
+        message: Box<MasterMessage>,
     },
     /// End an agent connection.
     CloseAgent {
@@ -208,7 +208,7 @@ pub enum Output {
         conn: ConnId,
     },
     /// An event for operator API subscribers (`SUBSCRIBE` on `/api/v1`).
-    OperatorEvent(operator::Event),
+    OperatorEvent(Box<operator::Event>),
 }
 
 /// A framework the master knows.
@@ -435,10 +435,10 @@ impl Master {
                 next = next.min(deadline);
             }
         }
-        if let Some(timeout) = self.config.offer_timeout {
-            if let Some(oldest) = self.offers.values().map(|o| o.created).min() {
-                next = next.min(oldest + timeout);
-            }
+        if let Some(timeout) = self.config.offer_timeout
+            && let Some(oldest) = self.offers.values().map(|o| o.created).min()
+        {
+            next = next.min(oldest + timeout);
         }
         Some(next)
     }
@@ -517,19 +517,22 @@ impl Master {
             .get(framework)
             .and_then(|f| f.stream.clone())
         {
-            self.out.push(Output::Event { stream, event });
+            self.out.push(Output::Event {
+                stream,
+                event: Box::new(event),
+            });
         }
     }
 
-    fn to_agent(&mut self, agent: &AgentId, message: master_message::Message) -> bool {
+    fn send_to_agent(&mut self, agent: &AgentId, message: master_message::Message) -> bool {
         match self.agents.get(agent).and_then(|a| a.conn) {
             Some(conn) => {
                 self.out.push(Output::ToAgent {
                     conn,
-                    message: MasterMessage {
+                    message: Box::new(MasterMessage {
                         epoch: self.epoch,
                         message: Some(message),
-                    },
+                    }),
                 });
                 true
             }
@@ -540,7 +543,7 @@ impl Master {
     fn operator_event(&mut self, event: impl FnOnce(&Self) -> operator::Event) {
         if self.operator_events {
             let e = event(self);
-            self.out.push(Output::OperatorEvent(e));
+            self.out.push(Output::OperatorEvent(Box::new(e)));
         }
     }
 }

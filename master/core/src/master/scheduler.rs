@@ -110,7 +110,7 @@ impl Master {
                 self.streams.remove(&old);
                 self.out.push(Output::Event {
                     stream: old.clone(),
-                    event: error_event("Framework failed over"),
+                    event: Box::new(error_event("Framework failed over")),
                 });
                 self.out.push(Output::CloseStream { stream: old });
             }
@@ -170,7 +170,7 @@ impl Master {
         self.streams.insert(stream.clone(), id.clone());
         self.out.push(Output::Event {
             stream: stream.clone(),
-            event: sched::Event {
+            event: Box::new(sched::Event {
                 r#type: Some(sched::event::Type::Subscribed as i32),
                 subscribed: Some(sched::event::Subscribed {
                     framework_id: id.to_proto(),
@@ -178,14 +178,14 @@ impl Master {
                     master_info: Some(self.info.clone()),
                 }),
                 ..Default::default()
-            },
+            }),
         });
         self.out.push(Output::Event {
             stream,
-            event: sched::Event {
+            event: Box::new(sched::Event {
                 r#type: Some(sched::event::Type::Heartbeat as i32),
                 ..Default::default()
-            },
+            }),
         });
         let fid = id.clone();
         if existing {
@@ -205,7 +205,7 @@ impl Master {
     fn stream_error(&mut self, stream: &StreamId, message: &str) {
         self.out.push(Output::Event {
             stream: stream.clone(),
-            event: error_event(message),
+            event: Box::new(error_event(message)),
         });
         self.out.push(Output::CloseStream {
             stream: stream.clone(),
@@ -306,7 +306,7 @@ impl Master {
             CallType::Shutdown => {
                 let shutdown = call.shutdown.unwrap_or_default();
                 let agent = AgentId::from(&shutdown.agent_id);
-                self.to_agent(
+                self.send_to_agent(
                     &agent,
                     master_message::Message::ShutdownExecutor(
                         agora_proto::internal::ShutdownExecutor {
@@ -329,7 +329,7 @@ impl Master {
             CallType::Message => {
                 let message = call.message.unwrap_or_default();
                 let agent = AgentId::from(&message.agent_id);
-                self.to_agent(
+                self.send_to_agent(
                     &agent,
                     master_message::Message::FrameworkMessage(FrameworkToExecutor {
                         framework_id: framework_id.to_proto(),
@@ -518,12 +518,11 @@ impl Master {
         if offer_ids.is_empty() && !operations.is_empty() {
             error = Some("No offers specified".into());
         }
-        if error.is_none() {
-            if let Some(a) = &agent {
-                if !self.agents.get(a).is_some_and(|a| a.is_connected()) {
-                    error = Some(format!("Agent {a} is not connected"));
-                }
-            }
+        if error.is_none()
+            && let Some(a) = &agent
+            && !self.agents.get(a).is_some_and(|a| a.is_connected())
+        {
+            error = Some(format!("Agent {a} is not connected"));
         }
         if let Some(message) = error {
             // Valid offers among them go back without a filter; tasks are dropped.
@@ -533,17 +532,16 @@ impl Master {
                     .offers
                     .get(&oid)
                     .is_some_and(|o| &o.framework == framework)
+                    && let Some(o) = self.take_offer(&oid)
                 {
-                    if let Some(o) = self.take_offer(&oid) {
-                        self.allocator.recover(
-                            &o.agent,
-                            &o.framework,
-                            &o.role,
-                            &o.resources,
-                            None,
-                            now,
-                        );
-                    }
+                    self.allocator.recover(
+                        &o.agent,
+                        &o.framework,
+                        &o.role,
+                        &o.resources,
+                        None,
+                        now,
+                    );
                 }
             }
             self.drop_launches(now, framework, &operations, Reason::InvalidOffers, &message);
@@ -756,7 +754,7 @@ impl Master {
             discovery: task.discovery.clone(),
             container: task.container.clone(),
             health_check: task.health_check.clone(),
-            kill_policy: task.kill_policy.clone(),
+            kill_policy: task.kill_policy,
             user: task
                 .command
                 .as_ref()
@@ -786,7 +784,7 @@ impl Master {
         });
         if group_executor.is_none() {
             task.agent_id = agent.to_proto();
-            self.to_agent(
+            self.send_to_agent(
                 agent,
                 master_message::Message::RunTask(RunTask {
                     framework_info,
@@ -907,7 +905,7 @@ impl Master {
             t.agent_id = agent.to_proto();
             t.executor = Some(executor.clone());
         }
-        self.to_agent(
+        self.send_to_agent(
             agent,
             master_message::Message::RunTaskGroup(RunTaskGroup {
                 framework_info,
@@ -966,13 +964,13 @@ impl Master {
         let message = master_message::Message::KillTask(KillTask {
             framework_id: framework.to_proto(),
             task_id: task_id.to_proto(),
-            kill_policy: kill.kill_policy.clone(),
+            kill_policy: kill.kill_policy,
         });
-        if !self.to_agent(&agent, message) {
-            if let Some(a) = self.agents.get_mut(&agent) {
-                a.pending_kills
-                    .push((framework.clone(), task_id, kill.kill_policy));
-            }
+        if !self.send_to_agent(&agent, message)
+            && let Some(a) = self.agents.get_mut(&agent)
+        {
+            a.pending_kills
+                .push((framework.clone(), task_id, kill.kill_policy));
         }
     }
 
@@ -994,18 +992,16 @@ impl Master {
             .frameworks
             .get(framework)
             .and_then(|f| f.tasks.get(&task_id))
+            && task.proto.status_update_uuid.as_deref() == Some(ack.uuid.as_slice())
+            && task
+                .proto
+                .status_update_state
+                .and_then(|s| TaskState::try_from(s).ok())
+                .is_some_and(is_terminal)
         {
-            if task.proto.status_update_uuid.as_deref() == Some(ack.uuid.as_slice())
-                && task
-                    .proto
-                    .status_update_state
-                    .and_then(|s| TaskState::try_from(s).ok())
-                    .is_some_and(is_terminal)
-            {
-                done = true;
-            }
+            done = true;
         }
-        self.to_agent(
+        self.send_to_agent(
             &agent,
             master_message::Message::Acknowledge(AcknowledgeUpdate {
                 framework_id: framework.to_proto(),
@@ -1099,14 +1095,13 @@ impl Master {
                 message,
             );
             status.executor_id = executor;
-            if state == TaskState::TaskUnreachable {
-                if let Some((_, since)) =
+            if state == TaskState::TaskUnreachable
+                && let Some((_, since)) =
                     agent.as_ref().and_then(|a| self.unreachable_agents.get(a))
-                {
-                    status.unreachable_time = Some(v1::TimeInfo {
-                        nanoseconds: since.as_nanos() as i64,
-                    });
-                }
+            {
+                status.unreachable_time = Some(v1::TimeInfo {
+                    nanoseconds: since.as_nanos() as i64,
+                });
             }
             self.forward_status(framework, caps, status);
         }

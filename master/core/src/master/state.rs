@@ -407,7 +407,7 @@ impl Master {
             .map(|a| a.id.clone())
             .collect();
         for agent in &agents {
-            self.to_agent(
+            self.send_to_agent(
                 agent,
                 master_message::Message::ShutdownFramework(ShutdownFramework {
                     framework_id: id.to_proto(),
@@ -515,10 +515,10 @@ impl Master {
             self.forward_status(fw, caps, status);
         }
         for (fw, exec) in agent.executors.keys() {
-            if let Some(f) = self.frameworks.get_mut(fw) {
-                if let Some(e) = f.executors.get_mut(id) {
-                    e.remove(exec);
-                }
+            if let Some(f) = self.frameworks.get_mut(fw)
+                && let Some(e) = f.executors.get_mut(id)
+            {
+                e.remove(exec);
             }
         }
         let failure = sched::Event {
@@ -548,12 +548,12 @@ impl Master {
     pub(crate) fn shutdown_agent_conn(&mut self, conn: crate::ids::ConnId, message: &str) {
         self.out.push(Output::ToAgent {
             conn,
-            message: agora_proto::internal::MasterMessage {
+            message: Box::new(agora_proto::internal::MasterMessage {
                 epoch: self.epoch,
                 message: Some(master_message::Message::ShutdownAgent(ShutdownAgent {
                     message: Some(message.into()),
                 })),
-            },
+            }),
         });
         self.out.push(Output::CloseAgent { conn });
     }

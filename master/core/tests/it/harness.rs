@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use agora_master_core::ids::{AgentId, ConnId, FrameworkId, RequestId, StreamId};
 use agora_master_core::{CallError, Config, Input, Master, Output, Time};
-use agora_proto::internal::{
-    AgentMessage, MasterMessage, Register, StatusUpdate, agent_message, master_message,
-};
+use agora_proto::internal::{AgentMessage, Register, StatusUpdate, agent_message, master_message};
 use agora_proto::resources::{Resources, parse_attributes};
 use agora_proto::{json, scheduler as sched, v1};
 
@@ -31,6 +29,8 @@ pub struct Harness {
     next: u64,
     /// Every output so far, in order.
     pub log: Vec<Output>,
+    /// Simulated agents answer pings (off: they stay silent).
+    pub auto_pong: bool,
 }
 
 impl Harness {
@@ -53,6 +53,7 @@ impl Harness {
             now,
             next: 0,
             log: Vec::new(),
+            auto_pong: false,
         }
     }
 
@@ -62,8 +63,23 @@ impl Harness {
     }
 
     pub fn handle(&mut self, input: Input) -> Vec<Output> {
-        let out = self.master.handle(self.now, input);
+        let mut out = self.master.handle(self.now, input);
         self.log.extend(out.iter().cloned());
+        if self.auto_pong {
+            let pinged: Vec<ConnId> = out
+                .iter()
+                .filter_map(|o| match o {
+                    Output::ToAgent { conn, message } if matches!(message.message, Some(master_message::Message::Ping(_))) => Some(*conn),
+                    _ => None,
+                })
+                .collect();
+            for conn in pinged {
+                let pong = AgentMessage { message: Some(agent_message::Message::Pong(agora_proto::internal::Pong { sequence: None })) };
+                let more = self.master.handle(self.now, Input::Agent { conn, message: pong });
+                self.log.extend(more.iter().cloned());
+                out.extend(more);
+            }
+        }
         out
     }
 
@@ -269,7 +285,7 @@ pub fn task_json(task_id: &str, agent: &str, resources: &str, command: &str) -> 
 pub fn events(out: &[Output], stream: &StreamId) -> Vec<sched::Event> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Event { stream: s, event } if s == stream => Some(event.clone()),
+            Output::Event { stream: s, event } if s == stream => Some((**event).clone()),
             _ => None,
         })
         .collect()
@@ -298,12 +314,7 @@ pub fn updates(out: &[Output], stream: &StreamId) -> Vec<v1::TaskStatus> {
 pub fn agent_messages(out: &[Output], conn: ConnId) -> Vec<master_message::Message> {
     out.iter()
         .filter_map(|o| match o {
-            Output::ToAgent {
-                conn: c,
-                message: MasterMessage {
-                    message: Some(m), ..
-                },
-            } if *c == conn => Some(m.clone()),
+            Output::ToAgent { conn: c, message } if *c == conn => message.message.clone(),
             _ => None,
         })
         .collect()

@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, missing_docs)]
+
 //! Core table tests: inputs in, outputs recorded and checked, on a virtual
 //! clock with simulated agents and frameworks.
 

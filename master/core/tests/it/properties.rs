@@ -40,6 +40,7 @@ proptest! {
     #[test]
     fn offers_never_overlap_and_agents_are_never_over_committed(steps in prop::collection::vec(step(), 1..60)) {
         let mut h = Harness::new();
+        h.auto_pong = true;
         let agents: Vec<Ag> = (0..3).map(|i| h.register_agent(&format!("agent-{i}"), &format!("cpus:{};mem:1024;ports:[31000-31005]", i + 1))).collect();
         let mut frameworks: Vec<Fw> = (0..3).map(|i| h.framework(&format!("fw{i}"))).collect();
         // Outstanding offers per framework, as the framework sees them.
