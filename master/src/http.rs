@@ -212,7 +212,7 @@ async fn dispatch(
                 ));
             };
             ctx.handle
-                .operator(OperatorCall::Teardown(FrameworkId(id)))
+                .operator(OperatorCall::Teardown(FrameworkId::new(id)))
                 .await
                 .map_err(stopped)?
                 .map_err(call_error)?;

@@ -13,6 +13,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::{Add, AddAssign, Sub, SubAssign};
+use std::sync::Arc;
 
 use prost::Message;
 
@@ -221,15 +222,30 @@ pub fn from_fixed(v: i64) -> f64 {
 #[derive(Clone, Debug)]
 struct Entry {
     /// The resource with its value fields cleared: its identity.
-    key: Resource,
+    /// Shared: cloning resources copies pointers, not protobuf messages.
+    key: Arc<Resource>,
     /// `key` encoded, used to order and compare identities.
-    id: Vec<u8>,
+    id: Arc<[u8]>,
+    /// A hash of `id`, to tell identities apart quickly.
+    hash: u64,
     quantity: Quantity,
+}
+
+/// FNV-1a: a fast, stable hash for short byte strings.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 impl PartialEq for Entry {
     fn eq(&self, other: &Self) -> bool {
-        self.key.name == other.key.name && self.id == other.id && self.quantity == other.quantity
+        self.hash == other.hash
+            && self.quantity == other.quantity
+            && (Arc::ptr_eq(&self.id, &other.id) || self.id == other.id)
     }
 }
 
@@ -237,7 +253,7 @@ impl Eq for Entry {}
 
 impl Entry {
     fn to_proto(&self) -> Resource {
-        let mut r = self.key.clone();
+        let mut r = (*self.key).clone();
         match &self.quantity {
             Quantity::Scalar(v) => {
                 r.scalar = Some(value::Scalar {
@@ -438,22 +454,66 @@ impl Resources {
         if quantity.is_empty() {
             return;
         }
-        let id = key.encode_to_vec();
-        match self.search(&key.name, &id) {
+        let id: Arc<[u8]> = key.encode_to_vec().into();
+        let hash = fnv1a(&id);
+        match self.search(&key.name, &id, hash) {
             Ok(i) => self.entries[i].quantity.add(&quantity),
-            Err(i) => self.entries.insert(i, Entry { key, id, quantity }),
+            Err(i) => self.entries.insert(
+                i,
+                Entry {
+                    key: Arc::new(key),
+                    id,
+                    hash,
+                    quantity,
+                },
+            ),
         }
     }
 
-    fn search(&self, name: &str, id: &[u8]) -> Result<usize, usize> {
-        self.entries
-            .binary_search_by(|e| (e.key.name.as_str(), e.id.as_slice()).cmp(&(name, id)))
+    /// Finds an identity: `Ok(index)`, or `Err(where it would go)`. Sets are
+    /// small, so a scan that compares hashes first beats a binary search on
+    /// the encoded bytes.
+    fn search(&self, name: &str, id: &Arc<[u8]>, hash: u64) -> Result<usize, usize> {
+        // Identities are shared between sets derived from one another, so a
+        // pointer comparison usually settles it.
+        if let Some(i) = self
+            .entries
+            .iter()
+            .position(|e| e.hash == hash && (Arc::ptr_eq(&e.id, id) || *e.id == **id))
+        {
+            return Ok(i);
+        }
+        let id: &[u8] = id;
+        Err(self
+            .entries
+            .partition_point(|e| (e.key.name.as_str(), &*e.id) < (name, id)))
+    }
+
+    /// A hash of the whole contents: equal resources have equal
+    /// fingerprints (used to cache decisions about unchanged resources).
+    pub fn fingerprint(&self) -> u64 {
+        let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+        for e in &self.entries {
+            h = h.rotate_left(5) ^ e.hash;
+            let q = match &e.quantity {
+                Quantity::Scalar(v) => *v as u64,
+                Quantity::Ranges(r) => {
+                    r.0.iter()
+                        .fold(0u64, |acc, (b, x)| acc.rotate_left(7) ^ b ^ (x << 1))
+                }
+                Quantity::Set(items) => items
+                    .iter()
+                    .fold(0u64, |acc, i| acc.rotate_left(7) ^ fnv1a(i.as_bytes())),
+            };
+            h = h.wrapping_mul(0x0100_0000_01b3) ^ q;
+        }
+        h
     }
 
     /// Adds `other` into `self` (also `+=`).
     pub fn add_all(&mut self, other: &Resources) {
         for e in &other.entries {
-            match self.search(&e.key.name, &e.id) {
+            match self.search(&e.key.name, &e.id, e.hash) {
                 Ok(i) => self.entries[i].quantity.add(&e.quantity),
                 Err(i) => self.entries.insert(i, e.clone()),
             }
@@ -463,7 +523,7 @@ impl Resources {
     /// Removes `other` from `self`, as far as `self` holds it (also `-=`).
     pub fn subtract_all(&mut self, other: &Resources) {
         for e in &other.entries {
-            if let Ok(i) = self.search(&e.key.name, &e.id) {
+            if let Ok(i) = self.search(&e.key.name, &e.id, e.hash) {
                 self.entries[i].quantity.subtract(&e.quantity);
                 if self.entries[i].quantity.is_empty() {
                     self.entries.remove(i);
@@ -477,7 +537,7 @@ impl Resources {
         other
             .entries
             .iter()
-            .all(|e| match self.search(&e.key.name, &e.id) {
+            .all(|e| match self.search(&e.key.name, &e.id, e.hash) {
                 Ok(i) => self.entries[i].quantity.contains(&e.quantity),
                 Err(_) => false,
             })
@@ -516,6 +576,15 @@ impl Resources {
         let mut names: Vec<&str> = self.entries.iter().map(|e| e.key.name.as_str()).collect();
         names.dedup();
         names
+    }
+
+    /// Every scalar entry as (name, thousandths); a name may repeat (one
+    /// entry per identity). Does not allocate.
+    pub fn scalars(&self) -> impl Iterator<Item = (&str, i64)> + '_ {
+        self.entries.iter().filter_map(|e| match e.quantity {
+            Quantity::Scalar(v) => Some((e.key.name.as_str(), v)),
+            _ => None,
+        })
     }
 
     /// The scalar totals by name (cpus, mem, disk, gpus, …), in thousandths.
@@ -574,7 +643,7 @@ impl Resources {
     pub fn allocated_to(&self, role: &str) -> Resources {
         let mut out = Resources::new();
         for e in &self.entries {
-            let mut key = e.key.clone();
+            let mut key = (*e.key).clone();
             key.allocation_info = Some(v1::resource::AllocationInfo {
                 role: Some(role.to_string()),
             });
@@ -587,7 +656,7 @@ impl Resources {
     pub fn unallocated(&self) -> Resources {
         let mut out = Resources::new();
         for e in &self.entries {
-            let mut key = e.key.clone();
+            let mut key = (*e.key).clone();
             key.allocation_info = None;
             out.add_entry(key, e.quantity.clone());
         }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod agent;
+mod bench;
 mod dev;
 mod master;
 
@@ -24,6 +25,8 @@ enum Command {
     Master(master::MasterArgs),
     /// Run an agent that offers this machine's resources to a master.
     Agent(agent::AgentArgs),
+    /// Measure allocation and launch latency (see BENCHMARKS.md).
+    Bench(bench::BenchArgs),
     /// The command executor (started by agents, not by hand).
     #[command(hide = true)]
     Executor,
@@ -57,6 +60,7 @@ pub fn main() -> ExitCode {
             Command::Master(args) => master::run(args).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Executor => agent::executor().await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

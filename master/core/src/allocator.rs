@@ -19,6 +19,7 @@
 //! are arguments, so a pass is reproducible.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use agora_proto::resources::{Resources, from_fixed, to_fixed};
@@ -56,7 +57,7 @@ pub struct Allocation {
     /// Whose resources.
     pub agent: AgentId,
     /// The role the resources are allocated to.
-    pub role: String,
+    pub role: Arc<str>,
     /// What is offered (without `allocation_info`; the master adds it).
     pub resources: Resources,
 }
@@ -75,18 +76,18 @@ struct Client {
     /// Live, framework active, role not suppressed.
     eligible: bool,
     gpu: bool,
-    /// Allocated scalars (offered or used), thousandths.
-    allocated: BTreeMap<String, i64>,
+    /// Allocated scalars (offered or used), thousandths, by name index.
+    allocated: Vec<i64>,
     /// Position in its role's order: (share bits, index).
     key: u64,
 }
 
 #[derive(Debug)]
 struct Role {
-    name: String,
+    name: Arc<str>,
     weight: f64,
     clients: BTreeSet<(u64, ClientIdx)>,
-    allocated: BTreeMap<String, i64>,
+    allocated: Vec<i64>,
     key: u64,
     eligible_clients: usize,
 }
@@ -104,6 +105,8 @@ struct FrameworkSlot {
 struct Filter {
     refused: Resources,
     expires: Time,
+    /// The last verdict: (fingerprint of the available resources, blocks?).
+    verdict: Option<(u64, bool)>,
 }
 
 #[derive(Debug)]
@@ -117,11 +120,16 @@ struct AgentSlot {
     has_reservations: bool,
     filters: BTreeMap<ClientIdx, Filter>,
     next_expiry: Option<Time>,
-    /// Clients whose filter covers what this agent has available now.
+    /// Clients whose filter covers what this agent has available.
     blocked: Vec<u64>,
+    /// How many of those clients are eligible.
     blocked_eligible: usize,
-    /// `blocked` is valid for this eligibility generation (None: rebuild).
+    /// `blocked` was built for this eligibility generation (None: rebuild)…
     blocked_generation: Option<u64>,
+    /// …and for available resources with this fingerprint.
+    blocked_fingerprint: u64,
+    /// Clients whose filter was added or removed since `blocked` was built.
+    dirty: Vec<ClientIdx>,
 }
 
 impl AgentSlot {
@@ -130,8 +138,9 @@ impl AgentSlot {
         self.blocked.get(word).is_some_and(|w| w & (1 << bit) != 0)
     }
 
-    fn invalidate(&mut self) {
-        self.blocked_generation = None;
+    /// A filter of `c` was added or removed.
+    fn filter_changed(&mut self, c: ClientIdx) {
+        self.dirty.push(c);
     }
 }
 
@@ -149,8 +158,11 @@ pub struct Allocator {
     role_index: BTreeMap<String, u32>,
     role_order: BTreeSet<(u64, u32)>,
     weights: BTreeMap<String, f64>,
-    /// Scalar totals of active agents, thousandths: the share denominators.
-    totals: BTreeMap<String, i64>,
+    /// Scalar resource names seen, interned: index → name.
+    names: Vec<String>,
+    /// Scalar totals of active agents, thousandths, by name index: the
+    /// share denominators.
+    totals: Vec<i64>,
     shares_stale: bool,
     generation: u64,
     eligible_count: usize,
@@ -175,7 +187,8 @@ impl Allocator {
             role_index: BTreeMap::new(),
             role_order: BTreeSet::new(),
             weights: BTreeMap::new(),
-            totals: BTreeMap::new(),
+            names: Vec::new(),
+            totals: Vec::new(),
             shares_stale: false,
             generation: 0,
             eligible_count: 0,
@@ -213,6 +226,8 @@ impl Allocator {
             blocked: Vec::new(),
             blocked_eligible: 0,
             blocked_generation: None,
+            blocked_fingerprint: 0,
+            dirty: Vec::new(),
         };
         let idx = match self.free_agents.pop() {
             Some(i) => {
@@ -285,10 +300,27 @@ impl Allocator {
         if !slot.active {
             return;
         }
-        for (name, v) in slot.total.scalar_totals() {
-            *self.totals.entry(name.to_string()).or_insert(0) += sign * v;
+        let totals: Vec<(String, i64)> = slot
+            .total
+            .scalar_totals()
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v))
+            .collect();
+        for (name, v) in totals {
+            let i = self.name_index(&name);
+            self.totals[i] += sign * v;
         }
         self.shares_stale = true;
+    }
+
+    /// The index of a scalar resource name (interned on first sight).
+    fn name_index(&mut self, name: &str) -> usize {
+        if let Some(i) = self.names.iter().position(|n| n == name) {
+            return i;
+        }
+        self.names.push(name.to_string());
+        self.totals.push(0);
+        self.names.len() - 1
     }
 
     fn agent(&self, idx: u32) -> &AgentSlot {
@@ -387,7 +419,7 @@ impl Allocator {
             }
             for a in self.agents.iter_mut().flatten() {
                 if a.filters.remove(&c).is_some() {
-                    a.invalidate();
+                    a.filter_changed(c);
                 }
             }
             self.client_mut(c).live = false;
@@ -457,7 +489,7 @@ impl Allocator {
         for a in self.agents.iter_mut().flatten() {
             for c in &clients {
                 if a.filters.remove(c).is_some() {
-                    a.invalidate();
+                    a.filter_changed(*c);
                 }
             }
         }
@@ -494,7 +526,7 @@ impl Allocator {
             live: true,
             eligible: false,
             gpu,
-            allocated: BTreeMap::new(),
+            allocated: Vec::new(),
             key: 0,
         };
         let c = match self.free_clients.pop() {
@@ -521,10 +553,10 @@ impl Allocator {
         }
         let weight = self.weights.get(role).copied().unwrap_or(1.0);
         self.roles.push(Role {
-            name: role.to_string(),
+            name: role.into(),
             weight,
             clients: BTreeSet::new(),
-            allocated: BTreeMap::new(),
+            allocated: Vec::new(),
             key: 0,
             eligible_clients: 0,
         });
@@ -547,17 +579,17 @@ impl Allocator {
     /// allocated to it.
     fn maybe_drop_client(&mut self, c: ClientIdx) {
         let client = self.client(c);
-        if client.live || client.allocated.values().any(|v| *v > 0) {
+        if client.live || client.allocated.iter().any(|v| *v > 0) {
             return;
         }
         let framework = client.framework.clone();
         let role = self.roles[client.role as usize].name.clone();
         if let Some(fw) = self.frameworks.get_mut(&framework) {
-            fw.clients.remove(&role);
+            fw.clients.remove(&*role);
         }
         for a in self.agents.iter_mut().flatten() {
             if a.filters.remove(&c).is_some() {
-                a.invalidate();
+                a.filter_changed(c);
             }
         }
         self.drop_client(c);
@@ -644,10 +676,11 @@ impl Allocator {
                 Filter {
                     refused: resources.clone(),
                     expires,
+                    verdict: None,
                 },
             );
             slot.next_expiry = Some(slot.next_expiry.map_or(expires, |e| e.min(expires)));
-            slot.invalidate();
+            slot.filter_changed(c);
         }
         self.maybe_drop_client(c);
     }
@@ -656,7 +689,6 @@ impl Allocator {
         let slot = self.agent_mut(a);
         *slot.allocated.entry(c).or_default() += resources;
         slot.available -= resources;
-        slot.invalidate();
         self.change_client_allocation(c, resources, 1);
     }
 
@@ -669,42 +701,52 @@ impl Allocator {
             }
         }
         slot.available += resources;
-        slot.invalidate();
         self.change_client_allocation(c, resources, -1);
     }
 
     fn change_client_allocation(&mut self, c: ClientIdx, resources: &Resources, sign: i64) {
-        let role = self.client(c).role;
-        let deltas: Vec<(String, i64)> = resources
-            .scalar_totals()
-            .into_iter()
-            .map(|(n, v)| (n.to_string(), v))
-            .collect();
-        {
-            let client = self.client_mut(c);
-            for (name, v) in &deltas {
-                let e = client.allocated.entry(name.clone()).or_insert(0);
-                *e = (*e + sign * v).max(0);
+        let role = self.client(c).role as usize;
+        for (name, v) in resources.scalars() {
+            let i = match self.names.iter().position(|n| n == name) {
+                Some(i) => i,
+                None => {
+                    self.names.push(name.to_string());
+                    self.totals.push(0);
+                    self.names.len() - 1
+                }
+            };
+            for allocated in [
+                &mut self.clients[c as usize]
+                    .as_mut()
+                    .expect("live client")
+                    .allocated,
+                &mut self.roles[role].allocated,
+            ] {
+                if allocated.len() <= i {
+                    allocated.resize(i + 1, 0);
+                }
+                allocated[i] = (allocated[i] + sign * v).max(0);
             }
-        }
-        let r = &mut self.roles[role as usize];
-        for (name, v) in &deltas {
-            let e = r.allocated.entry(name.clone()).or_insert(0);
-            *e = (*e + sign * v).max(0);
         }
         if !self.shares_stale {
             self.reposition_client(c);
-            self.reposition_role(role);
+            self.reposition_role(role as u32);
         }
     }
 
-    fn share(&self, allocated: &BTreeMap<String, i64>) -> f64 {
+    fn share(&self, allocated: &[i64]) -> f64 {
         let mut share: f64 = 0.0;
-        for (name, v) in allocated {
-            if self.config.fair_sharing_excluded.iter().any(|x| x == name) {
+        for (i, v) in allocated.iter().enumerate() {
+            if *v == 0
+                || self
+                    .config
+                    .fair_sharing_excluded
+                    .iter()
+                    .any(|x| *x == self.names[i])
+            {
                 continue;
             }
-            if let Some(total) = self.totals.get(name).filter(|t| **t > 0) {
+            if let Some(total) = self.totals.get(i).filter(|t| **t > 0) {
                 share = share.max(*v as f64 / *total as f64);
             }
         }
@@ -767,7 +809,7 @@ impl Allocator {
         }
         let mut order = std::mem::take(&mut self.order);
         rng.shuffle(&mut order);
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(order.len());
         if self.eligible_count > 0 {
             for &a in &order {
                 self.allocate_agent(a, now, &mut out);
@@ -781,23 +823,52 @@ impl Allocator {
         // Expire filters, then make sure the blocked set is current.
         let slot = self.agent_mut(a);
         if slot.next_expiry.is_some_and(|e| e <= now) {
-            slot.filters.retain(|_, f| f.expires > now);
+            let expired: Vec<ClientIdx> = slot
+                .filters
+                .iter()
+                .filter(|(_, f)| f.expires <= now)
+                .map(|(c, _)| *c)
+                .collect();
+            for c in expired {
+                slot.filters.remove(&c);
+                slot.filter_changed(c);
+            }
             slot.next_expiry = slot.filters.values().map(|f| f.expires).min();
-            slot.invalidate();
         }
         if self.agent(a).available.is_empty() {
             return;
         }
-        if self.agent(a).blocked_generation != Some(self.generation) {
-            self.rebuild_blocked(a);
-        }
+        self.refresh_blocked(a);
         let slot = self.agent(a);
         if slot.blocked_eligible >= self.eligible_count {
             return;
         }
-        // At most one offer per role per agent and pass.
+        if !self.agent(a).has_reservations {
+            // Everything goes to the first client in DRF order.
+            let Some(c) = self.pick(a, None) else { return };
+            let slot = self.agents[a as usize].as_mut().expect("live agent slot");
+            let resources = std::mem::take(&mut slot.available);
+            match slot.allocated.get_mut(&c) {
+                Some(held) => *held += &resources,
+                None => {
+                    slot.allocated.insert(c, resources.clone());
+                }
+            }
+            let agent = slot.id.clone();
+            self.change_client_allocation(c, &resources, 1);
+            let client = self.client(c);
+            out.push(Allocation {
+                framework: client.framework.clone(),
+                agent,
+                role: self.roles[client.role as usize].name.clone(),
+                resources,
+            });
+            return;
+        }
+        // With reservations, each role may get its own offer.
         for _ in 0..self.roles.len() {
-            let Some((c, resources)) = self.pick(a) else {
+            let mut offerable = Resources::new();
+            let Some(c) = self.pick(a, Some(&mut offerable)) else {
                 return;
             };
             let role = self.roles[self.client(c).role as usize].name.clone();
@@ -805,33 +876,37 @@ impl Allocator {
                 framework: self.client(c).framework.clone(),
                 agent: self.agent(a).id.clone(),
                 role,
-                resources: resources.clone(),
+                resources: offerable.clone(),
             });
-            self.allocate_to(a, c, &resources);
-            // Without reservations nothing offerable is left on the agent.
-            if !self.agent(a).has_reservations || self.agent(a).available.is_empty() {
+            self.allocate_to(a, c, &offerable);
+            if self.agent(a).available.is_empty() {
                 return;
             }
-            self.rebuild_blocked(a);
+            self.refresh_blocked(a);
         }
     }
 
-    /// The first eligible, unblocked client in DRF order and what it would get.
-    fn pick(&self, a: u32) -> Option<(ClientIdx, Resources)> {
+    /// The first eligible, unblocked client in DRF order. For an agent with
+    /// reservations, `offerable` receives what that client's role may use.
+    fn pick(&self, a: u32, mut offerable: Option<&mut Resources>) -> Option<ClientIdx> {
         let slot = self.agent(a);
+        if !slot.has_reservations && !self.allocatable(&slot.available) {
+            return None;
+        }
         for &(_, r) in &self.role_order {
             let role = &self.roles[r as usize];
             if role.eligible_clients == 0 {
                 continue;
             }
-            let offerable = if slot.has_reservations {
-                slot.available.allocatable_to(&role.name)
+            let role_offerable = if slot.has_reservations {
+                let o = slot.available.allocatable_to(&role.name);
+                if !self.allocatable(&o) {
+                    continue;
+                }
+                Some(o)
             } else {
-                slot.available.clone()
+                None
             };
-            if !self.allocatable(&offerable) {
-                continue;
-            }
             for &(_, c) in &role.clients {
                 let client = self.client(c);
                 if !client.eligible || slot.is_blocked(c) {
@@ -840,7 +915,10 @@ impl Allocator {
                 if self.config.filter_gpu_resources && slot.has_gpus && !client.gpu {
                     continue;
                 }
-                return Some((c, offerable));
+                if let (Some(out), Some(o)) = (offerable.as_deref_mut(), role_offerable) {
+                    *out = o;
+                }
+                return Some(c);
             }
         }
         None
@@ -856,36 +934,80 @@ impl Allocator {
                     .any(|set| r.covers_quantities(set)))
     }
 
-    fn rebuild_blocked(&mut self, a: u32) {
+    /// Brings the agent's blocked set up to date: a full rebuild when the
+    /// eligible clients or the available resources changed, else only the
+    /// filters added or removed since.
+    fn refresh_blocked(&mut self, a: u32) {
         let generation = self.generation;
-        let words = self.clients.len().div_ceil(64);
         let slot = self.agents[a as usize].as_ref().expect("live agent slot");
-        let mut blocked = vec![0u64; words];
-        let mut eligible = 0;
-        let mut offerable_by_role: BTreeMap<u32, Resources> = BTreeMap::new();
-        for (&c, filter) in &slot.filters {
+        let fingerprint = slot.available.fingerprint();
+        if slot.blocked_generation != Some(generation) || slot.blocked_fingerprint != fingerprint {
+            self.rebuild_blocked(a, fingerprint);
+            return;
+        }
+        let slot = self.agents[a as usize].as_mut().expect("live agent slot");
+        let dirty = std::mem::take(&mut slot.dirty);
+        for c in dirty {
             let Some(client) = self.clients[c as usize].as_ref() else {
                 continue;
             };
-            let offerable = offerable_by_role.entry(client.role).or_insert_with(|| {
-                if slot.has_reservations {
-                    slot.available
-                        .allocatable_to(&self.roles[client.role as usize].name)
-                } else {
-                    slot.available.clone()
+            let blocks = match slot.filters.get_mut(&c) {
+                Some(filter) => filter_blocks(
+                    filter,
+                    &slot.available,
+                    slot.has_reservations,
+                    &self.roles[client.role as usize].name,
+                    fingerprint,
+                ),
+                None => false,
+            };
+            let (word, bit) = ((c / 64) as usize, 1u64 << (c % 64));
+            if slot.blocked.len() <= word {
+                slot.blocked.resize(word + 1, 0);
+            }
+            let was = slot.blocked[word] & bit != 0;
+            if blocks != was {
+                slot.blocked[word] ^= bit;
+                if client.eligible {
+                    if blocks {
+                        slot.blocked_eligible += 1;
+                    } else {
+                        slot.blocked_eligible -= 1;
+                    }
                 }
-            });
-            if filter.refused.contains(offerable) {
+            }
+        }
+    }
+
+    fn rebuild_blocked(&mut self, a: u32, fingerprint: u64) {
+        let generation = self.generation;
+        let words = self.clients.len().div_ceil(64);
+        let slot = self.agents[a as usize].as_mut().expect("live agent slot");
+        let mut blocked = vec![0u64; words];
+        let mut eligible = 0;
+        for (&c, filter) in slot.filters.iter_mut() {
+            let Some(client) = self.clients[c as usize].as_ref() else {
+                continue;
+            };
+            let role = &self.roles[client.role as usize].name;
+            if filter_blocks(
+                filter,
+                &slot.available,
+                slot.has_reservations,
+                role,
+                fingerprint,
+            ) {
                 blocked[(c / 64) as usize] |= 1 << (c % 64);
                 if client.eligible {
                     eligible += 1;
                 }
             }
         }
-        let slot = self.agents[a as usize].as_mut().expect("live agent slot");
         slot.blocked = blocked;
         slot.blocked_eligible = eligible;
         slot.blocked_generation = Some(generation);
+        slot.blocked_fingerprint = fingerprint;
+        slot.dirty.clear();
     }
 
     // ----------------------------------------------------------------- views
@@ -914,7 +1036,7 @@ impl Allocator {
                 let client = self.client(*c);
                 (
                     client.framework.clone(),
-                    self.roles[client.role as usize].name.clone(),
+                    self.roles[client.role as usize].name.to_string(),
                     r.clone(),
                 )
             })
@@ -945,8 +1067,9 @@ impl Allocator {
 
     /// Scalar totals of the active agents.
     pub fn cluster_totals(&self) -> Vec<(String, f64)> {
-        self.totals
+        self.names
             .iter()
+            .zip(&self.totals)
             .map(|(n, v)| (n.clone(), from_fixed(*v)))
             .collect()
     }
@@ -978,6 +1101,30 @@ impl Allocator {
         let _ = to_fixed(0.0);
         Ok(())
     }
+}
+
+/// Whether `filter` holds back what the agent offers `role` (its available
+/// resources are a subset of what was refused). The verdict is cached per
+/// fingerprint of the available resources, which repeat from pass to pass.
+fn filter_blocks(
+    filter: &mut Filter,
+    available: &Resources,
+    has_reservations: bool,
+    role: &str,
+    fingerprint: u64,
+) -> bool {
+    if let Some((fp, verdict)) = filter.verdict {
+        if fp == fingerprint {
+            return verdict;
+        }
+    }
+    let verdict = if has_reservations {
+        filter.refused.contains(&available.allocatable_to(role))
+    } else {
+        filter.refused.contains(available)
+    };
+    filter.verdict = Some((fingerprint, verdict));
+    verdict
 }
 
 #[cfg(test)]

@@ -23,7 +23,13 @@ fn pass(a: &mut Allocator, now: Time) -> Vec<(String, String, String)> {
     let mut out: Vec<(String, String, String)> = a
         .allocate(now, &mut rng)
         .into_iter()
-        .map(|x| (x.framework.0, x.agent.0, x.resources.to_string()))
+        .map(|x| {
+            (
+                x.framework.0.to_string(),
+                x.agent.0.to_string(),
+                x.resources.to_string(),
+            )
+        })
         .collect();
     out.sort();
     out

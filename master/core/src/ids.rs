@@ -1,18 +1,28 @@
 //! Typed ids for the core's maps. They order and hash (the proto id messages
 //! do not order), and convert to and from the proto messages at the edges.
 
+use std::sync::Arc;
+
 use agora_proto::v1;
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $proto:ty) => {
         $(#[$doc])*
+        ///
+        /// Shared (`Arc<str>`): ids are cloned into many maps and every
+        /// offer, so a clone must not allocate.
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(pub String);
+        pub struct $name(pub Arc<str>);
 
         impl $name {
             /// The proto id message.
             pub fn to_proto(&self) -> $proto {
                 <$proto>::from(self)
+            }
+
+            /// An id with this value.
+            pub fn new(value: impl Into<Arc<str>>) -> Self {
+                $name(value.into())
             }
 
             /// The id's string.
@@ -23,19 +33,19 @@ macro_rules! id_type {
 
         impl From<&$proto> for $name {
             fn from(p: &$proto) -> Self {
-                $name(p.value.clone())
+                $name(p.value.as_str().into())
             }
         }
 
         impl From<&$name> for $proto {
             fn from(id: &$name) -> Self {
-                <$proto>::default_with(id.0.clone())
+                <$proto>::default_with(id.0.to_string())
             }
         }
 
         impl From<&str> for $name {
             fn from(s: &str) -> Self {
-                $name(s.to_string())
+                $name(s.into())
             }
         }
 

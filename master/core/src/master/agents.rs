@@ -85,7 +85,7 @@ impl Master {
         let id = match &info.id {
             Some(id) => AgentId::from(id),
             None => {
-                let id = AgentId(format!("{}-S{}", self.info.id, self.next_agent));
+                let id = AgentId::new(format!("{}-S{}", self.info.id, self.next_agent));
                 self.next_agent += 1;
                 info.id = Some(id.to_proto());
                 id

@@ -96,7 +96,7 @@ impl Master {
         let id = match &info.id {
             Some(id) => FrameworkId::from(id),
             None => {
-                let id = FrameworkId(format!("{}-{:04}", self.info.id, self.next_framework));
+                let id = FrameworkId::new(format!("{}-{:04}", self.info.id, self.next_framework));
                 self.next_framework += 1;
                 info.id = Some(id.to_proto());
                 id

@@ -70,12 +70,12 @@ impl Master {
             return None;
         }
         self.next_offer += 1;
-        let id = OfferId(format!("{}-O{}", self.info.id, self.next_offer));
+        let id = OfferId::new(format!("{}-O{}", self.info.id, self.next_offer));
         let offer = Offer {
             id: id.clone(),
             framework: alloc.framework.clone(),
             agent: alloc.agent.clone(),
-            role: alloc.role,
+            role: alloc.role.to_string(),
             resources: alloc.resources,
             created: now,
         };

@@ -14,7 +14,7 @@ fn agents_get_master_scoped_ids() {
     let mut h = Harness::new();
     let a = h.register_agent("agent-1", "cpus:1;mem:64");
     let b = h.register_agent("agent-2", "cpus:1;mem:64");
-    assert_eq!((a.id.0.as_str(), b.id.0.as_str()), ("M-S0", "M-S1"));
+    assert_eq!((a.id.as_str(), b.id.as_str()), ("M-S0", "M-S1"));
     assert_eq!(h.master.get_agents().agents.len(), 2);
 }
 
@@ -77,7 +77,7 @@ fn a_restarted_agent_keeps_its_id_and_tasks() {
         },
     });
     assert!(
-        matches!(agent_messages(&out, conn)[0], M::Registered(ref r) if r.agent_id.value == ag.id.0)
+        matches!(agent_messages(&out, conn)[0], M::Registered(ref r) if r.agent_id.value == ag.id.as_str())
     );
     assert_eq!(h.master.get_tasks().tasks.len(), 1);
     // The task's cpu stays allocated: the new offer has 3 cpus.
@@ -140,7 +140,7 @@ fn an_agent_that_stays_away_becomes_unreachable() {
         events(&out, &fw.stream)
             .iter()
             .any(|e| e.r#type() == E::Failure
-                && e.failure.as_ref().unwrap().agent_id.as_ref().unwrap().value == ag.id.0)
+                && e.failure.as_ref().unwrap().agent_id.as_ref().unwrap().value == ag.id.as_str())
     );
     assert_eq!(h.master.get_tasks().unreachable_tasks.len(), 1);
     // Explicit reconciliation of an unknown task on it says UNREACHABLE.
@@ -287,7 +287,7 @@ fn marking_an_agent_gone_ends_its_tasks_and_refuses_it_later() {
                 agora_proto::internal::Register {
                     agent_info: v1::AgentInfo {
                         hostname: "agent-1".into(),
-                        id: Some(AgentId(ag.id.0.clone()).to_proto()),
+                        id: Some(ag.id.to_proto()),
                         ..Default::default()
                     },
                     address: "127.0.0.1:5051".into(),

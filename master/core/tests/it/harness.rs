@@ -69,13 +69,27 @@ impl Harness {
             let pinged: Vec<ConnId> = out
                 .iter()
                 .filter_map(|o| match o {
-                    Output::ToAgent { conn, message } if matches!(message.message, Some(master_message::Message::Ping(_))) => Some(*conn),
+                    Output::ToAgent { conn, message }
+                        if matches!(message.message, Some(master_message::Message::Ping(_))) =>
+                    {
+                        Some(*conn)
+                    }
                     _ => None,
                 })
                 .collect();
             for conn in pinged {
-                let pong = AgentMessage { message: Some(agent_message::Message::Pong(agora_proto::internal::Pong { sequence: None })) };
-                let more = self.master.handle(self.now, Input::Agent { conn, message: pong });
+                let pong = AgentMessage {
+                    message: Some(agent_message::Message::Pong(agora_proto::internal::Pong {
+                        sequence: None,
+                    })),
+                };
+                let more = self.master.handle(
+                    self.now,
+                    Input::Agent {
+                        conn,
+                        message: pong,
+                    },
+                );
                 self.log.extend(more.iter().cloned());
                 out.extend(more);
             }
@@ -155,7 +169,7 @@ impl Harness {
         let id = events(&out, &stream)
             .into_iter()
             .find_map(|e| e.subscribed.map(|s| FrameworkId::from(&s.framework_id)))
-            .unwrap_or_else(|| FrameworkId(String::new()));
+            .unwrap_or_else(|| FrameworkId::new(""));
         (Fw { id, stream }, out)
     }
 

@@ -69,7 +69,7 @@ proptest! {
                 Step::Finish(i) => {
                     if running.is_empty() { continue }
                     let (f, id, agent) = running.remove(i as usize % running.len());
-                    let ag = agents.iter().find(|a| a.id.0 == agent).unwrap().clone();
+                    let ag = agents.iter().find(|a| a.id.as_str() == agent).unwrap().clone();
                     let fw = frameworks[f].clone();
                     let mut out = h.agent_update(&ag, &fw, &id, TaskState::TaskFinished, 9);
                     if h.ack(&fw, &ag, &id, 9).is_ok() {
@@ -97,7 +97,7 @@ proptest! {
             for ag in &agents {
                 let mut sum_cpus = 0.0;
                 let mut ports = agora_proto::resources::RangeSet::default();
-                for o in outstanding.values().flatten().filter(|o| o.agent_id.value == ag.id.0) {
+                for o in outstanding.values().flatten().filter(|o| o.agent_id.value == ag.id.as_str()) {
                     let r = Resources::from_protos(&o.resources).unwrap();
                     sum_cpus += r.scalar("cpus");
                     let p = r.ranges("ports");

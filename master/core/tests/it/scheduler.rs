@@ -162,7 +162,7 @@ fn offers_use_the_legacy_format_without_multi_role() {
     let offers = h.offers_for(&fw);
     assert_eq!(offers.len(), 1);
     let o = &offers[0];
-    assert_eq!(o.agent_id.value, ag.id.0);
+    assert_eq!(o.agent_id.value, ag.id.as_str());
     assert_eq!(o.hostname, "agent-1");
     assert!(o.allocation_info.is_none());
     #[allow(deprecated)]
@@ -227,7 +227,7 @@ fn launch_update_acknowledge_complete() {
     let out = h.agent_update(&ag, &fw, "t1", TaskState::TaskRunning, 1);
     let up = updates(&out, &fw.stream);
     assert_eq!(up[0].state(), TaskState::TaskRunning);
-    assert_eq!(up[0].agent_id.as_ref().unwrap().value, ag.id.0);
+    assert_eq!(up[0].agent_id.as_ref().unwrap().value, ag.id.as_str());
     assert_eq!(up[0].uuid.as_deref(), Some(&[1u8; 16][..]));
     assert!(up[0].timestamp.is_some());
     h.ack(&fw, &ag, "t1", 1).unwrap();

@@ -1,0 +1,270 @@
+//! `agora bench`: the measurements behind BENCHMARKS.md.
+//!
+//! - `agora bench allocator`: Mesos' allocator benchmark (`DeclineOffers`):
+//!   agents `cpus:24;mem:4096;disk:4096;ports:[31000-32000]`, each partly
+//!   used by one framework; every round every framework declines what it was
+//!   offered with a long filter, then one allocation pass is timed.
+//! - `agora bench launch`: a master and one agent in this process; one task
+//!   (`true`) at a time; time from ACCEPT to TASK_RUNNING and TASK_FINISHED,
+//!   against a bare spawn of the same command.
+
+use std::time::{Duration, Instant};
+
+use agora_master_core::Time;
+use agora_master_core::allocator::{Allocator, AllocatorConfig};
+use agora_master_core::ids::{AgentId, FrameworkId};
+use agora_proto::resources::Resources;
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+/// `agora bench`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: Bench,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+enum Bench {
+    /// Allocation pass time on Mesos' allocator benchmark grid.
+    Allocator {
+        /// Agents, e.g. 10000 (several: comma separated, paired with --frameworks).
+        #[arg(long, value_delimiter = ',', default_value = "1000,2000,5000,10000")]
+        agents: Vec<usize>,
+        /// Frameworks, e.g. 1000.
+        #[arg(long, value_delimiter = ',', default_value = "100,200,500,1000")]
+        frameworks: Vec<usize>,
+        /// Rounds per size (default: twice the frameworks, as Mesos).
+        #[arg(long)]
+        rounds: Option<usize>,
+    },
+    /// Task launch latency on one local agent.
+    Launch {
+        /// Tasks, launched one at a time.
+        #[arg(long, default_value_t = 1000)]
+        tasks: usize,
+        /// The agora binary for the command executor (default: this one).
+        #[arg(long)]
+        executor_path: Option<std::path::PathBuf>,
+    },
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.what {
+        Bench::Allocator {
+            agents,
+            frameworks,
+            rounds,
+        } => {
+            anyhow::ensure!(
+                agents.len() == frameworks.len(),
+                "--agents and --frameworks need the same number of values"
+            );
+            println!(
+                "{:>7} {:>10} {:>7} {:>12} {:>12} {:>12} {:>12}",
+                "agents", "frameworks", "rounds", "first ms", "p50 ms", "p99 ms", "max ms"
+            );
+            for (a, f) in agents.into_iter().zip(frameworks) {
+                let r = rounds.unwrap_or(2 * f);
+                let (first, times) = allocator_decline_offers(a, f, r);
+                let p = |q: f64| percentile(&times, q);
+                println!(
+                    "{a:>7} {f:>10} {r:>7} {:>12.3} {:>12.3} {:>12.3} {:>12.3}",
+                    ms(first),
+                    ms(p(0.5)),
+                    ms(p(0.99)),
+                    ms(*times.iter().max().unwrap_or(&Duration::ZERO))
+                );
+            }
+            Ok(())
+        }
+        Bench::Launch {
+            tasks,
+            executor_path,
+        } => launch_latency(tasks, executor_path).await,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn percentile(sorted_or_not: &[Duration], q: f64) -> Duration {
+    let mut v = sorted_or_not.to_vec();
+    v.sort();
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v[((v.len() as f64 - 1.0) * q).round() as usize]
+}
+
+/// Returns the first pass's time and every pass's time.
+fn allocator_decline_offers(
+    agents: usize,
+    frameworks: usize,
+    rounds: usize,
+) -> (Duration, Vec<Duration>) {
+    let mut allocator = Allocator::new(AllocatorConfig::default());
+    let star = vec!["*".to_string()];
+    let ids: Vec<FrameworkId> = (0..frameworks)
+        .map(|i| FrameworkId::new(format!("framework-{i}")))
+        .collect();
+    for id in &ids {
+        allocator.add_framework(id.clone(), &star, true, false, &[]);
+    }
+    let total =
+        Resources::parse("cpus:24;mem:4096;disk:4096;ports:[31000-32000]", "*").expect("valid");
+    for i in 0..agents {
+        // 16 tasks of one cpu and a port each, as in the Mesos benchmark.
+        let used =
+            Resources::parse("cpus:16;mem:2014;disk:1024;ports:[31000-31015]", "*").expect("valid");
+        allocator.add_agent(
+            AgentId::new(format!("agent-{i}")),
+            total.clone(),
+            vec![(ids[i % frameworks].clone(), "*".into(), used)],
+        );
+    }
+    let mut rng = fastrand::Rng::with_seed(1);
+    let mut now = Time::from_secs(1_000_000);
+    let mut offers = Vec::new();
+    let mut times = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        for o in offers.drain(..) {
+            let o: agora_master_core::allocator::Allocation = o;
+            allocator.recover(
+                &o.agent,
+                &o.framework,
+                &o.role,
+                &o.resources,
+                Some(Duration::from_secs(365 * 24 * 3600)),
+                now,
+            );
+        }
+        now = now + Duration::from_secs(1);
+        let start = Instant::now();
+        offers = allocator.allocate(now, &mut rng);
+        times.push(start.elapsed());
+        if std::env::var_os("AGORA_BENCH_TRACE").is_some() && times.len() % 50 == 1 {
+            eprintln!(
+                "round {:>5}: {:>8.3} ms, {} offers",
+                times.len() - 1,
+                ms(*times.last().unwrap_or(&Duration::ZERO)),
+                offers.len()
+            );
+        }
+    }
+    (times.first().copied().unwrap_or_default(), times)
+}
+
+async fn launch_latency(
+    tasks: usize,
+    executor_path: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    use agora_sdk::{Event, SchedulerConfig, TaskBuilder};
+    // Bare spawn of the same command, for reference.
+    let mut bare = Vec::new();
+    for _ in 0..tasks.min(200) {
+        let t = Instant::now();
+        tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg("true")
+            .status()
+            .await?;
+        bare.push(t.elapsed());
+    }
+    let dir = std::env::temp_dir().join(format!("agora-bench-{}", std::process::id()));
+    let master = agora_master::start(
+        agora_master::MasterOptions {
+            hostname: Some("127.0.0.1".into()),
+            ..Default::default()
+        },
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    )
+    .await?;
+    let exe = super::agent::executor_path(executor_path)?;
+    let mut o = agora_agent::AgentOptions::new(master.address(), dir.join("agent"), exe);
+    o.resources = Some(Resources::parse("cpus:8;mem:8192", "*")?);
+    let agent = agora_agent::start(o, tokio::net::TcpListener::bind("127.0.0.1:0").await?).await?;
+    agent
+        .registered(Duration::from_secs(10))
+        .await
+        .context("the agent did not register")?;
+    let (scheduler, mut events) =
+        agora_sdk::subscribe(SchedulerConfig::new(&master.address(), "bench-launch")).await?;
+    let mut running = Vec::with_capacity(tasks);
+    let mut finished = Vec::with_capacity(tasks);
+    let mut offer = None;
+    for i in 0..tasks {
+        let o = loop {
+            if let Some(o) = offer.take() {
+                break o;
+            }
+            match events.recv().await {
+                Some(Event::Offers(mut os)) => {
+                    let first = os.remove(0);
+                    for other in os {
+                        scheduler.decline(vec![other.id], 0.0).await?;
+                    }
+                    offer = Some(first);
+                }
+                Some(_) => {}
+                None => anyhow::bail!("event stream ended"),
+            }
+        };
+        let id = format!("t{i}");
+        let task = TaskBuilder::new(&id, &o)
+            .command("true")
+            .cpus(0.1)
+            .mem(16.0)
+            .build();
+        let start = Instant::now();
+        scheduler.launch(&o, vec![task], 0.0).await?;
+        loop {
+            match events.recv().await {
+                Some(Event::Update(s)) if s.task_id.value == id => match s.state() {
+                    agora_proto::v1::TaskState::TaskRunning => running.push(start.elapsed()),
+                    agora_proto::v1::TaskState::TaskFinished => {
+                        finished.push(start.elapsed());
+                        break;
+                    }
+                    st if agora_proto::status::is_terminal(st) => {
+                        anyhow::bail!("task {id} ended {st:?}: {:?}", s.message)
+                    }
+                    _ => {}
+                },
+                Some(Event::Offers(os)) => {
+                    for other in os {
+                        if offer.is_none() {
+                            offer = Some(other);
+                        } else {
+                            scheduler.decline(vec![other.id], 0.0).await?;
+                        }
+                    }
+                }
+                Some(_) => {}
+                None => anyhow::bail!("event stream ended"),
+            }
+        }
+    }
+    scheduler.teardown().await.ok();
+    agent.stop().await;
+    master.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let line = |name: &str, v: &[Duration]| {
+        println!(
+            "{name:<28} p50 {:>8.2} ms   p99 {:>8.2} ms   (n={})",
+            ms(percentile(v, 0.5)),
+            ms(percentile(v, 0.99)),
+            v.len()
+        );
+    };
+    line("bare spawn of sh -c true", &bare);
+    line("ACCEPT -> TASK_RUNNING", &running);
+    line("ACCEPT -> TASK_FINISHED", &finished);
+    println!(
+        "p50 above the bare spawn: RUNNING {:.2} ms, FINISHED {:.2} ms",
+        ms(percentile(&running, 0.5)) - ms(percentile(&bare, 0.5)),
+        ms(percentile(&finished, 0.5)) - ms(percentile(&bare, 0.5))
+    );
+    Ok(())
+}
