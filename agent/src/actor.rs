@@ -349,6 +349,7 @@ impl Actor {
                 self.flush_updates();
             }
             M::RunTask(run) => {
+                debug!(task.id = %run.task.task_id.value, "run task");
                 let fid = run
                     .framework_info
                     .id
@@ -924,6 +925,7 @@ impl Actor {
             return;
         }
         for mut u in self.updates.due(Instant::now()) {
+            debug!(task.id = %u.status.task_id.value, state = ?u.status.state(), "forwarding status update");
             let key = (u.framework_id.value.clone(), u.status.task_id.value.clone());
             u.latest_state = self
                 .updates

@@ -294,8 +294,8 @@ impl Executor {
                     .map(|d| Instant::now() + nanos(d)),
             },
         );
-        self.update(&id, TaskState::TaskStarting, None, None).await;
         let Some(command) = task.command.clone() else {
+            self.update(&id, TaskState::TaskStarting, None, None).await;
             self.update(
                 &id,
                 TaskState::TaskFailed,
@@ -340,6 +340,9 @@ impl Executor {
             dir: &self.directory,
         })
         .and_then(|mut c| c.spawn());
+        // STARTING goes out after the fork, so that the command's start is
+        // not delayed by a round trip to the agent.
+        self.update(&id, TaskState::TaskStarting, None, None).await;
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {

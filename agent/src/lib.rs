@@ -167,13 +167,20 @@ pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Res
         .unwrap_or_else(|| advertise_ip(addr.ip(), &options.hostname));
     let advertise = SocketAddr::new(ip, addr.port()).to_string();
     let resources = detect::resources(&work_dir, options.resources.as_ref());
+    // Executors start in their sandboxes: a relative path would not resolve.
+    let executor_path = options.executor_path.canonicalize().map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("executor path {}: {e}", options.executor_path.display()),
+        )
+    })?;
     let settings = Arc::new(Settings {
         work_dir: work_dir.clone(),
         hostname: options.hostname.clone(),
         advertise,
         resources,
         attributes: options.attributes.clone(),
-        executor_path: options.executor_path.clone(),
+        executor_path,
         executor_registration_timeout: options.executor_registration_timeout,
         executor_shutdown_grace_period: options.executor_shutdown_grace_period,
     });

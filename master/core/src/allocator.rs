@@ -166,6 +166,8 @@ pub struct Allocator {
     shares_stale: bool,
     generation: u64,
     eligible_count: usize,
+    /// Eligible clients as a bit set (for agents most clients have declined).
+    eligible_bits: Vec<u64>,
     order: Vec<u32>,
     order_stale: bool,
     /// Allocation passes run.
@@ -192,6 +194,7 @@ impl Allocator {
             shares_stale: false,
             generation: 0,
             eligible_count: 0,
+            eligible_bits: Vec::new(),
             order: Vec::new(),
             order_stale: true,
             passes: 0,
@@ -625,13 +628,17 @@ impl Allocator {
             role.eligible_clients = 0;
         }
         let mut count = 0;
-        for client in self.clients.iter().flatten() {
+        let mut bits = vec![0u64; self.clients.len().div_ceil(64)];
+        for (i, client) in self.clients.iter().enumerate() {
+            let Some(client) = client else { continue };
             if client.eligible {
                 count += 1;
                 self.roles[client.role as usize].eligible_clients += 1;
+                bits[i / 64] |= 1 << (i % 64);
             }
         }
         self.eligible_count = count;
+        self.eligible_bits = bits;
         self.generation += 1;
     }
 
@@ -893,6 +900,13 @@ impl Allocator {
         if !slot.has_reservations && !self.allocatable(&slot.available) {
             return None;
         }
+        // Walking the DRF order past blocked clients takes about n/u steps
+        // when u of n eligible clients are unblocked; looking at the u
+        // directly takes u. Use the cheaper (u² < n).
+        let unblocked = self.eligible_count.saturating_sub(slot.blocked_eligible);
+        if !slot.has_reservations && unblocked * unblocked < self.eligible_count {
+            return self.pick_among_unblocked(slot);
+        }
         for &(_, r) in &self.role_order {
             let role = &self.roles[r as usize];
             if role.eligible_clients == 0 {
@@ -922,6 +936,35 @@ impl Allocator {
             }
         }
         None
+    }
+
+    /// `pick` for an agent that most clients have declined: the first of
+    /// the unblocked eligible clients in DRF order.
+    fn pick_among_unblocked(&self, slot: &AgentSlot) -> Option<ClientIdx> {
+        let mut best: Option<(u64, u32, u64, ClientIdx)> = None;
+        for (w, eligible) in self.eligible_bits.iter().enumerate() {
+            let mut bits = eligible & !slot.blocked.get(w).copied().unwrap_or(0);
+            while bits != 0 {
+                let c = (w * 64) as ClientIdx + bits.trailing_zeros();
+                bits &= bits - 1;
+                let Some(client) = self.clients[c as usize].as_ref() else {
+                    continue;
+                };
+                if self.config.filter_gpu_resources && slot.has_gpus && !client.gpu {
+                    continue;
+                }
+                let key = (
+                    self.roles[client.role as usize].key,
+                    client.role,
+                    client.key,
+                    c,
+                );
+                if best.is_none_or(|b| key < b) {
+                    best = Some(key);
+                }
+            }
+        }
+        best.map(|b| b.3)
     }
 
     fn allocatable(&self, r: &Resources) -> bool {

@@ -192,14 +192,17 @@ impl<E: Message + Name + Default> EventStream<E> {
         loop {
             match self.decoder.next_record() {
                 Ok(Some(record)) => {
-                    return Some(
-                        self.encoding
-                            .decode(&record)
-                            .map_err(|e| ClientError::Stream {
-                                url: self.url.clone(),
-                                message: e.to_string(),
-                            }),
-                    );
+                    // Events come from the server we asked; protobuf is decoded
+                    // directly (the reflection-based checks of `decode` cost a
+                    // descriptor pool, several ms in a short-lived executor).
+                    let event = match self.encoding {
+                        Encoding::Protobuf => E::decode(record).map_err(|e| e.to_string()),
+                        Encoding::Json => self.encoding.decode(&record).map_err(|e| e.to_string()),
+                    };
+                    return Some(event.map_err(|message| ClientError::Stream {
+                        url: self.url.clone(),
+                        message,
+                    }));
                 }
                 Ok(None) => {}
                 Err(e) => {
