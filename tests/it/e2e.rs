@@ -249,7 +249,10 @@ async fn agents_reregister_when_the_master_restarts() {
 async fn a_task_group_runs_under_the_default_executor() {
     use agora_proto::v1;
     let cluster = Cluster::start(1, "cpus:2;mem:2048").await;
-    let (scheduler, mut events) = agora_sdk::subscribe(SchedulerConfig::new(&cluster.master(), "grouper")).await.unwrap();
+    let (scheduler, mut events) =
+        agora_sdk::subscribe(SchedulerConfig::new(&cluster.master(), "grouper"))
+            .await
+            .unwrap();
     let offer = next_matching(&mut events, |e| match e {
         Event::Offers(o) => o.first().cloned(),
         _ => None,
@@ -257,18 +260,37 @@ async fn a_task_group_runs_under_the_default_executor() {
     .await;
     let executor = v1::ExecutorInfo {
         r#type: Some(v1::executor_info::Type::Default as i32),
-        executor_id: v1::ExecutorId { value: "group-exec".into() },
+        executor_id: v1::ExecutorId {
+            value: "group-exec".into(),
+        },
         framework_id: scheduler.framework_id(),
-        resources: vec![agora_sdk::scalar("cpus", 0.1), agora_sdk::scalar("mem", 32.0)],
+        resources: vec![
+            agora_sdk::scalar("cpus", 0.1),
+            agora_sdk::scalar("mem", 32.0),
+        ],
         ..Default::default()
     };
-    let tasks = ["a", "b"].map(|n| TaskBuilder::new(&format!("group-{n}"), &offer).command(&format!("echo {n}")).cpus(0.1).mem(16.0).build());
+    let tasks = ["a", "b"].map(|n| {
+        TaskBuilder::new(&format!("group-{n}"), &offer)
+            .command(&format!("echo {n}"))
+            .cpus(0.1)
+            .mem(16.0)
+            .build()
+    });
     let op = v1::offer::Operation {
         r#type: Some(v1::offer::operation::Type::LaunchGroup as i32),
-        launch_group: Some(v1::offer::operation::LaunchGroup { executor, task_group: v1::TaskGroupInfo { tasks: tasks.to_vec() } }),
+        launch_group: Some(v1::offer::operation::LaunchGroup {
+            executor,
+            task_group: v1::TaskGroupInfo {
+                tasks: tasks.to_vec(),
+            },
+        }),
         ..Default::default()
     };
-    scheduler.accept(vec![offer.id.clone()], vec![op], 0.0).await.unwrap();
+    scheduler
+        .accept(vec![offer.id.clone()], vec![op], 0.0)
+        .await
+        .unwrap();
     let mut finished = std::collections::BTreeSet::new();
     while finished.len() < 2 {
         let s = next_matching(&mut events, |e| match e {
@@ -277,7 +299,10 @@ async fn a_task_group_runs_under_the_default_executor() {
         })
         .await;
         assert_eq!(s.state(), TaskState::TaskFinished, "{s:?}");
-        assert_eq!(s.executor_id.as_ref().map(|e| e.value.as_str()), Some("group-exec"));
+        assert_eq!(
+            s.executor_id.as_ref().map(|e| e.value.as_str()),
+            Some("group-exec")
+        );
         finished.insert(s.task_id.value.clone());
     }
     scheduler.teardown().await.unwrap();
