@@ -1156,10 +1156,10 @@ fn filter_blocks(
     role: &str,
     fingerprint: u64,
 ) -> bool {
-    if let Some((fp, verdict)) = filter.verdict {
-        if fp == fingerprint {
-            return verdict;
-        }
+    if let Some((fp, verdict)) = filter.verdict
+        && fp == fingerprint
+    {
+        return verdict;
     }
     let verdict = if has_reservations {
         filter.refused.contains(&available.allocatable_to(role))

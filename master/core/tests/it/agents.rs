@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use agora_master_core::ids::{AgentId, ConnId};
+use agora_master_core::ids::ConnId;
 use agora_master_core::{Config, Input, MasterView, Output};
 use agora_proto::internal::master_message::Message as M;
 use agora_proto::internal::{AgentMessage, ExecutorExited, Pong, StatusUpdate, agent_message};
