@@ -1,0 +1,1 @@
+//! marathon-rs shell (in progress).
