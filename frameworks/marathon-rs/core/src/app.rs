@@ -727,10 +727,10 @@ pub fn build(
         }
     } else {
         app.port_definitions = None;
-        if let Some(c) = &mut app.container {
-            if c.port_mappings.is_none() {
-                c.port_mappings = Some(Vec::new());
-            }
+        if let Some(c) = &mut app.container
+            && c.port_mappings.is_none()
+        {
+            c.port_mappings = Some(Vec::new());
         }
     }
     errors.extend(validate(&app));
@@ -869,10 +869,10 @@ pub fn validate(app: &App) -> Vec<FieldError> {
                 "must be at most 65535",
             ));
         }
-        if let Some(n) = &pd.name {
-            if !names.insert(n.clone()) {
-                errors.push(invalid("/portDefinitions", "Port names must be unique."));
-            }
+        if let Some(n) = &pd.name
+            && !names.insert(n.clone())
+        {
+            errors.push(invalid("/portDefinitions", "Port names must be unique."));
         }
     }
     if app.require_ports && app.port_definitions.iter().flatten().any(|p| p.port == 0) {

@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! marathon-rs's planning core: data in, decisions out.
 //!
 //! Everything marathon-rs decides lives here, without I/O or clocks: app
@@ -10,7 +11,10 @@
 
 pub mod app;
 pub mod constraints;
+pub mod deployment;
 pub mod instance;
+pub mod marathon;
+pub mod offers;
 pub mod path;
 pub mod planner;
 pub mod time;

@@ -1,0 +1,740 @@
+//! The marathon-rs state machine.
+//!
+//! State: the apps (the root group), their versions, the instances launched,
+//! the deployments in progress, launch backoff. Inputs: REST calls (in
+//! `api.rs`), scheduler events (subscribed, offers, rescinds, status
+//! updates) and ticks. Outputs: scheduler calls, and events for
+//! `/v2/events`. After every input the apps are reconciled: each app's
+//! effective definition (the deployment's view, else the root's) is compared
+//! with its instances by the planner, which says what to launch and kill;
+//! deployments advance when their steps are done.
+
+mod api;
+mod views;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use agora_proto::status::is_terminal;
+use agora_proto::v1::{self, TaskState};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::constraints::{Constraint, Placement};
+use crate::deployment::{ActionKind, Deployment};
+use crate::instance::{Health, Instance, app_of_task};
+use crate::offers::{OfferSpace, task_info};
+use crate::path::PathId;
+use crate::planner::{self, Backoff};
+use crate::time::Millis;
+
+pub use api::{Reply, TaskKill};
+
+/// Settings (Marathon flags).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    /// `--framework_name`.
+    pub framework_name: String,
+    /// This marathon's `host:port`.
+    pub leader: String,
+    /// `--master`.
+    pub master: String,
+    /// Service ports are assigned from this range.
+    pub local_port_min: u32,
+    /// Upper end of the range.
+    pub local_port_max: u32,
+    /// `--decline_offer_duration` (seconds) when nothing needs launching.
+    pub decline_offer_seconds: f64,
+    /// Versions kept per app.
+    pub max_versions: usize,
+    /// `--max_running_deployments`.
+    pub max_running_deployments: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            framework_name: "marathon".into(),
+            leader: "localhost:8080".into(),
+            master: "localhost:5050".into(),
+            local_port_min: 10000,
+            local_port_max: 20000,
+            decline_offer_seconds: 120.0,
+            max_versions: 50,
+            max_running_deployments: 100,
+        }
+    }
+}
+
+/// Everything that is persisted.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    /// The apps of the root group, by id.
+    pub apps: BTreeMap<PathId, App>,
+    /// Groups created explicitly (groups of apps exist implicitly).
+    pub groups: BTreeSet<PathId>,
+    /// Group dependencies.
+    pub group_dependencies: BTreeMap<PathId, Vec<String>>,
+    /// Stored versions per app, oldest first.
+    pub versions: BTreeMap<PathId, Vec<App>>,
+    /// Instances by task id.
+    pub instances: BTreeMap<String, Instance>,
+    /// Deployments in progress, in order.
+    pub deployments: Vec<Deployment>,
+    /// Launch backoff per app.
+    pub backoff: BTreeMap<PathId, Backoff>,
+    /// The last task failure per app (JSON).
+    pub last_failure: BTreeMap<PathId, Value>,
+    /// The framework id, once subscribed.
+    pub framework_id: Option<String>,
+    /// The root group's version.
+    pub root_version: String,
+}
+
+/// Why an app is waiting in the queue.
+#[derive(Clone, Debug, Default)]
+pub struct QueueStats {
+    /// Offers looked at for it.
+    pub processed: u64,
+    /// Offers it could not use.
+    pub unused: u64,
+    /// Reasons, with counts.
+    pub reasons: BTreeMap<String, u64>,
+    /// When it started waiting.
+    pub since: Option<Millis>,
+    /// Last offer it could not use.
+    pub last_unused: Option<Millis>,
+    /// Last offer it used.
+    pub last_used: Option<Millis>,
+}
+
+/// A call marathon-rs makes on the scheduler API.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Call {
+    /// Launch tasks on an offer; the rest is declined for `refuse_seconds`.
+    Launch {
+        /// The offer.
+        offer: v1::OfferId,
+        /// The tasks.
+        tasks: Vec<v1::TaskInfo>,
+        /// Filter on the unused rest.
+        refuse_seconds: f64,
+    },
+    /// Decline offers.
+    Decline {
+        /// The offers.
+        offers: Vec<v1::OfferId>,
+        /// For how long.
+        refuse_seconds: f64,
+    },
+    /// Kill a task.
+    Kill {
+        /// The task.
+        task: v1::TaskId,
+        /// Its agent.
+        agent: Option<v1::AgentId>,
+    },
+    /// Reconcile tasks (all when empty).
+    Reconcile(Vec<(v1::TaskId, Option<v1::AgentId>)>),
+    /// Offers are needed again.
+    Revive,
+    /// No offers are needed.
+    Suppress,
+}
+
+/// Something the shell must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// A scheduler call.
+    Call(Call),
+    /// An event for `/v2/events` subscribers.
+    Event {
+        /// `eventType`.
+        event_type: String,
+        /// The payload (with `eventType` and `timestamp`).
+        payload: Value,
+    },
+}
+
+/// The state machine. See the module documentation.
+pub struct Marathon {
+    pub(crate) config: Config,
+    pub(crate) state: State,
+    pub(crate) queue: BTreeMap<PathId, QueueStats>,
+    /// Launches needed per app (recomputed on every reconcile).
+    pub(crate) needs: BTreeMap<PathId, u32>,
+    pub(crate) rng: fastrand::Rng,
+    pub(crate) out: Vec<Output>,
+    pub(crate) suppressed: bool,
+    pub(crate) subscribed: bool,
+    /// State changed since the last `take_dirty`.
+    pub(crate) dirty: bool,
+}
+
+impl Marathon {
+    /// A marathon with `state` (empty, or loaded from the store).
+    pub fn new(config: Config, state: State, seed: u64) -> Self {
+        Marathon {
+            config,
+            state,
+            queue: BTreeMap::new(),
+            needs: BTreeMap::new(),
+            rng: fastrand::Rng::with_seed(seed),
+            out: Vec::new(),
+            suppressed: false,
+            subscribed: false,
+            dirty: false,
+        }
+    }
+
+    /// The persistent state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Whether state changed since the last call (then it should be saved).
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Outputs produced so far.
+    pub fn take_outputs(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn uuid(&mut self) -> String {
+        let a = self.rng.u64(..);
+        let b = self.rng.u64(..);
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            (a >> 32) as u32,
+            (a >> 16) as u16,
+            (a & 0xfff) as u16,
+            (0x8000 | (b >> 48) as u16 & 0x3fff),
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    pub(crate) fn event(&mut self, now: Millis, event_type: &str, mut payload: Value) {
+        payload["eventType"] = json!(event_type);
+        payload["timestamp"] = json!(now.iso());
+        self.out.push(Output::Event {
+            event_type: event_type.to_string(),
+            payload,
+        });
+    }
+
+    // ------------------------------------------------------------ scheduler
+
+    /// SUBSCRIBED: remember the framework id, reconcile every task.
+    pub fn subscribed(&mut self, now: Millis, framework_id: &str) {
+        if self.state.framework_id.as_deref() != Some(framework_id) {
+            self.state.framework_id = Some(framework_id.to_string());
+            self.dirty = true;
+        }
+        self.subscribed = true;
+        self.suppressed = false;
+        let known: Vec<(v1::TaskId, Option<v1::AgentId>)> = self
+            .state
+            .instances
+            .values()
+            .map(|i| {
+                (
+                    v1::TaskId {
+                        value: i.task_id.clone(),
+                    },
+                    Some(v1::AgentId {
+                        value: i.agent_id.clone(),
+                    }),
+                )
+            })
+            .collect();
+        if !known.is_empty() {
+            self.out.push(Output::Call(Call::Reconcile(known)));
+        }
+        // Implicit reconciliation finds tasks this marathon does not know.
+        self.out.push(Output::Call(Call::Reconcile(Vec::new())));
+        self.out.push(Output::Call(Call::Revive));
+        self.reconcile(now);
+    }
+
+    /// The subscription broke (the SDK resubscribes).
+    pub fn disconnected(&mut self) {
+        self.subscribed = false;
+    }
+
+    /// New offers: launch what apps need, decline the rest.
+    pub fn offers(&mut self, now: Millis, offers: Vec<v1::Offer>) {
+        self.reconcile(now);
+        let nothing_needed = self.needs.values().all(|n| *n == 0);
+        let mut declined = Vec::new();
+        for offer in offers {
+            if nothing_needed {
+                declined.push(offer.id.clone());
+                continue;
+            }
+            let tasks = self.place(now, &offer);
+            if tasks.is_empty() {
+                declined.push(offer.id.clone());
+            } else {
+                self.out.push(Output::Call(Call::Launch {
+                    offer: offer.id.clone(),
+                    tasks,
+                    refuse_seconds: 1.0,
+                }));
+            }
+        }
+        if !declined.is_empty() {
+            let refuse = if nothing_needed {
+                self.config.decline_offer_seconds
+            } else {
+                1.0
+            };
+            self.out.push(Output::Call(Call::Decline {
+                offers: declined,
+                refuse_seconds: refuse,
+            }));
+        }
+        if nothing_needed && !self.suppressed && self.subscribed {
+            self.suppressed = true;
+            self.out.push(Output::Call(Call::Suppress));
+        }
+    }
+
+    /// Places as many needed instances as fit on one offer.
+    fn place(&mut self, now: Millis, offer: &v1::Offer) -> Vec<v1::TaskInfo> {
+        let mut space = OfferSpace::new(offer.clone());
+        let mut tasks = Vec::new();
+        let wanting: Vec<PathId> = self
+            .needs
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in wanting {
+            let Some(app) = self.effective(&path) else {
+                continue;
+            };
+            if self
+                .state
+                .backoff
+                .get(&path)
+                .is_some_and(|b| b.waiting(now.0))
+            {
+                continue;
+            }
+            let constraints: Vec<Constraint> = app
+                .constraints
+                .iter()
+                .filter_map(|c| Constraint::parse(c).ok())
+                .collect();
+            let stats = self.queue.entry(path.clone()).or_default();
+            stats.processed += 1;
+            let mut launched_here = 0;
+            loop {
+                if self.needs.get(&path).copied().unwrap_or(0) == 0 {
+                    break;
+                }
+                let placed: Vec<Placement> = self
+                    .state
+                    .instances
+                    .values()
+                    .filter(|i| i.app_id == path && i.is_active())
+                    .map(|i| i.placement.clone())
+                    .collect();
+                let placed_refs: Vec<&Placement> = placed.iter().collect();
+                match space.reserve(&app, &constraints, &placed_refs) {
+                    Ok(ports) => {
+                        let task_id = format!("{}.{}", path.safe(), self.uuid());
+                        let task = task_info(&app, &path, &task_id, offer, &ports);
+                        self.state.instances.insert(
+                            task_id.clone(),
+                            Instance {
+                                task_id: task_id.clone(),
+                                app_id: path.clone(),
+                                version: app.version.clone(),
+                                config_version: app.config_version(),
+                                agent_id: offer.agent_id.value.clone(),
+                                placement: space.placement.clone(),
+                                ports,
+                                ip_addresses: Vec::new(),
+                                state: TaskState::TaskStaging as i32,
+                                health: None,
+                                staged_at: now,
+                                started_at: None,
+                                killing: false,
+                            },
+                        );
+                        if let Some(n) = self.needs.get_mut(&path) {
+                            *n -= 1;
+                        }
+                        self.dirty = true;
+                        launched_here += 1;
+                        tasks.push(task);
+                    }
+                    Err(reason) => {
+                        let stats = self.queue.entry(path.clone()).or_default();
+                        let key = reason.split(':').next().unwrap_or(&reason).to_string();
+                        *stats.reasons.entry(key).or_default() += 1;
+                        if launched_here == 0 {
+                            stats.unused += 1;
+                            stats.last_unused = Some(now);
+                        }
+                        break;
+                    }
+                }
+            }
+            if launched_here > 0 {
+                self.queue.entry(path.clone()).or_default().last_used = Some(now);
+            }
+        }
+        tasks
+    }
+
+    /// An offer was withdrawn (nothing to do: offers are used at once).
+    pub fn rescinded(&mut self, _offer: &v1::OfferId) {}
+
+    /// A status update for one of our tasks (or an unknown one).
+    pub fn status(&mut self, now: Millis, status: &v1::TaskStatus) {
+        let task_id = status.task_id.value.clone();
+        let state = status.state();
+        let Some(inst) = self.state.instances.get_mut(&task_id) else {
+            if !is_terminal(state) {
+                // A task this marathon does not know (e.g. launched before a
+                // state loss): kill it rather than let it run unmanaged.
+                self.out.push(Output::Call(Call::Kill {
+                    task: status.task_id.clone(),
+                    agent: status.agent_id.clone(),
+                }));
+                if let Some(app) = app_of_task(&task_id) {
+                    self.event(now, "unknown_instance_terminated_event", json!({
+                        "instanceId": task_id, "runSpecId": app.to_string(), "condition": "Killed",
+                    }));
+                }
+            }
+            return;
+        };
+        let app_id = inst.app_id.clone();
+        let before = inst.task_state();
+        inst.state = state as i32;
+        if state == TaskState::TaskRunning && inst.started_at.is_none() {
+            inst.started_at = Some(now);
+        }
+        if let Some(cs) = &status.container_status {
+            let ips: Vec<String> = cs
+                .network_infos
+                .iter()
+                .flat_map(|n| n.ip_addresses.iter().filter_map(|ip| ip.ip_address.clone()))
+                .collect();
+            if !ips.is_empty() {
+                inst.ip_addresses = ips;
+            }
+        }
+        let mut health_changed = None;
+        if let Some(healthy) = status.healthy {
+            let h = inst.health.get_or_insert_with(Health::default);
+            let was = h.alive;
+            h.alive = healthy;
+            if healthy {
+                h.consecutive_failures = 0;
+                h.last_success = Some(now);
+                h.first_success.get_or_insert(now);
+            } else {
+                h.consecutive_failures += 1;
+                h.last_failure = Some(now);
+                h.last_failure_cause = status.message.clone();
+            }
+            if was != healthy || h.consecutive_failures == 1 || h.first_success == Some(now) {
+                health_changed = Some(healthy);
+            }
+        }
+        let inst = inst.clone();
+        self.dirty = true;
+        if before != state || is_terminal(state) {
+            self.event(now, "status_update_event", json!({
+                "slaveId": inst.agent_id,
+                "taskId": task_id,
+                "taskStatus": state.as_str_name(),
+                "message": status.message.clone().unwrap_or_default(),
+                "appId": app_id.to_string(),
+                "host": inst.placement.hostname,
+                "ipAddresses": inst.ip_addresses.iter().map(|ip| json!({"ipAddress": ip, "protocol": "IPv4"})).collect::<Vec<_>>(),
+                "ports": inst.ports,
+                "version": inst.version,
+            }));
+            self.event(
+                now,
+                "instance_changed_event",
+                json!({
+                    "instanceId": task_id,
+                    "condition": condition(state),
+                    "runSpecId": app_id.to_string(),
+                    "agentId": inst.agent_id,
+                    "host": inst.placement.hostname,
+                    "runSpecVersion": inst.version,
+                }),
+            );
+        }
+        if let Some(healthy) = health_changed {
+            self.event(now, "health_status_changed_event", json!({
+                "appId": app_id.to_string(), "instanceId": task_id, "version": inst.version, "alive": healthy,
+            }));
+            self.event(now, "instance_health_changed_event", json!({
+                "instanceId": task_id, "runSpecId": app_id.to_string(), "runSpecVersion": inst.version, "healthy": healthy,
+            }));
+        }
+        if is_terminal(state) || state == TaskState::TaskUnreachable {
+            self.state.instances.remove(&task_id);
+            // Failures (not kills we asked for) slow the next launches down.
+            let failed = matches!(
+                state,
+                TaskState::TaskFailed | TaskState::TaskFinished | TaskState::TaskError
+            ) || (state == TaskState::TaskKilled && !inst.killing);
+            if failed && let Some(app) = self.state.apps.get(&app_id).cloned() {
+                self.state
+                    .backoff
+                    .entry(app_id.clone())
+                    .or_default()
+                    .failed(&app, now.0);
+            }
+            if !inst.killing && state != TaskState::TaskFinished {
+                self.state.last_failure.insert(
+                    app_id.clone(),
+                    json!({
+                        "appId": app_id.to_string(),
+                        "host": inst.placement.hostname,
+                        "message": status.message.clone().unwrap_or_default(),
+                        "state": state.as_str_name(),
+                        "taskId": task_id,
+                        "timestamp": now.iso(),
+                        "version": inst.version,
+                        "slaveId": inst.agent_id,
+                    }),
+                );
+            }
+        }
+        self.reconcile(now);
+    }
+
+    /// Periodic work: backoff expiry can free launches.
+    pub fn tick(&mut self, now: Millis) {
+        self.reconcile(now);
+    }
+
+    // ------------------------------------------------------------ reconcile
+
+    /// The definition `app` should have now: the deployment's view while one
+    /// touches it, else the root's.
+    pub fn effective(&self, app: &PathId) -> Option<App> {
+        for d in &self.state.deployments {
+            if let Some(def) = d.effective(app) {
+                return def;
+            }
+        }
+        self.state.apps.get(app).cloned()
+    }
+
+    /// Compares every app with its instances (kills, launches to queue) and
+    /// advances deployments whose current step is done, until nothing moves.
+    pub(crate) fn reconcile(&mut self, now: Millis) {
+        self.reconcile_apps(now);
+        // Each round advances at least one step, so this ends.
+        while self.advance_deployments(now) {
+            self.reconcile_apps(now);
+        }
+    }
+
+    fn reconcile_apps(&mut self, now: Millis) {
+        let mut paths: BTreeSet<PathId> = self.state.apps.keys().cloned().collect();
+        paths.extend(self.state.instances.values().map(|i| i.app_id.clone()));
+        for d in &self.state.deployments {
+            paths.extend(d.affected());
+        }
+        let mut needs = BTreeMap::new();
+        for path in paths {
+            let instances: Vec<&Instance> = self
+                .state
+                .instances
+                .values()
+                .filter(|i| i.app_id == path)
+                .collect();
+            let (launch, kill) = match self.effective(&path) {
+                None => (
+                    0,
+                    instances
+                        .iter()
+                        .filter(|i| i.is_active())
+                        .map(|i| i.task_id.clone())
+                        .collect::<Vec<_>>(),
+                ),
+                Some(app) => {
+                    let p = planner::plan(&app, &instances);
+                    (p.launch, p.kill)
+                }
+            };
+            for task in kill {
+                if let Some(i) = self.state.instances.get_mut(&task) {
+                    i.killing = true;
+                    self.dirty = true;
+                    self.out.push(Output::Call(Call::Kill {
+                        task: v1::TaskId {
+                            value: task.clone(),
+                        },
+                        agent: Some(v1::AgentId {
+                            value: i.agent_id.clone(),
+                        }),
+                    }));
+                }
+            }
+            if launch > 0 {
+                needs.insert(path.clone(), launch);
+                self.queue.entry(path).or_default().since.get_or_insert(now);
+            } else {
+                self.queue.remove(&path);
+            }
+        }
+        let wanted = !needs.is_empty();
+        self.needs = needs;
+        if wanted && self.suppressed && self.subscribed {
+            self.suppressed = false;
+            self.out.push(Output::Call(Call::Revive));
+        }
+    }
+
+    fn step_done(&self, d: &Deployment, step: usize) -> bool {
+        d.steps[step].iter().all(|a| match a.kind {
+            ActionKind::StartApplication => true,
+            ActionKind::StopApplication => !self
+                .state
+                .instances
+                .values()
+                .any(|i| i.app_id == a.app && !is_terminal(i.task_state())),
+            ActionKind::ScaleApplication | ActionKind::RestartApplication => {
+                match d.target.get(&a.app).cloned().flatten() {
+                    None => true,
+                    Some(app) => {
+                        let instances: Vec<&Instance> = self
+                            .state
+                            .instances
+                            .values()
+                            .filter(|i| i.app_id == a.app)
+                            .collect();
+                        planner::plan(&app, &instances).done
+                            && !instances
+                                .iter()
+                                .any(|i| i.killing && !is_terminal(i.task_state()))
+                    }
+                }
+            }
+        })
+    }
+
+    /// Moves every deployment whose current step is done one step on;
+    /// finished deployments are removed. Returns whether anything moved.
+    fn advance_deployments(&mut self, now: Millis) -> bool {
+        let mut moved = false;
+        let mut idx = 0;
+        while idx < self.state.deployments.len() {
+            let d = &self.state.deployments[idx];
+            if d.current < d.steps.len() && self.step_done(d, d.current) {
+                let plan = self.plan_with_groups(d);
+                let step = d.current_step_json();
+                self.event(
+                    now,
+                    "deployment_step_success",
+                    json!({"plan": plan, "currentStep": step}),
+                );
+                self.state.deployments[idx].current += 1;
+                self.dirty = true;
+                moved = true;
+                let d = &self.state.deployments[idx];
+                if d.current < d.steps.len() {
+                    let plan = self.plan_with_groups(d);
+                    let step = d.current_step_json();
+                    self.event(
+                        now,
+                        "deployment_info",
+                        json!({"plan": plan, "currentStep": step}),
+                    );
+                }
+            }
+            let d = &self.state.deployments[idx];
+            if d.current >= d.steps.len() {
+                let d = self.state.deployments.remove(idx);
+                let plan = self.plan_with_groups(&d);
+                self.event(now, "deployment_success", json!({"id": d.id, "plan": plan}));
+                self.dirty = true;
+                moved = true;
+                continue;
+            }
+            idx += 1;
+        }
+        moved
+    }
+
+    /// Assigns cluster-unique service ports to the 0s of `app`.
+    pub(crate) fn assign_service_ports(
+        &self,
+        app: &mut App,
+        keep: Option<&App>,
+    ) -> Result<(), String> {
+        let mut used: BTreeSet<u32> = self
+            .state
+            .apps
+            .values()
+            .filter(|a| a.id != app.id)
+            .flat_map(|a| a.service_ports())
+            .collect();
+        let previous: Vec<u32> = keep.map(|k| k.service_ports()).unwrap_or_default();
+        let (min, max) = (self.config.local_port_min, self.config.local_port_max);
+        let mut next = min;
+        for (i, port) in app.service_ports_mut().into_iter().enumerate() {
+            if *port != 0 {
+                continue;
+            }
+            if let Some(p) = previous.get(i).filter(|p| **p != 0 && !used.contains(p)) {
+                *port = *p;
+                used.insert(*p);
+                continue;
+            }
+            while used.contains(&next) && next <= max {
+                next += 1;
+            }
+            if next > max {
+                return Err(format!("no service port left in {min}-{max}"));
+            }
+            *port = next;
+            used.insert(next);
+        }
+        Ok(())
+    }
+}
+
+/// Marathon's instance condition for a Mesos state.
+fn condition(state: TaskState) -> &'static str {
+    match state {
+        TaskState::TaskStaging => "Staging",
+        TaskState::TaskStarting => "Starting",
+        TaskState::TaskRunning => "Running",
+        TaskState::TaskKilling => "Killing",
+        TaskState::TaskFinished => "Finished",
+        TaskState::TaskFailed => "Failed",
+        TaskState::TaskKilled => "Killed",
+        TaskState::TaskError => "Error",
+        TaskState::TaskLost => "Gone",
+        TaskState::TaskDropped => "Dropped",
+        TaskState::TaskUnreachable => "Unreachable",
+        TaskState::TaskGone => "Gone",
+        TaskState::TaskGoneByOperator => "GoneByOperator",
+        TaskState::TaskUnknown => "Unknown",
+    }
+}
+
+#[cfg(test)]
+#[path = "../marathon_tests.rs"]
+mod tests;

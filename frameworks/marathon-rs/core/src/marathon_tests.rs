@@ -1,0 +1,510 @@
+//! The state machine driven the way the shell drives it: REST calls, offers
+//! and status updates in; scheduler calls, events and replies out.
+
+use agora_proto::resources::{Resources, parse_attributes};
+
+use super::*;
+
+const NOW: Millis = Millis(1_700_000_000_000);
+
+struct Harness {
+    m: Marathon,
+    now: Millis,
+    offers: u32,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let mut m = Marathon::new(Config::default(), State::default(), 7);
+        m.subscribed(NOW, "fw-1");
+        m.take_outputs();
+        Harness {
+            m,
+            now: NOW,
+            offers: 0,
+        }
+    }
+
+    fn at(&mut self, ms: i64) -> Millis {
+        self.now = self.now.plus(ms);
+        self.now
+    }
+
+    fn offer(&mut self, agent: &str, cpus: f64, attrs: &str) -> v1::Offer {
+        self.offers += 1;
+        v1::Offer {
+            id: v1::OfferId {
+                value: format!("o{}", self.offers),
+            },
+            framework_id: v1::FrameworkId {
+                value: "fw-1".into(),
+            },
+            agent_id: v1::AgentId {
+                value: format!("id-{agent}"),
+            },
+            hostname: agent.into(),
+            resources: Resources::parse(
+                &format!("cpus:{cpus};mem:4096;disk:1000;ports:[31000-31100]"),
+                "*",
+            )
+            .unwrap()
+            .to_legacy_protos(),
+            attributes: parse_attributes(attrs).unwrap(),
+            ..Default::default()
+        }
+    }
+
+    /// Offers one agent each; returns the tasks launched.
+    fn offer_agents(&mut self, agents: &[(&str, &str)]) -> Vec<v1::TaskInfo> {
+        let offers: Vec<v1::Offer> = agents
+            .iter()
+            .map(|(a, attrs)| self.offer(a, 4.0, attrs))
+            .collect();
+        let now = self.at(10);
+        self.m.offers(now, offers);
+        launched(&self.m.take_outputs())
+    }
+
+    fn status(&mut self, task: &str, state: TaskState, healthy: Option<bool>) -> Vec<Output> {
+        let now = self.at(10);
+        let agent = self
+            .m
+            .state()
+            .instances
+            .get(task)
+            .map(|i| i.agent_id.clone())
+            .unwrap_or_default();
+        self.m.status(
+            now,
+            &v1::TaskStatus {
+                task_id: v1::TaskId { value: task.into() },
+                state: state as i32,
+                agent_id: Some(v1::AgentId { value: agent }),
+                healthy,
+                ..Default::default()
+            },
+        );
+        self.m.take_outputs()
+    }
+
+    fn run_all(&mut self, tasks: &[v1::TaskInfo]) {
+        for t in tasks {
+            self.status(&t.task_id.value, TaskState::TaskRunning, None);
+        }
+    }
+
+    fn create(&mut self, json: &str) -> Reply {
+        let now = self.at(1000);
+        self.m.create_app(now, json.as_bytes(), false)
+    }
+}
+
+fn launched(outputs: &[Output]) -> Vec<v1::TaskInfo> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Call(Call::Launch { tasks, .. }) => Some(tasks.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn killed(outputs: &[Output]) -> Vec<String> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Call(Call::Kill { task, .. }) => Some(task.value.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(outputs: &[Output]) -> Vec<String> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event { event_type, .. } => Some(event_type.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn path(s: &str) -> PathId {
+    PathId::parse(s).unwrap()
+}
+
+#[test]
+fn an_app_is_deployed_when_its_instances_run() {
+    let mut h = Harness::new();
+    let r = h.create(r#"{"id":"/web","cmd":"sleep 100","cpus":0.5,"mem":64,"instances":3}"#);
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.location.as_deref(), Some("/web"));
+    let dep = r.deployment.clone().unwrap();
+    assert_eq!(r.body.as_ref().unwrap()["deployments"][0]["id"], json!(dep));
+    // Service ports come from the local range.
+    assert_eq!(
+        r.body.as_ref().unwrap()["portDefinitions"][0]["port"],
+        json!(10000)
+    );
+    let out = h.m.take_outputs();
+    // StartApplication is done at once; ScaleApplication waits for tasks.
+    assert_eq!(
+        events(&out),
+        [
+            "api_post_event",
+            "group_change_success",
+            "deployment_info",
+            "deployment_step_success",
+            "deployment_info"
+        ]
+    );
+    assert_eq!(
+        h.m.list_deployments()
+            .body
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Offers are taken up to the need, on any agent.
+    let tasks = h.offer_agents(&[("a1", ""), ("a2", "")]);
+    assert_eq!(tasks.len(), 3);
+    assert!(tasks.iter().all(|t| t.task_id.value.starts_with("web.")));
+    let queue = h.m.queue(h.now, &[]).body.unwrap();
+    assert_eq!(queue["queue"].as_array().unwrap().len(), 0, "{queue}");
+
+    h.status(&tasks[0].task_id.value, TaskState::TaskRunning, None);
+    h.status(&tasks[1].task_id.value, TaskState::TaskRunning, None);
+    assert_eq!(h.m.state().deployments.len(), 1);
+    let out = h.status(&tasks[2].task_id.value, TaskState::TaskRunning, None);
+    assert!(h.m.state().deployments.is_empty());
+    let ev = events(&out);
+    assert!(
+        ev.ends_with(&[
+            "deployment_step_success".into(),
+            "deployment_success".into()
+        ]),
+        "{ev:?}"
+    );
+
+    let app = h.m.get_app("web", &[]).body.unwrap();
+    assert_eq!(app["app"]["tasksRunning"], json!(3));
+    assert_eq!(app["app"]["deployments"], json!([]));
+    let tasks_json = h.m.app_tasks("/web").body.unwrap();
+    assert_eq!(tasks_json["tasks"].as_array().unwrap().len(), 3);
+    assert_eq!(tasks_json["tasks"][0]["servicePorts"], json!([10000]));
+
+    // With nothing left to launch, offers are declined for long and the
+    // subscription suppressed.
+    let o = h.offer("a3", 4.0, "");
+    h.m.offers(h.now, vec![o]);
+    let out = h.m.take_outputs();
+    assert!(out.contains(&Output::Call(Call::Suppress)), "{out:?}");
+    assert!(out.iter().any(|o| matches!(o, Output::Call(Call::Decline { refuse_seconds, .. }) if *refuse_seconds == 120.0)));
+}
+
+#[test]
+fn scaling_down_kills_and_a_failed_task_is_replaced_after_backoff() {
+    let mut h = Harness::new();
+    h.create(r#"{"id":"/w","cmd":"x","cpus":0.1,"mem":16,"instances":3,"backoffSeconds":2}"#);
+    let tasks = h.offer_agents(&[("a1", "")]);
+    h.run_all(&tasks);
+    assert!(h.m.state().deployments.is_empty());
+
+    let now = h.at(1000);
+    let r =
+        h.m.put_app(now, "/w", br#"{"instances":1}"#, false, true, true);
+    assert_eq!(r.status, 200, "{r:?}");
+    let out = h.m.take_outputs();
+    let k = killed(&out);
+    assert_eq!(k.len(), 2);
+    // The deployment waits for the kills to finish.
+    assert_eq!(h.m.state().deployments.len(), 1);
+    for t in &k {
+        h.status(t, TaskState::TaskKilled, None);
+    }
+    assert!(h.m.state().deployments.is_empty());
+    // A killed-on-request task is not a failure.
+    assert!(h.m.state().backoff.is_empty());
+    let survivor = h.m.state().instances.keys().next().unwrap().clone();
+
+    // The survivor dies: it is a failure, recorded, and replaced after 2 s.
+    let out = h.status(&survivor, TaskState::TaskFailed, None);
+    assert!(out.contains(&Output::Call(Call::Revive)) || !h.m.suppressed);
+    assert_eq!(
+        h.m.state().last_failure[&path("/w")]["state"],
+        json!("TASK_FAILED")
+    );
+    assert!(
+        h.offer_agents(&[("a1", "")]).is_empty(),
+        "launched during backoff"
+    );
+    let queue = h.m.queue(h.now, &[]).body.unwrap();
+    assert_eq!(queue["queue"][0]["count"], json!(1), "{queue}");
+    assert_eq!(
+        queue["queue"][0]["delay"]["overdue"],
+        json!(false),
+        "{queue}"
+    );
+    h.at(2500);
+    assert_eq!(h.offer_agents(&[("a1", "")]).len(), 1);
+}
+
+#[test]
+fn restarts_roll_with_extra_capacity_and_health() {
+    let mut h = Harness::new();
+    h.create(
+        r#"{"id":"/r","cmd":"x","cpus":0.1,"mem":16,"instances":2,
+            "healthChecks":[{"protocol":"MESOS_TCP","portIndex":0}],
+            "upgradeStrategy":{"minimumHealthCapacity":1,"maximumOverCapacity":0.5}}"#,
+    );
+    let first = h.offer_agents(&[("a1", "")]);
+    assert_eq!(first.len(), 2);
+    h.run_all(&first);
+    // Running is not enough for health-checked apps.
+    assert_eq!(h.m.state().deployments.len(), 1);
+    for t in &first {
+        h.status(&t.task_id.value, TaskState::TaskRunning, Some(true));
+    }
+    assert!(h.m.state().deployments.is_empty());
+
+    let now = h.at(1000);
+    let r = h.m.restart_app(now, "/r", false);
+    assert_eq!(r.status, 200);
+    assert!(
+        killed(&h.m.take_outputs()).is_empty(),
+        "nothing may be killed before a new instance is healthy"
+    );
+    // One extra instance at a time (2 × 0.5).
+    let new = h.offer_agents(&[("a1", "")]);
+    assert_eq!(new.len(), 1);
+    h.status(&new[0].task_id.value, TaskState::TaskRunning, None);
+    let out = h.status(&new[0].task_id.value, TaskState::TaskRunning, Some(true));
+    let k = killed(&out);
+    assert_eq!(k.len(), 1);
+    assert!(first.iter().any(|t| t.task_id.value == k[0]));
+    h.status(&k[0], TaskState::TaskKilled, None);
+    let new2 = h.offer_agents(&[("a1", "")]);
+    assert_eq!(new2.len(), 1);
+    h.status(&new2[0].task_id.value, TaskState::TaskRunning, Some(true));
+    let last =
+        h.m.state()
+            .instances
+            .values()
+            .find(|i| i.killing)
+            .unwrap()
+            .task_id
+            .clone();
+    let out = h.status(&last, TaskState::TaskKilled, None);
+    assert!(
+        events(&out).contains(&"deployment_success".to_string()),
+        "{:?}",
+        events(&out)
+    );
+    let remaining: BTreeSet<&String> = h.m.state().instances.keys().collect();
+    assert_eq!(
+        remaining,
+        [&new[0].task_id.value, &new2[0].task_id.value].into()
+    );
+}
+
+#[test]
+fn deployments_lock_their_apps_unless_forced_and_can_be_rolled_back() {
+    let mut h = Harness::new();
+    let r = h.create(r#"{"id":"/l","cmd":"x","cpus":0.1,"mem":16,"instances":2}"#);
+    let first = r.deployment.unwrap();
+    let now = h.at(1000);
+    let r =
+        h.m.put_app(now, "/l", br#"{"instances":5}"#, false, true, true);
+    assert_eq!(r.status, 409, "{r:?}");
+    assert_eq!(r.body.unwrap()["deployments"][0]["id"], json!(first));
+
+    let r =
+        h.m.put_app(now, "/l", br#"{"instances":5}"#, true, true, true);
+    assert_eq!(r.status, 200);
+    let second = r.deployment.unwrap();
+    assert!(events(&h.m.take_outputs()).contains(&"deployment_failed".to_string()));
+    assert_eq!(h.m.state().deployments.len(), 1);
+    assert_eq!(h.m.state().deployments[0].id, second);
+
+    // Rolling back goes to the definition the deployment started from.
+    let now = h.at(1000);
+    let r = h.m.delete_deployment(now, &second, false);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(h.m.state().apps[&path("/l")].instances, 2);
+    assert_eq!(h.m.state().deployments.len(), 1);
+    assert_ne!(h.m.state().deployments[0].id, second);
+    // Stopping (force) just forgets it.
+    let id = h.m.state().deployments[0].id.clone();
+    assert_eq!(h.m.delete_deployment(now, &id, true).status, 202);
+    assert!(h.m.state().deployments.is_empty());
+    assert_eq!(h.m.delete_deployment(now, &id, true).status, 404);
+}
+
+#[test]
+fn unique_hostname_spreads_and_unplaceable_instances_say_why() {
+    let mut h = Harness::new();
+    h.create(r#"{"id":"/u","cmd":"x","cpus":0.1,"mem":16,"instances":3,"constraints":[["hostname","UNIQUE"]]}"#);
+    let tasks = h.offer_agents(&[("a1", "rack:r1"), ("a2", "rack:r2")]);
+    assert_eq!(tasks.len(), 2);
+    let hosts: BTreeSet<String> =
+        h.m.state()
+            .instances
+            .values()
+            .map(|i| i.placement.hostname.clone())
+            .collect();
+    assert_eq!(hosts.len(), 2);
+    assert!(h.offer_agents(&[("a1", "rack:r1")]).is_empty());
+    let queue = h.m.queue(h.now, &[]).body.unwrap();
+    let q = &queue["queue"][0];
+    assert_eq!(q["count"], json!(1), "{queue}");
+    let reasons = q["processedOffersSummary"]["rejectSummaryLastOffers"]
+        .as_array()
+        .unwrap();
+    let unique = reasons
+        .iter()
+        .find(|r| r["reason"] == "UnfulfilledConstraint")
+        .unwrap();
+    assert!(unique["declined"].as_u64().unwrap() >= 1, "{queue}");
+    assert_eq!(h.offer_agents(&[("a3", "rack:r1")]).len(), 1);
+}
+
+#[test]
+fn deleting_an_app_kills_its_tasks_and_finishes_when_they_are_gone() {
+    let mut h = Harness::new();
+    h.create(r#"{"id":"/g/d","cmd":"x","cpus":0.1,"mem":16,"instances":2}"#);
+    let tasks = h.offer_agents(&[("a1", "")]);
+    h.run_all(&tasks);
+    let now = h.at(1000);
+    let r = h.m.delete_app(now, "g/d", false);
+    assert_eq!(r.status, 200);
+    assert!(h.m.get_app("/g/d", &[]).status == 404);
+    let out = h.m.take_outputs();
+    assert_eq!(killed(&out).len(), 2);
+    assert!(events(&out).contains(&"app_terminated_event".to_string()));
+    assert_eq!(h.m.state().deployments.len(), 1);
+    for t in &tasks {
+        h.status(&t.task_id.value, TaskState::TaskKilled, None);
+    }
+    assert!(h.m.state().deployments.is_empty());
+    assert!(h.m.state().instances.is_empty());
+    assert_eq!(h.m.delete_app(now, "/g/d", false).status, 404);
+}
+
+#[test]
+fn bad_definitions_are_rejected_with_details() {
+    let mut h = Harness::new();
+    let r = h.create(r#"{"id":"/Bad_Id","cmd":"x"}"#);
+    assert_eq!(r.status, 422, "{r:?}");
+    let r = h.create(r#"{"id":"/x","cmd":"x","instances":-1}"#);
+    assert_eq!(r.status, 422, "{r:?}");
+    let r = h.create(r#"{"id":"/x","cmd":"x","cpus":"lots"}"#);
+    assert!(r.status == 400 || r.status == 422, "{r:?}");
+    assert!(r.body.unwrap()["message"].as_str().is_some());
+    let r = h.create("{not json");
+    assert_eq!(r.status, 400, "{r:?}");
+    let r = h.create(r#"{"id":"/x"}"#);
+    assert_eq!(r.status, 422, "no cmd, args or container: {r:?}");
+    assert!(h.m.state().apps.is_empty());
+    assert!(h.m.state().deployments.is_empty());
+    let ok = h.create(r#"{"id":"/x","cmd":"x"}"#);
+    assert_eq!(ok.status, 201);
+    assert_eq!(h.create(r#"{"id":"/x","cmd":"x"}"#).status, 409);
+}
+
+#[test]
+fn unknown_tasks_are_killed_and_reconciled_on_subscribe() {
+    let mut h = Harness::new();
+    let out = h.status("other.1234", TaskState::TaskRunning, None);
+    assert_eq!(killed(&out), ["other.1234"]);
+    h.create(r#"{"id":"/k","cmd":"x","cpus":0.1,"mem":16}"#);
+    let tasks = h.offer_agents(&[("a1", "")]);
+    h.m.disconnected();
+    h.m.subscribed(h.now, "fw-1");
+    let out = h.m.take_outputs();
+    let explicit = out.iter().find_map(|o| match o {
+        Output::Call(Call::Reconcile(ts)) if !ts.is_empty() => Some(ts.clone()),
+        _ => None,
+    });
+    assert_eq!(explicit.unwrap()[0].0.value, tasks[0].task_id.value);
+    assert!(out.contains(&Output::Call(Call::Reconcile(Vec::new()))));
+}
+
+#[test]
+fn kill_and_scale_lowers_instances() {
+    let mut h = Harness::new();
+    h.create(r#"{"id":"/s","cmd":"x","cpus":0.1,"mem":16,"instances":3}"#);
+    let tasks = h.offer_agents(&[("a1", "")]);
+    h.run_all(&tasks);
+    let now = h.at(1000);
+    let body = json!({"ids": [tasks[0].task_id.value]}).to_string();
+    let r = h.m.delete_tasks(
+        now,
+        body.as_bytes(),
+        TaskKill {
+            scale: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.deployment.is_some());
+    assert_eq!(h.m.state().apps[&path("/s")].instances, 2);
+    // Without scale, the task is replaced.
+    let now = h.at(1000);
+    h.status(&tasks[0].task_id.value, TaskState::TaskKilled, None);
+    let r =
+        h.m.delete_app_task(now, "/s", &tasks[1].task_id.value, TaskKill::default());
+    assert_eq!(r.status, 200, "{r:?}");
+    h.status(&tasks[1].task_id.value, TaskState::TaskKilled, None);
+    assert_eq!(h.offer_agents(&[("a1", "")]).len(), 1);
+    let r =
+        h.m.delete_tasks(now, br#"{"ids":["nope"]}"#, TaskKill::default());
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn groups_deploy_in_dependency_order_and_scale() {
+    let mut h = Harness::new();
+    let now = h.at(1000);
+    let body = r#"{"id":"/prod","apps":[
+        {"id":"db","cmd":"x","cpus":0.1,"mem":16},
+        {"id":"web","cmd":"x","cpus":0.1,"mem":16,"dependencies":["/prod/db"]}]}"#;
+    let r = h.m.create_group(now, None, body.as_bytes(), false);
+    assert_eq!(r.status, 201, "{r:?}");
+    // Only the dependency starts first.
+    let tasks = h.offer_agents(&[("a1", "")]);
+    assert_eq!(tasks.len(), 1);
+    assert!(tasks[0].task_id.value.starts_with("prod_db."));
+    h.run_all(&tasks);
+    let tasks = h.offer_agents(&[("a1", "")]);
+    assert_eq!(tasks.len(), 1);
+    assert!(tasks[0].task_id.value.starts_with("prod_web."));
+    h.run_all(&tasks);
+    assert!(h.m.state().deployments.is_empty());
+    let g = h.m.get_group("/prod", &[]).body.unwrap();
+    assert_eq!(g["apps"].as_array().unwrap().len(), 2, "{g}");
+
+    let now = h.at(1000);
+    let r = h.m.update_group(now, "/prod", br#"{"scaleBy":3}"#, false);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(h.m.state().apps.values().all(|a| a.instances == 3));
+    let now = h.at(1000);
+    assert_eq!(h.m.delete_group(now, "/prod", true).status, 200);
+    assert!(h.m.state().apps.is_empty());
+}
+
+#[test]
+fn state_round_trips_through_json() {
+    let mut h = Harness::new();
+    h.create(r#"{"id":"/p","cmd":"x","cpus":0.1,"mem":16,"instances":2}"#);
+    let tasks = h.offer_agents(&[("a1", "")]);
+    h.run_all(&tasks);
+    let saved = serde_json::to_vec(h.m.state()).unwrap();
+    let state: State = serde_json::from_slice(&saved).unwrap();
+    let again = Marathon::new(Config::default(), state, 1);
+    assert_eq!(again.state().instances.len(), 2);
+    assert_eq!(again.get_app("/p", &[]).body, h.m.get_app("/p", &[]).body);
+}

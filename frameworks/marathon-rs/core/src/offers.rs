@@ -1,0 +1,595 @@
+//! Matching offers to the instances apps need, and building their TaskInfos.
+//! A "no" for an app on an offer comes back as a reason (insufficient cpus,
+//! ports, an unmet constraint …) for `/v2/queue`.
+
+use std::collections::BTreeMap;
+
+use agora_proto::resources::{RangeSet, Resources, attribute_value_string};
+use agora_proto::v1;
+
+use crate::app::{App, EnvValue};
+use crate::constraints::{Constraint, Placement, check_all};
+use crate::path::PathId;
+
+/// What is left of an offer while instances are placed on it.
+#[derive(Clone, Debug)]
+pub struct OfferSpace {
+    /// The offer.
+    pub offer: v1::Offer,
+    /// Where it is.
+    pub placement: Placement,
+    cpus: f64,
+    mem: f64,
+    disk: f64,
+    gpus: f64,
+    ports: RangeSet,
+}
+
+impl OfferSpace {
+    /// The space an offer has.
+    pub fn new(offer: v1::Offer) -> Self {
+        let r = Resources::from_protos(&offer.resources)
+            .map(|r| r.unallocated())
+            .unwrap_or_default();
+        let placement = Placement {
+            hostname: offer.hostname.clone(),
+            region: offer
+                .domain
+                .as_ref()
+                .and_then(|d| d.fault_domain.as_ref())
+                .map(|f| f.region.name.clone()),
+            zone: offer
+                .domain
+                .as_ref()
+                .and_then(|d| d.fault_domain.as_ref())
+                .map(|f| f.zone.name.clone()),
+            attributes: offer
+                .attributes
+                .iter()
+                .map(|a| (a.name.clone(), attribute_value_string(a)))
+                .collect(),
+        };
+        OfferSpace {
+            placement,
+            cpus: r.scalar("cpus"),
+            mem: r.scalar("mem"),
+            disk: r.scalar("disk"),
+            gpus: r.scalar("gpus"),
+            ports: r.ranges("ports"),
+            offer,
+        }
+    }
+
+    /// Takes room for one instance of `app`, or says why it does not fit.
+    /// Returns the host ports chosen.
+    pub fn reserve(
+        &mut self,
+        app: &App,
+        constraints: &[Constraint],
+        placed: &[&Placement],
+    ) -> Result<Vec<u32>, String> {
+        const EPS: f64 = 1e-9;
+        if self.cpus + EPS < app.cpus {
+            return Err("InsufficientCpus".into());
+        }
+        if self.mem + EPS < app.mem {
+            return Err("InsufficientMemory".into());
+        }
+        if self.disk + EPS < app.disk {
+            return Err("InsufficientDisk".into());
+        }
+        if self.gpus + EPS < app.gpus {
+            return Err("InsufficientGpus".into());
+        }
+        check_all(constraints, &self.placement, placed)
+            .map_err(|e| format!("UnfulfilledConstraint: {e}"))?;
+        let ports = self
+            .pick_ports(app)
+            .ok_or_else(|| "InsufficientPorts".to_string())?;
+        self.cpus -= app.cpus;
+        self.mem -= app.mem;
+        self.disk -= app.disk;
+        self.gpus -= app.gpus;
+        self.ports = self.ports.difference(&RangeSet::from_ranges(
+            ports.iter().map(|p| (u64::from(*p), u64::from(*p))),
+        ));
+        Ok(ports)
+    }
+
+    fn pick_ports(&self, app: &App) -> Option<Vec<u32>> {
+        let wanted: Vec<Option<u32>> = match &app.port_definitions {
+            Some(pd) => pd
+                .iter()
+                .map(|p| (app.require_ports && p.port != 0).then_some(p.port))
+                .collect(),
+            None => app
+                .container
+                .as_ref()
+                .and_then(|c| c.port_mappings.as_ref())
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|p| p.host_port.map(|h| (h != 0).then_some(h)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let mut free = self.ports.clone();
+        let mut out = Vec::with_capacity(wanted.len());
+        for w in wanted {
+            let port = match w {
+                Some(p) if free.contains_value(u64::from(p)) => p,
+                Some(_) => return None,
+                None => free.values().next().map(|p| p as u32)?,
+            };
+            free = free.difference(&RangeSet::from_ranges([(u64::from(port), u64::from(port))]));
+            out.push(port);
+        }
+        Some(out)
+    }
+}
+
+fn scalar(name: &str, value: f64) -> v1::Resource {
+    v1::Resource {
+        name: name.into(),
+        r#type: v1::value::Type::Scalar as i32,
+        scalar: Some(v1::value::Scalar { value }),
+        ..Default::default()
+    }
+}
+
+fn env_var(name: &str, value: &str) -> v1::environment::Variable {
+    v1::environment::Variable {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+/// The TaskInfo for one instance of `app` on `offer` with host `ports`.
+pub fn task_info(
+    app: &App,
+    path: &PathId,
+    task_id: &str,
+    offer: &v1::Offer,
+    ports: &[u32],
+) -> v1::TaskInfo {
+    let mut resources = vec![scalar("cpus", app.cpus), scalar("mem", app.mem)];
+    if app.disk > 0.0 {
+        resources.push(scalar("disk", app.disk));
+    }
+    if app.gpus > 0.0 {
+        resources.push(scalar("gpus", app.gpus));
+    }
+    if !ports.is_empty() {
+        resources.push(v1::Resource {
+            name: "ports".into(),
+            r#type: v1::value::Type::Ranges as i32,
+            ranges: Some(v1::value::Ranges {
+                range: ports
+                    .iter()
+                    .map(|p| v1::value::Range {
+                        begin: u64::from(*p),
+                        end: u64::from(*p),
+                    })
+                    .collect(),
+            }),
+            ..Default::default()
+        });
+    }
+    // Port names and declared ports, in the order of `ports`.
+    let declared: Vec<(Option<String>, u32, String)> = match &app.port_definitions {
+        Some(pd) => pd
+            .iter()
+            .map(|p| (p.name.clone(), p.port, p.protocol.clone()))
+            .collect(),
+        None => app
+            .container
+            .as_ref()
+            .and_then(|c| c.port_mappings.as_ref())
+            .map(|m| {
+                m.iter()
+                    .filter(|p| p.host_port.is_some())
+                    .map(|p| (p.name.clone(), p.container_port, p.protocol.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("HOST".into(), offer.hostname.clone());
+    for (i, p) in ports.iter().enumerate() {
+        env.insert(format!("PORT{i}"), p.to_string());
+        if let Some((name, declared_port, _)) = declared.get(i) {
+            if *declared_port != 0 {
+                env.insert(format!("PORT_{declared_port}"), p.to_string());
+            }
+            if let Some(n) = name {
+                let key: String = n
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() {
+                            c.to_ascii_uppercase()
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                env.insert(format!("PORT_{key}"), p.to_string());
+            }
+        }
+    }
+    if let Some(first) = ports.first() {
+        env.insert("PORT".into(), first.to_string());
+        env.insert(
+            "PORTS".into(),
+            ports
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    env.insert("MESOS_TASK_ID".into(), task_id.into());
+    env.insert("MARATHON_APP_ID".into(), path.to_string());
+    env.insert("MARATHON_APP_VERSION".into(), app.version.clone());
+    env.insert("MARATHON_APP_RESOURCE_CPUS".into(), app.cpus.to_string());
+    env.insert("MARATHON_APP_RESOURCE_MEM".into(), app.mem.to_string());
+    env.insert("MARATHON_APP_RESOURCE_DISK".into(), app.disk.to_string());
+    env.insert("MARATHON_APP_RESOURCE_GPUS".into(), app.gpus.to_string());
+    if let Some(image) = app
+        .container
+        .as_ref()
+        .and_then(|c| c.docker.as_ref())
+        .map(|d| d.image.clone())
+    {
+        env.insert("MARATHON_APP_DOCKER_IMAGE".into(), image);
+    }
+    let label_keys: Vec<String> = app
+        .labels
+        .keys()
+        .filter(|k| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .map(|k| k.to_ascii_uppercase())
+        .collect();
+    env.insert("MARATHON_APP_LABELS".into(), label_keys.join(" "));
+    for (k, v) in &app.labels {
+        if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            env.insert(
+                format!("MARATHON_APP_LABEL_{}", k.to_ascii_uppercase()),
+                v.clone(),
+            );
+        }
+    }
+    for (k, v) in &app.env {
+        if let EnvValue::Value(v) = v {
+            env.insert(k.clone(), v.clone());
+        }
+    }
+    let mut command = match (&app.cmd, app.args.is_empty()) {
+        (Some(cmd), _) => v1::CommandInfo {
+            value: Some(cmd.clone()),
+            shell: Some(true),
+            ..Default::default()
+        },
+        (None, false) => v1::CommandInfo {
+            value: Some(app.args[0].clone()),
+            arguments: app.args.clone(),
+            shell: Some(false),
+            ..Default::default()
+        },
+        (None, true) => v1::CommandInfo {
+            shell: Some(false),
+            ..Default::default()
+        },
+    };
+    command.user = app.user.clone();
+    command.environment = Some(v1::Environment {
+        variables: env.iter().map(|(k, v)| env_var(k, v)).collect(),
+    });
+    command.uris = app
+        .fetch
+        .iter()
+        .map(|f| v1::command_info::Uri {
+            value: f.uri.clone(),
+            executable: Some(f.executable),
+            extract: Some(f.extract),
+            cache: Some(f.cache),
+            output_file: f.dest_path.clone(),
+        })
+        .collect();
+    let name = path.reversed_dotted();
+    let discovery_ports: Vec<v1::Port> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| v1::Port {
+            number: *p,
+            name: declared.get(i).and_then(|d| d.0.clone()),
+            protocol: Some(
+                declared
+                    .get(i)
+                    .map(|d| d.2.clone())
+                    .unwrap_or_else(|| "tcp".into()),
+            ),
+            visibility: None,
+            labels: None,
+        })
+        .collect();
+    let mut task = v1::TaskInfo {
+        name: name.clone(),
+        task_id: v1::TaskId {
+            value: task_id.into(),
+        },
+        agent_id: offer.agent_id.clone(),
+        resources,
+        command: Some(command),
+        labels: (!app.labels.is_empty()).then(|| v1::Labels {
+            labels: app
+                .labels
+                .iter()
+                .map(|(k, v)| v1::Label {
+                    key: k.clone(),
+                    value: Some(v.clone()),
+                })
+                .collect(),
+        }),
+        discovery: Some(v1::DiscoveryInfo {
+            visibility: v1::discovery_info::Visibility::Framework as i32,
+            name: Some(name),
+            ports: Some(v1::Ports {
+                ports: discovery_ports,
+            }),
+            ..Default::default()
+        }),
+        kill_policy: app.task_kill_grace_period_seconds.map(|g| v1::KillPolicy {
+            grace_period: Some(v1::DurationInfo {
+                nanoseconds: (g * 1e9) as i64,
+            }),
+        }),
+        ..Default::default()
+    };
+    if let Some(hc) = app.health_checks.first() {
+        task.health_check = Some(health_check(hc, ports));
+    }
+    if let Some(c) = &app.container {
+        task.container = Some(container_info(app, c, ports));
+    }
+    task
+}
+
+fn health_check(hc: &crate::app::HealthCheck, ports: &[u32]) -> v1::HealthCheck {
+    use v1::health_check::Type;
+    let port = hc
+        .port
+        .or_else(|| ports.get(hc.port_index.unwrap_or(0) as usize).copied())
+        .unwrap_or(0);
+    let mut out = v1::HealthCheck {
+        delay_seconds: Some(hc.delay_seconds),
+        interval_seconds: Some(hc.interval_seconds),
+        timeout_seconds: Some(hc.timeout_seconds),
+        consecutive_failures: Some(hc.max_consecutive_failures),
+        grace_period_seconds: Some(hc.grace_period_seconds),
+        ..Default::default()
+    };
+    match hc.protocol.as_str() {
+        "COMMAND" => {
+            out.set_type(Type::Command);
+            out.command = Some(v1::CommandInfo {
+                value: hc.command.as_ref().map(|c| c.value.clone()),
+                shell: Some(true),
+                ..Default::default()
+            });
+        }
+        "TCP" | "MESOS_TCP" => {
+            out.set_type(Type::Tcp);
+            out.tcp = Some(v1::health_check::TcpCheckInfo {
+                protocol: None,
+                port,
+            });
+        }
+        proto => {
+            out.set_type(Type::Http);
+            out.http = Some(v1::health_check::HttpCheckInfo {
+                protocol: None,
+                scheme: Some(if proto.ends_with("HTTPS") {
+                    "https".into()
+                } else {
+                    "http".into()
+                }),
+                port,
+                path: hc.path.clone().or_else(|| Some("/".into())),
+                statuses: Vec::new(),
+            });
+        }
+    }
+    out
+}
+
+fn container_info(app: &App, c: &crate::app::Container, ports: &[u32]) -> v1::ContainerInfo {
+    use v1::container_info::docker_info::Network;
+    let network = match app.networks.first().map(|n| n.mode.as_str()) {
+        Some("container/bridge") => Network::Bridge,
+        Some("container") => Network::User,
+        _ => Network::Host,
+    };
+    let mappings: Vec<v1::container_info::docker_info::PortMapping> = c
+        .port_mappings
+        .iter()
+        .flatten()
+        .filter(|m| m.host_port.is_some())
+        .zip(ports.iter())
+        .map(|(m, host)| v1::container_info::docker_info::PortMapping {
+            host_port: *host,
+            container_port: if m.container_port == 0 {
+                *host
+            } else {
+                m.container_port
+            },
+            protocol: Some(m.protocol.clone()),
+        })
+        .collect();
+    let mut info = v1::ContainerInfo {
+        r#type: if c.kind == "MESOS" {
+            v1::container_info::Type::Mesos as i32
+        } else {
+            v1::container_info::Type::Docker as i32
+        },
+        volumes: c
+            .volumes
+            .iter()
+            .map(|v| v1::Volume {
+                mode: if v.mode == "RO" {
+                    v1::volume::Mode::Ro as i32
+                } else {
+                    v1::volume::Mode::Rw as i32
+                },
+                container_path: v.container_path.clone(),
+                host_path: v.host_path.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    if let Some(d) = &c.docker {
+        info.docker = Some(v1::container_info::DockerInfo {
+            image: d.image.clone(),
+            network: Some(network as i32),
+            port_mappings: mappings,
+            privileged: Some(d.privileged),
+            parameters: d
+                .parameters
+                .iter()
+                .map(|p| v1::Parameter {
+                    key: p.key.clone(),
+                    value: p.value.clone(),
+                })
+                .collect(),
+            force_pull_image: Some(d.force_pull_image),
+            ..Default::default()
+        });
+        if network == Network::User {
+            info.network_infos = app
+                .networks
+                .iter()
+                .filter_map(|n| n.name.clone())
+                .map(|name| v1::NetworkInfo {
+                    name: Some(name),
+                    ..Default::default()
+                })
+                .collect();
+        }
+    }
+    info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::{AppUpdate, build, parse_json};
+    use crate::time::Millis;
+
+    fn offer(cpus: f64, ports: &str) -> v1::Offer {
+        v1::Offer {
+            id: v1::OfferId { value: "o1".into() },
+            framework_id: v1::FrameworkId { value: "f".into() },
+            agent_id: v1::AgentId { value: "s1".into() },
+            hostname: "agent-1".into(),
+            resources: Resources::parse(&format!("cpus:{cpus};mem:1024;ports:{ports}"), "*")
+                .unwrap()
+                .to_legacy_protos(),
+            attributes: agora_proto::resources::parse_attributes("rack:r1").unwrap(),
+            ..Default::default()
+        }
+    }
+
+    fn app(json: &str) -> App {
+        let u: AppUpdate = parse_json(json.as_bytes()).unwrap();
+        build(
+            &PathId::parse(u.id.as_deref().unwrap()).unwrap(),
+            None,
+            &u,
+            Millis(1),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn instances_are_packed_until_something_runs_out() {
+        let a = app(
+            r#"{"id":"/g/web","cmd":"serve","cpus":0.5,"mem":64,"portDefinitions":[{"port":0},{"port":0,"name":"admin"}]}"#,
+        );
+        let mut space = OfferSpace::new(offer(1.2, "[31000-31002]"));
+        let first = space.reserve(&a, &[], &[]).unwrap();
+        assert_eq!(first, vec![31000, 31001]);
+        assert_eq!(
+            space.reserve(&a, &[], &[]).unwrap_err(),
+            "InsufficientPorts"
+        );
+        let mut space = OfferSpace::new(offer(0.8, "[31000-31010]"));
+        space.reserve(&a, &[], &[]).unwrap();
+        assert_eq!(space.reserve(&a, &[], &[]).unwrap_err(), "InsufficientCpus");
+    }
+
+    #[test]
+    fn required_ports_must_be_offered() {
+        let a = app(
+            r#"{"id":"/web","cmd":"serve","cpus":0.1,"requirePorts":true,"portDefinitions":[{"port":31005}]}"#,
+        );
+        assert_eq!(
+            OfferSpace::new(offer(1.0, "[31000-31010]"))
+                .reserve(&a, &[], &[])
+                .unwrap(),
+            vec![31005]
+        );
+        assert!(
+            OfferSpace::new(offer(1.0, "[32000-32010]"))
+                .reserve(&a, &[], &[])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn task_info_carries_marathon_env_discovery_and_health() {
+        let a = app(
+            r#"{"id":"/g/web","cmd":"serve","cpus":0.1,"mem":32,"labels":{"tier":"front"},"env":{"X":"1"},
+                "portDefinitions":[{"port":10005,"name":"http"}],
+                "healthChecks":[{"protocol":"MESOS_HTTP","path":"/health","portIndex":0}],
+                "taskKillGracePeriodSeconds":7}"#,
+        );
+        let o = offer(1.0, "[31000-31010]");
+        let t = task_info(&a, &a.path(), "g_web.123", &o, &[31003]);
+        assert_eq!(t.name, "web.g");
+        let env: BTreeMap<String, String> = t
+            .command
+            .as_ref()
+            .unwrap()
+            .environment
+            .as_ref()
+            .unwrap()
+            .variables
+            .iter()
+            .map(|v| (v.name.clone(), v.value.clone().unwrap()))
+            .collect();
+        for (k, v) in [
+            ("PORT0", "31003"),
+            ("PORT", "31003"),
+            ("PORTS", "31003"),
+            ("PORT_10005", "31003"),
+            ("PORT_HTTP", "31003"),
+            ("HOST", "agent-1"),
+            ("MARATHON_APP_ID", "/g/web"),
+            ("MARATHON_APP_LABEL_TIER", "front"),
+            ("X", "1"),
+        ] {
+            assert_eq!(env.get(k).map(String::as_str), Some(v), "{k}");
+        }
+        let hc = t.health_check.unwrap();
+        assert_eq!(hc.http.as_ref().unwrap().port, 31003);
+        assert_eq!(hc.http.unwrap().path.as_deref(), Some("/health"));
+        assert_eq!(
+            t.discovery.unwrap().ports.unwrap().ports[0].name.as_deref(),
+            Some("http")
+        );
+        assert_eq!(
+            t.kill_policy.unwrap().grace_period.unwrap().nanoseconds,
+            7_000_000_000
+        );
+    }
+}
