@@ -1,7 +1,7 @@
 //! `agora dev`: a whole cluster in one process on this machine: a master and
 //! `--agents` local agents (each with its own work dir, port range, hostname
-//! `agent-N` and attribute `rack:rN`). Ctrl-C stops everything and kills its
-//! tasks.
+//! `agent-N` and attribute `rack:rN`), and marathon-rs on port 8080 with its
+//! state under the work dir. Ctrl-C stops everything and kills its tasks.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -33,6 +33,9 @@ pub struct DevArgs {
     /// The agora binary whose `executor` subcommand runs command tasks.
     #[arg(long)]
     pub executor_path: Option<PathBuf>,
+    /// Port of marathon-rs (0: do not run it).
+    #[arg(long, default_value_t = 8080)]
+    pub marathon_port: u16,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -76,6 +79,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     for a in &agents {
         let _ = a.registered(std::time::Duration::from_secs(10)).await;
     }
+    let marathon = if args.marathon_port == 0 {
+        None
+    } else {
+        let addr = SocketAddr::new(ip, args.marathon_port);
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} for marathon-rs (--marathon-port, 0 to skip)")
+        })?;
+        let options =
+            agora_marathon::MarathonOptions::new(&master.address(), args.work_dir.join("marathon"));
+        Some(agora_marathon::start(options, listener).await?)
+    };
     println!("Agora dev cluster is up:");
     println!(
         "  master    http://{}          (UI, Mesos v1 scheduler and operator APIs)",
@@ -90,10 +104,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             a.settings.resources
         );
     }
+    if let Some(m) = &marathon {
+        println!(
+            "  marathon  http://{}          (UI, Marathon v2 REST API, /v2/events)",
+            m.addr
+        );
+    }
     println!("  work dir  {}", args.work_dir.display());
     println!("Press Ctrl-C to stop (running tasks are killed).");
     super::shutdown_signal().await;
     eprintln!("stopping: killing tasks and shutting down");
+    if let Some(m) = marathon {
+        m.stop().await;
+    }
     for a in agents {
         a.stop().await;
     }

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod bench;
 mod dev;
+mod marathon;
 mod master;
 
 /// Agora: a cluster manager in the Mesos tradition.
@@ -25,6 +26,8 @@ enum Command {
     Master(master::MasterArgs),
     /// Run an agent that offers this machine's resources to a master.
     Agent(agent::AgentArgs),
+    /// Run marathon-rs: long-running apps behind a Marathon-compatible REST API.
+    Marathon(marathon::MarathonArgs),
     /// Measure allocation and launch latency (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
     /// The command executor (started by agents, not by hand).
@@ -59,6 +62,7 @@ pub fn main() -> ExitCode {
             Command::Dev(args) => dev::run(args).await,
             Command::Master(args) => master::run(args).await,
             Command::Agent(args) => agent::run(args).await,
+            Command::Marathon(args) => marathon::run(args).await,
             Command::Executor => agent::executor().await,
             Command::Bench(args) => bench::run(args).await,
         }

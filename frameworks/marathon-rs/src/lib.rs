@@ -1,1 +1,166 @@
-//! marathon-rs shell (in progress).
+//! marathon-rs: long-running apps behind a Marathon-compatible REST API.
+//!
+//! The decisions live in `agora-marathon-core`; this crate is the shell
+//! around it: the REST v2 API and status page on warp ([`http`], [`ui`]),
+//! server-sent events ([`events`]), the scheduler subscription and calls
+//! through `agora-sdk` ([`scheduler`]), and the embedded store ([`store`]).
+//! [`start`] runs it all on a listener.
+
+pub mod events;
+pub mod http;
+pub mod scheduler;
+pub mod shared;
+pub mod store;
+pub mod ui;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agora_marathon_core::marathon::{Config, Marathon};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+pub use store::{Store, StoreError};
+
+/// How to run marathon-rs.
+#[derive(Clone, Debug)]
+pub struct MarathonOptions {
+    /// Planning settings (framework name, master, port range…).
+    pub config: Config,
+    /// Where the state file lives.
+    pub work_dir: PathBuf,
+    /// The hostname advertised to the master (FrameworkInfo.hostname).
+    pub hostname: String,
+    /// FrameworkInfo.failover_timeout, seconds (Marathon: one week).
+    pub failover_timeout: f64,
+    /// The role to register with.
+    pub role: String,
+    /// Heartbeats on `/v2/events`.
+    pub event_heartbeat: Duration,
+    /// How often backoffs are re-checked and unsaved changes flushed.
+    pub tick: Duration,
+}
+
+impl MarathonOptions {
+    /// Defaults for a master at `master`, state in `work_dir`.
+    pub fn new(master: &str, work_dir: PathBuf) -> Self {
+        MarathonOptions {
+            config: Config {
+                master: master.to_string(),
+                ..Config::default()
+            },
+            work_dir,
+            hostname: "localhost".into(),
+            failover_timeout: 7.0 * 24.0 * 3600.0,
+            role: "*".into(),
+            event_heartbeat: Duration::from_secs(10),
+            tick: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A running marathon-rs.
+pub struct RunningMarathon {
+    /// The address it serves on.
+    pub addr: SocketAddr,
+    /// The state machine (for embedding and tests).
+    pub shared: Arc<shared::Shared>,
+    slot: scheduler::Slot,
+    stop: Option<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningMarathon {
+    /// Stops serving and unsubscribes without tearing the framework down:
+    /// its tasks keep running, and a marathon-rs started on the same work
+    /// dir takes them over (as Marathon does on failover).
+    pub async fn stop(mut self) {
+        if let Some(s) = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            s.stop();
+        }
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        self.shared.flush();
+    }
+}
+
+/// Loads the state from the work dir and starts serving on `listener`,
+/// subscribing to the master in the background (the API answers at once).
+pub async fn start(
+    mut options: MarathonOptions,
+    listener: tokio::net::TcpListener,
+) -> Result<RunningMarathon, StoreError> {
+    let addr = listener.local_addr().map_err(|source| StoreError::Io {
+        path: options.work_dir.clone(),
+        source,
+    })?;
+    if options.config.leader.is_empty() || options.config.leader == Config::default().leader {
+        options.config.leader = format!("{}:{}", options.hostname, addr.port());
+    }
+    let store = Store::open(&options.work_dir)?;
+    let state = store.load()?;
+    let apps = state.apps.len();
+    let instances = state.instances.len();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    let marathon = Marathon::new(options.config.clone(), state, seed);
+    let (calls_tx, calls_rx) = tokio::sync::mpsc::unbounded_channel();
+    let shared = shared::Shared::new(marathon, store, calls_tx);
+    let slot: scheduler::Slot = Arc::new(Mutex::new(None));
+    let sub = scheduler::Subscription {
+        master: options.config.master.clone(),
+        name: options.config.framework_name.clone(),
+        hostname: options.hostname.clone(),
+        webui_url: format!("http://{}", options.config.leader),
+        failover_timeout: options.failover_timeout,
+        role: options.role.clone(),
+    };
+    let ctx = Arc::new(http::Context {
+        shared: shared.clone(),
+        started: Instant::now(),
+        event_heartbeat: options.event_heartbeat,
+    });
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(agora_rpc::http::serve(
+        listener,
+        http::routes(ctx),
+        async {
+            let _ = stop_rx.await;
+        },
+    )));
+    tasks.push(tokio::spawn(scheduler::caller(calls_rx, slot.clone())));
+    tasks.push(tokio::spawn(scheduler::run(
+        shared.clone(),
+        sub,
+        slot.clone(),
+    )));
+    let ticker = shared.clone();
+    let every = options.tick;
+    tasks.push(tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        loop {
+            interval.tick().await;
+            ticker.input(|m, now| m.tick(now));
+            ticker.flush();
+        }
+    }));
+    info!(%addr, apps, instances, master = %options.config.master, "marathon-rs started");
+    Ok(RunningMarathon {
+        addr,
+        shared,
+        slot,
+        stop: Some(stop_tx),
+        tasks,
+    })
+}

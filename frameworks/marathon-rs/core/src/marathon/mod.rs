@@ -169,6 +169,9 @@ pub struct Marathon {
     pub(crate) subscribed: bool,
     /// State changed since the last `take_dirty`.
     pub(crate) dirty: bool,
+    /// Whether events are produced (off while nobody listens: deployment
+    /// events carry whole plans).
+    pub(crate) events_on: bool,
 }
 
 impl Marathon {
@@ -184,7 +187,13 @@ impl Marathon {
             suppressed: false,
             subscribed: false,
             dirty: false,
+            events_on: true,
         }
+    }
+
+    /// Turns event outputs on or off.
+    pub fn set_events(&mut self, on: bool) {
+        self.events_on = on;
     }
 
     /// The persistent state.
@@ -221,6 +230,9 @@ impl Marathon {
     }
 
     pub(crate) fn event(&mut self, now: Millis, event_type: &str, mut payload: Value) {
+        if !self.events_on {
+            return;
+        }
         payload["eventType"] = json!(event_type);
         payload["timestamp"] = json!(now.iso());
         self.out.push(Output::Event {
@@ -259,6 +271,22 @@ impl Marathon {
         }
         // Implicit reconciliation finds tasks this marathon does not know.
         self.out.push(Output::Call(Call::Reconcile(Vec::new())));
+        // Kills sent while disconnected may have been lost: send them again.
+        let killing: Vec<Call> = self
+            .state
+            .instances
+            .values()
+            .filter(|i| i.killing)
+            .map(|i| Call::Kill {
+                task: v1::TaskId {
+                    value: i.task_id.clone(),
+                },
+                agent: Some(v1::AgentId {
+                    value: i.agent_id.clone(),
+                }),
+            })
+            .collect();
+        self.out.extend(killing.into_iter().map(Output::Call));
         self.out.push(Output::Call(Call::Revive));
         self.reconcile(now);
     }

@@ -183,6 +183,9 @@ impl Marathon {
     /// A deployment plan as events carry it: with `original` and `target`
     /// root groups (Marathon ≤1.6; marathon-python needs them).
     pub(crate) fn plan_with_groups(&self, d: &Deployment) -> Value {
+        if !self.events_on {
+            return Value::Null;
+        }
         let mut plan = d.plan_json();
         let mut original = self.state.apps.clone();
         let mut target = self.state.apps.clone();

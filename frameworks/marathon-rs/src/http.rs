@@ -1,0 +1,369 @@
+//! The REST v2 surface on warp: routing (with Marathon's tolerance for `//`
+//! and `{id:.+}` suffix routes), query flags, headers, and the translation
+//! of the core's [`Reply`]s into responses.
+
+use std::sync::Arc;
+
+use agora_marathon_core::marathon::{Reply, TaskKill};
+use agora_rpc::http as h;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde_json::{Value, json};
+use warp::Filter;
+
+use crate::events;
+use crate::shared::Shared;
+use crate::ui;
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// What the handlers need.
+pub struct Context {
+    /// The state machine.
+    pub shared: Arc<Shared>,
+    /// When this marathon-rs started (for `/metrics`).
+    pub started: std::time::Instant,
+    /// Heartbeat interval of `/v2/events`.
+    pub event_heartbeat: std::time::Duration,
+}
+
+/// The warp filter for every route.
+pub fn routes(
+    ctx: Arc<Context>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  query: String,
+                  headers: HeaderMap,
+                  body| {
+                let ctx = ctx.clone();
+                async move {
+                    let body = match h::read_body(body, MAX_BODY).await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            return json_response(&Reply::error(e.status.as_u16(), e.message));
+                        }
+                    };
+                    let query = Query::parse(&query);
+                    dispatch(&ctx, &method, path.as_str(), &query, &headers, body)
+                }
+            },
+        )
+}
+
+/// Query parameters (repeatable).
+#[derive(Debug, Default)]
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    /// Parses `a=1&b=2&a=3`.
+    pub fn parse(raw: &str) -> Query {
+        Query(
+            form_urlencoded::parse(raw.as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `name` (and `name[]`), commas split.
+    pub fn all(&self, name: &str) -> Vec<String> {
+        let bracket = format!("{name}[]");
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name || *k == bracket)
+            .flat_map(|(_, v)| v.split(',').map(|s| s.trim().to_string()))
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// A boolean the way Java reads it: `true` in any case is true, any other
+    /// value false, absent `default`.
+    pub fn flag(&self, name: &str, default: bool) -> bool {
+        self.get(name)
+            .map_or(default, |v| v.trim().eq_ignore_ascii_case("true"))
+    }
+}
+
+/// `//a///b/` → `/a/b`, percent-decoded.
+pub fn normalize(path: &str) -> String {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let parts: Vec<&str> = decoded.split('/').filter(|s| !s.is_empty()).collect();
+    format!("/{}", parts.join("/"))
+}
+
+fn no_cache(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    headers.insert(header::EXPIRES, HeaderValue::from_static("0"));
+}
+
+/// A [`Reply`] as an HTTP response.
+pub fn json_response(reply: &Reply) -> warp::reply::Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = match &reply.body {
+        Some(body) => h::body(status, "application/json", Bytes::from(body.to_string())),
+        None => h::empty(status),
+    };
+    let headers = r.headers_mut();
+    no_cache(headers);
+    if let Some(d) = reply
+        .deployment
+        .as_deref()
+        .and_then(|d| HeaderValue::from_str(d).ok())
+    {
+        headers.insert("Marathon-Deployment-Id", d);
+    }
+    if let Some(l) = reply
+        .location
+        .as_deref()
+        .and_then(|l| HeaderValue::from_str(l).ok())
+    {
+        headers.insert(header::LOCATION, l);
+    }
+    r
+}
+
+fn not_found() -> Reply {
+    Reply::error(404, "URI not found")
+}
+
+fn method_not_allowed(method: &Method) -> Reply {
+    Reply::error(405, format!("Method {method} is not allowed here"))
+}
+
+fn kill_flags(q: &Query) -> TaskKill {
+    TaskKill {
+        scale: q.flag("scale", false),
+        wipe: q.flag("wipe", false),
+        force: q.flag("force", false),
+    }
+}
+
+fn dispatch(
+    ctx: &Context,
+    method: &Method,
+    raw_path: &str,
+    q: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> warp::reply::Response {
+    let path = normalize(raw_path);
+    let s = &ctx.shared;
+    match path.as_str() {
+        "/" | "/ui" => return ui::page(s),
+        "/ping" => return ping(headers),
+        "/v2/events" if *method == Method::GET => return events::stream(ctx, q, headers),
+        _ => {}
+    }
+    let reply = match path.as_str() {
+        "/metrics" => s.read(|m, _| Reply::ok(metrics(m, ctx.started))),
+        "/v2/info" => s.read(|m, _| m.info()),
+        "/v2/leader" => match *method {
+            Method::GET => s.read(|m, _| Reply::ok(json!({"leader": m.config().leader}))),
+            _ => Reply::error(
+                400,
+                "This marathon-rs is not part of a leader election (run it with ZooKeeper for HA)",
+            ),
+        },
+        "/v2/apps" => apps(s, method, q, &body),
+        "/v2/tasks" if *method == Method::GET => {
+            let statuses = q.all("status");
+            s.read(|m, _| m.list_tasks(&statuses))
+        }
+        "/v2/tasks/delete" if *method == Method::POST => {
+            s.write(|m, now| m.delete_tasks(now, &body, kill_flags(q)))
+        }
+        "/v2/deployments" if *method == Method::GET => s.read(|m, _| m.list_deployments()),
+        "/v2/queue" if *method == Method::GET => {
+            let embed = q.all("embed");
+            s.read(|m, now| m.queue(now, &embed))
+        }
+        "/v2/groups" => groups(s, method, "/", q, &body),
+        p => {
+            if let Some(id) = p.strip_prefix("/v2/apps/") {
+                app(s, method, id, q, &body)
+            } else if let Some(id) = p.strip_prefix("/v2/groups/") {
+                groups(s, method, id, q, &body)
+            } else if let Some(id) = p.strip_prefix("/v2/deployments/") {
+                match *method {
+                    Method::DELETE => {
+                        s.write(|m, now| m.delete_deployment(now, id, q.flag("force", false)))
+                    }
+                    _ => method_not_allowed(method),
+                }
+            } else if let Some(id) = p
+                .strip_prefix("/v2/queue/")
+                .and_then(|r| r.strip_suffix("/delay"))
+            {
+                match *method {
+                    Method::DELETE => s.write(|m, now| m.reset_delay(now, id)),
+                    _ => method_not_allowed(method),
+                }
+            } else {
+                not_found()
+            }
+        }
+    };
+    json_response(&reply)
+}
+
+fn apps(s: &Shared, method: &Method, q: &Query, body: &[u8]) -> Reply {
+    let force = q.flag("force", false);
+    match *method {
+        Method::GET => {
+            let embed = q.all("embed");
+            s.read(|m, _| m.list_apps(q.get("cmd"), q.get("id"), q.get("label"), &embed))
+        }
+        Method::POST => s.write(|m, now| m.create_app(now, body, force)),
+        Method::PUT => {
+            s.write(|m, now| m.put_apps(now, body, force, q.flag("partialUpdate", true)))
+        }
+        Method::PATCH => s.write(|m, now| m.put_apps(now, body, force, true)),
+        _ => method_not_allowed(method),
+    }
+}
+
+fn app(s: &Shared, method: &Method, rest: &str, q: &Query, body: &[u8]) -> Reply {
+    let force = q.flag("force", false);
+    if let Some(id) = rest.strip_suffix("/restart")
+        && *method == Method::POST
+    {
+        return s.write(|m, now| m.restart_app(now, id, force));
+    }
+    if let Some((id, task)) = rest.rsplit_once("/tasks/") {
+        return match *method {
+            Method::DELETE => s.write(|m, now| m.delete_app_task(now, id, task, kill_flags(q))),
+            _ => method_not_allowed(method),
+        };
+    }
+    if let Some(id) = rest.strip_suffix("/tasks") {
+        return match *method {
+            Method::GET => s.read(|m, _| m.app_tasks(id)),
+            Method::DELETE => {
+                s.write(|m, now| m.delete_app_tasks(now, id, q.get("host"), kill_flags(q)))
+            }
+            _ => method_not_allowed(method),
+        };
+    }
+    if let Some((id, version)) = rest.rsplit_once("/versions/") {
+        return match *method {
+            Method::GET => s.read(|m, _| m.app_version(id, version)),
+            _ => method_not_allowed(method),
+        };
+    }
+    if let Some(id) = rest.strip_suffix("/versions") {
+        return match *method {
+            Method::GET => s.read(|m, _| m.app_versions(id)),
+            _ => method_not_allowed(method),
+        };
+    }
+    match *method {
+        Method::GET => {
+            let embed = q.all("embed");
+            s.read(|m, _| m.get_app(rest, &embed))
+        }
+        Method::PUT => {
+            s.write(|m, now| m.put_app(now, rest, body, force, q.flag("partialUpdate", true), true))
+        }
+        Method::PATCH => s.write(|m, now| m.put_app(now, rest, body, force, true, false)),
+        // DELETE defaults to force since Marathon 1.6.
+        Method::DELETE => s.write(|m, now| m.delete_app(now, rest, q.flag("force", true))),
+        _ => method_not_allowed(method),
+    }
+}
+
+fn groups(s: &Shared, method: &Method, id: &str, q: &Query, body: &[u8]) -> Reply {
+    let force = q.flag("force", false);
+    match *method {
+        Method::GET => {
+            let embed = q.all("embed");
+            s.read(|m, _| m.get_group(id, &embed))
+        }
+        Method::POST => {
+            let id = (id != "/").then_some(id);
+            s.write(|m, now| m.create_group(now, id, body, force))
+        }
+        Method::PUT => s.write(|m, now| m.update_group(now, id, body, force)),
+        Method::DELETE => s.write(|m, now| m.delete_group(now, id, force)),
+        _ => method_not_allowed(method),
+    }
+}
+
+fn ping(headers: &HeaderMap) -> warp::reply::Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
+    let json_only = accept.contains("application/json")
+        && !accept.contains("text/plain")
+        && !accept.contains("*/*");
+    let mut r = if json_only {
+        h::body(StatusCode::OK, "application/json", "\"pong\"")
+    } else {
+        h::body(StatusCode::OK, "text/plain; charset=utf-8", "pong")
+    };
+    no_cache(r.headers_mut());
+    r
+}
+
+/// A Dropwizard-style snapshot (Marathon ≤ 1.6).
+fn metrics(m: &agora_marathon_core::marathon::Marathon, started: std::time::Instant) -> Value {
+    let st = m.state();
+    let running = st.instances.values().filter(|i| i.is_running()).count();
+    let staged = st.instances.len() - running;
+    let gauge = |v: f64| json!({"value": v});
+    json!({
+        "version": "4.0.0",
+        "gauges": {
+            "service.mesosphere.marathon.app.count": gauge(st.apps.len() as f64),
+            "service.mesosphere.marathon.group.count": gauge(st.groups.len() as f64),
+            "service.mesosphere.marathon.task.running.count": gauge(running as f64),
+            "service.mesosphere.marathon.task.staged.count": gauge(staged as f64),
+            "service.mesosphere.marathon.deployments.active": gauge(st.deployments.len() as f64),
+            "service.mesosphere.marathon.uptime": gauge(started.elapsed().as_millis() as f64),
+        },
+        "counters": {},
+        "histograms": {},
+        "meters": {},
+        "timers": {},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_flags_are_read_the_way_marathon_reads_them() {
+        assert_eq!(normalize("/v2/apps//test-app"), "/v2/apps/test-app");
+        assert_eq!(normalize("/v2/apps//g/a/tasks/"), "/v2/apps/g/a/tasks");
+        assert_eq!(normalize("/v2/apps/%2Fa"), "/v2/apps/a");
+        let q = Query::parse(
+            "force=True&scale=false&wipe=yes&embed=app.tasks&embed=app.counts&status[]=running",
+        );
+        assert!(q.flag("force", false));
+        assert!(!q.flag("scale", true));
+        assert!(!q.flag("wipe", true), "only 'true' is true");
+        assert!(q.flag("missing", true));
+        assert_eq!(q.all("embed"), ["app.tasks", "app.counts"]);
+        assert_eq!(q.all("status"), ["running"]);
+    }
+}

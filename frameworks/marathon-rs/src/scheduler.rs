@@ -1,0 +1,144 @@
+//! marathon-rs as a framework: the subscription loop feeds scheduler events
+//! to the state machine; the caller task carries out its calls, in order.
+//!
+//! The REST API works before and between subscriptions; decisions that need
+//! the master wait in the state machine (launches happen on offers, kills are
+//! sent again on resubscription).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agora_marathon_core::marathon::Call;
+use agora_proto::v1;
+use agora_sdk::{Event, Scheduler, SchedulerConfig};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::shared::Shared;
+
+/// The scheduler handle of the current subscription.
+pub type Slot = Arc<Mutex<Option<Scheduler>>>;
+
+/// How to subscribe.
+#[derive(Clone, Debug)]
+pub struct Subscription {
+    /// The master's `host:port`.
+    pub master: String,
+    /// `--framework_name`.
+    pub name: String,
+    /// FrameworkInfo.hostname.
+    pub hostname: String,
+    /// FrameworkInfo.webui_url.
+    pub webui_url: String,
+    /// FrameworkInfo.failover_timeout (seconds).
+    pub failover_timeout: f64,
+    /// Role.
+    pub role: String,
+}
+
+fn current(slot: &Slot) -> Option<Scheduler> {
+    slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn set(slot: &Slot, s: Option<Scheduler>) {
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = s;
+}
+
+/// Subscribes (again and again), feeding events to the state machine, until
+/// the task is aborted.
+pub async fn run(shared: Arc<Shared>, sub: Subscription, slot: Slot) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let framework_id = shared.read(|m, _| m.state().framework_id.clone());
+        let mut config = SchedulerConfig::new(&sub.master, &sub.name);
+        let fi = &mut config.framework_info;
+        fi.id = framework_id.map(|value| v1::FrameworkId { value });
+        fi.failover_timeout = Some(sub.failover_timeout);
+        fi.checkpoint = Some(true);
+        fi.hostname = Some(sub.hostname.clone());
+        fi.webui_url = Some(sub.webui_url.clone());
+        fi.roles = vec![sub.role.clone()];
+        fi.capabilities = vec![v1::framework_info::Capability {
+            r#type: Some(v1::framework_info::capability::Type::MultiRole as i32),
+        }];
+        match agora_sdk::subscribe(config).await {
+            Ok((scheduler, mut events)) => {
+                backoff = Duration::from_millis(200);
+                set(&slot, Some(scheduler));
+                while let Some(event) = events.recv().await {
+                    handle(&shared, event);
+                }
+                set(&slot, None);
+                shared.input(|m, _| m.disconnected());
+                warn!("the subscription ended; subscribing again");
+            }
+            Err(e) => {
+                warn!(error = %e, master = %sub.master, retry_in = ?backoff, "cannot subscribe");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn handle(shared: &Shared, event: Event) {
+    match event {
+        Event::Subscribed {
+            framework_id,
+            resubscribed,
+            ..
+        } => {
+            info!(framework.id = %framework_id.value, resubscribed, "subscribed");
+            shared.input(|m, now| m.subscribed(now, &framework_id.value));
+        }
+        Event::Offers(offers) => {
+            debug!(offers = offers.len(), "offers");
+            shared.input(|m, now| m.offers(now, offers));
+        }
+        Event::Rescind(offer) => shared.input(|m, _| m.rescinded(&offer)),
+        Event::Update(status) => shared.input(|m, now| m.status(now, &status)),
+        Event::Disconnected(reason) => {
+            warn!(%reason, "disconnected from the master");
+            shared.input(|m, _| m.disconnected());
+        }
+        Event::Error(message) => warn!(%message, "the master sent an error"),
+        Event::Message { .. } | Event::Failure { .. } => {}
+    }
+}
+
+/// Carries out the state machine's calls in order. Calls made while
+/// unsubscribed are dropped: on resubscription the state machine reconciles,
+/// kills again and revives.
+pub async fn caller(mut calls: mpsc::UnboundedReceiver<Call>, slot: Slot) {
+    while let Some(call) = calls.recv().await {
+        let Some(s) = current(&slot) else {
+            debug!(?call, "not subscribed; dropping the call");
+            continue;
+        };
+        let result = match call {
+            Call::Launch {
+                offer,
+                tasks,
+                refuse_seconds,
+            } => {
+                let op = v1::offer::Operation {
+                    r#type: Some(v1::offer::operation::Type::Launch as i32),
+                    launch: Some(v1::offer::operation::Launch { task_infos: tasks }),
+                    ..Default::default()
+                };
+                s.accept(vec![offer], vec![op], refuse_seconds).await
+            }
+            Call::Decline {
+                offers,
+                refuse_seconds,
+            } => s.decline(offers, refuse_seconds).await,
+            Call::Kill { task, agent } => s.kill(&task, agent.as_ref()).await,
+            Call::Reconcile(tasks) => s.reconcile(tasks).await,
+            Call::Revive => s.revive(Vec::new()).await,
+            Call::Suppress => s.suppress(Vec::new()).await,
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "scheduler call failed");
+        }
+    }
+}

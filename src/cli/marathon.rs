@@ -1,0 +1,92 @@
+//! `agora marathon`: marathon-rs, the bundled framework for long-running
+//! apps, with Marathon's flag names.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use agora_marathon::MarathonOptions;
+use anyhow::Context as _;
+use clap::Args;
+
+/// Flags of `agora marathon`.
+#[derive(Args, Debug, Clone)]
+pub struct MarathonArgs {
+    /// The master, `host:port`.
+    #[arg(long, env = "AGORA_MASTER", default_value = "localhost:5050")]
+    pub master: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub http_address: std::net::IpAddr,
+    /// Port of the REST API and UI.
+    #[arg(long, env = "AGORA_MARATHON_PORT", default_value_t = 8080)]
+    pub http_port: u16,
+    /// Hostname advertised to the master and in `/v2/leader`.
+    #[arg(long, default_value = "localhost")]
+    pub hostname: String,
+    /// Where the state (apps, versions, deployments, tasks, framework id) is kept.
+    #[arg(
+        long,
+        env = "AGORA_MARATHON_WORK_DIR",
+        default_value = "/tmp/agora-marathon"
+    )]
+    pub work_dir: PathBuf,
+    /// The framework name registered with the master.
+    #[arg(long, default_value = "marathon")]
+    pub framework_name: String,
+    /// The role to register with.
+    #[arg(long, default_value = "*")]
+    pub mesos_role: String,
+    /// Lowest service port assigned to apps.
+    #[arg(long, default_value_t = 10000)]
+    pub local_port_min: u32,
+    /// Highest service port assigned to apps.
+    #[arg(long, default_value_t = 20000)]
+    pub local_port_max: u32,
+    /// At most this many deployments at once.
+    #[arg(long, default_value_t = 100)]
+    pub max_running_deployments: usize,
+    /// How long offers that are not needed are declined, seconds.
+    #[arg(long, default_value_t = 120.0)]
+    pub decline_offer_duration: f64,
+}
+
+impl MarathonArgs {
+    /// The options these flags describe.
+    pub fn options(&self) -> anyhow::Result<MarathonOptions> {
+        if self.local_port_min > self.local_port_max || self.local_port_max > 65535 {
+            anyhow::bail!(
+                "--local-port-min {} / --local-port-max {} must be an ascending range within 0-65535",
+                self.local_port_min,
+                self.local_port_max
+            );
+        }
+        if !(self.decline_offer_duration >= 0.0 && self.decline_offer_duration.is_finite()) {
+            anyhow::bail!("--decline-offer-duration must be a non-negative number of seconds");
+        }
+        let mut o = MarathonOptions::new(&self.master, self.work_dir.clone());
+        o.hostname = self.hostname.clone();
+        o.role = self.mesos_role.clone();
+        o.config.framework_name = self.framework_name.clone();
+        o.config.local_port_min = self.local_port_min;
+        o.config.local_port_max = self.local_port_max;
+        o.config.max_running_deployments = self.max_running_deployments;
+        o.config.decline_offer_seconds = self.decline_offer_duration;
+        Ok(o)
+    }
+}
+
+pub async fn run(args: MarathonArgs) -> anyhow::Result<()> {
+    let options = args.options()?;
+    let addr = SocketAddr::new(args.http_address, args.http_port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (--http-address/--http-port)"))?;
+    let marathon = agora_marathon::start(options, listener).await?;
+    println!(
+        "marathon-rs is up at http://{} (master {})",
+        marathon.addr, args.master
+    );
+    super::shutdown_signal().await;
+    marathon.stop().await;
+    Ok(())
+}
