@@ -6,7 +6,11 @@
 //! it is given as a process in its own process group, reports
 //! TASK_STARTING, TASK_RUNNING and the terminal state (FINISHED, FAILED with
 //! the exit status, KILLED), and kills with SIGTERM, then SIGKILL after the
-//! grace period. It exits once every terminal update has been acknowledged.
+//! grace period. Before a command starts its `uris` are fetched into the
+//! sandbox ([`crate::fetch`]); while it runs, its health check
+//! ([`crate::health`]) is run and reported as TASK_RUNNING updates with
+//! `healthy`, killing it after too many failures. It exits once every
+//! terminal update has been acknowledged.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,7 +25,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::sandbox;
+use crate::{fetch, health, sandbox};
 
 /// Why the executor could not run.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +53,12 @@ struct Task {
     killed: bool,
     deadline_reason: Option<Reason>,
     completion_deadline: Option<Instant>,
+    /// The task's health check, once it runs.
+    checker: Option<health::Checker>,
+    /// The environment health check commands get.
+    check_env: Vec<(String, String)>,
+    /// Why health checks killed it.
+    health_kill: Option<String>,
 }
 
 struct Executor {
@@ -65,6 +75,7 @@ struct Executor {
     group: bool,
     shutting_down: Option<Instant>,
     exits: mpsc::UnboundedSender<(String, std::process::ExitStatus)>,
+    checks: mpsc::UnboundedSender<(String, Result<(), String>)>,
 }
 
 fn env(name: &'static str) -> Result<String, ExecutorError> {
@@ -102,6 +113,7 @@ pub async fn run() -> Result<(), ExecutorError> {
         Encoding::Protobuf,
     );
     let (exits_tx, mut exits) = mpsc::unbounded_channel();
+    let (checks_tx, mut checks) = mpsc::unbounded_channel();
     let mut ex = Executor {
         client,
         framework_id,
@@ -115,6 +127,7 @@ pub async fn run() -> Result<(), ExecutorError> {
         group: false,
         shutting_down: None,
         exits: exits_tx,
+        checks: checks_tx,
     };
     let mut lost_since: Option<Instant> = None;
     loop {
@@ -147,6 +160,7 @@ pub async fn run() -> Result<(), ExecutorError> {
                     None => { warn!("the agent closed the executor stream"); break; }
                 },
                 Some((task, status)) = exits.recv() => ex.exited(&task, status).await,
+                Some((task, result)) = checks.recv() => ex.health(&task, result).await,
                 _ = tick.tick() => ex.timers().await,
             }
             if ex.done() {
@@ -292,6 +306,9 @@ impl Executor {
                     .max_completion_time
                     .as_ref()
                     .map(|d| Instant::now() + nanos(d)),
+                checker: None,
+                check_env: Vec::new(),
+                health_kill: None,
             },
         );
         let Some(command) = task.command.clone() else {
@@ -334,6 +351,20 @@ impl Executor {
                     .join(","),
             ));
         }
+        if !command.uris.is_empty()
+            && let Err(message) = fetch::fetch_all(&command.uris, &self.directory).await
+        {
+            warn!(task = %id, %message, "fetching failed");
+            self.update(&id, TaskState::TaskStarting, None, None).await;
+            self.update(
+                &id,
+                TaskState::TaskFailed,
+                Some(message),
+                Some(Reason::ContainerLaunchFailed),
+            )
+            .await;
+            return;
+        }
         let spawned = sandbox::command(&sandbox::Spec {
             command: &command,
             env: &env,
@@ -362,6 +393,18 @@ impl Executor {
         info!(task = %id, pid, "forked command");
         if let Some(t) = self.tasks.get_mut(&id) {
             t.pgid = Some(pid as i32);
+            if let Some(hc) = task.health_check.clone() {
+                let mut check_env = env.clone();
+                if let Some(e) = &command.environment {
+                    check_env.extend(
+                        e.variables
+                            .iter()
+                            .filter_map(|v| Some((v.name.clone(), v.value.clone()?))),
+                    );
+                }
+                t.check_env = check_env;
+                t.checker = Some(health::Checker::new(hc, Instant::now()));
+            }
         }
         let exits = self.exits.clone();
         let task_id = id.clone();
@@ -441,6 +484,25 @@ impl Executor {
             }
             self.kill(&id, Some(Duration::ZERO)).await;
         }
+        for (id, t) in &mut self.tasks {
+            let Some(checker) = t.checker.as_mut() else {
+                continue;
+            };
+            if t.killed || t.state != TaskState::TaskRunning || !checker.due(now) {
+                continue;
+            }
+            let (spec, env, dir, timeout) = (
+                checker.spec.clone(),
+                t.check_env.clone(),
+                self.directory.clone(),
+                checker.timeout(),
+            );
+            let (id, results) = (id.clone(), self.checks.clone());
+            tokio::spawn(async move {
+                let r = health::probe(&spec, &env, &dir, timeout).await;
+                let _ = results.send((id, r));
+            });
+        }
         if self
             .shutting_down
             .is_some_and(|d| now >= d + Duration::from_secs(2))
@@ -449,6 +511,42 @@ impl Executor {
             self.kill_all(Duration::ZERO);
         }
         // Re-send updates the agent has not acknowledged for a while.
+    }
+
+    /// A health check result: report it, and kill after too many failures.
+    async fn health(&mut self, id: &str, result: Result<(), String>) {
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        if t.killed || t.state != TaskState::TaskRunning {
+            return;
+        }
+        let Some(checker) = t.checker.as_mut() else {
+            return;
+        };
+        match checker.result(Instant::now(), result) {
+            health::Verdict::Quiet => {}
+            health::Verdict::Report { healthy, cause } => {
+                self.update_health(id, healthy, cause).await;
+            }
+            health::Verdict::Kill { cause } => {
+                warn!(task = %id, %cause, "killing the task: it failed its health checks");
+                t.health_kill = Some(cause.clone());
+                self.update_health(id, false, Some(cause)).await;
+                self.kill(id, None).await;
+            }
+        }
+    }
+
+    async fn update_health(&mut self, id: &str, healthy: bool, cause: Option<String>) {
+        self.send_status(
+            id,
+            TaskState::TaskRunning,
+            cause,
+            Some(Reason::TaskHealthCheckStatusUpdated),
+            Some(healthy),
+        )
+        .await;
     }
 
     fn kill_all(&mut self, _grace: Duration) {
@@ -474,6 +572,10 @@ impl Executor {
             _ => "Command exited".to_string(),
         };
         info!(task = %id, %description);
+        let description = match &t.health_kill {
+            Some(cause) => format!("Task killed after failing its health checks: {cause}"),
+            None => description,
+        };
         let (state, reason) = if let Some(r) = t.deadline_reason {
             (TaskState::TaskFailed, Some(r))
         } else if t.killed {
@@ -499,6 +601,17 @@ impl Executor {
         state: TaskState,
         message: Option<String>,
         reason: Option<Reason>,
+    ) {
+        self.send_status(id, state, message, reason, None).await;
+    }
+
+    async fn send_status(
+        &mut self,
+        id: &str,
+        state: TaskState,
+        message: Option<String>,
+        reason: Option<Reason>,
+        healthy: Option<bool>,
     ) {
         let Some(t) = self.tasks.get_mut(id) else {
             return;
@@ -548,6 +661,7 @@ impl Executor {
             ),
             uuid: Some(uuid::Uuid::new_v4().as_bytes().to_vec()),
             container_status,
+            healthy,
             ..Default::default()
         };
         self.unacked

@@ -18,6 +18,8 @@
 mod actor;
 pub mod command_executor;
 pub mod detect;
+pub mod fetch;
+pub mod health;
 mod http;
 mod link;
 pub mod sandbox;
