@@ -6,4 +6,5 @@
 mod api;
 mod cluster;
 mod e2e;
+mod marathon;
 mod pymesos;
