@@ -125,3 +125,22 @@ pub fn missing(component: &str) {
     }
     eprintln!("SKIPPED: {component} is not available");
 }
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv's python (or `AGORA_PYTHON`), if it can import `module`.
+pub fn venv_python(module: &str) -> Option<PathBuf> {
+    let p = std::env::var_os("AGORA_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"));
+    let ok = std::process::Command::new(&p)
+        .args(["-c", &format!("import {module}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(p)
+}

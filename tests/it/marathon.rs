@@ -623,3 +623,64 @@ async fn the_event_stream_tells_a_deployment_as_it_happens() {
     m.stop().await;
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_marathon_client_from_pypi_drives_marathon_rs() {
+    let Some(python) = crate::cluster::venv_python("marathon") else {
+        return crate::cluster::missing(
+            "the marathon client in .venv (run tests/python/setup-venv.sh)",
+        );
+    };
+    let cluster = Cluster::start(3, "cpus:4;mem:4096;disk:1000").await;
+    let m = Marathon::start(&cluster).await;
+    let script = crate::cluster::repo().join("tests/python/marathon_client.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(240),
+        tokio::process::Command::new(&python)
+            .arg(&script)
+            .arg(m.url(""))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the client script finishes")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "marathon client failed\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
+    let steps: Vec<&str> = summary["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(steps.last(), Some(&"delete"), "{summary}");
+    assert_eq!(
+        summary["framework_id"],
+        m.get("/v2/info").await["frameworkId"]
+    );
+    assert_eq!(summary["queue_count"], 1);
+    // The typed event stream parsed a whole deployment's events.
+    let events: Vec<&str> = summary["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    for kind in [
+        "api_post_event",
+        "deployment_info",
+        "status_update_event",
+        "health_status_changed_event",
+        "deployment_success",
+        "app_terminated_event",
+    ] {
+        assert!(events.contains(&kind), "{kind} missing from {events:?}");
+    }
+    m.stop().await;
+    cluster.stop().await;
+}

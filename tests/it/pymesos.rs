@@ -2,27 +2,12 @@
 //! tasks, and a pymesos custom executor.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use crate::cluster::{Cluster, missing};
+use crate::cluster::{Cluster, missing, repo, venv_python};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The venv's python with pymesos, if it is there.
 fn python() -> Option<PathBuf> {
-    let p = std::env::var_os("AGORA_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".venv/bin/python"));
-    let ok = std::process::Command::new(&p)
-        .args(["-c", "import pymesos"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    ok.then_some(p)
+    venv_python("pymesos")
 }
 
 async fn run_scheduler(
