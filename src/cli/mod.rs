@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod agent;
+mod app;
 mod bench;
 mod dev;
 mod marathon;
@@ -28,6 +29,8 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Run marathon-rs: long-running apps behind a Marathon-compatible REST API.
     Marathon(marathon::MarathonArgs),
+    /// Manage marathon-rs apps: list, show, deploy, scale, restart, destroy, tasks.
+    App(app::AppArgs),
     /// Measure allocation and launch latency (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
     /// The command executor (started by agents, not by hand).
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
             Command::Master(args) => master::run(args).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Marathon(args) => marathon::run(args).await,
+            Command::App(args) => app::run(args).await,
             Command::Executor => agent::executor().await,
             Command::Bench(args) => bench::run(args).await,
         }

@@ -684,3 +684,66 @@ async fn the_marathon_client_from_pypi_drives_marathon_rs() {
     m.stop().await;
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_cli_deploys_scales_and_destroys_with_tables() {
+    let cluster = Cluster::start(2, "cpus:4;mem:4096").await;
+    let m = Marathon::start(&cluster).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.json");
+    std::fs::write(
+        &file,
+        json!({"id": "/cli/web", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "instances": 2})
+            .to_string(),
+    )
+    .unwrap();
+    let agora = |args: &[&str]| {
+        let out = std::process::Command::new(crate::cluster::agora_bin())
+            .arg("app")
+            .arg("--marathon")
+            .arg(m.url(""))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = tokio::task::block_in_place(|| agora(&["deploy", file.to_str().unwrap()]));
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("deployed /cli/web (2/2 running)"), "{out}");
+    let (ok, out, _) = tokio::task::block_in_place(|| agora(&["list"]));
+    assert!(ok);
+    let row = out
+        .lines()
+        .find(|l| l.contains("/cli/web"))
+        .expect("a row for the app");
+    assert!(row.contains("Running") && row.contains("2/2"), "{out}");
+    let (ok, out, err) = tokio::task::block_in_place(|| agora(&["scale", "cli/web", "3"]));
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("scaled /cli/web (3/3 running)"), "{out}");
+    assert_eq!(m.running_ids("cli/web").await.len(), 3);
+    let (ok, out, _) = tokio::task::block_in_place(|| agora(&["tasks", "/cli/web"]));
+    assert!(ok);
+    assert_eq!(
+        out.lines().filter(|l| l.contains("RUNNING")).count(),
+        3,
+        "{out}"
+    );
+    // Errors name what is wrong.
+    let (ok, _, err) = tokio::task::block_in_place(|| agora(&["show", "/missing"]));
+    assert!(
+        !ok && err.contains("404 App '/missing' does not exist"),
+        "{err}"
+    );
+    let (ok, _, err) = tokio::task::block_in_place(|| agora(&["scale", "Bad_Id", "2"]));
+    assert!(!ok && err.contains("not an app id"), "{err}");
+    let (ok, out, err) = tokio::task::block_in_place(|| agora(&["destroy", "cli/web"]));
+    assert!(ok, "{out}{err}");
+    let (status, _) = m.call("GET", "/v2/apps/cli/web", None).await;
+    assert_eq!(status, 404);
+    m.stop().await;
+    cluster.stop().await;
+}
