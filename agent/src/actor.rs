@@ -619,6 +619,13 @@ impl Actor {
             ),
             ("LIBPROCESS_PORT".into(), "0".into()),
         ];
+        let mut env = env;
+        if !matches!(kind, Kind::Custom) {
+            // Our executor's allocator: no transparent huge pages. Zeroing
+            // them at start was most of the kernel time of a 1,000-task
+            // deployment (BENCHMARKS.md).
+            env.push(("MIMALLOC_ALLOW_THP".into(), "0".into()));
+        }
         let command = match kind {
             Kind::Custom => info.command.clone().unwrap_or_default(),
             Kind::Command | Kind::Default => self.executor_command(),

@@ -79,6 +79,8 @@ pub fn command(spec: &Spec<'_>) -> io::Result<tokio::process::Command> {
         c.args(args);
         c
     };
+    // Set for our executor's allocator by the agent; not for what it runs.
+    c.env_remove("MIMALLOC_ALLOW_THP");
     for (k, v) in spec.env {
         c.env(k, v);
     }

@@ -7,6 +7,10 @@
 //! - `agora bench launch`: a master and one agent in this process; one task
 //!   (`true`) at a time; time from ACCEPT to TASK_RUNNING and TASK_FINISHED,
 //!   against a bare spawn of the same command.
+//! - `agora bench marathon`: a master and local agents in this process,
+//!   marathon-rs as a child process; apps of `sleep` tasks are POSTed and the
+//!   time until every instance runs is measured, with marathon-rs' CPU time
+//!   and peak RSS (see `bench_marathon.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +51,15 @@ enum Bench {
         #[arg(long)]
         executor_path: Option<std::path::PathBuf>,
     },
+    /// marathon-rs deploy time: POST to every instance running, with its CPU and RSS.
+    Marathon {
+        /// Scenarios `APPSxINSTANCES`, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "1x1000,100x10")]
+        scenarios: Vec<String>,
+        /// Local agents.
+        #[arg(long, default_value_t = 3)]
+        agents: usize,
+    },
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -82,6 +95,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             tasks,
             executor_path,
         } => launch_latency(tasks, executor_path).await,
+        Bench::Marathon { scenarios, agents } => {
+            let mut parsed = Vec::new();
+            for sc in &scenarios {
+                let (a, i) = sc
+                    .split_once('x')
+                    .and_then(|(a, i)| {
+                        Some((
+                            a.trim().parse::<usize>().ok()?,
+                            i.trim().parse::<usize>().ok()?,
+                        ))
+                    })
+                    .with_context(|| {
+                        format!("--scenarios: '{sc}' is not APPSxINSTANCES, e.g. 1x1000")
+                    })?;
+                anyhow::ensure!(
+                    a > 0 && i > 0 && a * i <= 20_000,
+                    "--scenarios: '{sc}' must be between 1x1 and 20,000 tasks"
+                );
+                parsed.push((a, i));
+            }
+            anyhow::ensure!(agents > 0, "--agents must be at least 1");
+            super::bench_marathon::run(&parsed, agents).await
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod app;
 mod bench;
+mod bench_marathon;
 mod dev;
 mod marathon;
 mod master;
@@ -50,10 +51,19 @@ fn init_tracing() {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let executor = matches!(cli.command, Command::Executor);
+    if executor {
+        // Executors are many, small and short-lived: zeroing transparent huge
+        // pages for their allocator was 30% of the CPU of a 1,000-task
+        // deployment (see BENCHMARKS.md); one thread is all they need.
+        let _ = nix::sys::prctl::set_thp_disable(true);
+    }
+    let mut builder = if executor {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -1,6 +1,7 @@
 //! Deployments: the steps that take the apps from one root definition to
 //! another (Marathon's DeploymentPlan), and their JSON.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -186,7 +187,7 @@ impl Deployment {
 
     /// The definition `app` should have now, as far as this deployment has
     /// got: the original until its first action, then the latest action's.
-    pub fn effective(&self, app: &PathId) -> Option<Option<App>> {
+    pub fn effective(&self, app: &PathId) -> Option<Option<Cow<'_, App>>> {
         if !self.target.contains_key(app) {
             return None;
         }
@@ -196,18 +197,19 @@ impl Deployment {
             .flatten()
             .rev()
             .find(|a| &a.app == app);
+        let original = self.original.get(app).and_then(Option::as_ref);
+        let target = self.target.get(app).and_then(Option::as_ref);
         Some(match last {
-            None => self.original.get(app).cloned().flatten(),
+            None => original.map(Cow::Borrowed),
             Some(a) => match a.kind {
                 ActionKind::StopApplication => None,
-                ActionKind::StartApplication => {
-                    self.target.get(app).cloned().flatten().map(|mut t| {
-                        t.instances = 0;
-                        t
-                    })
-                }
+                ActionKind::StartApplication => target.map(|t| {
+                    let mut t = t.clone();
+                    t.instances = 0;
+                    Cow::Owned(t)
+                }),
                 ActionKind::ScaleApplication | ActionKind::RestartApplication => {
-                    self.target.get(app).cloned().flatten()
+                    target.map(Cow::Borrowed)
                 }
             },
         })

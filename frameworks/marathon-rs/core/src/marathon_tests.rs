@@ -508,3 +508,19 @@ fn state_round_trips_through_json() {
     assert_eq!(again.state().instances.len(), 2);
     assert_eq!(again.get_app("/p", &[]).body, h.m.get_app("/p", &[]).body);
 }
+
+#[test]
+fn a_batch_of_offers_is_filled_round_robin() {
+    let mut h = Harness::new();
+    h.create(r#"{"id":"/spread","cmd":"x","cpus":0.1,"mem":16,"instances":7}"#);
+    h.offer_agents(&[("a1", ""), ("a2", ""), ("a3", "")]);
+    let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
+    for i in h.m.state().instances.values() {
+        *per_host.entry(i.placement.hostname.clone()).or_default() += 1;
+    }
+    assert_eq!(
+        per_host.values().copied().collect::<Vec<_>>(),
+        [3, 2, 2],
+        "{per_host:?}"
+    );
+}

@@ -12,6 +12,7 @@
 mod api;
 mod views;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use agora_proto::status::is_terminal;
@@ -296,22 +297,25 @@ impl Marathon {
         self.subscribed = false;
     }
 
-    /// New offers: launch what apps need, decline the rest.
+    /// New offers: launch what apps need, decline the rest. Instances are
+    /// spread over the batch one offer at a time (round robin), so a large
+    /// deployment starts on every agent at once instead of filling the
+    /// first offer.
     pub fn offers(&mut self, now: Millis, offers: Vec<v1::Offer>) {
         self.reconcile(now);
         let nothing_needed = self.needs.values().all(|n| *n == 0);
+        let launched = if nothing_needed {
+            vec![Vec::new(); offers.len()]
+        } else {
+            self.place(now, &offers)
+        };
         let mut declined = Vec::new();
-        for offer in offers {
-            if nothing_needed {
-                declined.push(offer.id.clone());
-                continue;
-            }
-            let tasks = self.place(now, &offer);
+        for (offer, tasks) in offers.into_iter().zip(launched) {
             if tasks.is_empty() {
-                declined.push(offer.id.clone());
+                declined.push(offer.id);
             } else {
                 self.out.push(Output::Call(Call::Launch {
-                    offer: offer.id.clone(),
+                    offer: offer.id,
                     tasks,
                     refuse_seconds: 1.0,
                 }));
@@ -334,91 +338,125 @@ impl Marathon {
         }
     }
 
-    /// Places as many needed instances as fit on one offer.
-    fn place(&mut self, now: Millis, offer: &v1::Offer) -> Vec<v1::TaskInfo> {
-        let mut space = OfferSpace::new(offer.clone());
-        let mut tasks = Vec::new();
-        let wanting: Vec<PathId> = self
-            .needs
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for path in wanting {
-            let Some(app) = self.effective(&path) else {
-                continue;
-            };
-            if self
-                .state
-                .backoff
-                .get(&path)
-                .is_some_and(|b| b.waiting(now.0))
+    /// Places needed instances on `offers`, one per offer per round, until
+    /// nothing more fits or is needed. Returns the tasks per offer.
+    fn place(&mut self, now: Millis, offers: &[v1::Offer]) -> Vec<Vec<v1::TaskInfo>> {
+        struct Want {
+            path: PathId,
+            app: App,
+            constraints: Vec<Constraint>,
+            /// Where its active instances are (only kept with constraints).
+            placed: Vec<Placement>,
+        }
+        let mut wants: Vec<Want> = Vec::new();
+        for (path, n) in &self.needs {
+            if *n == 0
+                || self
+                    .state
+                    .backoff
+                    .get(path)
+                    .is_some_and(|b| b.waiting(now.0))
             {
                 continue;
             }
+            let Some(app) = self.effective(path) else {
+                continue;
+            };
             let constraints: Vec<Constraint> = app
                 .constraints
                 .iter()
                 .filter_map(|c| Constraint::parse(c).ok())
                 .collect();
-            let stats = self.queue.entry(path.clone()).or_default();
-            stats.processed += 1;
-            let mut launched_here = 0;
-            loop {
-                if self.needs.get(&path).copied().unwrap_or(0) == 0 {
-                    break;
-                }
-                let placed: Vec<Placement> = self
-                    .state
+            let placed = if constraints.is_empty() {
+                Vec::new()
+            } else {
+                self.state
                     .instances
                     .values()
-                    .filter(|i| i.app_id == path && i.is_active())
+                    .filter(|i| i.app_id == *path && i.is_active())
                     .map(|i| i.placement.clone())
-                    .collect();
-                let placed_refs: Vec<&Placement> = placed.iter().collect();
-                match space.reserve(&app, &constraints, &placed_refs) {
-                    Ok(ports) => {
-                        let task_id = format!("{}.{}", path.safe(), self.uuid());
-                        let task = task_info(&app, &path, &task_id, offer, &ports);
-                        self.state.instances.insert(
-                            task_id.clone(),
-                            Instance {
-                                task_id: task_id.clone(),
-                                app_id: path.clone(),
-                                version: app.version.clone(),
-                                config_version: app.config_version(),
-                                agent_id: offer.agent_id.value.clone(),
-                                placement: space.placement.clone(),
-                                ports,
-                                ip_addresses: Vec::new(),
-                                state: TaskState::TaskStaging as i32,
-                                health: None,
-                                staged_at: now,
-                                started_at: None,
-                                killing: false,
-                            },
-                        );
-                        if let Some(n) = self.needs.get_mut(&path) {
-                            *n -= 1;
-                        }
-                        self.dirty = true;
-                        launched_here += 1;
-                        tasks.push(task);
+                    .collect()
+            };
+            wants.push(Want {
+                path: path.clone(),
+                app,
+                constraints,
+                placed,
+            });
+        }
+        let mut spaces: Vec<OfferSpace> =
+            offers.iter().map(|o| OfferSpace::new(o.clone())).collect();
+        let mut tasks: Vec<Vec<v1::TaskInfo>> = vec![Vec::new(); offers.len()];
+        // (offer, app) pairs that did not fit: space only shrinks, so they never will.
+        let mut full: BTreeSet<(usize, usize)> = BTreeSet::new();
+        let mut seen: BTreeSet<(usize, usize)> = BTreeSet::new();
+        loop {
+            let mut progressed = false;
+            for (o, offer) in offers.iter().enumerate() {
+                for (w, want) in wants.iter_mut().enumerate() {
+                    if full.contains(&(o, w))
+                        || self.needs.get(&want.path).copied().unwrap_or(0) == 0
+                    {
+                        continue;
                     }
-                    Err(reason) => {
-                        let stats = self.queue.entry(path.clone()).or_default();
-                        let key = reason.split(':').next().unwrap_or(&reason).to_string();
-                        *stats.reasons.entry(key).or_default() += 1;
-                        if launched_here == 0 {
-                            stats.unused += 1;
-                            stats.last_unused = Some(now);
+                    if seen.insert((o, w)) {
+                        self.queue.entry(want.path.clone()).or_default().processed += 1;
+                    }
+                    let placed: Vec<&Placement> = want.placed.iter().collect();
+                    match spaces[o].reserve(&want.app, &want.constraints, &placed) {
+                        Ok(ports) => {
+                            let task_id = format!("{}.{}", want.path.safe(), self.uuid());
+                            tasks[o]
+                                .push(task_info(&want.app, &want.path, &task_id, offer, &ports));
+                            if !want.constraints.is_empty() {
+                                want.placed.push(spaces[o].placement.clone());
+                            }
+                            self.state.instances.insert(
+                                task_id.clone(),
+                                Instance {
+                                    task_id,
+                                    app_id: want.path.clone(),
+                                    version: want.app.version.clone(),
+                                    config_version: want.app.config_version(),
+                                    agent_id: offer.agent_id.value.clone(),
+                                    placement: spaces[o].placement.clone(),
+                                    ports,
+                                    ip_addresses: Vec::new(),
+                                    state: TaskState::TaskStaging as i32,
+                                    health: None,
+                                    staged_at: now,
+                                    started_at: None,
+                                    killing: false,
+                                },
+                            );
+                            if let Some(n) = self.needs.get_mut(&want.path) {
+                                *n -= 1;
+                            }
+                            let stats = self.queue.entry(want.path.clone()).or_default();
+                            stats.last_used = Some(now);
+                            self.dirty = true;
+                            progressed = true;
+                            // One instance per offer per round.
+                            break;
                         }
-                        break;
+                        Err(reason) => {
+                            full.insert((o, w));
+                            let launched_here = tasks[o].iter().any(|t| {
+                                app_of_task(&t.task_id.value).as_ref() == Some(&want.path)
+                            });
+                            let stats = self.queue.entry(want.path.clone()).or_default();
+                            let key = reason.split(':').next().unwrap_or(&reason).to_string();
+                            *stats.reasons.entry(key).or_default() += 1;
+                            if !launched_here {
+                                stats.unused += 1;
+                                stats.last_unused = Some(now);
+                            }
+                        }
                     }
                 }
             }
-            if launched_here > 0 {
-                self.queue.entry(path.clone()).or_default().last_used = Some(now);
+            if !progressed {
+                break;
             }
         }
         tasks
@@ -546,7 +584,7 @@ impl Marathon {
                 );
             }
         }
-        self.reconcile(now);
+        self.reconcile_one(now, &app_id);
     }
 
     /// Periodic work: backoff expiry can free launches.
@@ -559,12 +597,36 @@ impl Marathon {
     /// The definition `app` should have now: the deployment's view while one
     /// touches it, else the root's.
     pub fn effective(&self, app: &PathId) -> Option<App> {
+        self.effective_ref(app).map(Cow::into_owned)
+    }
+
+    /// [`Self::effective`] without copying when it can be borrowed.
+    pub(crate) fn effective_ref(&self, app: &PathId) -> Option<Cow<'_, App>> {
         for d in &self.state.deployments {
             if let Some(def) = d.effective(app) {
                 return def;
             }
         }
-        self.state.apps.get(app).cloned()
+        self.state.apps.get(app).map(Cow::Borrowed)
+    }
+
+    /// The instances of `app`. Task ids start with the app's safe name and a
+    /// dot, so they are one range of the map (ids of `/a.b` share the
+    /// prefix of `/a` and are filtered out).
+    pub(crate) fn instances_of<'a>(
+        &'a self,
+        app: &'a PathId,
+    ) -> impl Iterator<Item = &'a Instance> + 'a {
+        let prefix = format!("{}.", app.safe());
+        self.state
+            .instances
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+            .map(|(_, i)| i)
+            .filter(move |i| i.app_id == *app)
     }
 
     /// Compares every app with its instances (kills, launches to queue) and
@@ -583,15 +645,36 @@ impl Marathon {
         for d in &self.state.deployments {
             paths.extend(d.affected());
         }
-        let mut needs = BTreeMap::new();
+        self.needs.retain(|p, _| paths.contains(p));
+        self.queue.retain(|p, _| paths.contains(p));
         for path in paths {
-            let instances: Vec<&Instance> = self
-                .state
-                .instances
-                .values()
-                .filter(|i| i.app_id == path)
-                .collect();
-            let (launch, kill) = match self.effective(&path) {
+            self.reconcile_app(now, &path);
+        }
+        self.revive_if_needed();
+    }
+
+    /// Status updates change one app: reconcile it, then the deployments.
+    fn reconcile_one(&mut self, now: Millis, path: &PathId) {
+        self.reconcile_app(now, path);
+        self.revive_if_needed();
+        while self.advance_deployments(now) {
+            self.reconcile_apps(now);
+        }
+    }
+
+    fn revive_if_needed(&mut self) {
+        let wanted = self.needs.values().any(|n| *n > 0);
+        if wanted && self.suppressed && self.subscribed {
+            self.suppressed = false;
+            self.out.push(Output::Call(Call::Revive));
+        }
+    }
+
+    /// Kills what `path` has too many of and records what it needs.
+    fn reconcile_app(&mut self, now: Millis, path: &PathId) {
+        let (launch, kill) = {
+            let instances: Vec<&Instance> = self.instances_of(path).collect();
+            match self.effective_ref(path) {
                 None => (
                     0,
                     instances
@@ -604,33 +687,32 @@ impl Marathon {
                     let p = planner::plan(&app, &instances);
                     (p.launch, p.kill)
                 }
-            };
-            for task in kill {
-                if let Some(i) = self.state.instances.get_mut(&task) {
-                    i.killing = true;
-                    self.dirty = true;
-                    self.out.push(Output::Call(Call::Kill {
-                        task: v1::TaskId {
-                            value: task.clone(),
-                        },
-                        agent: Some(v1::AgentId {
-                            value: i.agent_id.clone(),
-                        }),
-                    }));
-                }
             }
-            if launch > 0 {
-                needs.insert(path.clone(), launch);
-                self.queue.entry(path).or_default().since.get_or_insert(now);
-            } else {
-                self.queue.remove(&path);
+        };
+        for task in kill {
+            if let Some(i) = self.state.instances.get_mut(&task) {
+                i.killing = true;
+                self.dirty = true;
+                self.out.push(Output::Call(Call::Kill {
+                    task: v1::TaskId {
+                        value: task.clone(),
+                    },
+                    agent: Some(v1::AgentId {
+                        value: i.agent_id.clone(),
+                    }),
+                }));
             }
         }
-        let wanted = !needs.is_empty();
-        self.needs = needs;
-        if wanted && self.suppressed && self.subscribed {
-            self.suppressed = false;
-            self.out.push(Output::Call(Call::Revive));
+        if launch > 0 {
+            self.needs.insert(path.clone(), launch);
+            self.queue
+                .entry(path.clone())
+                .or_default()
+                .since
+                .get_or_insert(now);
+        } else {
+            self.needs.remove(path);
+            self.queue.remove(path);
         }
     }
 
@@ -638,21 +720,14 @@ impl Marathon {
         d.steps[step].iter().all(|a| match a.kind {
             ActionKind::StartApplication => true,
             ActionKind::StopApplication => !self
-                .state
-                .instances
-                .values()
-                .any(|i| i.app_id == a.app && !is_terminal(i.task_state())),
+                .instances_of(&a.app)
+                .any(|i| !is_terminal(i.task_state())),
             ActionKind::ScaleApplication | ActionKind::RestartApplication => {
-                match d.target.get(&a.app).cloned().flatten() {
+                match d.target.get(&a.app).and_then(Option::as_ref) {
                     None => true,
                     Some(app) => {
-                        let instances: Vec<&Instance> = self
-                            .state
-                            .instances
-                            .values()
-                            .filter(|i| i.app_id == a.app)
-                            .collect();
-                        planner::plan(&app, &instances).done
+                        let instances: Vec<&Instance> = self.instances_of(&a.app).collect();
+                        planner::plan(app, &instances).done
                             && !instances
                                 .iter()
                                 .any(|i| i.killing && !is_terminal(i.task_state()))

@@ -61,12 +61,7 @@ impl Marathon {
         let path = app.path();
         let mut v = serde_json::to_value(app).unwrap_or(Value::Null);
         let checked = !app.health_checks.is_empty();
-        let instances: Vec<_> = self
-            .state
-            .instances
-            .values()
-            .filter(|i| i.app_id == path)
-            .collect();
+        let instances: Vec<_> = self.instances_of(&path).collect();
         let staged = instances
             .iter()
             .filter(|i| {
