@@ -524,3 +524,86 @@ fn a_batch_of_offers_is_filled_round_robin() {
         "{per_host:?}"
     );
 }
+
+mod placement_props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn constraint() -> impl Strategy<Value = (Value, &'static str)> {
+        prop_oneof![
+            Just((json!(["hostname", "UNIQUE"]), "unique")),
+            (1u32..3).prop_map(|n| (json!(["rack", "MAX_PER", n.to_string()]), "max_per")),
+            Just((json!(["rack", "CLUSTER", "r1"]), "cluster")),
+            Just((json!(["rack", "GROUP_BY"]), "group_by")),
+            Just((json!(["hostname", "LIKE", "h[0-2]"]), "like")),
+            Just((json!(["rack", "UNLIKE", "r0"]), "unlike")),
+            Just((json!(["rack", "IS", "r2"]), "is")),
+        ]
+    }
+
+    fn holds(kind: &str, c: &Value, placed: &[Placement]) -> Result<(), String> {
+        let field = |p: &Placement, f: &str| p.field(f).unwrap_or_default();
+        let mut per: BTreeMap<String, usize> = BTreeMap::new();
+        let key = c[0].as_str().unwrap();
+        for p in placed {
+            *per.entry(field(p, key)).or_default() += 1;
+        }
+        let ok = match kind {
+            "unique" => per.values().all(|n| *n == 1),
+            "max_per" => {
+                let n: usize = c[2].as_str().unwrap().parse().unwrap();
+                per.values().all(|v| *v <= n)
+            }
+            "cluster" => per.keys().all(|k| k == "r1"),
+            "is" => per.keys().all(|k| k == "r2"),
+            "group_by" => {
+                let (min, max) = (
+                    per.values().min().copied().unwrap_or(0),
+                    per.values().max().copied().unwrap_or(0),
+                );
+                max - min <= 1
+            }
+            "like" => per.keys().all(|k| ["h0", "h1", "h2"].contains(&k.as_str())),
+            "unlike" => per.keys().all(|k| k != "r0"),
+            _ => unreachable!(),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{kind} {c} broken: {per:?}"))
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Whatever the agents, the constraint and the way offers arrive,
+        /// the placed instances satisfy the constraint.
+        #[test]
+        fn constraints_always_hold_for_placed_tasks(
+            racks in prop::collection::vec(0u8..4, 1..7),
+            (c, kind) in constraint(),
+            instances in 1u32..12,
+            batches in prop::collection::vec(prop::collection::vec(any::<prop::sample::Index>(), 1..4), 1..6),
+        ) {
+            let mut h = Harness::new();
+            let app = json!({"id": "/p", "cmd": "x", "cpus": 0.1, "mem": 16, "instances": instances, "constraints": [c]});
+            let r = h.create(&app.to_string());
+            prop_assert_eq!(r.status, 201, "{:?}", r);
+            let agents: Vec<(String, String)> =
+                racks.iter().enumerate().map(|(i, r)| (format!("h{i}"), format!("rack:r{r}"))).collect();
+            for batch in batches {
+                let picked: Vec<(&str, &str)> = batch
+                    .iter()
+                    .map(|ix| { let (a, attrs) = ix.get(&agents); (a.as_str(), attrs.as_str()) })
+                    .collect();
+                h.offer_agents(&picked);
+                let placed: Vec<Placement> = h.m.state().instances.values().map(|i| i.placement.clone()).collect();
+                prop_assert!(placed.len() <= instances as usize);
+                if let Err(e) = holds(kind, &c, &placed) {
+                    prop_assert!(false, "{}", e);
+                }
+            }
+        }
+    }
+}
