@@ -33,27 +33,24 @@ pub(crate) struct Context {
 pub(crate) fn routes(
     ctx: Arc<Context>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
-    warp::method()
-        .and(warp::path::full())
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(warp::header::headers_cloned())
-        .and(warp::body::stream())
-        .then(
-            move |method: Method,
-                  path: warp::path::FullPath,
-                  query: String,
-                  headers: HeaderMap,
-                  body| {
-                let ctx = ctx.clone();
-                async move {
-                    let body = h::read_body(body, h::MAX_BODY).await;
-                    match dispatch(&ctx, method, path.as_str(), &query, &headers, body).await {
-                        Ok(r) => r,
-                        Err(e) => e.into_response(),
-                    }
-                }
-            },
-        )
+    h::handle(h::MAX_BODY, move |req: h::Request| {
+        let ctx = ctx.clone();
+        async move {
+            match dispatch(
+                &ctx,
+                req.method,
+                &req.path,
+                &req.query,
+                &req.headers,
+                req.body,
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            }
+        }
+    })
 }
 
 /// Mesos path aliasing: `/master/x` → `/x`, no trailing `/`, `.json` dropped.

@@ -38,6 +38,7 @@ struct TaskRow {
 #[derive(Template)]
 #[template(path = "master.html")]
 struct Page {
+    css: &'static str,
     hostname: String,
     pid: String,
     version: String,
@@ -167,6 +168,7 @@ pub(crate) fn render(view: &View<'_>) -> String {
         })
         .collect();
     let page = Page {
+        css: agora_rpc::http::UI_CSS,
         hostname: view.info.hostname.clone().unwrap_or_default(),
         pid: view.info.pid.clone().unwrap_or_default(),
         version: agora_proto::MESOS_VERSION.to_string(),

@@ -32,30 +32,17 @@ pub struct Context {
 pub fn routes(
     ctx: Arc<Context>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
-    warp::method()
-        .and(warp::path::full())
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(warp::header::headers_cloned())
-        .and(warp::body::stream())
-        .then(
-            move |method: Method,
-                  path: warp::path::FullPath,
-                  query: String,
-                  headers: HeaderMap,
-                  body| {
-                let ctx = ctx.clone();
-                async move {
-                    let body = match h::read_body(body, MAX_BODY).await {
-                        Ok(b) => b,
-                        Err(e) => {
-                            return json_response(&Reply::error(e.status.as_u16(), e.message));
-                        }
-                    };
-                    let query = Query::parse(&query);
-                    dispatch(&ctx, &method, path.as_str(), &query, &headers, body)
-                }
-            },
-        )
+    h::handle(MAX_BODY, move |req: h::Request| {
+        let ctx = ctx.clone();
+        async move {
+            let body = match req.body {
+                Ok(b) => b,
+                Err(e) => return json_response(&Reply::error(e.status.as_u16(), e.message)),
+            };
+            let query = Query::parse(&req.query);
+            dispatch(&ctx, &req.method, &req.path, &query, &req.headers, body)
+        }
+    })
 }
 
 /// Query parameters (repeatable).

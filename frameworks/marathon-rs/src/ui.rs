@@ -41,6 +41,7 @@ struct QueueRow {
 #[derive(Template)]
 #[template(path = "marathon.html")]
 struct Page {
+    css: &'static str,
     leader: String,
     master: String,
     framework_id: String,
@@ -166,6 +167,7 @@ pub fn page(shared: &Shared) -> warp::reply::Response {
     let running: u64 = app_rows.iter().map(|a| a.running).sum();
     let wanted: u64 = app_rows.iter().map(|a| a.instances).sum();
     let page = Page {
+        css: agora_rpc::http::UI_CSS,
         leader: s(&info["leader"]),
         master: s(&info["marathon_config"]["master"]),
         framework_id: info["frameworkId"]

@@ -185,6 +185,74 @@ pub fn response_encoding(headers: &HeaderMap) -> Result<Encoding, HttpError> {
     }
 }
 
+/// The stylesheet of the status pages (master, marathon-rs), so they look alike.
+pub const UI_CSS: &str = r#"
+  body { font: 14px/1.4 system-ui, sans-serif; margin: 2rem; color: #1d2330; background: #f7f8fa; }
+  h1 { font-size: 1.4rem; margin: 0 0 .2rem; }
+  .sub { color: #667; margin-bottom: 1.5rem; }
+  .cards { display: flex; gap: 1rem; flex-wrap: wrap; margin-bottom: 1.5rem; }
+  .card { background: #fff; border: 1px solid #dde1e7; border-radius: 8px; padding: .8rem 1.2rem; min-width: 9rem; }
+  .card .n { font-size: 1.6rem; font-weight: 600; }
+  .card .l { color: #667; font-size: .85rem; }
+  .bar { height: 6px; background: #e8ebf0; border-radius: 3px; margin-top: .4rem; }
+  .bar > div { height: 6px; background: #3b82f6; border-radius: 3px; }
+  table { border-collapse: collapse; width: 100%; background: #fff; margin-bottom: 1.5rem; border: 1px solid #dde1e7; }
+  th, td { text-align: left; padding: .4rem .7rem; border-bottom: 1px solid #eef0f3; }
+  th { background: #f0f2f5; font-weight: 600; font-size: .85rem; color: #445; }
+  .ok { color: #15803d; } .bad { color: #b91c1c; } .muted { color: #889; }
+  code { font-size: .85rem; }
+"#;
+
+/// A request with its body read (up to a limit).
+#[derive(Debug)]
+pub struct Request {
+    /// The method.
+    pub method: http::Method,
+    /// The path as sent (not decoded).
+    pub path: String,
+    /// The raw query string (empty when none).
+    pub query: String,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body, or why it could not be read (413 over the limit).
+    pub body: Result<Bytes, HttpError>,
+}
+
+/// A warp filter that hands every request, body read up to `limit` bytes,
+/// to `handler`: the one route of the master, the agent and marathon-rs,
+/// which dispatch on method and path themselves.
+pub fn handle<F, Fut>(
+    limit: usize,
+    handler: F,
+) -> impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone
+where
+    F: Fn(Request) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = warp::reply::Response> + Send,
+{
+    use warp::Filter as _;
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            move |method, path: warp::path::FullPath, query, headers, body| {
+                let handler = handler.clone();
+                async move {
+                    let body = read_body(body, limit).await;
+                    handler(Request {
+                        method,
+                        path: path.as_str().to_string(),
+                        query,
+                        headers,
+                        body,
+                    })
+                    .await
+                }
+            },
+        )
+}
+
 /// Reads a request body, refusing more than `limit` bytes with 413.
 pub async fn read_body<S, B, E>(stream: S, limit: usize) -> Result<Bytes, HttpError>
 where
