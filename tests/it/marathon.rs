@@ -747,3 +747,76 @@ async fn the_app_cli_deploys_scales_and_destroys_with_tables() {
     m.stop().await;
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetched_files_ports_and_http_health_checks() {
+    let cluster = Cluster::start(2, "cpus:4;mem:4096;disk:1000").await;
+    let m = Marathon::start(&cluster).await;
+    // A script fetched from a local path, a page fetched over HTTP: the
+    // task serves its sandbox on $PORT0 and the MESOS_HTTP check asks for
+    // the fetched page.
+    let files = tempfile::tempdir().unwrap();
+    let script = files.path().join("serve.sh");
+    std::fs::write(&script, "#!/bin/sh\nexec python3 -m http.server \"$PORT0\" --bind 127.0.0.1\n").unwrap();
+    let page_server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let page_port = page_server.local_addr().unwrap().port();
+    tokio::spawn(agora_rpc::http::serve(
+        page_server,
+        warp::Filter::map(warp::path("health.html"), || "fine"),
+        std::future::pending(),
+    ));
+    let app = json!({
+        "id": "/served", "cmd": "./serve.sh", "cpus": 0.1, "mem": 32, "instances": 2,
+        "portDefinitions": [{"port": 0, "name": "http"}],
+        "fetch": [{"uri": format!("file://{}", script.display()), "executable": true},
+                  {"uri": format!("http://127.0.0.1:{page_port}/health.html")}],
+        "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/health.html", "portIndex": 0,
+                          "delaySeconds": 0, "intervalSeconds": 1, "gracePeriodSeconds": 30}]
+    });
+    let (status, r) = m.call("POST", "/v2/apps", Some(app)).await;
+    assert_eq!(status, 201, "{r}");
+    m.settled("served", 2).await;
+    eventually("both are healthy over HTTP", || async {
+        (m.app("served").await["tasksHealthy"] == 2).then_some(())
+    })
+    .await;
+    // The health check really went to each task's host port.
+    for t in m.tasks("served").await {
+        let port = t["ports"][0].as_u64().unwrap();
+        let body = reqwest::get(format!("http://127.0.0.1:{port}/health.html")).await.unwrap().text().await.unwrap();
+        assert_eq!(body, "fine");
+    }
+    m.stop().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_failing_its_health_checks_is_killed_and_replaced() {
+    let cluster = Cluster::start(1, "cpus:4;mem:4096").await;
+    let m = Marathon::start(&cluster).await;
+    // Healthy for about two seconds, then the check fails for good.
+    let app = json!({
+        "id": "/flaky", "cmd": "touch ok; sleep 2; rm ok; sleep 600", "cpus": 0.1, "mem": 16,
+        "backoffSeconds": 0.1,
+        "healthChecks": [{"protocol": "COMMAND", "command": {"value": "test -f ok"},
+                          "delaySeconds": 0, "intervalSeconds": 0.5, "gracePeriodSeconds": 10,
+                          "maxConsecutiveFailures": 2}]
+    });
+    assert_eq!(m.call("POST", "/v2/apps", Some(app)).await.0, 201);
+    let first = eventually("the first task is healthy", || async {
+        let a = m.app("flaky").await;
+        (a["tasksHealthy"] == 1).then(|| a["tasks"][0]["id"].as_str().unwrap().to_string())
+    })
+    .await;
+    let failure = eventually("it is killed for failing its checks and replaced", || async {
+        let a = m.app("flaky").await;
+        let replaced = a["tasks"].as_array().unwrap().iter().any(|t| t["id"] != first.as_str());
+        (replaced && a["lastTaskFailure"].is_object()).then(|| a["lastTaskFailure"].clone())
+    })
+    .await;
+    assert_eq!(failure["taskId"], first.as_str());
+    assert_eq!(failure["state"], "TASK_KILLED");
+    assert!(failure["message"].as_str().unwrap().contains("health"), "{failure}");
+    m.stop().await;
+    cluster.stop().await;
+}
