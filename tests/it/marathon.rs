@@ -757,7 +757,11 @@ async fn fetched_files_ports_and_http_health_checks() {
     // the fetched page.
     let files = tempfile::tempdir().unwrap();
     let script = files.path().join("serve.sh");
-    std::fs::write(&script, "#!/bin/sh\nexec python3 -m http.server \"$PORT0\" --bind 127.0.0.1\n").unwrap();
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nexec python3 -m http.server \"$PORT0\" --bind 127.0.0.1\n",
+    )
+    .unwrap();
     let page_server = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let page_port = page_server.local_addr().unwrap().port();
     tokio::spawn(agora_rpc::http::serve(
@@ -783,7 +787,12 @@ async fn fetched_files_ports_and_http_health_checks() {
     // The health check really went to each task's host port.
     for t in m.tasks("served").await {
         let port = t["ports"][0].as_u64().unwrap();
-        let body = reqwest::get(format!("http://127.0.0.1:{port}/health.html")).await.unwrap().text().await.unwrap();
+        let body = reqwest::get(format!("http://127.0.0.1:{port}/health.html"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert_eq!(body, "fine");
     }
     m.stop().await;
@@ -808,15 +817,25 @@ async fn a_task_failing_its_health_checks_is_killed_and_replaced() {
         (a["tasksHealthy"] == 1).then(|| a["tasks"][0]["id"].as_str().unwrap().to_string())
     })
     .await;
-    let failure = eventually("it is killed for failing its checks and replaced", || async {
-        let a = m.app("flaky").await;
-        let replaced = a["tasks"].as_array().unwrap().iter().any(|t| t["id"] != first.as_str());
-        (replaced && a["lastTaskFailure"].is_object()).then(|| a["lastTaskFailure"].clone())
-    })
+    let failure = eventually(
+        "it is killed for failing its checks and replaced",
+        || async {
+            let a = m.app("flaky").await;
+            let replaced = a["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["id"] != first.as_str());
+            (replaced && a["lastTaskFailure"].is_object()).then(|| a["lastTaskFailure"].clone())
+        },
+    )
     .await;
     assert_eq!(failure["taskId"], first.as_str());
     assert_eq!(failure["state"], "TASK_KILLED");
-    assert!(failure["message"].as_str().unwrap().contains("health"), "{failure}");
+    assert!(
+        failure["message"].as_str().unwrap().contains("health"),
+        "{failure}"
+    );
     m.stop().await;
     cluster.stop().await;
 }

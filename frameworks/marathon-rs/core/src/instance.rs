@@ -57,6 +57,13 @@ pub struct Instance {
     pub started_at: Option<Millis>,
     /// A kill was sent.
     pub killing: bool,
+    /// Since when its agent is unreachable (TASK_UNREACHABLE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_since: Option<Millis>,
+    /// Unreachable for longer than the app's `inactiveAfterSeconds`: it no
+    /// longer counts, and a replacement is launched.
+    #[serde(default)]
+    pub inactive: bool,
 }
 
 impl Instance {
@@ -65,9 +72,10 @@ impl Instance {
         TaskState::try_from(self.state).unwrap_or(TaskState::TaskStaging)
     }
 
-    /// Not terminal and not being killed: counts toward the app's instances.
+    /// Not terminal, not being killed, not unreachable for too long:
+    /// counts toward the app's instances.
     pub fn is_active(&self) -> bool {
-        !self.killing && !is_terminal(self.task_state())
+        !self.killing && !self.inactive && !is_terminal(self.task_state())
     }
 
     /// Running.

@@ -607,3 +607,52 @@ mod placement_props {
         }
     }
 }
+
+#[test]
+fn unreachable_instances_are_replaced_after_inactive_and_forgotten_after_expunge() {
+    let mut h = Harness::new();
+    h.create(
+        r#"{"id":"/u","cmd":"x","cpus":0.1,"mem":16,"instances":2,
+            "unreachableStrategy":{"inactiveAfterSeconds":10,"expungeAfterSeconds":30}}"#,
+    );
+    let tasks = h.offer_agents(&[("a1", "")]);
+    h.run_all(&tasks);
+    let lost = tasks[0].task_id.value.clone();
+    h.status(&lost, TaskState::TaskUnreachable, None);
+    // Still counted: nothing is launched yet.
+    assert!(h.offer_agents(&[("a2", "")]).is_empty());
+    h.at(11_000);
+    let now = h.now;
+    h.m.tick(now);
+    h.m.take_outputs();
+    let replacement = h.offer_agents(&[("a2", "")]);
+    assert_eq!(replacement.len(), 1, "replaced after inactiveAfterSeconds");
+    h.run_all(&replacement);
+    // It comes back before the expunge: now one too many, one is killed.
+    let out = h.status(&lost, TaskState::TaskRunning, None);
+    assert_eq!(killed(&out).len(), 1, "{out:?}");
+
+    // Another goes unreachable and never returns: forgotten (and killed) after 30 s.
+    let mut h = Harness::new();
+    h.create(
+        r#"{"id":"/u","cmd":"x","cpus":0.1,"mem":16,"instances":1,
+            "unreachableStrategy":{"inactiveAfterSeconds":10,"expungeAfterSeconds":30}}"#,
+    );
+    let tasks = h.offer_agents(&[("a1", "")]);
+    h.run_all(&tasks);
+    let gone = tasks[0].task_id.value.clone();
+    h.status(&gone, TaskState::TaskUnreachable, None);
+    h.at(31_000);
+    let now = h.now;
+    h.m.tick(now);
+    assert_eq!(killed(&h.m.take_outputs()), [gone.clone()]);
+    assert!(!h.m.state().instances.contains_key(&gone));
+
+    // The default (0, 0): replaced at once.
+    let mut h = Harness::new();
+    h.create(r#"{"id":"/d","cmd":"x","cpus":0.1,"mem":16}"#);
+    let tasks = h.offer_agents(&[("a1", "")]);
+    h.run_all(&tasks);
+    h.status(&tasks[0].task_id.value, TaskState::TaskUnreachable, None);
+    assert_eq!(h.offer_agents(&[("a2", "")]).len(), 1);
+}

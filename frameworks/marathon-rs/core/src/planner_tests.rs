@@ -42,6 +42,8 @@ fn inst(id: &str, config: &str, state: TaskState, healthy: Option<bool>, staged:
         staged_at: Millis(staged),
         started_at: None,
         killing: false,
+        unreachable_since: None,
+        inactive: false,
     }
 }
 

@@ -20,7 +20,7 @@ use agora_proto::v1::{self, TaskState};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::app::App;
+use crate::app::{App, UnreachableStrategy};
 use crate::constraints::{Constraint, Placement};
 use crate::deployment::{ActionKind, Deployment};
 use crate::instance::{Health, Instance, app_of_task};
@@ -427,6 +427,8 @@ impl Marathon {
                                     staged_at: now,
                                     started_at: None,
                                     killing: false,
+                                    unreachable_since: None,
+                                    inactive: false,
                                 },
                             );
                             if let Some(n) = self.needs.get_mut(&want.path) {
@@ -554,7 +556,27 @@ impl Marathon {
                 "instanceId": task_id, "runSpecId": app_id.to_string(), "runSpecVersion": inst.version, "healthy": healthy,
             }));
         }
-        if is_terminal(state) || state == TaskState::TaskUnreachable {
+        let unreachable = state == TaskState::TaskUnreachable;
+        let strategy = self
+            .state
+            .apps
+            .get(&app_id)
+            .map(|a| a.unreachable_strategy.clone())
+            .unwrap_or_default();
+        let expunge_now = unreachable
+            && matches!(strategy, UnreachableStrategy::Enabled { inactive_after_seconds, expunge_after_seconds }
+                if inactive_after_seconds <= 0.0 && expunge_after_seconds <= 0.0);
+        if let Some(i) = self.state.instances.get_mut(&task_id) {
+            if unreachable {
+                i.unreachable_since.get_or_insert(now);
+            } else if !is_terminal(state) {
+                // Back from an unreachable agent: it counts again (the
+                // planner kills whatever is now too many).
+                i.unreachable_since = None;
+                i.inactive = false;
+            }
+        }
+        if is_terminal(state) || expunge_now {
             self.state.instances.remove(&task_id);
             // Failures (not kills we asked for) slow the next launches down.
             let failed = matches!(
@@ -587,8 +609,46 @@ impl Marathon {
         self.reconcile_one(now, &app_id);
     }
 
-    /// Periodic work: backoff expiry can free launches.
+    /// Periodic work: backoff expiry can free launches; instances on
+    /// unreachable agents are replaced after `inactiveAfterSeconds` and
+    /// forgotten (and killed, should they come back) after
+    /// `expungeAfterSeconds`.
     pub fn tick(&mut self, now: Millis) {
+        let mut expunged = Vec::new();
+        for i in self.state.instances.values_mut() {
+            let Some(since) = i.unreachable_since else {
+                continue;
+            };
+            let strategy = self
+                .state
+                .apps
+                .get(&i.app_id)
+                .map(|a| a.unreachable_strategy.clone())
+                .unwrap_or_default();
+            let UnreachableStrategy::Enabled {
+                inactive_after_seconds,
+                expunge_after_seconds,
+            } = strategy
+            else {
+                continue;
+            };
+            let elapsed = since.seconds_until(now);
+            if elapsed >= inactive_after_seconds && !i.inactive {
+                i.inactive = true;
+                self.dirty = true;
+            }
+            if elapsed >= expunge_after_seconds.max(inactive_after_seconds) {
+                expunged.push((i.task_id.clone(), i.agent_id.clone()));
+            }
+        }
+        for (task, agent) in expunged {
+            self.state.instances.remove(&task);
+            self.dirty = true;
+            self.out.push(Output::Call(Call::Kill {
+                task: v1::TaskId { value: task },
+                agent: Some(v1::AgentId { value: agent }),
+            }));
+        }
         self.reconcile(now);
     }
 
