@@ -645,7 +645,7 @@ fn unreachable_instances_are_replaced_after_inactive_and_forgotten_after_expunge
     h.at(31_000);
     let now = h.now;
     h.m.tick(now);
-    assert_eq!(killed(&h.m.take_outputs()), [gone.clone()]);
+    assert_eq!(killed(&h.m.take_outputs()), std::slice::from_ref(&gone));
     assert!(!h.m.state().instances.contains_key(&gone));
 
     // The default (0, 0): replaced at once.
