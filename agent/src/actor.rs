@@ -47,6 +47,10 @@ pub struct Settings {
     pub executor_registration_timeout: Duration,
     /// How long an executor has to exit after SHUTDOWN.
     pub executor_shutdown_grace_period: Duration,
+    /// Enabled containerizers (`docker`, `process`).
+    pub containerizers: Vec<String>,
+    /// Docker tasks may be privileged and mount the Docker socket.
+    pub docker_allow_privileged: bool,
 }
 
 /// What the actor is asked to do.
@@ -625,6 +629,13 @@ impl Actor {
             // them at start was most of the kernel time of a 1,000-task
             // deployment (BENCHMARKS.md).
             env.push(("MIMALLOC_ALLOW_THP".into(), "0".into()));
+            env.push((
+                "AGORA_CONTAINERIZERS".into(),
+                self.settings.containerizers.join(","),
+            ));
+            if self.settings.docker_allow_privileged {
+                env.push(("AGORA_DOCKER_ALLOW_PRIVILEGED".into(), "1".into()));
+            }
         }
         let command = match kind {
             Kind::Custom => info.command.clone().unwrap_or_default(),

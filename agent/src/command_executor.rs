@@ -25,7 +25,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::{fetch, health, sandbox};
+use crate::{docker, fetch, health, sandbox};
 
 /// Why the executor could not run.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,10 @@ struct Task {
     check_env: Vec<(String, String)>,
     /// Why health checks killed it.
     health_kill: Option<String>,
+    /// Its Docker container, for a Docker task.
+    container: Option<String>,
+    /// The container's own IP (bridge and user networks).
+    ip: Option<String>,
 }
 
 struct Executor {
@@ -76,6 +80,9 @@ struct Executor {
     shutting_down: Option<Instant>,
     exits: mpsc::UnboundedSender<(String, std::process::ExitStatus)>,
     checks: mpsc::UnboundedSender<(String, Result<(), String>)>,
+    /// The Docker engine, once a Docker task needed it.
+    docker: Option<bollard::Docker>,
+    docker_exits: mpsc::UnboundedSender<(String, docker::Exit)>,
 }
 
 fn env(name: &'static str) -> Result<String, ExecutorError> {
@@ -114,6 +121,7 @@ pub async fn run() -> Result<(), ExecutorError> {
     );
     let (exits_tx, mut exits) = mpsc::unbounded_channel();
     let (checks_tx, mut checks) = mpsc::unbounded_channel();
+    let (docker_exits_tx, mut docker_exits) = mpsc::unbounded_channel();
     let mut ex = Executor {
         client,
         framework_id,
@@ -128,6 +136,8 @@ pub async fn run() -> Result<(), ExecutorError> {
         shutting_down: None,
         exits: exits_tx,
         checks: checks_tx,
+        docker: None,
+        docker_exits: docker_exits_tx,
     };
     let mut lost_since: Option<Instant> = None;
     loop {
@@ -161,9 +171,11 @@ pub async fn run() -> Result<(), ExecutorError> {
                 },
                 Some((task, status)) = exits.recv() => ex.exited(&task, status).await,
                 Some((task, result)) = checks.recv() => ex.health(&task, result).await,
+                Some((task, exit)) = docker_exits.recv() => ex.container_exited(&task, exit).await,
                 _ = tick.tick() => ex.timers().await,
             }
             if ex.done() {
+                ex.remove_containers().await;
                 info!("all tasks are done and acknowledged; exiting");
                 return Ok(());
             }
@@ -309,8 +321,14 @@ impl Executor {
                 checker: None,
                 check_env: Vec::new(),
                 health_kill: None,
+                container: None,
+                ip: None,
             },
         );
+        if is_docker(&task) {
+            self.launch_docker(task).await;
+            return;
+        }
         let Some(command) = task.command.clone() else {
             self.update(&id, TaskState::TaskStarting, None, None).await;
             self.update(
@@ -322,35 +340,7 @@ impl Executor {
             .await;
             return;
         };
-        let mut env: Vec<(String, String)> = vec![
-            ("MESOS_TASK_ID".into(), id.clone()),
-            (
-                "MESOS_SANDBOX".into(),
-                self.directory.to_string_lossy().into_owned(),
-            ),
-        ];
-        let ports: Vec<u64> = agora_proto::resources::Resources::from_protos(&task.resources)
-            .map(|r| r.ranges("ports").values().take(64).collect())
-            .unwrap_or_default();
-        let set: Vec<String> = command
-            .environment
-            .as_ref()
-            .map(|e| e.variables.iter().map(|v| v.name.clone()).collect())
-            .unwrap_or_default();
-        if !ports.is_empty() && !set.iter().any(|n| n == "PORT0") {
-            for (i, p) in ports.iter().enumerate() {
-                env.push((format!("PORT{i}"), p.to_string()));
-            }
-            env.push(("PORT".into(), ports[0].to_string()));
-            env.push((
-                "PORTS".into(),
-                ports
-                    .iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ));
-        }
+        let env = task_env(&task, &self.directory.to_string_lossy());
         if !command.uris.is_empty()
             && let Err(message) = fetch::fetch_all(&command.uris, &self.directory).await
         {
@@ -434,6 +424,20 @@ impl Executor {
             })
             .unwrap_or(DEFAULT_GRACE);
         t.killed = true;
+        if let Some(container) = t.container.clone() {
+            info!(task = %id, %container, ?grace, "stopping the container");
+            if let Some(d) = self.docker.clone() {
+                tokio::spawn(async move {
+                    if let Err(e) = docker::stop(&d, &container, grace).await {
+                        warn!(%container, error = %e, "cannot stop the container");
+                    }
+                });
+            }
+            if killing_state {
+                self.update(id, TaskState::TaskKilling, None, None).await;
+            }
+            return;
+        }
         match t.pgid {
             Some(pgid) => {
                 info!(task = %id, pgid, ?grace, "sending SIGTERM");
@@ -498,8 +502,28 @@ impl Executor {
                 checker.timeout(),
             );
             let (id, results) = (id.clone(), self.checks.clone());
+            // COMMAND checks of a Docker task run inside its container.
+            let inside = match (&t.container, &self.docker) {
+                (Some(c), Some(d)) if spec.r#type() == v1::health_check::Type::Command => {
+                    Some((d.clone(), c.clone()))
+                }
+                _ => None,
+            };
             tokio::spawn(async move {
-                let r = health::probe(&spec, &env, &dir, timeout).await;
+                let r = match inside {
+                    Some((d, c)) => {
+                        let cmd = spec
+                            .command
+                            .as_ref()
+                            .and_then(|c| c.value.clone())
+                            .unwrap_or_default();
+                        match tokio::time::timeout(timeout, docker::exec(&d, &c, &cmd)).await {
+                            Ok(r) => r,
+                            Err(_) => Err(format!("health check timed out after {timeout:?}")),
+                        }
+                    }
+                    None => health::probe(&spec, &env, &dir, timeout).await,
+                };
                 let _ = results.send((id, r));
             });
         }
@@ -511,6 +535,172 @@ impl Executor {
             self.kill_all(Duration::ZERO);
         }
         // Re-send updates the agent has not acknowledged for a while.
+    }
+
+    /// Runs a Docker task: image, container, output into the sandbox, exit
+    /// watched. Failures end the task as TASK_FAILED with the cause.
+    async fn launch_docker(&mut self, task: v1::TaskInfo) {
+        let id = task.task_id.value.clone();
+        self.update(&id, TaskState::TaskStarting, None, None).await;
+        match self.start_container(&task).await {
+            Ok((container, ip)) => {
+                info!(task = %id, %container, ?ip, "container started");
+                if let Some(t) = self.tasks.get_mut(&id) {
+                    t.container = Some(container);
+                    t.ip = ip;
+                    if let Some(hc) = task.health_check.clone() {
+                        t.check_env = task_env(&task, &self.directory.to_string_lossy());
+                        t.checker = Some(health::Checker::new(hc, Instant::now()));
+                    }
+                }
+                self.update(&id, TaskState::TaskRunning, None, None).await;
+            }
+            Err(message) => {
+                warn!(task = %id, %message, "cannot run the container");
+                self.update(
+                    &id,
+                    TaskState::TaskFailed,
+                    Some(message),
+                    Some(Reason::ContainerLaunchFailed),
+                )
+                .await;
+            }
+        }
+    }
+
+    async fn start_container(
+        &mut self,
+        task: &v1::TaskInfo,
+    ) -> Result<(String, Option<String>), String> {
+        let enabled =
+            std::env::var("AGORA_CONTAINERIZERS").unwrap_or_else(|_| "docker,process".into());
+        if !enabled.split(',').any(|c| c.trim() == "docker") {
+            return Err(
+                "the docker containerizer is not enabled on this agent (--containerizers)".into(),
+            );
+        }
+        let d = match &self.docker {
+            Some(d) => d.clone(),
+            None => {
+                let d = docker::connect().await?;
+                self.docker = Some(d.clone());
+                d
+            }
+        };
+        if let Some(command) = &task.command
+            && !command.uris.is_empty()
+        {
+            fetch::fetch_all(&command.uris, &self.directory).await?;
+        }
+        docker::check_host_paths(task)?;
+        let mut task = task.clone();
+        // The sandbox is mounted where Mesos mounts it.
+        if let Some(c) = task.container.as_mut() {
+            c.volumes.push(v1::Volume {
+                mode: v1::volume::Mode::Rw as i32,
+                container_path: "/mnt/mesos/sandbox".into(),
+                host_path: Some(self.directory.to_string_lossy().into_owned()),
+                ..Default::default()
+            });
+        }
+        let env = task_env(&task, "/mnt/mesos/sandbox");
+        let agent = std::env::var("MESOS_SLAVE_ID").unwrap_or_default();
+        let labels = vec![
+            (docker::LABEL_AGENT.to_string(), agent),
+            (
+                docker::LABEL_FRAMEWORK.to_string(),
+                self.framework_id.clone(),
+            ),
+            (docker::LABEL_EXECUTOR.to_string(), self.executor_id.clone()),
+            (docker::LABEL_TASK.to_string(), task.task_id.value.clone()),
+        ];
+        let policy = docker::Policy {
+            allow_privileged: std::env::var("AGORA_DOCKER_ALLOW_PRIVILEGED")
+                .is_ok_and(|v| v == "1"),
+        };
+        let body = docker::container_config(&task, &env, &labels, &policy)?;
+        let info = task.container.as_ref().and_then(|c| c.docker.as_ref());
+        let image = info.map(|i| i.image.clone()).unwrap_or_default();
+        docker::ensure_image(
+            &d,
+            &image,
+            info.and_then(|i| i.force_pull_image).unwrap_or(false),
+        )
+        .await?;
+        let container_id = self
+            .container_id
+            .as_ref()
+            .map(|c| c.value.clone())
+            .unwrap_or_default();
+        let name = docker::container_name(&task.task_id.value, &container_id);
+        let container = docker::start(&d, &name, body).await?;
+        tokio::spawn(docker::copy_logs(
+            d.clone(),
+            container.clone(),
+            self.directory.clone(),
+        ));
+        let (waiter, exits, task_id, c) = (
+            d.clone(),
+            self.docker_exits.clone(),
+            task.task_id.value.clone(),
+            container.clone(),
+        );
+        tokio::spawn(async move {
+            let exit = docker::wait(&waiter, &c).await;
+            let _ = exits.send((task_id, exit));
+        });
+        let ip = docker::ip_address(&d, &container).await;
+        Ok((container, ip))
+    }
+
+    async fn container_exited(&mut self, id: &str, exit: docker::Exit) {
+        let Some(t) = self.tasks.get(id) else { return };
+        let (state, reason, message) = if let Some(cause) = &t.health_kill {
+            (
+                TaskState::TaskKilled,
+                None,
+                format!("Task killed after failing its health checks: {cause}"),
+            )
+        } else if t.killed {
+            (
+                TaskState::TaskKilled,
+                None,
+                format!("Container stopped (exit status {})", exit.code),
+            )
+        } else if exit.oom_killed {
+            (
+                TaskState::TaskFailed,
+                Some(Reason::ContainerLimitationMemory),
+                "Container exceeded its memory limit and was killed".to_string(),
+            )
+        } else if exit.code == 0 {
+            (
+                TaskState::TaskFinished,
+                None,
+                "Container exited with status 0".to_string(),
+            )
+        } else {
+            (
+                TaskState::TaskFailed,
+                None,
+                format!("Container exited with status {}", exit.code),
+            )
+        };
+        info!(task = %id, %message);
+        self.update(id, state, Some(message), reason).await;
+    }
+
+    /// Removes the containers of finished tasks (their terminal updates are
+    /// acknowledged by now).
+    async fn remove_containers(&mut self) {
+        let Some(d) = self.docker.clone() else { return };
+        for t in self.tasks.values() {
+            if let Some(c) = &t.container
+                && let Err(e) = docker::remove(&d, c).await
+            {
+                warn!(container = %c, error = %e, "cannot remove the container");
+            }
+        }
     }
 
     /// A health check result: report it, and kill after too many failures.
@@ -553,6 +743,9 @@ impl Executor {
         for t in self.tasks.values() {
             if let Some(pgid) = t.pgid {
                 sandbox::signal_group(pgid, Signal::SIGKILL);
+            }
+            if let (Some(c), Some(d)) = (t.container.clone(), self.docker.clone()) {
+                tokio::spawn(async move { docker::remove(&d, &c).await });
             }
         }
     }
@@ -620,13 +813,15 @@ impl Executor {
             return;
         }
         t.state = state;
-        let ip = self
-            .client
-            .url()
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .and_then(|hp| hp.rsplit_once(':').map(|(h, _)| h.to_string()));
+        let container_ip = t.ip.clone();
+        let ip = container_ip.or_else(|| {
+            self.client
+                .url()
+                .trim_start_matches("http://")
+                .split('/')
+                .next()
+                .and_then(|hp| hp.rsplit_once(':').map(|(h, _)| h.to_string()))
+        });
         let container_status = (state == TaskState::TaskRunning).then(|| v1::ContainerStatus {
             container_id: self.container_id.clone(),
             network_infos: ip
@@ -685,6 +880,39 @@ impl Executor {
             warn!(error = %e, "status update not delivered; it will be re-sent");
         }
     }
+}
+
+/// The environment a task gets from its executor: MESOS_TASK_ID,
+/// MESOS_SANDBOX, and PORT0…/PORT/PORTS from its port resources unless the
+/// framework set them.
+fn task_env(task: &v1::TaskInfo, sandbox: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("MESOS_TASK_ID".into(), task.task_id.value.clone()),
+        ("MESOS_SANDBOX".into(), sandbox.to_string()),
+    ];
+    let ports: Vec<u64> = agora_proto::resources::Resources::from_protos(&task.resources)
+        .map(|r| r.ranges("ports").values().take(64).collect())
+        .unwrap_or_default();
+    let set = task
+        .command
+        .as_ref()
+        .and_then(|c| c.environment.as_ref())
+        .is_some_and(|e| e.variables.iter().any(|v| v.name == "PORT0"));
+    if !ports.is_empty() && !set {
+        for (i, p) in ports.iter().enumerate() {
+            env.push((format!("PORT{i}"), p.to_string()));
+        }
+        env.push(("PORT".into(), ports[0].to_string()));
+        let all: Vec<String> = ports.iter().map(u64::to_string).collect();
+        env.push(("PORTS".into(), all.join(",")));
+    }
+    env
+}
+
+fn is_docker(task: &v1::TaskInfo) -> bool {
+    task.container
+        .as_ref()
+        .is_some_and(|c| c.r#type == v1::container_info::Type::Docker as i32)
 }
 
 fn nanos(d: &v1::DurationInfo) -> Duration {

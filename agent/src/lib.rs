@@ -18,6 +18,7 @@
 mod actor;
 pub mod command_executor;
 pub mod detect;
+pub mod docker;
 pub mod fetch;
 pub mod health;
 mod http;
@@ -64,6 +65,11 @@ pub struct AgentOptions {
     pub executor_registration_timeout: Duration,
     /// How long an executor has to exit after SHUTDOWN.
     pub executor_shutdown_grace_period: Duration,
+    /// `--containerizers`: `docker` and/or `process`.
+    pub containerizers: Vec<String>,
+    /// `--docker-allow-privileged`: privileged containers and the Docker
+    /// socket may be used by tasks.
+    pub docker_allow_privileged: bool,
 }
 
 impl AgentOptions {
@@ -85,6 +91,8 @@ impl AgentOptions {
             executor_path: executor_path.into(),
             executor_registration_timeout: Duration::from_secs(60),
             executor_shutdown_grace_period: Duration::from_secs(5),
+            containerizers: vec!["docker".into(), "process".into()],
+            docker_allow_privileged: false,
         }
     }
 }
@@ -185,6 +193,8 @@ pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Res
         executor_path,
         executor_registration_timeout: options.executor_registration_timeout,
         executor_shutdown_grace_period: options.executor_shutdown_grace_period,
+        containerizers: options.containerizers.clone(),
+        docker_allow_privileged: options.docker_allow_privileged,
     });
     let (tx, rx) = mpsc::unbounded_channel();
     let previous = recorded_id(&work_dir);

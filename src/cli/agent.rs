@@ -49,6 +49,13 @@ pub struct AgentArgs {
     /// How long an executor has to exit after SHUTDOWN.
     #[arg(long, default_value = "5s", value_parser = humantime_duration)]
     pub executor_shutdown_grace_period: Duration,
+    /// Containerizers, comma separated: `docker` (tasks with a DOCKER
+    /// ContainerInfo) and `process` (everything else).
+    #[arg(long, value_delimiter = ',', default_value = "docker,process", value_parser = ["docker", "process"])]
+    pub containerizers: Vec<String>,
+    /// Let Docker tasks run privileged and mount the Docker socket.
+    #[arg(long)]
+    pub docker_allow_privileged: bool,
 }
 
 /// Parsed `--attributes`.
@@ -92,6 +99,8 @@ impl AgentArgs {
         o.attributes = self.attributes.clone().map(|a| a.0).unwrap_or_default();
         o.executor_registration_timeout = self.executor_registration_timeout;
         o.executor_shutdown_grace_period = self.executor_shutdown_grace_period;
+        o.containerizers = self.containerizers.clone();
+        o.docker_allow_privileged = self.docker_allow_privileged;
         Ok(o)
     }
 }

@@ -1,0 +1,198 @@
+//! Docker tasks end to end: marathon-rs apps with `container.docker`, run by
+//! the agent's executor on the real Docker engine, from an image the test
+//! builds (`FROM scratch` plus Debian's busybox-static).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::cluster::{Cluster, missing};
+use crate::marathon::{Marathon, eventually};
+
+const IMAGE: &str = "agora-test/busybox:1";
+
+/// Builds the test image once; `None` (after saying why) without Docker or
+/// busybox-static.
+fn image() -> Option<&'static str> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let busybox = std::path::Path::new("/bin/busybox");
+        if !busybox.exists() {
+            return Err("busybox-static (/bin/busybox)".into());
+        }
+        let ok = std::process::Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            return Err("a Docker engine".into());
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        std::fs::copy(busybox, dir.path().join("busybox")).map_err(|e| e.to_string())?;
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+        )
+        .map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("docker")
+            .args(["build", "-q", "-t", IMAGE])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("docker build: {}", String::from_utf8_lossy(&out.stderr)))
+        }
+    });
+    match built {
+        Ok(()) => Some(IMAGE),
+        Err(what) => {
+            missing(what);
+            None
+        }
+    }
+}
+
+fn inspect(filter: &str) -> Vec<Value> {
+    let ids = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", filter])
+        .output()
+        .unwrap();
+    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let out = std::process::Command::new("docker")
+        .arg("inspect")
+        .args(&ids)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_app_serves_on_its_mapped_port_with_env_and_labels() {
+    let Some(image) = image() else { return };
+    let cluster = Cluster::start(2, "cpus:4;mem:4096;disk:1000").await;
+    let m = Marathon::start(&cluster).await;
+    let app = json!({
+        "id": "/docker/web",
+        "cmd": "mkdir -p /www && echo \"hello $GREETING from $HOST\" > /www/index.html && exec httpd -f -p 8080 -h /www",
+        "cpus": 0.2, "mem": 32, "instances": 2,
+        "env": {"GREETING": "bonjour"},
+        "labels": {"team": "web"},
+        "networks": [{"mode": "container/bridge"}],
+        "container": {"type": "DOCKER", "docker": {"image": image},
+                      "portMappings": [{"containerPort": 8080, "hostPort": 0, "name": "http"}]},
+        "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/index.html", "portIndex": 0,
+                          "delaySeconds": 0, "intervalSeconds": 1}]
+    });
+    let (status, r) = m.call("POST", "/v2/apps", Some(app)).await;
+    assert_eq!(status, 201, "{r}");
+    m.settled("docker/web", 2).await;
+    eventually("both containers are healthy", || async {
+        (m.app("docker/web").await["tasksHealthy"] == 2).then_some(())
+    })
+    .await;
+    let tasks = m.tasks("docker/web").await;
+    for t in &tasks {
+        let port = t["ports"][0].as_u64().unwrap();
+        let body = reqwest::get(format!("http://127.0.0.1:{port}/index.html"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(body.starts_with("hello bonjour from agent-"), "{body}");
+        // The task carries the container's own IP, as Mesos reports it.
+        let ip = t["ipAddresses"][0]["ipAddress"].as_str().unwrap();
+        assert_ne!(ip, "127.0.0.1", "{t}");
+    }
+    // Labels identify the task and carry the app's labels; limits are set.
+    let id = tasks[0]["id"].as_str().unwrap();
+    let containers = inspect(&format!("label=agora.task_id={id}"));
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    let c = &containers[0];
+    assert_eq!(c["Config"]["Labels"]["team"], "web");
+    assert_eq!(c["HostConfig"]["Memory"], 32 * 1024 * 1024);
+    assert_eq!(c["HostConfig"]["NetworkMode"], "bridge");
+
+    // Destroy: the containers are stopped and removed.
+    let (status, _) = m.call("DELETE", "/v2/apps/docker/web", None).await;
+    assert_eq!(status, 200);
+    eventually("the containers are gone", || async {
+        (m.call("GET", "/v2/apps/docker/web", None).await.0 == 404
+            && inspect(&format!("label=agora.task_id={id}")).is_empty())
+        .then_some(())
+    })
+    .await;
+    m.stop().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_networking_volumes_and_a_missing_image() {
+    let Some(image) = image() else { return };
+    let cluster = Cluster::start(1, "cpus:4;mem:4096;disk:1000").await;
+    let m = Marathon::start(&cluster).await;
+    let shared = tempfile::tempdir().unwrap();
+    // Legacy Marathon form (as marathon-python sends it): docker.network HOST, volumes at the container level.
+    let app = json!({
+        "id": "/docker/writer", "cmd": "echo written-by-$MESOS_TASK_ID > /data/out.txt; exec sleep 600",
+        "cpus": 0.1, "mem": 16,
+        "container": {"type": "DOCKER", "docker": {"image": image, "network": "HOST"},
+                      "volumes": [{"containerPath": "/data", "hostPath": shared.path().display().to_string(), "mode": "RW"}]}
+    });
+    let (status, r) = m.call("POST", "/v2/apps", Some(app)).await;
+    assert_eq!(status, 201, "{r}");
+    m.settled("docker/writer", 1).await;
+    let task = m.tasks("docker/writer").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let written = eventually("the container wrote into the volume", || async {
+        std::fs::read_to_string(shared.path().join("out.txt")).ok()
+    })
+    .await;
+    assert_eq!(written.trim(), format!("written-by-{task}"));
+    let c = &inspect(&format!("label=agora.task_id={task}"))[0];
+    assert_eq!(c["HostConfig"]["NetworkMode"], "host");
+
+    // Killing stops the container within its grace period.
+    let started = std::time::Instant::now();
+    m.call("DELETE", "/v2/apps/docker/writer", None).await;
+    eventually("the task is killed", || async {
+        inspect(&format!("label=agora.task_id={task}"))
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // An image that is not there and cannot be pulled: TASK_FAILED naming it.
+    let app = json!({"id": "/docker/missing", "cmd": "true", "cpus": 0.1, "mem": 16,
+                     "container": {"type": "DOCKER", "docker": {"image": "agora-test/no-such-image:404"}}});
+    assert_eq!(m.call("POST", "/v2/apps", Some(app)).await.0, 201);
+    let failure = eventually("the launch fails with the image named", || async {
+        let a = m.app("docker/missing").await;
+        a["lastTaskFailure"]
+            .is_object()
+            .then(|| a["lastTaskFailure"].clone())
+    })
+    .await;
+    assert_eq!(failure["state"], "TASK_FAILED");
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .contains("agora-test/no-such-image:404"),
+        "{failure}"
+    );
+    m.stop().await;
+    cluster.stop().await;
+}
