@@ -25,6 +25,8 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
+use crate::checkpoint::{self, Checkpoints};
+use crate::docker;
 use crate::sandbox;
 use crate::updates::{Acked, StatusUpdateManager};
 
@@ -51,6 +53,9 @@ pub struct Settings {
     pub containerizers: Vec<String>,
     /// Docker tasks may be privileged and mount the Docker socket.
     pub docker_allow_privileged: bool,
+    /// How long executors of checkpointing frameworks wait for a restarted
+    /// agent (`MESOS_RECOVERY_TIMEOUT`).
+    pub recovery_timeout: Duration,
 }
 
 /// What the actor is asked to do.
@@ -86,6 +91,13 @@ pub(crate) enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    /// Stop without stopping checkpointed executors (they wait for the next
+    /// run of the agent); the others are killed.
+    Detach {
+        reply: oneshot::Sender<()>,
+    },
+    /// Containers labelled with this agent's id, listed at start.
+    Containers(Vec<docker::Labelled>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +108,25 @@ enum Kind {
     Default,
     /// The framework's own executor.
     Custom,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Command => "command",
+            Kind::Default => "default",
+            Kind::Custom => "custom",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "command" => Some(Kind::Command),
+            "default" => Some(Kind::Default),
+            "custom" => Some(Kind::Custom),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +160,12 @@ pub(crate) struct Executor {
     kill_at: Option<Instant>,
     /// Why the agent destroyed it, if it did.
     destroy_reason: Option<Reason>,
+    /// Its framework checkpoints: it is written down and survives an agent
+    /// restart.
+    checkpoint: bool,
+    /// The process's start time, when it was recovered from a checkpoint
+    /// (no waiter: the agent polls `/proc` to learn that it exited).
+    adopted: Option<u64>,
 }
 
 /// The actor's state. See the module documentation.
@@ -146,6 +183,8 @@ pub struct Actor {
     shutdown: Option<(oneshot::Sender<()>, Instant)>,
     /// Set when the master told this agent to shut down for good.
     pub(crate) refused: Option<String>,
+    /// Set by a detach: the actor stops after this command.
+    detached: bool,
 }
 
 const MAX_COMPLETED: usize = 1000;
@@ -169,10 +208,12 @@ impl Actor {
             tx,
             shutdown: None,
             refused: None,
+            detached: false,
         }
     }
 
     pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        self.recover();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -182,6 +223,9 @@ impl Actor {
                     None => break,
                 },
                 _ = tick.tick() => self.apply(Command::Tick),
+            }
+            if self.detached {
+                break;
             }
             if let Some((_, deadline)) = &self.shutdown
                 && (self.executors.is_empty() || Instant::now() >= *deadline)
@@ -246,7 +290,165 @@ impl Actor {
                 let grace = self.settings.executor_shutdown_grace_period + Duration::from_secs(1);
                 self.shutdown = Some((reply, Instant::now() + grace));
             }
+            Command::Detach { reply } => {
+                let mut kept = 0;
+                for e in self.executors.values() {
+                    if e.checkpoint {
+                        kept += 1;
+                    } else {
+                        sandbox::destroy(e.pid, &e.dir);
+                    }
+                }
+                info!(
+                    kept,
+                    killed = self.executors.len() - kept,
+                    "agent stopping; executors of checkpointing frameworks keep running"
+                );
+                self.detached = true;
+                let _ = reply.send(());
+            }
+            Command::Containers(list) => self.remove_orphans(list),
         }
+    }
+
+    // ----------------------------------------------------------- recovery
+
+    fn checkpoints(&self) -> Option<Checkpoints> {
+        self.id
+            .as_ref()
+            .map(|id| Checkpoints::new(&self.settings.work_dir, id))
+    }
+
+    /// Finds the executors a previous run of this agent left running (for
+    /// checkpointing frameworks): live ones wait for their executor to
+    /// subscribe again; dead ones end their tasks. Docker containers of
+    /// executors that are gone are removed.
+    fn recover(&mut self) {
+        let Some(cp) = self.checkpoints() else { return };
+        let mut adopted = 0;
+        let mut gone = Vec::new();
+        for f in cp.recover() {
+            let fid = f.info.id.clone().map(|i| i.value).unwrap_or_default();
+            self.frameworks.insert(fid.clone(), f.info.clone());
+            for r in f.executors {
+                let eid = r.info.executor_id.value.clone();
+                let kind = Kind::parse(&r.run.kind).unwrap_or(Kind::Custom);
+                let alive = checkpoint::alive(&r.run);
+                let tasks = r
+                    .tasks
+                    .into_iter()
+                    .map(|(info, state)| {
+                        (
+                            info.task_id.value.clone(),
+                            TaskRecord {
+                                info,
+                                state,
+                                delivered: true,
+                                killing: false,
+                            },
+                        )
+                    })
+                    .collect();
+                self.executors.insert(
+                    (fid.clone(), eid.clone()),
+                    Executor {
+                        framework: fid.clone(),
+                        id: eid.clone(),
+                        info: r.info,
+                        kind,
+                        container: r.run.container.clone(),
+                        dir: r.run.dir.clone(),
+                        pid: Some(r.run.pid),
+                        stream: None,
+                        queued: Vec::new(),
+                        tasks,
+                        started: Instant::now(),
+                        subscribed_once: false,
+                        kill_at: None,
+                        destroy_reason: None,
+                        checkpoint: true,
+                        adopted: Some(r.run.start),
+                    },
+                );
+                if alive {
+                    adopted += 1;
+                    info!(framework.id = %fid, executor.id = %eid, pid = r.run.pid, "recovered a running executor; waiting for it to subscribe again");
+                } else {
+                    gone.push((fid.clone(), eid, r.run.container));
+                }
+            }
+        }
+        for (framework, executor, container) in gone {
+            warn!(framework.id = %framework, executor.id = %executor, "an executor exited while the agent was down");
+            self.executor_exited(framework, executor, container, None);
+        }
+        if adopted > 0 || !self.executors.is_empty() {
+            info!(adopted, "agent recovery done");
+        }
+        if self.settings.containerizers.iter().any(|c| c == "docker") {
+            let (tx, agent) = (self.tx.clone(), self.id.clone().unwrap_or_default());
+            tokio::spawn(async move {
+                let Ok(d) = docker::connect().await else {
+                    return;
+                };
+                match docker::list_labelled(&d, &agent).await {
+                    Ok(list) => {
+                        let _ = tx.send(Command::Containers(list));
+                    }
+                    Err(e) => warn!(error = %e, "cannot list this agent's containers"),
+                }
+            });
+        }
+    }
+
+    /// Containers whose executor this agent no longer runs are orphans:
+    /// removed (stopped first).
+    fn remove_orphans(&mut self, list: Vec<docker::Labelled>) {
+        let orphans: Vec<docker::Labelled> = list
+            .into_iter()
+            .filter(|c| {
+                !self
+                    .executors
+                    .contains_key(&(c.framework.clone(), c.executor.clone()))
+            })
+            .collect();
+        if orphans.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            let Ok(d) = docker::connect().await else {
+                return;
+            };
+            for c in orphans {
+                warn!(container = %c.id, framework.id = %c.framework, task.id = %c.task, "removing an orphaned container");
+                if let Err(e) = docker::remove(&d, &c.id).await {
+                    warn!(container = %c.id, error = %e, "cannot remove an orphaned container");
+                }
+            }
+        });
+    }
+
+    /// Containers of an executor that ended without removing them.
+    fn remove_containers_of(&self, framework: &str, executor: &str) {
+        if !self.settings.containerizers.iter().any(|c| c == "docker") {
+            return;
+        }
+        let (tx, agent) = (self.tx.clone(), self.id.clone().unwrap_or_default());
+        let (framework, executor) = (framework.to_string(), executor.to_string());
+        tokio::spawn(async move {
+            let Ok(d) = docker::connect().await else {
+                return;
+            };
+            if let Ok(list) = docker::list_labelled(&d, &agent).await {
+                let mine: Vec<docker::Labelled> = list
+                    .into_iter()
+                    .filter(|c| c.framework == framework && c.executor == executor)
+                    .collect();
+                if !mine.is_empty() {
+                    let _ = tx.send(Command::Containers(mine));
+                }
+            }
+        });
     }
 
     // ------------------------------------------------------------- master
@@ -408,6 +610,9 @@ impl Actor {
                 }
                 self.updates.remove_framework(&fid);
                 self.frameworks.remove(&fid);
+                if let Some(cp) = self.checkpoints() {
+                    cp.remove_framework(&fid);
+                }
             }
             M::FrameworkMessage(m) => {
                 let key = (m.framework_id.value.clone(), m.executor_id.value.clone());
@@ -477,9 +682,16 @@ impl Actor {
             );
             return;
         }
+        let cp = self.checkpoints();
         let Some(e) = self.executors.get_mut(&key) else {
             return;
         };
+        if e.checkpoint
+            && let Some(cp) = cp
+            && let Err(err) = cp.task(&framework, &eid, &task)
+        {
+            warn!(task.id = %task_id, error = %err, "cannot checkpoint the task");
+        }
         e.tasks.insert(
             task_id,
             TaskRecord {
@@ -524,10 +736,17 @@ impl Actor {
             }
             return;
         }
+        let cp = self.checkpoints();
         let Some(e) = self.executors.get_mut(&key) else {
             return;
         };
         for t in &group.tasks {
+            if e.checkpoint
+                && let Some(cp) = &cp
+                && let Err(err) = cp.task(&framework, &eid, t)
+            {
+                warn!(task.id = %t.task_id.value, error = %err, "cannot checkpoint the task");
+            }
             e.tasks.insert(
                 t.task_id.value.clone(),
                 TaskRecord {
@@ -622,6 +841,10 @@ impl Actor {
                 mesos_duration(grace),
             ),
             ("LIBPROCESS_PORT".into(), "0".into()),
+            (
+                "MESOS_RECOVERY_TIMEOUT".into(),
+                mesos_duration(self.settings.recovery_timeout),
+            ),
         ];
         let mut env = env;
         if !matches!(kind, Kind::Custom) {
@@ -664,6 +887,21 @@ impl Actor {
                 status,
             });
         });
+        if checkpoint && let (Some(cp), Some(fw), Some(pid)) = (self.checkpoints(), fw, pid) {
+            let run = checkpoint::Run {
+                container: container.clone(),
+                dir: dir.clone(),
+                pid,
+                start: checkpoint::process_start(pid).unwrap_or(0),
+                kind: kind.as_str().into(),
+            };
+            if let Err(e) = cp
+                .framework(fw)
+                .and_then(|()| cp.executor(framework, &info, &run))
+            {
+                warn!(framework.id = %framework, executor.id = %eid, error = %e, "cannot checkpoint the executor");
+            }
+        }
         self.executors.insert(
             (framework.to_string(), eid.to_string()),
             Executor {
@@ -681,6 +919,8 @@ impl Actor {
                 subscribed_once: false,
                 kill_at: None,
                 destroy_reason: None,
+                checkpoint,
+                adopted: None,
             },
         );
         Ok(())
@@ -835,6 +1075,19 @@ impl Actor {
         for pgid in sandbox::recorded_groups(&e.dir) {
             sandbox::signal_group(pgid, Signal::SIGKILL);
         }
+        if e.checkpoint
+            && let Some(cp) = self.checkpoints()
+        {
+            cp.remove_executor(&framework, &executor);
+        }
+        if e.tasks.values().any(|t| {
+            t.info
+                .container
+                .as_ref()
+                .is_some_and(|c| c.r#type() == v1::container_info::Type::Docker)
+        }) {
+            self.remove_containers_of(&framework, &executor);
+        }
         info!(framework.id = %framework, executor.id = %executor, ?status, "executor exited");
         for t in e.tasks.values() {
             if is_terminal(t.state) {
@@ -895,6 +1148,9 @@ impl Actor {
                 .get_mut(&key)
                 .and_then(|e| e.tasks.remove(task))
         {
+            if let Some(cp) = self.checkpoints() {
+                cp.remove_task(framework, &key.1, task);
+            }
             self.push_completed(framework, &record.info, record.state);
         }
     }
@@ -1079,13 +1335,18 @@ impl Actor {
                 }
                 let task_id = status.task_id.clone();
                 let state = status.state();
-                if let Some(record) = self
-                    .executors
-                    .get_mut(&key)
-                    .and_then(|e| e.tasks.get_mut(&task_id.value))
+                let cp = self.checkpoints();
+                if let Some(e) = self.executors.get_mut(&key)
+                    && let Some(record) = e.tasks.get_mut(&task_id.value)
                 {
                     record.state = state;
                     record.delivered = true;
+                    if e.checkpoint
+                        && let Some(cp) = cp
+                        && let Err(err) = cp.task_state(&fid, &eid, &task_id.value, state)
+                    {
+                        warn!(task.id = %task_id.value, error = %err, "cannot checkpoint the task state");
+                    }
                 }
                 self.enqueue(&fid, status);
                 self.to_executor(
@@ -1128,7 +1389,14 @@ impl Actor {
         let timeout = self.settings.executor_registration_timeout;
         let mut late = Vec::new();
         let mut overdue = Vec::new();
+        let mut exited = Vec::new();
         for (key, e) in &self.executors {
+            if let (Some(start), Some(pid)) = (e.adopted, e.pid)
+                && checkpoint::process_start(pid) != Some(start)
+            {
+                exited.push((key.clone(), e.container.clone()));
+                continue;
+            }
             if !e.subscribed_once && e.kill_at.is_none() && now.duration_since(e.started) >= timeout
             {
                 late.push(key.clone());
@@ -1136,6 +1404,9 @@ impl Actor {
             if e.kill_at.is_some_and(|k| now >= k) {
                 overdue.push(key.clone());
             }
+        }
+        for ((framework, executor), container) in exited {
+            self.executor_exited(framework, executor, container, None);
         }
         for key in late {
             warn!(framework.id = %key.0, executor.id = %key.1, "executor did not subscribe in time; destroying it");

@@ -42,7 +42,8 @@ pub enum ExecutorError {
 
 /// The default kill grace period (Mesos: 3 s).
 const DEFAULT_GRACE: Duration = Duration::from_secs(3);
-/// How long to keep trying to reach a restarted agent.
+/// How long the executor of a framework that does not checkpoint keeps
+/// trying to reach a restarted agent.
 const RECONNECT_WINDOW: Duration = Duration::from_secs(30);
 
 struct Task {
@@ -139,6 +140,16 @@ pub async fn run() -> Result<(), ExecutorError> {
         docker: None,
         docker_exits: docker_exits_tx,
     };
+    // A checkpointing framework's executor waits for a restarted agent as
+    // long as the agent said (MESOS_RECOVERY_TIMEOUT); others give up sooner.
+    let window = if std::env::var("MESOS_CHECKPOINT").is_ok_and(|v| v == "1") {
+        std::env::var("MESOS_RECOVERY_TIMEOUT")
+            .ok()
+            .and_then(|s| parse_mesos_duration(&s))
+            .unwrap_or(Duration::from_secs(15 * 60))
+    } else {
+        RECONNECT_WINDOW
+    };
     let mut lost_since: Option<Instant> = None;
     loop {
         let mut stream = match ex.subscribe().await {
@@ -148,7 +159,7 @@ pub async fn run() -> Result<(), ExecutorError> {
             }
             Err(e) => {
                 let since = *lost_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > RECONNECT_WINDOW {
+                if since.elapsed() > window {
                     ex.kill_all(Duration::ZERO);
                     return Err(ExecutorError::AgentLost(e));
                 }

@@ -380,6 +380,45 @@ pub async fn stop(d: &Docker, id: &str, grace: std::time::Duration) -> Result<()
     .map_err(|e| e.to_string())
 }
 
+/// A container this agent's executors made, as its labels describe it.
+#[derive(Debug, Clone)]
+pub struct Labelled {
+    /// The container id.
+    pub id: String,
+    /// `agora.framework_id`.
+    pub framework: String,
+    /// `agora.executor_id`.
+    pub executor: String,
+    /// `agora.task_id`.
+    pub task: String,
+}
+
+/// Every container (running or not) labelled with this agent's id.
+pub async fn list_labelled(d: &Docker, agent: &str) -> Result<Vec<Labelled>, String> {
+    let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_AGENT}={agent}")])]);
+    let list = d
+        .list_containers(Some(q::ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .into_iter()
+        .filter_map(|c| {
+            let labels = c.labels.unwrap_or_default();
+            let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
+            Some(Labelled {
+                id: c.id?,
+                framework: get(LABEL_FRAMEWORK),
+                executor: get(LABEL_EXECUTOR),
+                task: get(LABEL_TASK),
+            })
+        })
+        .collect())
+}
+
 /// Removes it (and its anonymous volumes).
 pub async fn remove(d: &Docker, id: &str) -> Result<(), String> {
     d.remove_container(

@@ -16,6 +16,8 @@
 //! does. Executors run in their own process groups in per-run sandboxes.
 
 mod actor;
+pub mod cgroups;
+pub mod checkpoint;
 pub mod command_executor;
 pub mod detect;
 pub mod docker;
@@ -70,6 +72,9 @@ pub struct AgentOptions {
     /// `--docker-allow-privileged`: privileged containers and the Docker
     /// socket may be used by tasks.
     pub docker_allow_privileged: bool,
+    /// How long executors of checkpointing frameworks wait for a restarted
+    /// agent before they kill their tasks and exit.
+    pub recovery_timeout: Duration,
 }
 
 impl AgentOptions {
@@ -93,6 +98,7 @@ impl AgentOptions {
             executor_shutdown_grace_period: Duration::from_secs(5),
             containerizers: vec!["docker".into(), "process".into()],
             docker_allow_privileged: false,
+            recovery_timeout: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -135,13 +141,29 @@ impl RunningAgent {
 
     /// Stops the agent: every executor is shut down (its tasks killed), then
     /// the link and the HTTP server close.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
         let (tx, rx) = oneshot::channel();
-        if self
+        let reply = self
             .actor
             .send(actor::Command::Shutdown { reply: tx })
-            .is_ok()
-        {
+            .is_ok();
+        self.close(reply.then_some(rx)).await;
+    }
+
+    /// Stops the agent the way Mesos' does on SIGTERM: executors of
+    /// checkpointing frameworks keep running and are adopted by the next run
+    /// of an agent with the same work dir; the others are killed.
+    pub async fn detach(self) {
+        let (tx, rx) = oneshot::channel();
+        let reply = self
+            .actor
+            .send(actor::Command::Detach { reply: tx })
+            .is_ok();
+        self.close(reply.then_some(rx)).await;
+    }
+
+    async fn close(mut self, done: Option<oneshot::Receiver<()>>) {
+        if let Some(rx) = done {
             let _ = rx.await;
         }
         let _ = self.stop_link.send(true);
@@ -195,6 +217,7 @@ pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Res
         executor_shutdown_grace_period: options.executor_shutdown_grace_period,
         containerizers: options.containerizers.clone(),
         docker_allow_privileged: options.docker_allow_privileged,
+        recovery_timeout: options.recovery_timeout,
     });
     let (tx, rx) = mpsc::unbounded_channel();
     let previous = recorded_id(&work_dir);

@@ -56,6 +56,10 @@ pub struct AgentArgs {
     /// Let Docker tasks run privileged and mount the Docker socket.
     #[arg(long)]
     pub docker_allow_privileged: bool,
+    /// How long executors of checkpointing frameworks wait for a restarted
+    /// agent before they kill their tasks.
+    #[arg(long, default_value = "15m", value_parser = humantime_duration)]
+    pub recovery_timeout: Duration,
 }
 
 /// Parsed `--attributes`.
@@ -101,6 +105,7 @@ impl AgentArgs {
         o.executor_shutdown_grace_period = self.executor_shutdown_grace_period;
         o.containerizers = self.containerizers.clone();
         o.docker_allow_privileged = self.docker_allow_privileged;
+        o.recovery_timeout = self.recovery_timeout;
         Ok(o)
     }
 }
@@ -123,9 +128,21 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         "agora agent listening on http://{} (master {})",
         agent.addr, args.master
     );
-    super::shutdown_signal().await;
-    eprintln!("stopping: killing this agent's tasks");
-    agent.stop().await;
+    // As Mesos: SIGTERM or Ctrl-C stops the agent but not the tasks of
+    // checkpointing frameworks (the next run with this work dir adopts them);
+    // SIGUSR1 kills everything first.
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .context("cannot handle SIGUSR1")?;
+    tokio::select! {
+        _ = super::shutdown_signal() => {
+            eprintln!("stopping: tasks of checkpointing frameworks keep running for the next run of this agent");
+            agent.detach().await;
+        }
+        _ = usr1.recv() => {
+            eprintln!("stopping: killing this agent's tasks (SIGUSR1)");
+            agent.stop().await;
+        }
+    }
     Ok(())
 }
 

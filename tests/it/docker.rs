@@ -196,3 +196,193 @@ async fn host_networking_volumes_and_a_missing_image() {
     m.stop().await;
     cluster.stop().await;
 }
+
+/// An `agora agent` process of its own, so that it can be stopped and
+/// started again while its executors keep running.
+struct AgentProcess {
+    child: std::process::Child,
+    args: Vec<String>,
+    log: std::path::PathBuf,
+}
+
+impl AgentProcess {
+    fn start(master: &str, dir: &std::path::Path, port: u16) -> AgentProcess {
+        let args: Vec<String> = [
+            "agent",
+            "--master",
+            master,
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--hostname",
+            "agent-r",
+            "--resources",
+            "cpus:2;mem:2048;disk:1000;ports:[34000-34099]",
+            "--work-dir",
+            &dir.join("agent").display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let log = dir.join("agent.log");
+        let mut a = AgentProcess {
+            child: std::process::Command::new("true").spawn().unwrap(),
+            args,
+            log,
+        };
+        a.spawn();
+        a
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = std::process::Command::new(crate::cluster::agora_bin())
+            .args(&self.args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+    }
+
+    fn signal(&mut self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "agent exited with {status}: {}",
+            self.log()
+        );
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn running(container: &str) -> bool {
+    let out = std::process::Command::new("docker")
+        .args(["inspect", "--format", "{{.State.Running}}", container])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "true"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restart_adopts_running_containers_and_removes_orphans() {
+    use nix::sys::signal::Signal;
+    let Some(image) = image() else { return };
+    let cluster = Cluster::start(0, "cpus:1").await;
+    let m = Marathon::start(&cluster).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = AgentProcess::start(&cluster.master(), dir.path(), free_port());
+    let app = json!({
+        "id": "/docker/survivor",
+        "cmd": "mkdir -p /www && echo alive > /www/index.html && exec httpd -f -p 8080 -h /www",
+        "cpus": 0.2, "mem": 32,
+        "networks": [{"mode": "container/bridge"}],
+        "container": {"type": "DOCKER", "docker": {"image": image},
+                      "portMappings": [{"containerPort": 8080, "hostPort": 0}]},
+        "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/index.html", "portIndex": 0,
+                          "delaySeconds": 0, "intervalSeconds": 1}]
+    });
+    let (status, r) = m.call("POST", "/v2/apps", Some(app)).await;
+    assert_eq!(status, 201, "{r}");
+    m.settled("docker/survivor", 1).await;
+    let task = m.tasks("docker/survivor").await[0].clone();
+    let (id, port) = (
+        task["id"].as_str().unwrap().to_string(),
+        task["ports"][0].as_u64().unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}/index.html");
+    let container = inspect(&format!("label=agora.task_id={id}"))[0]["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let agent_id = task["slaveId"].as_str().unwrap().to_string();
+    // A container labelled as this agent's whose executor it never ran.
+    let orphan = std::process::Command::new("docker")
+        .args(["run", "-d", "--label"])
+        .arg(format!("agora.agent_id={agent_id}"))
+        .args([
+            "--label",
+            "agora.framework_id=gone",
+            "--label",
+            "agora.executor_id=ghost",
+            image,
+            "sleep",
+            "600",
+        ])
+        .output()
+        .unwrap();
+    assert!(orphan.status.success(), "{orphan:?}");
+    let orphan = String::from_utf8_lossy(&orphan.stdout).trim().to_string();
+
+    // SIGTERM: the agent goes, its container stays and keeps serving.
+    agent.signal(Signal::SIGTERM);
+    assert!(running(&container), "{}", agent.log());
+    let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    assert_eq!(body.trim(), "alive");
+
+    // The next run adopts it: same task, still running and healthy, no
+    // replacement; the orphan is removed.
+    agent.spawn();
+    eventually("the orphaned container is removed", || async {
+        (!running(&orphan) && inspect("label=agora.executor_id=ghost").is_empty()).then_some(())
+    })
+    .await;
+    eventually("the agent is back with its task", || async {
+        let state: Value = reqwest::get(cluster.url("/master/state"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let active = state["slaves"][0]["active"] == true;
+        let tasks = state["frameworks"][0]["tasks"].as_array()?.clone();
+        (active && tasks.len() == 1 && tasks[0]["state"] == "TASK_RUNNING").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        agent.log().contains("recovered a running executor"),
+        "{}",
+        agent.log()
+    );
+    let tasks = m.tasks("docker/survivor").await;
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0]["id"], id.as_str(), "the task was replaced");
+    assert!(running(&container));
+    eventually("the adopted task is healthy", || async {
+        (m.app("docker/survivor").await["tasksHealthy"] == 1).then_some(())
+    })
+    .await;
+
+    // The adopted executor takes orders: destroying the app kills it.
+    assert_eq!(
+        m.call("DELETE", "/v2/apps/docker/survivor", None).await.0,
+        200
+    );
+    eventually("the adopted container is killed and removed", || async {
+        inspect(&format!("label=agora.task_id={id}"))
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    agent.signal(Signal::SIGUSR1);
+    m.stop().await;
+    cluster.stop().await;
+}
