@@ -56,6 +56,8 @@ pub struct Settings {
     /// How long executors of checkpointing frameworks wait for a restarted
     /// agent (`MESOS_RECOVERY_TIMEOUT`).
     pub recovery_timeout: Duration,
+    /// How process tasks are limited (`cgroups v1 …`), `None` when they are not.
+    pub isolation: Option<String>,
 }
 
 /// What the actor is asked to do.
@@ -856,6 +858,9 @@ impl Actor {
                 "AGORA_CONTAINERIZERS".into(),
                 self.settings.containerizers.join(","),
             ));
+            if self.settings.isolation.is_some() {
+                env.push(("AGORA_ISOLATION".into(), "cgroups".into()));
+            }
             if self.settings.docker_allow_privileged {
                 env.push(("AGORA_DOCKER_ALLOW_PRIVILEGED".into(), "1".into()));
             }

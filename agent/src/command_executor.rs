@@ -25,7 +25,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::{docker, fetch, health, sandbox};
+use crate::{cgroups, docker, fetch, health, sandbox};
 
 /// Why the executor could not run.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,10 @@ struct Task {
     container: Option<String>,
     /// The container's own IP (bridge and user networks).
     ip: Option<String>,
+    /// The cgroup limiting a process task.
+    cgroup: Option<cgroups::Cgroup>,
+    /// The memory it was given, in bytes.
+    memory: u64,
 }
 
 struct Executor {
@@ -84,6 +88,9 @@ struct Executor {
     /// The Docker engine, once a Docker task needed it.
     docker: Option<bollard::Docker>,
     docker_exits: mpsc::UnboundedSender<(String, docker::Exit)>,
+    /// Where process tasks get their cgroups: detected at the first one when
+    /// the agent enabled isolation (`AGORA_ISOLATION=cgroups`).
+    cgroups: Option<Option<cgroups::Hierarchy>>,
 }
 
 fn env(name: &'static str) -> Result<String, ExecutorError> {
@@ -139,6 +146,7 @@ pub async fn run() -> Result<(), ExecutorError> {
         checks: checks_tx,
         docker: None,
         docker_exits: docker_exits_tx,
+        cgroups: None,
     };
     // A checkpointing framework's executor waits for a restarted agent as
     // long as the agent said (MESOS_RECOVERY_TIMEOUT); others give up sooner.
@@ -334,6 +342,8 @@ impl Executor {
                 health_kill: None,
                 container: None,
                 ip: None,
+                cgroup: None,
+                memory: 0,
             },
         );
         if is_docker(&task) {
@@ -366,18 +376,27 @@ impl Executor {
             .await;
             return;
         }
+        let cgroup = self.cgroup_for(&task);
         let spawned = sandbox::command(&sandbox::Spec {
             command: &command,
             env: &env,
             dir: &self.directory,
         })
-        .and_then(|mut c| c.spawn());
+        .and_then(|mut c| {
+            if let Some(cg) = &cgroup {
+                cg.join_on_spawn(&mut c);
+            }
+            c.spawn()
+        });
         // STARTING goes out after the fork, so that the command's start is
         // not delayed by a round trip to the agent.
         self.update(&id, TaskState::TaskStarting, None, None).await;
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
+                if let Some(cg) = &cgroup {
+                    cg.destroy();
+                }
                 let message = format!("Failed to launch the command: {e}");
                 self.update(
                     &id,
@@ -394,6 +413,8 @@ impl Executor {
         info!(task = %id, pid, "forked command");
         if let Some(t) = self.tasks.get_mut(&id) {
             t.pgid = Some(pid as i32);
+            t.memory = (docker::scalar(&task, "mem") * 1024.0 * 1024.0) as u64;
+            t.cgroup = cgroup;
             if let Some(hc) = task.health_check.clone() {
                 let mut check_env = env.clone();
                 if let Some(e) = &command.environment {
@@ -415,6 +436,31 @@ impl Executor {
             }
         });
         self.update(&id, TaskState::TaskRunning, None, None).await;
+    }
+
+    /// A cgroup with the task's cpu and memory, when isolation is on; a
+    /// failure is logged and the task runs without limits.
+    fn cgroup_for(&mut self, task: &v1::TaskInfo) -> Option<cgroups::Cgroup> {
+        let hierarchy = self
+            .cgroups
+            .get_or_insert_with(|| {
+                if std::env::var("AGORA_ISOLATION").is_ok_and(|v| v == "cgroups") {
+                    cgroups::detect()
+                        .map_err(|e| warn!(error = %e, "no cgroups: tasks run without limits"))
+                        .ok()
+                } else {
+                    None
+                }
+            })
+            .as_ref()?;
+        let limits = cgroups::Limits {
+            cpus: docker::scalar(task, "cpus"),
+            memory: (docker::scalar(task, "mem") * 1024.0 * 1024.0) as u64,
+        };
+        hierarchy
+            .create(&cgroups::name_for(&task.task_id.value), limits)
+            .map_err(|e| warn!(task = %task.task_id.value, error = %e, "cannot create the task's cgroup; it runs without limits"))
+            .ok()
     }
 
     async fn kill(&mut self, id: &str, grace: Option<Duration>) {
@@ -780,8 +826,28 @@ impl Executor {
             Some(cause) => format!("Task killed after failing its health checks: {cause}"),
             None => description,
         };
+        let oom = t.cgroup.as_ref().is_some_and(|c| c.oom_killed());
+        let description = if oom {
+            let used = t.cgroup.as_ref().and_then(|c| c.max_usage()).unwrap_or(0);
+            format!(
+                "Memory limit exceeded: Requested: {}MB Maximum Used: {}MB ({description})",
+                t.memory >> 20,
+                used >> 20
+            )
+        } else {
+            description
+        };
+        if let Some(cg) = self.tasks.get_mut(id).and_then(|t| t.cgroup.take()) {
+            cg.destroy();
+        }
+        let Some(t) = self.tasks.get(id) else { return };
         let (state, reason) = if let Some(r) = t.deadline_reason {
             (TaskState::TaskFailed, Some(r))
+        } else if oom && !t.killed {
+            (
+                TaskState::TaskFailed,
+                Some(Reason::ContainerLimitationMemory),
+            )
         } else if t.killed {
             (TaskState::TaskKilled, None)
         } else if status.success() {

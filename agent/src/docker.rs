@@ -61,7 +61,8 @@ pub async fn connect() -> Result<Docker, String> {
         .map_err(|e| format!("cannot reach the Docker engine: {e}"))
 }
 
-fn scalar(task: &v1::TaskInfo, name: &str) -> f64 {
+/// A scalar resource of a task (0 when absent).
+pub(crate) fn scalar(task: &v1::TaskInfo, name: &str) -> f64 {
     Resources::from_protos(&task.resources)
         .map(|r| r.scalar(name))
         .unwrap_or(0.0)
@@ -344,12 +345,21 @@ pub async fn wait(d: &Docker, id: &str) -> Exit {
         Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
         _ => -1,
     };
-    let oom_killed = d
-        .inspect_container(id, None::<q::InspectContainerOptions>)
-        .await
-        .ok()
-        .and_then(|c| c.state?.oom_killed)
-        .unwrap_or(false);
+    // The engine may learn of an OOM kill after the exit: a SIGKILLed
+    // container is asked again for a moment.
+    let mut oom_killed = false;
+    for _ in 0..10 {
+        oom_killed = d
+            .inspect_container(id, None::<q::InspectContainerOptions>)
+            .await
+            .ok()
+            .and_then(|c| c.state?.oom_killed)
+            .unwrap_or(false);
+        if oom_killed || code != 128 + 9 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     Exit { code, oom_killed }
 }
 

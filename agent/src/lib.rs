@@ -39,7 +39,7 @@ use agora_proto::v1;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use actor::{Settings, mesos_duration, recorded_id};
 pub use link::master_url;
@@ -75,6 +75,8 @@ pub struct AgentOptions {
     /// How long executors of checkpointing frameworks wait for a restarted
     /// agent before they kill their tasks and exit.
     pub recovery_timeout: Duration,
+    /// Limit process tasks with cgroups (`--isolation cgroups`, the default).
+    pub cgroups: bool,
 }
 
 impl AgentOptions {
@@ -99,6 +101,7 @@ impl AgentOptions {
             containerizers: vec!["docker".into(), "process".into()],
             docker_allow_privileged: false,
             recovery_timeout: Duration::from_secs(15 * 60),
+            cgroups: true,
         }
     }
 }
@@ -206,6 +209,22 @@ pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Res
             format!("executor path {}: {e}", options.executor_path.display()),
         )
     })?;
+    let isolation = if options.cgroups {
+        match cgroups::detect() {
+            Ok(h) => {
+                info!("process tasks get cpu and memory limits ({h})");
+                Some(h.to_string())
+            }
+            Err(e) => {
+                warn!(
+                    "cgroups are not writable ({e}): process tasks run without cpu and memory limits"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
     let settings = Arc::new(Settings {
         work_dir: work_dir.clone(),
         hostname: options.hostname.clone(),
@@ -218,6 +237,7 @@ pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Res
         containerizers: options.containerizers.clone(),
         docker_allow_privileged: options.docker_allow_privileged,
         recovery_timeout: options.recovery_timeout,
+        isolation,
     });
     let (tx, rx) = mpsc::unbounded_channel();
     let previous = recorded_id(&work_dir);

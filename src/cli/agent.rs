@@ -60,6 +60,10 @@ pub struct AgentArgs {
     /// agent before they kill their tasks.
     #[arg(long, default_value = "15m", value_parser = humantime_duration)]
     pub recovery_timeout: Duration,
+    /// Process task isolation: `cgroups` (cpu and memory limits, v2 or v1;
+    /// without writable cgroups the agent says so and runs without) or `none`.
+    #[arg(long, default_value = "cgroups", value_parser = ["cgroups", "none"])]
+    pub isolation: String,
 }
 
 /// Parsed `--attributes`.
@@ -106,6 +110,7 @@ impl AgentArgs {
         o.containerizers = self.containerizers.clone();
         o.docker_allow_privileged = self.docker_allow_privileged;
         o.recovery_timeout = self.recovery_timeout;
+        o.cgroups = self.isolation == "cgroups";
         Ok(o)
     }
 }
@@ -128,6 +133,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         "agora agent listening on http://{} (master {})",
         agent.addr, args.master
     );
+    match &agent.settings.isolation {
+        Some(how) => eprintln!("process tasks: cpu and memory limits with {how}"),
+        None => eprintln!(
+            "process tasks: no cpu and memory limits (--isolation or cgroups not writable)"
+        ),
+    }
     // As Mesos: SIGTERM or Ctrl-C stops the agent but not the tasks of
     // checkpointing frameworks (the next run with this work dir adopts them);
     // SIGUSR1 kills everything first.

@@ -386,3 +386,110 @@ async fn an_agent_restart_adopts_running_containers_and_removes_orphans() {
     m.stop().await;
     cluster.stop().await;
 }
+
+/// The last status of the first completed task of `app` as the master's
+/// operator API (GET_TASKS) reports it.
+async fn completed_status(cluster: &Cluster, app: &str) -> Option<Value> {
+    let resp: Value = reqwest::Client::new()
+        .post(cluster.url("/api/v1"))
+        .header("Content-Type", "application/json")
+        .body(r#"{"type":"GET_TASKS"}"#)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let tasks = resp["get_tasks"]["completed_tasks"].as_array()?;
+    let t = tasks.iter().find(|t| {
+        t["task_id"]["value"]
+            .as_str()
+            .is_some_and(|id| id.starts_with(app))
+    })?;
+    t["statuses"].as_array()?.last().cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limits_end_a_process_task_and_a_container() {
+    let Some(image) = image() else { return };
+    if agora_agent::cgroups::detect().is_err() {
+        crate::cluster::missing("writable cgroups (memory and cpu controllers)");
+        return;
+    }
+    let cluster = Cluster::start(1, "cpus:4;mem:4096;disk:1000").await;
+    let m = Marathon::start(&cluster).await;
+    // `tail` keeps a line without a newline in memory: 300 MB against 32 MB
+    // (a whole cpu each: under a small CFS quota the climb takes seconds).
+    let hog = "head -c 300000000 /dev/zero | tail";
+    let process = json!({"id": "/oom/process", "cmd": hog, "cpus": 1, "mem": 32,
+                         "backoffSeconds": 60});
+    let container = json!({"id": "/oom/container", "cmd": hog, "cpus": 1, "mem": 32,
+                           "backoffSeconds": 60,
+                           "container": {"type": "DOCKER", "docker": {"image": image}}});
+    for app in [process, container] {
+        let (status, r) = m.call("POST", "/v2/apps", Some(app)).await;
+        assert_eq!(status, 201, "{r}");
+    }
+    for (app, prefix, words) in [
+        (
+            "oom/process",
+            "oom_process.",
+            "Memory limit exceeded: Requested: 32MB",
+        ),
+        (
+            "oom/container",
+            "oom_container.",
+            "exceeded its memory limit",
+        ),
+    ] {
+        let status = eventually(&format!("{app} is ended by its memory limit"), || {
+            completed_status(&cluster, prefix)
+        })
+        .await;
+        assert_eq!(status["state"], "TASK_FAILED", "{status}");
+        assert_eq!(
+            status["reason"], "REASON_CONTAINER_LIMITATION_MEMORY",
+            "{status}"
+        );
+        assert!(
+            status["message"].as_str().unwrap().contains(words),
+            "{status}"
+        );
+        let failure = m.app(app).await["lastTaskFailure"].clone();
+        assert_eq!(failure["state"], "TASK_FAILED", "{failure}");
+    }
+
+    // A running process task sits in its own cgroup with its cpus and mem.
+    let app = json!({"id": "/limits", "cmd": "sleep 600", "cpus": 0.5, "mem": 48});
+    assert_eq!(m.call("POST", "/v2/apps", Some(app)).await.0, 201);
+    m.settled("limits", 1).await;
+    let task = m.tasks("limits").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let find = |root: &std::path::Path| {
+        std::fs::read_dir(root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&task))
+            .expect("the task's cgroup")
+    };
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap().trim().to_string();
+    match agora_agent::cgroups::detect().unwrap() {
+        agora_agent::cgroups::Hierarchy::V1 { memory, cpu } => {
+            assert_eq!(
+                read(find(&memory).join("memory.limit_in_bytes")),
+                "50331648"
+            );
+            assert_eq!(read(find(&cpu).join("cpu.cfs_quota_us")), "50000");
+            assert_eq!(read(find(&cpu).join("cpu.shares")), "512");
+        }
+        agora_agent::cgroups::Hierarchy::V2 { root } => {
+            assert_eq!(read(find(&root).join("memory.max")), "50331648");
+            assert_eq!(read(find(&root).join("cpu.max")), "50000 100000");
+        }
+    }
+    m.stop().await;
+    cluster.stop().await;
+}
