@@ -493,3 +493,125 @@ async fn memory_limits_end_a_process_task_and_a_container() {
     m.stop().await;
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_grace_periods_and_a_user_network() {
+    let Some(image) = image() else { return };
+    let cluster = Cluster::start(1, "cpus:4;mem:4096;disk:1000").await;
+    let m = Marathon::start(&cluster).await;
+    let shared = tempfile::tempdir().unwrap();
+    let data = shared.path().display().to_string();
+
+    // SIGTERM first: a task that cleans up within its grace period finishes
+    // cleaning; one that ignores SIGTERM is killed when the grace is over.
+    let polite = json!({
+        "id": "/kill/polite", "cpus": 0.1, "mem": 16, "taskKillGracePeriodSeconds": 5,
+        "cmd": "trap 'echo term >> /data/polite; sleep 1; echo clean >> /data/polite; exit 0' TERM; echo up >> /data/polite; while true; do sleep 0.2; done",
+        "container": {"type": "DOCKER", "docker": {"image": image},
+                      "volumes": [{"containerPath": "/data", "hostPath": data, "mode": "RW"}]}
+    });
+    let stubborn = json!({
+        "id": "/kill/stubborn", "cpus": 0.1, "mem": 16, "taskKillGracePeriodSeconds": 1,
+        "cmd": "trap 'echo ignored >> /data/stubborn' TERM; echo up >> /data/stubborn; while true; do sleep 0.2; done",
+        "container": {"type": "DOCKER", "docker": {"image": image},
+                      "volumes": [{"containerPath": "/data", "hostPath": data, "mode": "RW"}]}
+    });
+    for app in [polite, stubborn] {
+        let (status, r) = m.call("POST", "/v2/apps", Some(app)).await;
+        assert_eq!(status, 201, "{r}");
+    }
+    m.settled("kill/polite", 1).await;
+    m.settled("kill/stubborn", 1).await;
+    let read = |name: &str| std::fs::read_to_string(shared.path().join(name)).unwrap_or_default();
+    eventually("both tasks are up", || async {
+        (read("polite").contains("up") && read("stubborn").contains("up")).then_some(())
+    })
+    .await;
+    let ids: Vec<String> = [m.tasks("kill/polite").await, m.tasks("kill/stubborn").await]
+        .iter()
+        .map(|t| t[0]["id"].as_str().unwrap().to_string())
+        .collect();
+    for app in ["kill/polite", "kill/stubborn"] {
+        assert_eq!(
+            m.call("DELETE", &format!("/v2/apps/{app}"), None).await.0,
+            200
+        );
+    }
+    for id in &ids {
+        eventually("the container is stopped and removed", || async {
+            inspect(&format!("label=agora.task_id={id}"))
+                .is_empty()
+                .then_some(())
+        })
+        .await;
+    }
+    assert_eq!(
+        read("polite").lines().collect::<Vec<_>>(),
+        ["up", "term", "clean"]
+    );
+    // It saw SIGTERM and kept running, so only SIGKILL ended it.
+    assert_eq!(
+        read("stubborn").lines().collect::<Vec<_>>(),
+        ["up", "ignored"]
+    );
+    for id in &ids {
+        let status = eventually("the kill is reported", || completed_status(&cluster, id)).await;
+        assert_eq!(status["state"], "TASK_KILLED", "{status}");
+    }
+
+    // USER networking: the container joins the named network and reports
+    // its address there, where other containers reach it.
+    let net = format!("agora-test-{}", std::process::id());
+    let made = std::process::Command::new("docker")
+        .args(["network", "create", &net])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let app = json!({
+        "id": "/net/user", "cpus": 0.1, "mem": 16,
+        "cmd": "mkdir -p /www && echo on-the-user-network > /www/index.html && exec httpd -f -p 8080 -h /www",
+        "networks": [{"mode": "container", "name": net}],
+        "container": {"type": "DOCKER", "docker": {"image": image},
+                      "portMappings": [{"containerPort": 8080, "name": "http"}]}
+    });
+    let (status, r) = m.call("POST", "/v2/apps", Some(app)).await;
+    assert_eq!(status, 201, "{r}");
+    m.settled("net/user", 1).await;
+    let task = m.tasks("net/user").await[0].clone();
+    let ip = task["ipAddresses"][0]["ipAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let c = &inspect(&format!(
+        "label=agora.task_id={}",
+        task["id"].as_str().unwrap()
+    ))[0];
+    assert_eq!(c["HostConfig"]["NetworkMode"], net.as_str());
+    assert_eq!(
+        c["NetworkSettings"]["Networks"][&net]["IPAddress"],
+        ip.as_str()
+    );
+    let fetched = std::process::Command::new("docker")
+        .args(["run", "--rm", "--network", &net, image, "wget", "-qO-"])
+        .arg(format!("http://{ip}:8080/index.html"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&fetched.stdout).trim(),
+        "on-the-user-network",
+        "{fetched:?}"
+    );
+    assert_eq!(m.call("DELETE", "/v2/apps/net/user", None).await.0, 200);
+    let id = task["id"].as_str().unwrap().to_string();
+    eventually("the container is removed", || async {
+        inspect(&format!("label=agora.task_id={id}"))
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let _ = std::process::Command::new("docker")
+        .args(["network", "rm", &net])
+        .output();
+    m.stop().await;
+    cluster.stop().await;
+}
