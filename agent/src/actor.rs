@@ -58,6 +58,10 @@ pub struct Settings {
     pub recovery_timeout: Duration,
     /// How process tasks are limited (`cgroups v1 …`), `None` when they are not.
     pub isolation: Option<String>,
+    /// Hard cpu limits (CFS quota) for process and Docker tasks.
+    pub cgroups_enable_cfs: bool,
+    /// The Docker API version negotiated at start (executors use it as is).
+    pub docker_api_version: Option<String>,
 }
 
 /// What the actor is asked to do.
@@ -858,6 +862,12 @@ impl Actor {
                 "AGORA_CONTAINERIZERS".into(),
                 self.settings.containerizers.join(","),
             ));
+            if let Some(v) = &self.settings.docker_api_version {
+                env.push(("AGORA_DOCKER_API_VERSION".into(), v.clone()));
+            }
+            if self.settings.cgroups_enable_cfs {
+                env.push(("AGORA_CGROUPS_ENABLE_CFS".into(), "1".into()));
+            }
             if self.settings.isolation.is_some() {
                 env.push(("AGORA_ISOLATION".into(), "cgroups".into()));
             }

@@ -5,7 +5,8 @@
 //! The task's process joins its cgroup between fork and exec (it writes `0`
 //! to the cgroup's `cgroup.procs`, opened beforehand), so nothing it forks
 //! escapes. Memory: `memory.max` / `memory.limit_in_bytes` (swap limited to
-//! the same); cpu: a weight from `cpus` and a CFS quota of `cpus` cores.
+//! the same); cpu: a weight from `cpus`, and a CFS quota of `cpus` cores when
+//! the agent enables hard limits (`--cgroups-enable-cfs`, as Mesos).
 //! After the task exits, the cgroup's OOM-kill count tells whether it died of
 //! its memory limit; the cgroup is emptied and removed.
 
@@ -49,8 +50,10 @@ impl std::fmt::Display for Hierarchy {
 /// Limits from a task's resources.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
-    /// `cpus` (0 = no cpu limit).
+    /// `cpus` (0 = no cpu limit): a weight, and a quota when `cfs`.
     pub cpus: f64,
+    /// Enforce `cpus` as a CFS quota (a hard limit), not only a weight.
+    pub cfs: bool,
     /// `mem` in bytes (0 = no memory limit).
     pub memory: u64,
 }
@@ -155,8 +158,10 @@ impl Hierarchy {
                     let _ = std::fs::write(dir.join("memory.swap.max"), "0");
                 }
                 if limits.cpus > 0.0 {
-                    let quota = (limits.cpus * CFS_PERIOD_US as f64).round().max(1000.0);
-                    std::fs::write(dir.join("cpu.max"), format!("{quota} {CFS_PERIOD_US}"))?;
+                    if limits.cfs {
+                        let quota = (limits.cpus * CFS_PERIOD_US as f64).round().max(1000.0);
+                        std::fs::write(dir.join("cpu.max"), format!("{quota} {CFS_PERIOD_US}"))?;
+                    }
                     // cpu.shares 1024 per cpu, mapped to a weight as systemd does.
                     let shares = (limits.cpus * 1024.0).round().clamp(2.0, 262_144.0);
                     let weight = 1.0 + ((shares - 2.0) * 9999.0) / 262_142.0;
@@ -182,9 +187,11 @@ impl Hierarchy {
                 if limits.cpus > 0.0 {
                     let shares = (limits.cpus * 1024.0).round().max(2.0) as u64;
                     std::fs::write(c.join("cpu.shares"), shares.to_string())?;
-                    let quota = (limits.cpus * CFS_PERIOD_US as f64).round().max(1000.0) as u64;
-                    std::fs::write(c.join("cpu.cfs_period_us"), CFS_PERIOD_US.to_string())?;
-                    std::fs::write(c.join("cpu.cfs_quota_us"), quota.to_string())?;
+                    if limits.cfs {
+                        let quota = (limits.cpus * CFS_PERIOD_US as f64).round().max(1000.0) as u64;
+                        std::fs::write(c.join("cpu.cfs_period_us"), CFS_PERIOD_US.to_string())?;
+                        std::fs::write(c.join("cpu.cfs_quota_us"), quota.to_string())?;
+                    }
                 }
                 Cgroup {
                     v2: false,
@@ -340,6 +347,7 @@ mod tests {
                 &name_for("oom-test"),
                 Limits {
                     cpus: 0.5,
+                    cfs: true,
                     memory: 16 << 20,
                 },
             )
@@ -361,6 +369,7 @@ mod tests {
                 &name_for("fits"),
                 Limits {
                     cpus: 0.5,
+                    cfs: true,
                     memory: 64 << 20,
                 },
             )

@@ -455,6 +455,7 @@ impl Executor {
             .as_ref()?;
         let limits = cgroups::Limits {
             cpus: docker::scalar(task, "cpus"),
+            cfs: cfs_enabled(),
             memory: (docker::scalar(task, "mem") * 1024.0 * 1024.0) as u64,
         };
         hierarchy
@@ -639,7 +640,8 @@ impl Executor {
         let d = match &self.docker {
             Some(d) => d.clone(),
             None => {
-                let d = docker::connect().await?;
+                let version = std::env::var("AGORA_DOCKER_API_VERSION").ok();
+                let d = docker::connect_at(version.as_deref()).await?;
                 self.docker = Some(d.clone());
                 d
             }
@@ -674,23 +676,24 @@ impl Executor {
         let policy = docker::Policy {
             allow_privileged: std::env::var("AGORA_DOCKER_ALLOW_PRIVILEGED")
                 .is_ok_and(|v| v == "1"),
+            enable_cfs: cfs_enabled(),
         };
         let body = docker::container_config(&task, &env, &labels, &policy)?;
         let info = task.container.as_ref().and_then(|c| c.docker.as_ref());
         let image = info.map(|i| i.image.clone()).unwrap_or_default();
-        docker::ensure_image(
-            &d,
-            &image,
-            info.and_then(|i| i.force_pull_image).unwrap_or(false),
-        )
-        .await?;
+        let force_pull = info.and_then(|i| i.force_pull_image).unwrap_or(false);
+        let host_network = body
+            .host_config
+            .as_ref()
+            .and_then(|h| h.network_mode.as_deref())
+            == Some("host");
         let container_id = self
             .container_id
             .as_ref()
             .map(|c| c.value.clone())
             .unwrap_or_default();
         let name = docker::container_name(&task.task_id.value, &container_id);
-        let container = docker::start(&d, &name, body).await?;
+        let container = docker::start(&d, &name, body, &image, force_pull).await?;
         tokio::spawn(docker::copy_logs(
             d.clone(),
             container.clone(),
@@ -706,7 +709,12 @@ impl Executor {
             let exit = docker::wait(&waiter, &c).await;
             let _ = exits.send((task_id, exit));
         });
-        let ip = docker::ip_address(&d, &container).await;
+        // On the host's network the task has the host's address.
+        let ip = if host_network {
+            None
+        } else {
+            docker::ip_address(&d, &container).await
+        };
         Ok((container, ip))
     }
 
@@ -984,6 +992,11 @@ fn task_env(task: &v1::TaskInfo, sandbox: &str) -> Vec<(String, String)> {
         env.push(("PORTS".into(), all.join(",")));
     }
     env
+}
+
+/// Whether the agent asked for hard cpu limits (`--cgroups-enable-cfs`).
+fn cfs_enabled() -> bool {
+    std::env::var("AGORA_CGROUPS_ENABLE_CFS").is_ok_and(|v| v == "1")
 }
 
 fn is_docker(task: &v1::TaskInfo) -> bool {

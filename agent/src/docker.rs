@@ -50,6 +50,27 @@ const SAFE_PARAMETERS: &[&str] = &[
 pub struct Policy {
     /// `privileged` and mounting the Docker socket are allowed.
     pub allow_privileged: bool,
+    /// Hard cpu limits (CFS quota) besides shares (`--cgroups-enable-cfs`).
+    pub enable_cfs: bool,
+}
+
+/// The engine at the API version the agent negotiated (`version`, `M.m`),
+/// without asking again; else negotiated here.
+pub async fn connect_at(version: Option<&str>) -> Result<Docker, String> {
+    let parsed = version.and_then(|v| {
+        let (major, minor) = v.split_once('.')?;
+        Some(bollard::ClientVersion {
+            major_version: major.parse().ok()?,
+            minor_version: minor.parse().ok()?,
+        })
+    });
+    match parsed {
+        Some(v) if std::env::var_os("DOCKER_HOST").is_none() => {
+            Docker::connect_with_local("unix:///var/run/docker.sock", 120, &v)
+                .map_err(|e| format!("cannot reach the Docker engine: {e}"))
+        }
+        _ => connect().await,
+    }
 }
 
 /// The engine, with the API version negotiated.
@@ -121,12 +142,15 @@ pub fn container_config(
         }
     }
     let mut host = HostConfig::default();
-    // Resources: cpu shares and quota, memory.
+    // Resources: cpu shares (and a CFS quota when enabled, as Mesos'
+    // --cgroups_enable_cfs), memory.
     let cpus = scalar(task, "cpus");
     if cpus > 0.0 {
         host.cpu_shares = Some((cpus * 1024.0).round().max(2.0) as i64);
-        host.cpu_period = Some(100_000);
-        host.cpu_quota = Some((cpus * 100_000.0).round().max(1000.0) as i64);
+        if policy.enable_cfs {
+            host.cpu_period = Some(100_000);
+            host.cpu_quota = Some((cpus * 100_000.0).round().max(1000.0) as i64);
+        }
     }
     let mem = scalar(task, "mem");
     if mem > 0.0 {
@@ -268,17 +292,37 @@ pub async fn ensure_image(d: &Docker, image: &str, force_pull: bool) -> Result<(
 }
 
 /// Creates and starts the container; returns its id.
-pub async fn start(d: &Docker, name: &str, body: ContainerCreateBody) -> Result<String, String> {
-    let created = d
-        .create_container(
+pub async fn start(
+    d: &Docker,
+    name: &str,
+    body: ContainerCreateBody,
+    image: &str,
+    force_pull: bool,
+) -> Result<String, String> {
+    if force_pull {
+        ensure_image(d, image, true).await?;
+    }
+    let create = |body| {
+        d.create_container(
             Some(q::CreateContainerOptions {
                 name: Some(name.to_string()),
                 ..Default::default()
             }),
             body,
         )
-        .await
-        .map_err(|e| format!("cannot create the container: {e}"))?;
+    };
+    // The image is usually there: asking first would cost every launch a
+    // round trip. A 404 means it is missing (or a named network is).
+    let created = match create(body.clone()).await {
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {
+            ensure_image(d, image, false).await?;
+            create(body).await
+        }
+        other => other,
+    }
+    .map_err(|e| format!("cannot create the container: {e}"))?;
     if let Err(e) = d
         .start_container(&created.id, None::<q::StartContainerOptions>)
         .await
@@ -566,6 +610,15 @@ mod tests {
         assert_eq!(binding.host_port.as_deref(), Some("31005"));
         assert_eq!(h.memory, Some(64 * 1024 * 1024));
         assert_eq!(h.cpu_shares, Some(512));
+        assert_eq!(h.cpu_quota, None, "no hard cpu limit unless enabled");
+        let cfs = Policy {
+            enable_cfs: true,
+            ..Policy::default()
+        };
+        let h = container_config(&t, &[], &[], &cfs)
+            .unwrap()
+            .host_config
+            .unwrap();
         assert_eq!(h.cpu_quota, Some(50_000));
         assert_eq!(h.binds.unwrap(), ["/tmp:/data:ro"]);
         assert_eq!(h.privileged, Some(false));
@@ -591,7 +644,8 @@ mod tests {
                 &[],
                 &[],
                 &Policy {
-                    allow_privileged: true
+                    allow_privileged: true,
+                    enable_cfs: false,
                 }
             )
             .is_ok()

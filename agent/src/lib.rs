@@ -77,6 +77,9 @@ pub struct AgentOptions {
     pub recovery_timeout: Duration,
     /// Limit process tasks with cgroups (`--isolation cgroups`, the default).
     pub cgroups: bool,
+    /// Enforce `cpus` as a hard limit (CFS quota), not only a weight, for
+    /// process and Docker tasks (Mesos' `--cgroups_enable_cfs`, off by default).
+    pub cgroups_enable_cfs: bool,
 }
 
 impl AgentOptions {
@@ -102,6 +105,7 @@ impl AgentOptions {
             docker_allow_privileged: false,
             recovery_timeout: Duration::from_secs(15 * 60),
             cgroups: true,
+            cgroups_enable_cfs: false,
         }
     }
 }
@@ -145,12 +149,25 @@ impl RunningAgent {
     /// Stops the agent: every executor is shut down (its tasks killed), then
     /// the link and the HTTP server close.
     pub async fn stop(self) {
+        let id = self.agent_id().await;
+        let docker = self.settings.containerizers.iter().any(|c| c == "docker");
         let (tx, rx) = oneshot::channel();
         let reply = self
             .actor
             .send(actor::Command::Shutdown { reply: tx })
             .is_ok();
         self.close(reply.then_some(rx)).await;
+        // Containers whose executor was killed before it could remove them.
+        if let (Some(id), true) = (id, docker)
+            && let Ok(d) = docker::connect().await
+            && let Ok(list) = docker::list_labelled(&d, &id).await
+        {
+            for c in list {
+                if let Err(e) = docker::remove(&d, &c.id).await {
+                    warn!(container = %c.id, error = %e, "cannot remove a container");
+                }
+            }
+        }
     }
 
     /// Stops the agent the way Mesos' does on SIGTERM: executors of
@@ -225,6 +242,28 @@ pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Res
     } else {
         None
     };
+    // Docker is used when the engine answers; without it Docker tasks fail
+    // with a message that says so.
+    let mut containerizers = options.containerizers.clone();
+    let mut docker_api_version = None;
+    if containerizers.iter().any(|c| c == "docker") {
+        match tokio::time::timeout(Duration::from_secs(5), docker::connect()).await {
+            Ok(Ok(d)) => {
+                let v = d.client_version();
+                docker_api_version = Some(format!("{}.{}", v.major_version, v.minor_version));
+            }
+            Ok(Err(e)) => {
+                warn!("{e}: the docker containerizer is disabled");
+                containerizers.retain(|c| c != "docker");
+            }
+            Err(_) => {
+                warn!(
+                    "the Docker engine did not answer in 5 s: the docker containerizer is disabled"
+                );
+                containerizers.retain(|c| c != "docker");
+            }
+        }
+    }
     let settings = Arc::new(Settings {
         work_dir: work_dir.clone(),
         hostname: options.hostname.clone(),
@@ -234,10 +273,12 @@ pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Res
         executor_path,
         executor_registration_timeout: options.executor_registration_timeout,
         executor_shutdown_grace_period: options.executor_shutdown_grace_period,
-        containerizers: options.containerizers.clone(),
+        containerizers,
         docker_allow_privileged: options.docker_allow_privileged,
         recovery_timeout: options.recovery_timeout,
         isolation,
+        cgroups_enable_cfs: options.cgroups_enable_cfs,
+        docker_api_version,
     });
     let (tx, rx) = mpsc::unbounded_channel();
     let previous = recorded_id(&work_dir);

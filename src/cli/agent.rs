@@ -64,6 +64,10 @@ pub struct AgentArgs {
     /// without writable cgroups the agent says so and runs without) or `none`.
     #[arg(long, default_value = "cgroups", value_parser = ["cgroups", "none"])]
     pub isolation: String,
+    /// Enforce `cpus` as a hard limit (CFS quota) for process and Docker
+    /// tasks; without it cpus are a relative weight (cpu shares), as in Mesos.
+    #[arg(long)]
+    pub cgroups_enable_cfs: bool,
 }
 
 /// Parsed `--attributes`.
@@ -111,6 +115,7 @@ impl AgentArgs {
         o.docker_allow_privileged = self.docker_allow_privileged;
         o.recovery_timeout = self.recovery_timeout;
         o.cgroups = self.isolation == "cgroups";
+        o.cgroups_enable_cfs = self.cgroups_enable_cfs;
         Ok(o)
     }
 }

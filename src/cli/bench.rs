@@ -11,6 +11,9 @@
 //!   marathon-rs as a child process; apps of `sleep` tasks are POSTed and the
 //!   time until every instance runs is measured, with marathon-rs' CPU time
 //!   and peak RSS (see `bench_marathon.rs`).
+//! - `agora bench docker`: Docker Swarm against a marathon-rs app of the same
+//!   image, and per-container launch overhead over `docker run` (see
+//!   `bench_docker.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -60,6 +63,21 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         agents: usize,
     },
+    /// Docker tasks: Swarm against marathon-rs, and launch overhead over `docker run`.
+    Docker {
+        /// The image (built from /bin/busybox when missing).
+        #[arg(long, default_value = "agora-bench/busybox:1")]
+        image: String,
+        /// Replicas / instances of the service and the app.
+        #[arg(long, default_value_t = 20)]
+        replicas: usize,
+        /// Containers launched one at a time for the overhead.
+        #[arg(long, default_value_t = 30)]
+        launches: usize,
+        /// Rounds of Swarm against Agora (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -95,6 +113,33 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             tasks,
             executor_path,
         } => launch_latency(tasks, executor_path).await,
+        Bench::Docker {
+            image,
+            replicas,
+            launches,
+            rounds,
+        } => {
+            anyhow::ensure!(
+                (1..=20).contains(&rounds),
+                "--rounds must be between 1 and 20"
+            );
+            anyhow::ensure!(
+                (1..=500).contains(&replicas),
+                "--replicas must be between 1 and 500"
+            );
+            anyhow::ensure!(
+                (1..=1000).contains(&launches),
+                "--launches must be between 1 and 1000"
+            );
+            anyhow::ensure!(
+                !image.is_empty()
+                    && image.len() <= 255
+                    && !image.starts_with('-')
+                    && image.chars().all(|c| c.is_ascii_graphic()),
+                "--image: '{image}' is not an image reference"
+            );
+            super::bench_docker::run(&image, replicas, launches, rounds).await
+        }
         Bench::Marathon { scenarios, agents } => {
             let mut parsed = Vec::new();
             for sc in &scenarios {
@@ -121,11 +166,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn percentile(sorted_or_not: &[Duration], q: f64) -> Duration {
+pub(super) fn percentile(sorted_or_not: &[Duration], q: f64) -> Duration {
     let mut v = sorted_or_not.to_vec();
     v.sort();
     if v.is_empty() {

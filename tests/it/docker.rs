@@ -418,12 +418,11 @@ async fn memory_limits_end_a_process_task_and_a_container() {
     }
     let cluster = Cluster::start(1, "cpus:4;mem:4096;disk:1000").await;
     let m = Marathon::start(&cluster).await;
-    // `tail` keeps a line without a newline in memory: 300 MB against 32 MB
-    // (a whole cpu each: under a small CFS quota the climb takes seconds).
+    // `tail` keeps a line without a newline in memory: 300 MB against 32 MB.
     let hog = "head -c 300000000 /dev/zero | tail";
-    let process = json!({"id": "/oom/process", "cmd": hog, "cpus": 1, "mem": 32,
+    let process = json!({"id": "/oom/process", "cmd": hog, "cpus": 0.1, "mem": 32,
                          "backoffSeconds": 60});
-    let container = json!({"id": "/oom/container", "cmd": hog, "cpus": 1, "mem": 32,
+    let container = json!({"id": "/oom/container", "cmd": hog, "cpus": 0.1, "mem": 32,
                            "backoffSeconds": 60,
                            "container": {"type": "DOCKER", "docker": {"image": image}}});
     for app in [process, container] {
@@ -482,12 +481,14 @@ async fn memory_limits_end_a_process_task_and_a_container() {
                 read(find(&memory).join("memory.limit_in_bytes")),
                 "50331648"
             );
-            assert_eq!(read(find(&cpu).join("cpu.cfs_quota_us")), "50000");
+            // cpus are a weight; a hard quota only with --cgroups-enable-cfs.
             assert_eq!(read(find(&cpu).join("cpu.shares")), "512");
+            assert_eq!(read(find(&cpu).join("cpu.cfs_quota_us")), "-1");
         }
         agora_agent::cgroups::Hierarchy::V2 { root } => {
             assert_eq!(read(find(&root).join("memory.max")), "50331648");
-            assert_eq!(read(find(&root).join("cpu.max")), "50000 100000");
+            assert_eq!(read(find(&root).join("cpu.max")), "max 100000");
+            assert_eq!(read(find(&root).join("cpu.weight")), "20");
         }
     }
     m.stop().await;
