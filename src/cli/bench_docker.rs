@@ -399,23 +399,25 @@ pub async fn run(
         agoras.push(a);
         floors.push(f);
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (s, a, f) = (
-        median(&mut swarms),
-        median(&mut agoras),
-        median(&mut floors),
-    );
-    println!(
-        "{replicas} replicas running, median of {rounds}: Docker Swarm {s:.2} s, Agora (marathon-rs) {a:.2} s: Agora {:.1}x faster",
-        s / a
-    );
-    println!(
-        "the engine alone ({replicas} create+start at once through its API): {f:.2} s; Agora is {:.2} s above it",
-        a - f
-    );
+    if rounds > 0 {
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (s, a, f) = (
+            median(&mut swarms),
+            median(&mut agoras),
+            median(&mut floors),
+        );
+        println!(
+            "{replicas} replicas running, median of {rounds}: Docker Swarm {s:.2} s, Agora (marathon-rs) {a:.2} s: Agora {:.1}x faster",
+            s / a
+        );
+        println!(
+            "the engine alone ({replicas} create+start at once through its API): {f:.2} s; Agora is {:.2} s above it",
+            a - f
+        );
+    }
     let bare = bare_runs(image, launches)?;
     let agora = agora_launches(image, launches).await?;
     let line = |name: &str, v: &[Duration]| {
