@@ -163,6 +163,35 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
+/// A master on an ephemeral local port, as every benchmark starts one.
+pub(super) async fn local_master() -> anyhow::Result<agora_master::RunningMaster> {
+    Ok(agora_master::start(
+        agora_master::MasterOptions {
+            hostname: Some("127.0.0.1".into()),
+            ..Default::default()
+        },
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    )
+    .await?)
+}
+
+/// Keeps one offer for the next launch (when none is kept) and declines
+/// the others.
+pub(super) async fn keep_one_offer(
+    scheduler: &agora_sdk::Scheduler,
+    kept: &mut Option<agora_proto::v1::Offer>,
+    offers: Vec<agora_proto::v1::Offer>,
+) -> anyhow::Result<()> {
+    for offer in offers {
+        if kept.is_none() {
+            *kept = Some(offer);
+        } else {
+            scheduler.decline(vec![offer.id], 0.0).await?;
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -251,14 +280,7 @@ async fn launch_latency(
         bare.push(t.elapsed());
     }
     let dir = std::env::temp_dir().join(format!("agora-bench-{}", std::process::id()));
-    let master = agora_master::start(
-        agora_master::MasterOptions {
-            hostname: Some("127.0.0.1".into()),
-            ..Default::default()
-        },
-        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-    )
-    .await?;
+    let master = local_master().await?;
     let exe = super::agent::executor_path(executor_path)?;
     let mut o = agora_agent::AgentOptions::new(master.address(), dir.join("agent"), exe);
     o.resources = Some(Resources::parse("cpus:8;mem:8192", "*")?);
@@ -310,15 +332,7 @@ async fn launch_latency(
                     }
                     _ => {}
                 },
-                Some(Event::Offers(os)) => {
-                    for other in os {
-                        if offer.is_none() {
-                            offer = Some(other);
-                        } else {
-                            scheduler.decline(vec![other.id], 0.0).await?;
-                        }
-                    }
-                }
+                Some(Event::Offers(os)) => keep_one_offer(&scheduler, &mut offer, os).await?,
                 Some(_) => {}
                 None => anyhow::bail!("event stream ended"),
             }

@@ -175,14 +175,7 @@ struct Local {
 
 async fn local() -> anyhow::Result<Local> {
     let dir = std::env::temp_dir().join(format!("agora-bench-docker-{}", std::process::id()));
-    let master = agora_master::start(
-        agora_master::MasterOptions {
-            hostname: Some("127.0.0.1".into()),
-            ..Default::default()
-        },
-        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-    )
-    .await?;
+    let master = super::bench::local_master().await?;
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let mut o = agora_agent::AgentOptions::new(master.address(), dir.join("agent"), exe);
     o.hostname = "agent-1".into();
@@ -347,13 +340,7 @@ async fn agora_launches(image: &str, n: usize) -> anyhow::Result<Vec<Duration>> 
                     _ => {}
                 },
                 Some(Event::Offers(os)) => {
-                    for other in os {
-                        if offer.is_none() {
-                            offer = Some(other);
-                        } else {
-                            scheduler.decline(vec![other.id], 0.0).await?;
-                        }
-                    }
+                    super::bench::keep_one_offer(&scheduler, &mut offer, os).await?
                 }
                 Some(_) => {}
                 None => bail!("event stream ended"),

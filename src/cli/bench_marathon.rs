@@ -90,14 +90,7 @@ async fn live_tasks(master: &str) -> anyhow::Result<usize> {
 
 pub async fn run(scenarios: &[(usize, usize)], agents: usize) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("agora-bench-marathon-{}", std::process::id()));
-    let master = agora_master::start(
-        agora_master::MasterOptions {
-            hostname: Some("127.0.0.1".into()),
-            ..Default::default()
-        },
-        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-    )
-    .await?;
+    let master = super::bench::local_master().await?;
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let mut running_agents = Vec::new();
     for i in 1..=agents {
