@@ -184,6 +184,10 @@ pub struct Actor {
     pub(crate) frameworks: BTreeMap<String, v1::FrameworkInfo>,
     pub(crate) executors: BTreeMap<(String, String), Executor>,
     pub(crate) completed_tasks: VecDeque<(String, v1::TaskInfo, TaskState)>,
+    /// Tasks of executors that are gone whose terminal update is not yet
+    /// acknowledged: still reported to the master, until acknowledged.
+    /// (framework, task) → (executor id, kind, record).
+    ended: BTreeMap<(String, String), (String, Kind, TaskRecord)>,
     updates: StatusUpdateManager,
     tx: mpsc::UnboundedSender<Command>,
     shutdown: Option<(oneshot::Sender<()>, Instant)>,
@@ -210,6 +214,7 @@ impl Actor {
             frameworks: BTreeMap::new(),
             executors: BTreeMap::new(),
             completed_tasks: VecDeque::new(),
+            ended: BTreeMap::new(),
             updates: StatusUpdateManager::default(),
             tx,
             shutdown: None,
@@ -483,9 +488,12 @@ impl Actor {
         info.port = info.port.or(Some(5051));
         let mut tasks = Vec::new();
         let mut executors = Vec::new();
+        for ((framework, _), (executor, kind, t)) in &self.ended {
+            tasks.push(self.task_proto(framework, executor, *kind, t));
+        }
         for e in self.executors.values() {
             for t in e.tasks.values() {
-                tasks.push(self.task_proto(e, t));
+                tasks.push(self.task_proto(&e.framework, &e.id, e.kind, t));
             }
             if e.kind == Kind::Custom {
                 executors.push(RunningExecutor {
@@ -511,16 +519,16 @@ impl Actor {
         self.master = Some(tx);
     }
 
-    fn task_proto(&self, e: &Executor, t: &TaskRecord) -> v1::Task {
-        let key = (e.framework.clone(), t.info.task_id.value.clone());
+    fn task_proto(&self, framework: &str, executor: &str, kind: Kind, t: &TaskRecord) -> v1::Task {
+        let key = (framework.to_string(), t.info.task_id.value.clone());
         v1::Task {
             name: t.info.name.clone(),
             task_id: t.info.task_id.clone(),
             framework_id: v1::FrameworkId {
-                value: e.framework.clone(),
+                value: framework.to_string(),
             },
-            executor_id: (e.kind != Kind::Command).then(|| v1::ExecutorId {
-                value: e.id.clone(),
+            executor_id: (kind != Kind::Command).then(|| v1::ExecutorId {
+                value: executor.to_string(),
             }),
             agent_id: v1::AgentId {
                 value: self.id.clone().unwrap_or_default(),
@@ -615,6 +623,7 @@ impl Actor {
                     self.shutdown_executor(&key);
                 }
                 self.updates.remove_framework(&fid);
+                self.ended.retain(|(f, _), _| *f != fid);
                 self.frameworks.remove(&fid);
                 if let Some(cp) = self.checkpoints() {
                     cp.remove_framework(&fid);
@@ -1131,7 +1140,9 @@ impl Actor {
         }
         for t in e.tasks.values() {
             let key = (framework.clone(), t.info.task_id.value.clone());
-            if !self.updates.has_pending(&key) {
+            if self.updates.has_pending(&key) {
+                self.ended.insert(key, (e.id.clone(), e.kind, t.clone()));
+            } else {
                 self.push_completed(&framework, &t.info, t.state);
             }
         }
@@ -1152,6 +1163,13 @@ impl Actor {
 
     /// A task whose terminal update was acknowledged.
     fn retire_task(&mut self, framework: &str, task: &str) {
+        if let Some((_, _, record)) = self
+            .ended
+            .remove(&(framework.to_string(), task.to_string()))
+        {
+            self.push_completed(framework, &record.info, record.state);
+            return;
+        }
         let key = self
             .executors
             .iter()

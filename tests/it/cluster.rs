@@ -144,3 +144,79 @@ pub fn venv_python(module: &str) -> Option<PathBuf> {
         .is_ok_and(|s| s.success());
     ok.then_some(p)
 }
+
+/// An `agora agent` process of its own, so that it can be stopped and
+/// started again while its executors keep running.
+pub struct AgentProcess {
+    child: std::process::Child,
+    args: Vec<String>,
+    log: std::path::PathBuf,
+}
+
+impl AgentProcess {
+    pub fn start(master: &str, dir: &std::path::Path, port: u16) -> AgentProcess {
+        let args: Vec<String> = [
+            "agent",
+            "--master",
+            master,
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--hostname",
+            "agent-r",
+            "--resources",
+            "cpus:2;mem:2048;disk:1000;ports:[34000-34099]",
+            "--work-dir",
+            &dir.join("agent").display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let log = dir.join("agent.log");
+        let mut a = AgentProcess {
+            child: std::process::Command::new("true").spawn().unwrap(),
+            args,
+            log,
+        };
+        a.spawn();
+        a
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = std::process::Command::new(agora_bin())
+            .args(&self.args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+    }
+
+    pub fn signal(&mut self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "agent exited with {status}: {}",
+            self.log()
+        );
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -9,3 +9,4 @@ mod docker;
 mod e2e;
 mod marathon;
 mod pymesos;
+mod recovery;
