@@ -1,7 +1,8 @@
 //! `agora dev`: a whole cluster in one process on this machine: a master and
 //! `--agents` local agents (each with its own work dir, port range, hostname
-//! `agent-N` and attribute `rack:rN`), and marathon-rs on port 8080 with its
-//! state under the work dir. Ctrl-C stops everything and kills its tasks.
+//! `agent-N` and attribute `rack:rN`), marathon-rs on port 8080 with its
+//! state under the work dir, and `agora dns` on 8053. Ctrl-C stops everything
+//! and kills its tasks.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -36,6 +37,9 @@ pub struct DevArgs {
     /// Port of marathon-rs (0: do not run it).
     #[arg(long, default_value_t = 8080)]
     pub marathon_port: u16,
+    /// Port of `agora dns` (UDP and TCP, domain `mesos`; 0: do not run it).
+    #[arg(long, default_value_t = 8053)]
+    pub dns_port: u16,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -90,6 +94,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             agora_marathon::MarathonOptions::new(&master.address(), args.work_dir.join("marathon"));
         Some(agora_marathon::start(options, listener).await?)
     };
+    let dns = if args.dns_port == 0 {
+        None
+    } else {
+        let addr = SocketAddr::new(ip, args.dns_port);
+        let (udp, tcp) = agora_dns::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} for agora dns (--dns-port, 0 to skip)")
+        })?;
+        Some(agora_dns::start(agora_dns::DnsOptions::new(master.address()), udp, tcp).await?)
+    };
     println!("Agora dev cluster is up:");
     println!(
         "  master    http://{}          (UI, Mesos v1 scheduler and operator APIs)",
@@ -110,10 +123,21 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             m.addr
         );
     }
+    if let Some(d) = &dns {
+        println!(
+            "  dns       {}                (dig @{} -p {} web.marathon.mesos)",
+            d.addr,
+            d.addr.ip(),
+            d.addr.port()
+        );
+    }
     println!("  work dir  {}", args.work_dir.display());
     println!("Press Ctrl-C to stop (running tasks are killed).");
     super::shutdown_signal().await;
     eprintln!("stopping: killing tasks and shutting down");
+    if let Some(d) = dns {
+        d.stop().await;
+    }
     if let Some(m) = marathon {
         m.stop().await;
     }

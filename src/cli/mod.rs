@@ -10,6 +10,7 @@ mod bench;
 mod bench_docker;
 mod bench_marathon;
 mod dev;
+mod dns;
 mod marathon;
 mod master;
 
@@ -31,6 +32,8 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Run marathon-rs: long-running apps behind a Marathon-compatible REST API.
     Marathon(marathon::MarathonArgs),
+    /// Serve every running task by name over DNS, as Mesos-DNS names them.
+    Dns(dns::DnsArgs),
     /// Manage marathon-rs apps: list, show, deploy, scale, restart, destroy, tasks.
     App(app::AppArgs),
     /// Measure allocation and launch latency (see BENCHMARKS.md).
@@ -77,6 +80,7 @@ pub fn main() -> ExitCode {
             Command::Master(args) => master::run(args).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Marathon(args) => marathon::run(args).await,
+            Command::Dns(args) => dns::run(args).await,
             Command::App(args) => app::run(args).await,
             Command::Executor => agent::executor().await,
             Command::Bench(args) => bench::run(args).await,

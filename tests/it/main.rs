@@ -5,6 +5,7 @@
 
 mod api;
 mod cluster;
+mod dns;
 mod docker;
 mod e2e;
 mod marathon;

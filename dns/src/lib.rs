@@ -1,0 +1,232 @@
+//! `agora dns`: every running task by name, the way Mesos-DNS names it.
+//!
+//! ```text
+//! master ──operator SUBSCRIBE (events)──▶ follow() ──GET /master/state──▶ records::build() ──▶ Zone
+//!                                                                                          │
+//!                          dig / resolvers ──UDP, TCP──▶ hickory-server ──▶ handler ◀──────┘
+//! ```
+//!
+//! The record set is rebuilt from the master's state whenever the master's
+//! operator event stream says something changed (a task started or ended, an
+//! agent came or went), and every `refresh` as a safety net; it is swapped
+//! whole, so a query sees one consistent set.
+
+pub mod handler;
+pub mod records;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use agora_proto::operator;
+use agora_rpc::client::ApiClient;
+use agora_rpc::http::Encoding;
+use hickory_server::ServerFuture;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+pub use handler::{Handler, Zone};
+pub use records::{Config, IpSource, Records};
+
+/// How to run the DNS server.
+#[derive(Debug, Clone)]
+pub struct DnsOptions {
+    /// The master, `host:port`.
+    pub master: String,
+    /// Record shapes (domain, IP sources).
+    pub records: Config,
+    /// TTL of every record.
+    pub ttl: u32,
+    /// Full rebuild at least this often.
+    pub refresh: Duration,
+}
+
+impl DnsOptions {
+    /// Mesos-DNS' defaults for everything but the master.
+    pub fn new(master: impl Into<String>) -> Self {
+        DnsOptions {
+            master: master.into(),
+            records: Config::default(),
+            ttl: 60,
+            refresh: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A running DNS server.
+pub struct RunningDns {
+    /// The UDP and TCP address.
+    pub addr: SocketAddr,
+    /// The zone being served.
+    pub zone: Arc<RwLock<Arc<Zone>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningDns {
+    /// Stops serving.
+    pub async fn stop(mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+/// Serves DNS on `udp` and `tcp` (bound to the same address by the caller).
+pub async fn start(
+    mut options: DnsOptions,
+    udp: UdpSocket,
+    tcp: TcpListener,
+) -> std::io::Result<RunningDns> {
+    let addr = udp.local_addr()?;
+    if options.records.ns_addresses.is_empty() && !addr.ip().is_unspecified() {
+        options.records.ns_addresses.push(addr.ip());
+    }
+    let zone = Arc::new(RwLock::new(Arc::new(Zone {
+        records: records::build(&serde_json::Value::Null, &options.records),
+        serial: 0,
+    })));
+    let handler = Handler {
+        zone: zone.clone(),
+        ttl: options.ttl,
+    };
+    let mut server = ServerFuture::new(handler);
+    server.register_socket(udp);
+    server.register_listener(tcp, Duration::from_secs(5));
+    let serve = tokio::spawn(async move {
+        if let Err(e) = server.block_until_done().await {
+            warn!(error = %e, "the DNS server stopped");
+        }
+    });
+    let follow = tokio::spawn(follow(options.clone(), zone.clone()));
+    info!(%addr, domain = %options.records.domain, master = %options.master, "agora dns serving");
+    Ok(RunningDns {
+        addr,
+        zone,
+        tasks: vec![serve, follow],
+    })
+}
+
+fn base(master: &str) -> String {
+    if master.starts_with("http://") || master.starts_with("https://") {
+        master.trim_end_matches('/').to_string()
+    } else {
+        format!("http://{master}")
+    }
+}
+
+/// Rebuilds the zone from `/master/state`; keeps the old one on error.
+async fn rebuild(
+    http: &reqwest::Client,
+    options: &DnsOptions,
+    zone: &RwLock<Arc<Zone>>,
+) -> Result<(), String> {
+    let url = format!("{}/master/state", base(&options.master));
+    let state: serde_json::Value = http
+        .get(&url)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let records = records::build(&state, &options.records);
+    let serial = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0);
+    let next = Arc::new(Zone { records, serial });
+    match zone.write() {
+        Ok(mut z) => *z = next,
+        Err(e) => *e.into_inner() = next,
+    }
+    Ok(())
+}
+
+/// Follows the master: a rebuild after every burst of operator events, and
+/// every `refresh`; reconnects when the stream ends.
+async fn follow(options: DnsOptions, zone: Arc<RwLock<Arc<Zone>>>) {
+    let http = reqwest::Client::new();
+    let api = ApiClient::new(
+        format!("{}/api/v1", base(&options.master)),
+        Encoding::Protobuf,
+    );
+    let subscribe = operator::Call {
+        r#type: Some(operator::call::Type::Subscribe as i32),
+        ..Default::default()
+    };
+    loop {
+        let stream = api
+            .subscribe::<operator::Call, operator::Event>(&subscribe)
+            .await;
+        let mut stream = match stream {
+            Ok((_, s)) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot subscribe to the master's events; retrying");
+                if let Err(e) = rebuild(&http, &options, &zone).await {
+                    debug!(error = %e, "rebuild failed");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = rebuild(&http, &options, &zone).await {
+            warn!(error = %e, "cannot read the master's state");
+        }
+        let mut refresh = tokio::time::interval(options.refresh);
+        refresh.tick().await;
+        loop {
+            tokio::select! {
+                event = stream.next() => match event {
+                    Some(Ok(e)) => {
+                        use operator::event::Type as T;
+                        if matches!(e.r#type(), T::Heartbeat | T::Subscribed) {
+                            continue;
+                        }
+                        // Let a burst (a deployment) settle into one rebuild.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        if let Err(e) = rebuild(&http, &options, &zone).await {
+                            warn!(error = %e, "cannot read the master's state");
+                        }
+                    }
+                    Some(Err(e)) => { warn!(error = %e, "the master's event stream failed"); break; }
+                    None => { warn!("the master closed the event stream"); break; }
+                },
+                _ = refresh.tick() => {
+                    if let Err(e) = rebuild(&http, &options, &zone).await {
+                        warn!(error = %e, "cannot read the master's state");
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Binds UDP and TCP on `addr` (port 0: one free port for both).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    if addr.port() != 0 {
+        return Ok((UdpSocket::bind(addr).await?, TcpListener::bind(addr).await?));
+    }
+    let mut last = None;
+    for _ in 0..20 {
+        let udp = UdpSocket::bind(addr).await?;
+        let port = udp.local_addr()?.port();
+        match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free port for UDP and TCP")))
+}
+
+/// The addresses of `ip` for `ns1.<domain>`.
+pub fn ns_addresses(ip: IpAddr) -> Vec<IpAddr> {
+    if ip.is_unspecified() {
+        Vec::new()
+    } else {
+        vec![ip]
+    }
+}

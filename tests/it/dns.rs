@@ -1,0 +1,197 @@
+//! `agora dns` end to end: a master, agents and marathon-rs; `dig` (Debian's
+//! bind9-dnsutils) asks the running server over UDP and TCP.
+
+use std::collections::BTreeSet;
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use agora_dns::{DnsOptions, RunningDns};
+use serde_json::json;
+
+use crate::cluster::{Cluster, missing};
+use crate::marathon::{Marathon, eventually};
+
+fn dig_available() -> bool {
+    let ok = std::process::Command::new("dig")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        missing("dig (bind9-dnsutils)");
+    }
+    ok
+}
+
+/// `dig +short` lines (sorted).
+fn dig(dns: &RunningDns, args: &[&str]) -> Vec<String> {
+    let out = std::process::Command::new("dig")
+        .arg(format!("@{}", dns.addr.ip()))
+        .args([
+            "-p",
+            &dns.addr.port().to_string(),
+            "+short",
+            "+time=2",
+            "+tries=1",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The whole `dig` answer text.
+fn dig_full(dns: &RunningDns, args: &[&str]) -> String {
+    let out = std::process::Command::new("dig")
+        .arg(format!("@{}", dns.addr.ip()))
+        .args(["-p", &dns.addr.port().to_string(), "+time=2", "+tries=1"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn start_dns(cluster: &Cluster) -> RunningDns {
+    let (udp, tcp) = agora_dns::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut o = DnsOptions::new(cluster.master());
+    o.refresh = Duration::from_secs(3600); // events only: a poll must not hide a missed event
+    agora_dns::start(o, udp, tcp).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_are_found_by_name_as_they_come_and_go() {
+    if !dig_available() {
+        return;
+    }
+    let cluster = Cluster::start(3, "cpus:4;mem:4096").await;
+    let m = Marathon::start(&cluster).await;
+    let dns = start_dns(&cluster).await;
+    let app = json!({"id": "/shop/web", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "instances": 3,
+                     "portDefinitions": [{"port": 0, "name": "http"}]});
+    let (status, r) = m.call("POST", "/v2/apps", Some(app)).await;
+    assert_eq!(status, 201, "{r}");
+    m.settled("shop/web", 3).await;
+    let tasks = m.tasks("shop/web").await;
+    let ports: BTreeSet<u64> = tasks
+        .iter()
+        .map(|t| t["ports"][0].as_u64().unwrap())
+        .collect();
+
+    // A: the name Marathon gives (`web.shop`), normalised and as it is.
+    let a = eventually("3 tasks answer", || async {
+        let a = dig(&dns, &["web-shop.marathon.mesos", "A"]);
+        (!a.is_empty()).then_some(a)
+    })
+    .await;
+    assert_eq!(a, ["127.0.0.1"], "agents all on 127.0.0.1");
+    assert_eq!(dig(&dns, &["web.shop.marathon.mesos", "A"]), a);
+    // SRV: one target per task, on its host port.
+    let srv = dig(&dns, &["_web-shop._tcp.marathon.mesos", "SRV"]);
+    assert_eq!(srv.len(), 3, "{srv:?}");
+    let srv_ports: BTreeSet<u64> = srv
+        .iter()
+        .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(srv_ports, ports);
+    // Each target is a canonical name that resolves.
+    let target = srv[0].split_whitespace().nth(3).unwrap().to_string();
+    assert!(target.starts_with("web-shop-"), "{target}");
+    assert_eq!(dig(&dns, &[&target, "A"]), ["127.0.0.1"]);
+    // The same over TCP; the named port too.
+    assert_eq!(
+        dig(&dns, &["+tcp", "_web-shop._tcp.marathon.mesos", "SRV"]),
+        srv
+    );
+    assert_eq!(
+        dig(&dns, &["_http._web-shop._tcp.marathon.mesos", "SRV"]).len(),
+        3
+    );
+
+    // Masters, agents, the framework.
+    assert_eq!(dig(&dns, &["leader.mesos", "A"]), ["127.0.0.1"]);
+    assert_eq!(dig(&dns, &["master.mesos", "A"]), ["127.0.0.1"]);
+    assert_eq!(dig(&dns, &["slave.mesos", "A"]), ["127.0.0.1"]);
+    let leader = dig(&dns, &["_leader._tcp.mesos", "SRV"]);
+    assert_eq!(
+        leader,
+        [format!("0 1 {} leader.mesos.", cluster.master.addr.port())]
+    );
+    // An unknown name: NXDOMAIN with the SOA; the zone's SOA and NS.
+    let nx = dig_full(&dns, &["nothing.marathon.mesos", "A"]);
+    assert!(nx.contains("status: NXDOMAIN"), "{nx}");
+    assert!(nx.contains("SOA\tns1.mesos. root.ns1.mesos."), "{nx}");
+    assert!(nx.contains("flags: qr aa"), "{nx}");
+    assert_eq!(dig(&dns, &["mesos", "NS"]), ["ns1.mesos."]);
+    // A known name without records of that type: NOERROR, no answer.
+    let nodata = dig_full(&dns, &["web-shop.marathon.mesos", "SRV"]);
+    assert!(
+        nodata.contains("status: NOERROR") && nodata.contains("ANSWER: 0"),
+        "{nodata}"
+    );
+    // Outside the domain, with no resolvers: REFUSED.
+    assert!(dig_full(&dns, &["example.com", "A"]).contains("status: REFUSED"));
+
+    // Scaling follows the master's events.
+    let (status, _) = m
+        .call("PUT", "/v2/apps/shop/web", Some(json!({"instances": 5})))
+        .await;
+    assert_eq!(status, 200);
+    m.settled("shop/web", 5).await;
+    eventually("5 SRV targets", || async {
+        (dig(&dns, &["_web-shop._tcp.marathon.mesos", "SRV"]).len() == 5).then_some(())
+    })
+    .await;
+    // Destroyed: gone.
+    assert_eq!(m.call("DELETE", "/v2/apps/shop/web", None).await.0, 200);
+    eventually("the names are gone", || async {
+        dig_full(&dns, &["web-shop.marathon.mesos", "A"])
+            .contains("status: NXDOMAIN")
+            .then_some(())
+    })
+    .await;
+    dns.stop().await;
+    m.stop().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_packets_and_random_bytes_do_not_crash_it() {
+    if !dig_available() {
+        return;
+    }
+    let cluster = Cluster::start(1, "cpus:1;mem:512").await;
+    let dns = start_dns(&cluster).await;
+    eventually("the leader answers", || async {
+        (dig(&dns, &["leader.mesos", "A"]) == ["127.0.0.1"]).then_some(())
+    })
+    .await;
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut rng = fastrand::Rng::with_seed(7);
+    for i in 0..5000 {
+        let len = rng.usize(0..600);
+        let mut packet: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+        if i % 3 == 0 && packet.len() > 12 {
+            // A plausible header (one question) with garbage after it.
+            packet[2..6].copy_from_slice(&[1, 0, 0, 1]);
+        }
+        let _ = socket.send_to(&packet, dns.addr);
+    }
+    // Over TCP: a length prefix promising more than is sent, then a close.
+    {
+        use std::io::Write as _;
+        let mut tcp = std::net::TcpStream::connect(dns.addr).unwrap();
+        let _ = tcp.write_all(&[0xff, 0xff, 1, 2, 3]);
+    }
+    // Still answering, over both transports.
+    assert_eq!(dig(&dns, &["leader.mesos", "A"]), ["127.0.0.1"]);
+    assert_eq!(dig(&dns, &["+tcp", "leader.mesos", "A"]), ["127.0.0.1"]);
+    dns.stop().await;
+    cluster.stop().await;
+}
