@@ -3,16 +3,20 @@
 //! In the domain: authoritative answers for A, AAAA, SRV (targets' addresses
 //! in the additional section), SOA, NS and ANY; NXDOMAIN with the SOA for an
 //! unknown name, NOERROR without answers (and the SOA) for a known name
-//! without records of the asked type. Outside the domain: REFUSED (no
-//! forwarding yet). Answers are shuffled per query, as Mesos-DNS does.
+//! without records of the asked type. Outside the domain: forwarded to the
+//! resolvers in order, over the transport the query came by (SERVFAIL when
+//! none answers), or REFUSED when there are none. Answers are shuffled per
+//! query, as Mesos-DNS does.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr as _;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use hickory_proto::op::{Header, MessageType, OpCode, ResponseCode};
+use hickory_proto::op::{Header, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::xfer::Protocol;
 use hickory_server::authority::MessageResponseBuilder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use tracing::debug;
@@ -35,6 +39,64 @@ pub struct Handler {
     pub zone: Arc<RwLock<Arc<Zone>>>,
     /// TTL of every record.
     pub ttl: u32,
+    /// Where names outside the domain go, in order (none: REFUSED).
+    pub resolvers: Vec<SocketAddr>,
+    /// How long each resolver may take.
+    pub timeout: Duration,
+}
+
+/// Asks `resolver` the question `query` (over TCP when `tcp`).
+async fn forward(
+    resolver: SocketAddr,
+    query: Query,
+    recursion: bool,
+    tcp: bool,
+    timeout: Duration,
+) -> Result<Message, String> {
+    let mut m = Message::new();
+    m.set_id(fastrand::u16(..))
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(recursion)
+        .add_query(query);
+    let bytes = m.to_vec().map_err(|e| e.to_string())?;
+    let exchange = async {
+        if tcp {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let mut s = tokio::net::TcpStream::connect(resolver).await?;
+            let len = u16::try_from(bytes.len()).map_err(std::io::Error::other)?;
+            s.write_all(&len.to_be_bytes()).await?;
+            s.write_all(&bytes).await?;
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).await?;
+            let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+            s.read_exact(&mut reply).await?;
+            Ok::<Vec<u8>, std::io::Error>(reply)
+        } else {
+            let bind: SocketAddr = if resolver.is_ipv4() {
+                "0.0.0.0:0".parse().map_err(std::io::Error::other)?
+            } else {
+                "[::]:0".parse().map_err(std::io::Error::other)?
+            };
+            let s = tokio::net::UdpSocket::bind(bind).await?;
+            s.connect(resolver).await?;
+            s.send(&bytes).await?;
+            let mut reply = vec![0u8; 4096];
+            loop {
+                let n = s.recv(&mut reply).await?;
+                // Only the reply to this question counts.
+                if n >= 2 && reply[..2] == bytes[..2] {
+                    reply.truncate(n);
+                    return Ok(reply);
+                }
+            }
+        }
+    };
+    let reply = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("{resolver}: no answer in {timeout:?}"))?
+        .map_err(|e| format!("{resolver}: {e}"))?;
+    Message::from_vec(&reply).map_err(|e| format!("{resolver}: {e}"))
 }
 
 fn name(s: &str) -> Option<Name> {
@@ -166,8 +228,39 @@ impl RequestHandler for Handler {
             return fail(ResponseCode::ServFail);
         };
         if !origin.zone_of(&qname) {
-            debug!(%qname, "outside the domain: refused");
-            let response = builder.error_msg(request.header(), ResponseCode::Refused);
+            if self.resolvers.is_empty() {
+                debug!(%qname, "outside the domain: refused");
+                let response = builder.error_msg(request.header(), ResponseCode::Refused);
+                return response_handle
+                    .send_response(response)
+                    .await
+                    .unwrap_or_else(|_| fail(ResponseCode::ServFail));
+            }
+            let query = Query::query(qname.clone(), kind);
+            let tcp = request.protocol() == Protocol::Tcp;
+            let recursion = request.header().recursion_desired();
+            for resolver in &self.resolvers {
+                match forward(*resolver, query.clone(), recursion, tcp, self.timeout).await {
+                    Ok(reply) => {
+                        header.set_response_code(reply.response_code());
+                        header.set_recursion_available(reply.recursion_available());
+                        header.set_truncated(reply.truncated());
+                        let response = builder.build(
+                            header,
+                            reply.answers().iter(),
+                            reply.name_servers().iter(),
+                            std::iter::empty(),
+                            reply.additionals().iter(),
+                        );
+                        return response_handle
+                            .send_response(response)
+                            .await
+                            .unwrap_or_else(|_| fail(ResponseCode::ServFail));
+                    }
+                    Err(e) => debug!(%qname, error = %e, "resolver failed; trying the next"),
+                }
+            }
+            let response = builder.error_msg(request.header(), ResponseCode::ServFail);
             return response_handle
                 .send_response(response)
                 .await
@@ -175,7 +268,7 @@ impl RequestHandler for Handler {
         }
         let (answers, additionals, known) = self.lookup(&zone, &qname, kind);
         header.set_authoritative(true);
-        header.set_recursion_available(false);
+        header.set_recursion_available(!self.resolvers.is_empty());
         let soa: Vec<Record> = if answers.is_empty() {
             self.soa(&zone).into_iter().collect()
         } else {

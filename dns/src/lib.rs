@@ -12,6 +12,7 @@
 //! whole, so a query sees one consistent set.
 
 pub mod handler;
+pub mod http;
 pub mod records;
 
 use std::net::{IpAddr, SocketAddr};
@@ -40,6 +41,10 @@ pub struct DnsOptions {
     pub ttl: u32,
     /// Full rebuild at least this often.
     pub refresh: Duration,
+    /// Resolvers for names outside the domain, in order (none: REFUSED).
+    pub resolvers: Vec<SocketAddr>,
+    /// How long each resolver may take.
+    pub timeout: Duration,
 }
 
 impl DnsOptions {
@@ -50,6 +55,8 @@ impl DnsOptions {
             records: Config::default(),
             ttl: 60,
             refresh: Duration::from_secs(60),
+            resolvers: Vec::new(),
+            timeout: Duration::from_secs(5),
         }
     }
 }
@@ -58,6 +65,8 @@ impl DnsOptions {
 pub struct RunningDns {
     /// The UDP and TCP address.
     pub addr: SocketAddr,
+    /// The HTTP API's address, when it runs.
+    pub http_addr: Option<SocketAddr>,
     /// The zone being served.
     pub zone: Arc<RwLock<Arc<Zone>>>,
     tasks: Vec<JoinHandle<()>>,
@@ -73,11 +82,13 @@ impl RunningDns {
     }
 }
 
-/// Serves DNS on `udp` and `tcp` (bound to the same address by the caller).
+/// Serves DNS on `udp` and `tcp` (bound to the same address by the caller),
+/// and the HTTP API on `http` when given.
 pub async fn start(
     mut options: DnsOptions,
     udp: UdpSocket,
     tcp: TcpListener,
+    http: Option<TcpListener>,
 ) -> std::io::Result<RunningDns> {
     let addr = udp.local_addr()?;
     if options.records.ns_addresses.is_empty() && !addr.ip().is_unspecified() {
@@ -90,6 +101,8 @@ pub async fn start(
     let handler = Handler {
         zone: zone.clone(),
         ttl: options.ttl,
+        resolvers: options.resolvers.clone(),
+        timeout: options.timeout,
     };
     let mut server = ServerFuture::new(handler);
     server.register_socket(udp);
@@ -100,11 +113,28 @@ pub async fn start(
         }
     });
     let follow = tokio::spawn(follow(options.clone(), zone.clone()));
-    info!(%addr, domain = %options.records.domain, master = %options.master, "agora dns serving");
+    let mut tasks = vec![serve, follow];
+    let mut http_addr = None;
+    if let Some(listener) = http {
+        http_addr = Some(listener.local_addr()?);
+        let ctx = Arc::new(http::Context {
+            zone: zone.clone(),
+            options: options.clone(),
+            dns_port: addr.port(),
+        });
+        let routes = agora_rpc::http::handle(64 * 1024, move |req| http::route(ctx.clone(), req));
+        tasks.push(tokio::spawn(agora_rpc::http::serve(
+            listener,
+            routes,
+            std::future::pending(),
+        )));
+    }
+    info!(%addr, ?http_addr, domain = %options.records.domain, master = %options.master, "agora dns serving");
     Ok(RunningDns {
         addr,
+        http_addr,
         zone,
-        tasks: vec![serve, follow],
+        tasks,
     })
 }
 

@@ -101,7 +101,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let (udp, tcp) = agora_dns::bind(addr).await.with_context(|| {
             format!("cannot listen on {addr} for agora dns (--dns-port, 0 to skip)")
         })?;
-        Some(agora_dns::start(agora_dns::DnsOptions::new(master.address()), udp, tcp).await?)
+        // The HTTP API on 8123 when that port is free.
+        let http = tokio::net::TcpListener::bind(SocketAddr::new(ip, 8123))
+            .await
+            .ok();
+        Some(agora_dns::start(agora_dns::DnsOptions::new(master.address()), udp, tcp, http).await?)
     };
     println!("Agora dev cluster is up:");
     println!(
@@ -125,10 +129,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     if let Some(d) = &dns {
         println!(
-            "  dns       {}                (dig @{} -p {} web.marathon.mesos)",
+            "  dns       {}                (dig @{} -p {} web.marathon.mesos){}",
             d.addr,
             d.addr.ip(),
-            d.addr.port()
+            d.addr.port(),
+            d.http_addr
+                .map(|a| format!(", HTTP API http://{a}/v1/"))
+                .unwrap_or_default()
         );
     }
     println!("  work dir  {}", args.work_dir.display());

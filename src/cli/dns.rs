@@ -21,6 +21,9 @@ pub struct DnsArgs {
     /// DNS port.
     #[arg(long, default_value_t = 53)]
     pub port: u16,
+    /// Port of the HTTP API (`/v1/hosts/…`, `/v1/services/…`; 0: off).
+    #[arg(long, default_value_t = 8123)]
+    pub http_port: u16,
     /// The domain served.
     #[arg(long, default_value = "mesos", value_parser = parse_domain)]
     pub domain: String,
@@ -34,6 +37,19 @@ pub struct DnsArgs {
     /// rebuild it at once).
     #[arg(long, default_value = "60s", value_parser = humantime_duration)]
     pub refresh: Duration,
+    /// Resolvers for names outside the domain, tried in order (`ip` or
+    /// `ip:port`, comma separated); without any such names are REFUSED.
+    #[arg(long, value_delimiter = ',', value_parser = parse_resolver)]
+    pub resolvers: Vec<SocketAddr>,
+    /// How long each resolver may take.
+    #[arg(long, default_value = "5s", value_parser = humantime_duration)]
+    pub timeout: Duration,
+}
+
+fn parse_resolver(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("'{s}' is not an IP address or ip:port"))
 }
 
 fn parse_domain(s: &str) -> Result<String, String> {
@@ -54,6 +70,8 @@ impl DnsArgs {
         o.records.ip_sources = self.ip_sources.clone();
         o.ttl = self.ttl;
         o.refresh = self.refresh;
+        o.resolvers = self.resolvers.clone();
+        o.timeout = self.timeout;
         o
     }
 }
@@ -63,10 +81,25 @@ pub async fn run(args: DnsArgs) -> anyhow::Result<()> {
     let (udp, tcp) = agora_dns::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (--ip/--port)"))?;
-    let dns = agora_dns::start(args.options(), udp, tcp).await?;
+    let http = if args.http_port == 0 {
+        None
+    } else {
+        let addr = SocketAddr::new(args.ip, args.http_port);
+        Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--http-port, 0 to skip)"))?,
+        )
+    };
+    let dns = agora_dns::start(args.options(), udp, tcp, http).await?;
     eprintln!(
-        "agora dns on {} (UDP and TCP), domain {}, master {}",
-        dns.addr, args.domain, args.master
+        "agora dns on {} (UDP and TCP), domain {}, master {}{}",
+        dns.addr,
+        args.domain,
+        args.master,
+        dns.http_addr
+            .map(|a| format!(", HTTP API on http://{a}"))
+            .unwrap_or_default()
     );
     super::shutdown_signal().await;
     dns.stop().await;

@@ -60,9 +60,10 @@ async fn start_dns(cluster: &Cluster) -> RunningDns {
     let (udp, tcp) = agora_dns::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut o = DnsOptions::new(cluster.master());
     o.refresh = Duration::from_secs(3600); // events only: a poll must not hide a missed event
-    agora_dns::start(o, udp, tcp).await.unwrap()
+    agora_dns::start(o, udp, tcp, Some(http)).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,6 +114,38 @@ async fn tasks_are_found_by_name_as_they_come_and_go() {
         dig(&dns, &["_http._web-shop._tcp.marathon.mesos", "SRV"]).len(),
         3
     );
+
+    // The HTTP API, in Mesos-DNS' shapes.
+    let api = |path: String| {
+        let url = format!("http://{}{path}", dns.http_addr.unwrap());
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let hosts = api("/v1/hosts/web-shop.marathon.mesos".into()).await;
+    assert_eq!(
+        hosts,
+        json!([{"host": "web-shop.marathon.mesos.", "ip": "127.0.0.1"}])
+    );
+    let services = api("/v1/services/_web-shop._tcp.marathon.mesos.".into()).await;
+    let api_ports: BTreeSet<u64> = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["port"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(api_ports, ports);
+    assert_eq!(
+        api("/v1/hosts/nothing.mesos".into()).await,
+        json!([{"host": "", "ip": ""}])
+    );
+    assert_eq!(api("/v1/config".into()).await["Domain"], "mesos");
+    assert!(api("/v1/version".into()).await["Version"].is_string());
 
     // Masters, agents, the framework.
     assert_eq!(dig(&dns, &["leader.mesos", "A"]), ["127.0.0.1"]);
@@ -193,5 +226,55 @@ async fn malformed_packets_and_random_bytes_do_not_crash_it() {
     assert_eq!(dig(&dns, &["leader.mesos", "A"]), ["127.0.0.1"]);
     assert_eq!(dig(&dns, &["+tcp", "leader.mesos", "A"]), ["127.0.0.1"]);
     dns.stop().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_outside_the_domain_go_to_the_resolvers_in_order() {
+    if !dig_available() {
+        return;
+    }
+    let cluster = Cluster::start(1, "cpus:1;mem:512").await;
+    // The upstream: another server, authoritative for `upstream`.
+    let (udp, tcp) = agora_dns::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut o = DnsOptions::new(cluster.master());
+    o.records.domain = "upstream".into();
+    let upstream = agora_dns::start(o, udp, tcp, None).await.unwrap();
+    // A resolver that never answers comes first: it is skipped after the timeout.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (udp, tcp) = agora_dns::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut o = DnsOptions::new(cluster.master());
+    o.resolvers = vec![silent.local_addr().unwrap(), upstream.addr];
+    o.timeout = Duration::from_millis(300);
+    let dns = agora_dns::start(o, udp, tcp, None).await.unwrap();
+    eventually("the upstream knows its leader", || async {
+        (dig(&upstream, &["leader.upstream", "A"]) == ["127.0.0.1"]).then_some(())
+    })
+    .await;
+    assert_eq!(dig(&dns, &["leader.upstream", "A"]), ["127.0.0.1"]);
+    assert_eq!(dig(&dns, &["+tcp", "leader.upstream", "A"]), ["127.0.0.1"]);
+    let nx = dig_full(&dns, &["nothing.upstream", "A"]);
+    assert!(nx.contains("status: NXDOMAIN"), "{nx}");
+    // Its own domain is still its own.
+    eventually("the leader answers", || async {
+        (dig(&dns, &["leader.mesos", "A"]) == ["127.0.0.1"]).then_some(())
+    })
+    .await;
+    // No resolver answers: SERVFAIL.
+    let (udp, tcp) = agora_dns::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut o = DnsOptions::new(cluster.master());
+    o.resolvers = vec![silent.local_addr().unwrap()];
+    o.timeout = Duration::from_millis(300);
+    let lonely = agora_dns::start(o, udp, tcp, None).await.unwrap();
+    assert!(dig_full(&lonely, &["example.com", "A"]).contains("status: SERVFAIL"));
+    for d in [dns, upstream, lonely] {
+        d.stop().await;
+    }
     cluster.stop().await;
 }

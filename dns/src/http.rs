@@ -1,0 +1,106 @@
+//! The Mesos-DNS HTTP API (port 8123): `/v1/version`, `/v1/config`,
+//! `/v1/hosts/{host}`, `/v1/services/{service}`, in Mesos-DNS' shapes
+//! (`shared/specs/mesos-dns-naming.md` §3).
+
+use std::sync::{Arc, RwLock};
+
+use agora_rpc::http::{Request, body, text};
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::{DnsOptions, Zone};
+
+/// What the handlers read.
+pub struct Context {
+    /// The zone being served.
+    pub zone: Arc<RwLock<Arc<Zone>>>,
+    /// The server's settings (for `/v1/config`).
+    pub options: DnsOptions,
+    /// The DNS address (for `/v1/config`).
+    pub dns_port: u16,
+}
+
+fn json_reply(v: &Value) -> warp::reply::Response {
+    body(StatusCode::OK, "application/json", v.to_string())
+}
+
+/// A fully qualified, lowercase name.
+fn fqdn(name: &str) -> String {
+    let n = name.trim().to_ascii_lowercase();
+    if n.ends_with('.') { n } else { format!("{n}.") }
+}
+
+/// Answers one request.
+pub async fn route(ctx: Arc<Context>, req: Request) -> warp::reply::Response {
+    if req.method != http::Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported");
+    }
+    let zone = ctx
+        .zone
+        .read()
+        .map(|z| z.clone())
+        .unwrap_or_else(|e| e.into_inner().clone());
+    let path = req.path.trim_end_matches('/');
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        ["v1", "version"] => json_reply(&json!({
+            "Service": "Agora DNS (Mesos-DNS compatible)",
+            "URL": "https://github.com/mesosphere/mesos-dns",
+            "Version": agora_proto::AGORA_VERSION,
+        })),
+        ["v1", "config"] => {
+            let o = &ctx.options;
+            json_reply(&json!({
+                "RefreshSeconds": o.refresh.as_secs(),
+                "TTL": o.ttl,
+                "Port": ctx.dns_port,
+                "Domain": o.records.domain,
+                "Resolvers": o.resolvers.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                "Timeout": o.timeout.as_secs(),
+                "Masters": [o.master],
+                "IPSources": o.records.ip_sources.iter().map(|s| format!("{s:?}").to_lowercase()).collect::<Vec<_>>(),
+                "SOAMname": zone.records.ns_name(),
+                "SOARname": format!("root.{}", zone.records.ns_name()),
+                "DNSOn": true,
+                "HTTPOn": true,
+                "ExternalOn": !o.resolvers.is_empty(),
+                "RecurseOn": !o.resolvers.is_empty(),
+            }))
+        }
+        ["v1", "hosts", host, "ports"] => {
+            let _ = host;
+            text(StatusCode::NOT_IMPLEMENTED, "To be implemented...")
+        }
+        ["v1", "hosts", host] => {
+            let host = fqdn(host);
+            let list: Vec<Value> = zone
+                .records
+                .hosts
+                .get(&host)
+                .into_iter()
+                .flatten()
+                .map(|ip| json!({"host": host, "ip": ip.to_string()}))
+                .collect();
+            // Mesos-DNS answers an unknown name with one empty entry.
+            if list.is_empty() {
+                return json_reply(&json!([{"host": "", "ip": ""}]));
+            }
+            json_reply(&Value::Array(list))
+        }
+        ["v1", "services", service] => {
+            let service = fqdn(service);
+            let mut list = Vec::new();
+            for (target, port) in zone.records.services.get(&service).into_iter().flatten() {
+                for ip in zone.records.hosts.get(target).into_iter().flatten() {
+                    list.push(json!({"service": service, "host": target,
+                                     "ip": ip.to_string(), "port": port.to_string()}));
+                }
+            }
+            if list.is_empty() {
+                return json_reply(&json!([{"service": "", "host": "", "ip": "", "port": ""}]));
+            }
+            json_reply(&Value::Array(list))
+        }
+        _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+    }
+}
