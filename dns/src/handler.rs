@@ -135,36 +135,63 @@ impl Handler {
             .collect()
     }
 
-    /// (answers, additionals, known name?) for a query in the zone.
+    /// (answers, additionals, known name?, truncated?) for a query in the
+    /// zone, with at most what fits in `payload` bytes: a random subset when
+    /// more would not (the caller sets TC over UDP), chosen before any record
+    /// is built, so a name with a thousand targets costs what fits.
     fn lookup(
         &self,
         zone: &Zone,
         owner: &Name,
         kind: RecordType,
-    ) -> (Vec<Record>, Vec<Record>, bool) {
+        payload: usize,
+    ) -> (Vec<Record>, Vec<Record>, bool, bool) {
         let key = owner.to_lowercase().to_ascii();
         let key = if key.ends_with('.') {
             key
         } else {
             format!("{key}.")
         };
+        // Header, question and EDNS; then about 16 bytes an A record (owner
+        // compressed), 28 an AAAA, 60 an SRV with its target's address.
+        let budget = payload.saturating_sub(12 + key.len() + 6 + 11);
         let mut answers = Vec::new();
         let mut additionals = Vec::new();
+        let mut truncated = false;
         if matches!(kind, RecordType::A | RecordType::AAAA | RecordType::ANY) {
-            answers.extend(self.addresses(zone, owner, &key, kind));
+            let mut all = self.addresses(zone, owner, &key, kind);
+            let fit = (budget / 28).max(1);
+            if all.len() > fit {
+                fastrand::shuffle(&mut all);
+                all.truncate(fit);
+                truncated = true;
+            }
+            answers.extend(all);
         }
         if matches!(kind, RecordType::SRV | RecordType::ANY) {
-            for (target, port) in zone.records.services.get(&key).into_iter().flatten() {
+            let mut targets: Vec<&(String, u16)> = zone
+                .records
+                .services
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .collect();
+            let fit = (budget / 60).max(1);
+            if targets.len() > fit {
+                fastrand::shuffle(&mut targets);
+                targets.truncate(fit);
+                truncated = true;
+            }
+            let mut seen = std::collections::HashSet::new();
+            for (target, port) in targets {
                 let Some(t) = name(target) else { continue };
                 answers.push(Record::from_rdata(
                     owner.clone(),
                     self.ttl,
                     RData::SRV(SRV::new(0, 1, *port, t.clone())),
                 ));
-                for a in self.addresses(zone, &t, target, RecordType::ANY) {
-                    if !additionals.contains(&a) {
-                        additionals.push(a);
-                    }
+                if seen.insert(target.as_str()) {
+                    additionals.extend(self.addresses(zone, &t, target, RecordType::ANY));
                 }
             }
         }
@@ -185,7 +212,7 @@ impl Handler {
             }
         }
         fastrand::shuffle(&mut answers);
-        (answers, additionals, zone.records.knows(&key))
+        (answers, additionals, zone.records.knows(&key), truncated)
     }
 }
 
@@ -266,7 +293,15 @@ impl RequestHandler for Handler {
                 .await
                 .unwrap_or_else(|_| fail(ResponseCode::ServFail));
         }
-        let (answers, additionals, known) = self.lookup(&zone, &qname, kind);
+        let tcp = request.protocol() == Protocol::Tcp;
+        let payload = if tcp {
+            u16::MAX as usize
+        } else {
+            request.max_payload() as usize
+        };
+        let (answers, additionals, known, truncated) = self.lookup(&zone, &qname, kind, payload);
+        // Over UDP the client should ask again over TCP for all of it.
+        header.set_truncated(truncated && !tcp);
         header.set_authoritative(true);
         header.set_recursion_available(!self.resolvers.is_empty());
         let soa: Vec<Record> = if answers.is_empty() {

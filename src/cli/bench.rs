@@ -11,6 +11,8 @@
 //!   marathon-rs as a child process; apps of `sleep` tasks are POSTed and the
 //!   time until every instance runs is measured, with marathon-rs' CPU time
 //!   and peak RSS (see `bench_marathon.rs`).
+//! - `agora bench dns`: dnsperf against `agora dns` and NSD with the same
+//!   names, each pinned to one core (see `bench_dns.rs`).
 //! - `agora bench docker`: Docker Swarm against a marathon-rs app of the same
 //!   image, and per-container launch overhead over `docker run` (see
 //!   `bench_docker.rs`).
@@ -63,6 +65,15 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         agents: usize,
     },
+    /// DNS queries per second: agora dns against NSD, each on one core (dnsperf).
+    Dns {
+        /// Running tasks the servers know.
+        #[arg(long, default_value_t = 1000)]
+        tasks: usize,
+        /// Seconds of dnsperf per server.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
     /// Docker tasks: Swarm against marathon-rs, and launch overhead over `docker run`.
     Docker {
         /// The image (built from /bin/busybox when missing).
@@ -113,6 +124,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             tasks,
             executor_path,
         } => launch_latency(tasks, executor_path).await,
+        Bench::Dns { tasks, seconds } => {
+            anyhow::ensure!(
+                (1..=3000).contains(&tasks),
+                "--tasks must be between 1 and 3000"
+            );
+            anyhow::ensure!(
+                (1..=600).contains(&seconds),
+                "--seconds must be between 1 and 600"
+            );
+            super::bench_dns::run(tasks, seconds).await
+        }
         Bench::Docker {
             image,
             replicas,

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod app;
 mod bench;
+mod bench_dns;
 mod bench_docker;
 mod bench_marathon;
 mod dev;
