@@ -235,14 +235,25 @@ async fn follow(options: DnsOptions, zone: Arc<RwLock<Arc<Zone>>>) {
     }
 }
 
+/// A UDP socket with a receive buffer for bursts (4 MiB, or what the
+/// kernel allows): a full buffer drops queries.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
 /// Binds UDP and TCP on `addr` (port 0: one free port for both).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
     if addr.port() != 0 {
-        return Ok((UdpSocket::bind(addr).await?, TcpListener::bind(addr).await?));
+        return Ok((udp_socket(addr)?, TcpListener::bind(addr).await?));
     }
     let mut last = None;
     for _ in 0..20 {
-        let udp = UdpSocket::bind(addr).await?;
+        let udp = udp_socket(addr)?;
         let port = udp.local_addr()?.port();
         match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
             Ok(tcp) => return Ok((udp, tcp)),

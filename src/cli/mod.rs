@@ -63,7 +63,12 @@ pub fn main() -> ExitCode {
         // deployment (see BENCHMARKS.md); one thread is all they need.
         let _ = nix::sys::prctl::set_thp_disable(true);
     }
-    let mut builder = if executor {
+    // `agora dns` on one core (e.g. under `taskset -c 0`) answers more
+    // queries on one thread than with a worker and a reactor handing work
+    // to each other.
+    let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let single_thread = executor || (one_core && matches!(cli.command, Command::Dns(_)));
+    let mut builder = if single_thread {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
