@@ -284,6 +284,70 @@ pub async fn run(tasks: usize, seconds: u32) -> anyhow::Result<()> {
     println!("{:<24} {q2:>12.0} {l2:>18.3} {lost2:>8}", "NSD (zone file)");
     println!("agora dns / NSD: {:.2}", q1 / q2);
 
+    // From TASK_RUNNING (the master's operator event, as a subscriber sees
+    // it) to the task's name in the zone being served, for new instances.
+    let (udp, tcp) = agora_dns::bind("127.0.0.1:0".parse()?).await?;
+    let dns = agora_dns::start(agora_dns::DnsOptions::new(master.address()), udp, tcp, None).await?;
+    let api = agora_rpc::client::ApiClient::new(
+        format!("http://{}/api/v1", master.address()),
+        agora_rpc::http::Encoding::Protobuf,
+    );
+    let subscribe = agora_proto::operator::Call {
+        r#type: Some(agora_proto::operator::call::Type::Subscribe as i32),
+        ..Default::default()
+    };
+    let (_, mut events) = api
+        .subscribe::<_, agora_proto::operator::Event>(&subscribe)
+        .await?;
+    let mut lags = Vec::new();
+    for i in 1..=10 {
+        let r = client
+            .put(format!("{base}/v2/apps/bench/web"))
+            .json(&json!({"instances": tasks + i}))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "scaling: {}", r.status());
+        let (task, agent, running_at) = loop {
+            let Some(event) = events.next().await else {
+                bail!("the operator event stream ended")
+            };
+            let event = event?;
+            if let Some(u) = event.task_updated
+                && u.state() == agora_proto::v1::TaskState::TaskRunning
+            {
+                let agent = u.status.agent_id.map(|a| a.value).unwrap_or_default();
+                break (u.status.task_id.value, agent, Instant::now());
+            }
+        };
+        let name = format!(
+            "{}.marathon.mesos.",
+            agora_dns::records::canonical("web-bench", &task, &agent)
+        );
+        loop {
+            let known = dns
+                .zone
+                .read()
+                .map(|z| z.records.hosts.contains_key(&name))
+                .unwrap_or(false);
+            if known {
+                lags.push(running_at.elapsed());
+                break;
+            }
+            anyhow::ensure!(
+                running_at.elapsed() < Duration::from_secs(30),
+                "{name} never appeared"
+            );
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+    }
+    lags.sort();
+    println!(
+        "TASK_RUNNING -> resolvable, 10 new tasks: p50 {:.1} ms, max {:.1} ms (Mesos-DNS: up to its 60 s refresh)",
+        super::bench::ms(lags[lags.len() / 2]),
+        super::bench::ms(lags[lags.len() - 1])
+    );
+    dns.stop().await;
+
     marathon.stop().await;
     for a in agents {
         a.stop().await;
