@@ -257,6 +257,11 @@ pub fn build(state: &Value, config: &Config) -> Records {
         };
         agents.insert(id.to_string(), ip);
         r.host(format!("slave.{d}"), ip);
+        // Each agent by its hostname, too (Mesos-DNS has only `slave.D`).
+        let h = label(a["hostname"].as_str().unwrap_or(""));
+        if !h.is_empty() {
+            r.host(format!("{h}.slave.{d}"), ip);
+        }
         r.service(format!("_slave._tcp.{d}"), format!("slave.{d}"), port);
     }
     // Frameworks and their tasks.
@@ -485,6 +490,7 @@ mod tests {
         assert_eq!(hosts("leader.mesos."), [ip("10.0.0.1")].into());
         assert_eq!(hosts("master.mesos."), [ip("10.0.0.1")].into());
         assert_eq!(hosts("slave.mesos.").len(), 2);
+        assert_eq!(hosts("agent-2.slave.mesos."), [ip("10.0.0.12")].into());
         assert_eq!(hosts("marathon.mesos."), [ip("10.0.0.5")].into());
         assert!(r.services["_leader._tcp.mesos."].contains(&("leader.mesos.".to_string(), 5050)));
     }

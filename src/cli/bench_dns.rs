@@ -287,7 +287,8 @@ pub async fn run(tasks: usize, seconds: u32) -> anyhow::Result<()> {
     // From TASK_RUNNING (the master's operator event, as a subscriber sees
     // it) to the task's name in the zone being served, for new instances.
     let (udp, tcp) = agora_dns::bind("127.0.0.1:0".parse()?).await?;
-    let dns = agora_dns::start(agora_dns::DnsOptions::new(master.address()), udp, tcp, None).await?;
+    let dns =
+        agora_dns::start(agora_dns::DnsOptions::new(master.address()), udp, tcp, None).await?;
     let api = agora_rpc::client::ApiClient::new(
         format!("http://{}/api/v1", master.address()),
         agora_rpc::http::Encoding::Protobuf,

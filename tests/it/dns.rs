@@ -151,6 +151,7 @@ async fn tasks_are_found_by_name_as_they_come_and_go() {
     assert_eq!(dig(&dns, &["leader.mesos", "A"]), ["127.0.0.1"]);
     assert_eq!(dig(&dns, &["master.mesos", "A"]), ["127.0.0.1"]);
     assert_eq!(dig(&dns, &["slave.mesos", "A"]), ["127.0.0.1"]);
+    assert_eq!(dig(&dns, &["agent-2.slave.mesos", "A"]), ["127.0.0.1"]);
     let leader = dig(&dns, &["_leader._tcp.mesos", "SRV"]);
     assert_eq!(
         leader,
