@@ -12,6 +12,7 @@ mod bench_docker;
 mod bench_marathon;
 mod dev;
 mod dns;
+mod lb;
 mod marathon;
 mod master;
 
@@ -35,6 +36,8 @@ enum Command {
     Marathon(marathon::MarathonArgs),
     /// Serve every running task by name over DNS, as Mesos-DNS names them.
     Dns(dns::DnsArgs),
+    /// HAProxy configuration for marathon-rs apps, from their marathon-lb labels.
+    Lb(lb::LbArgs),
     /// Manage marathon-rs apps: list, show, deploy, scale, restart, destroy, tasks.
     App(app::AppArgs),
     /// Measure allocation and launch latency (see BENCHMARKS.md).
@@ -87,6 +90,7 @@ pub fn main() -> ExitCode {
             Command::Agent(args) => agent::run(args).await,
             Command::Marathon(args) => marathon::run(args).await,
             Command::Dns(args) => dns::run(args).await,
+            Command::Lb(args) => lb::run(args).await,
             Command::App(args) => app::run(args).await,
             Command::Executor => agent::executor().await,
             Command::Bench(args) => bench::run(args).await,

@@ -839,3 +839,41 @@ async fn a_task_failing_its_health_checks_is_killed_and_replaced() {
     m.stop().await;
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agora_lb_dry_run_renders_the_running_tasks() {
+    let cluster = Cluster::start(2, "cpus:4;mem:4096").await;
+    let m = Marathon::start(&cluster).await;
+    let app = json!({"id": "/lb/web", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "instances": 2,
+                     "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "web.example.com"},
+                     "portDefinitions": [{"port": 0, "name": "http"}]});
+    let (status, r) = m.call("POST", "/v2/apps", Some(app)).await;
+    assert_eq!(status, 201, "{r}");
+    m.settled("lb/web", 2).await;
+    let tasks = m.tasks("lb/web").await;
+    let service_port = m.app("lb/web").await["portDefinitions"][0]["port"]
+        .as_u64()
+        .unwrap();
+    let out = tokio::process::Command::new(crate::cluster::agora_bin())
+        .args(["lb", "--dry-run", "--marathon", &m.url("")])
+        .output()
+        .await
+        .unwrap();
+    let cfg = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        cfg.contains(&format!("backend lb_web_{service_port}")),
+        "{cfg}"
+    );
+    assert!(cfg.contains("acl host_web_example_com_lb_web hdr(host) -i web.example.com"));
+    for t in &tasks {
+        let port = t["ports"][0].as_u64().unwrap();
+        assert!(cfg.contains(&format!("127.0.0.1:{port} id ")), "{cfg}");
+    }
+    m.stop().await;
+    cluster.stop().await;
+}

@@ -1,0 +1,487 @@
+//! `agora lb`: HAProxy configuration from marathon-rs apps, the way
+//! marathon-lb writes it (`shared/specs/marathon-lb-haproxy.md`).
+//!
+//! [`services`] turns `GET /v2/apps?embed=apps.tasks` into the services to
+//! balance (one per app service port in the load balancer's group, with the
+//! `HAPROXY_*` labels applied and only running, healthy tasks as servers);
+//! [`render`] writes `haproxy.cfg` from them with an askama template. Both
+//! are pure: the same apps give the same text.
+
+use std::net::{IpAddr, ToSocketAddrs as _};
+
+use askama::Template;
+use serde_json::{Map, Value};
+use sha1::Digest as _;
+
+/// Why an app's labels cannot be applied: names the app and the label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("app {app}: label {label}: {problem}")]
+pub struct LabelError {
+    /// The app id.
+    pub app: String,
+    /// The label.
+    pub label: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// One server of a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// `host_ip_port`, sanitised (`ip_port` when host is the ip).
+    pub name: String,
+    /// `ip:port`.
+    pub address: String,
+    /// Stable across reloads: sha256(name) mod 32767, never 0.
+    pub id: u32,
+    /// Sticky cookie value: sha1(name), 10 hex digits.
+    pub cookie: String,
+}
+
+/// One service port of one app: a frontend and a backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    /// The app id (`/shop/web`).
+    pub app_id: String,
+    /// `shop_web_10000`.
+    pub backend: String,
+    /// The service port.
+    pub service_port: u16,
+    /// The frontend's bind port (`HAPROXY_{n}_PORT`, else the service port).
+    pub bind_port: u16,
+    /// `HAPROXY_{n}_BIND_ADDR`, `*` by default.
+    pub bind_addr: String,
+    /// `tcp` or `http`.
+    pub mode: String,
+    /// `HAPROXY_{n}_BALANCE`, `roundrobin` by default.
+    pub balance: String,
+    /// `HAPROXY_{n}_VHOST`, lowercase.
+    pub vhosts: Vec<String>,
+    /// `HAPROXY_{n}_PATH`.
+    pub path: Option<String>,
+    /// `HAPROXY_{n}_STICKY`.
+    pub sticky: bool,
+    /// `HAPROXY_{n}_REDIRECT_TO_HTTPS`.
+    pub redirect_to_https: bool,
+    /// `HAPROXY_{n}_BACKEND_WEIGHT` (larger routes first).
+    pub weight: i64,
+    /// `option httpchk GET <path>` from the app's HTTP health check.
+    pub httpchk: Option<String>,
+    /// `timeout check` seconds.
+    pub check_timeout: u64,
+    /// Per-server check options (`check inter 2s fall 4`).
+    pub check: Option<String>,
+    /// `app_` + the sanitised app id.
+    pub appid_acl: String,
+    /// The servers, sorted by address.
+    pub servers: Vec<Server>,
+}
+
+/// A route on the HTTP frontend (one per vhost of a service).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// `host_<vhost>_<app>`.
+    pub acl: String,
+    /// The vhost.
+    pub vhost: String,
+    /// The backend.
+    pub backend: String,
+    /// `path_beg`.
+    pub path: Option<String>,
+    /// 301 to https when not TLS.
+    pub redirect_to_https: bool,
+    weight: i64,
+}
+
+/// What is rendered around the services.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `--group`: apps whose `HAPROXY_GROUP` lists it (`*`: every app).
+    pub group: String,
+    /// The HTTP (vhost) frontend's bind, e.g. `*:80`.
+    pub http_bind: String,
+    /// The app-id frontend's bind, e.g. `*:9091`.
+    pub appid_bind: String,
+    /// The stats page's bind, e.g. `*:9090`.
+    pub stats_bind: String,
+    /// The admin socket.
+    pub socket: String,
+    /// The server state file (kept across reloads).
+    pub state_file: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            group: "external".into(),
+            http_bind: "*:80".into(),
+            appid_bind: "*:9091".into(),
+            stats_bind: "*:9090".into(),
+            socket: "/var/run/haproxy/socket".into(),
+            state_file: "/var/state/haproxy/global".into(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "haproxy.cfg", escape = "none")]
+struct Config<'a> {
+    socket: &'a str,
+    state_file: &'a str,
+    stats_bind: &'a str,
+    http_bind: &'a str,
+    appid_bind: &'a str,
+    services: &'a [Service],
+    http_services: Vec<&'a Service>,
+    http_routes: Vec<Route>,
+}
+
+fn sanitise(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(
+        v.to_ascii_lowercase().as_str(),
+        "true" | "t" | "yes" | "y" | "1"
+    )
+}
+
+/// The server id marathon-lb gives `name`: sha256 mod 32767, never 0.
+pub fn server_id(name: &str) -> u32 {
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let mut n: u32 = 0;
+    for b in digest.iter() {
+        n = ((n as u64 * 256 + *b as u64) % 32767) as u32;
+    }
+    if n == 0 { 1 } else { n }
+}
+
+fn label<'a>(labels: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    labels.get(key).and_then(Value::as_str)
+}
+
+/// A label value that goes into the configuration: one line, no characters
+/// HAProxy would read as syntax.
+fn safe(
+    app: &str,
+    key: &str,
+    value: &str,
+    allowed: fn(char) -> bool,
+) -> Result<String, LabelError> {
+    if value.is_empty() || !value.chars().all(allowed) {
+        return Err(LabelError {
+            app: app.into(),
+            label: key.into(),
+            problem: format!("'{value}' is not allowed here"),
+        });
+    }
+    Ok(value.to_string())
+}
+
+fn hostname_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '*')
+}
+
+fn path_char(c: char) -> bool {
+    c.is_ascii_graphic() && !matches!(c, '#' | '\\' | '"' | '\'' | '{' | '}')
+}
+
+/// The services of `apps` (a `/v2/apps?embed=apps.tasks` document) for the
+/// group in `settings`, and the apps left out because a label is wrong.
+/// `resolve` turns a task's host into an address.
+pub fn services(
+    apps: &Value,
+    settings: &Settings,
+    resolve: &dyn Fn(&str) -> Option<IpAddr>,
+) -> (Vec<Service>, Vec<LabelError>) {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for app in apps["apps"].as_array().into_iter().flatten() {
+        match app_services(app, settings, resolve) {
+            Ok(s) => out.extend(s),
+            Err(e) => errors.push(e),
+        }
+    }
+    out.sort_by(|a, b| (&a.app_id, a.service_port).cmp(&(&b.app_id, b.service_port)));
+    (out, errors)
+}
+
+fn in_group(groups: Option<&str>, group: &str) -> bool {
+    group == "*" || groups.is_some_and(|g| g.split(',').any(|x| x.trim() == group))
+}
+
+fn app_services(
+    app: &Value,
+    settings: &Settings,
+    resolve: &dyn Fn(&str) -> Option<IpAddr>,
+) -> Result<Vec<Service>, LabelError> {
+    let id = app["id"].as_str().unwrap_or("").to_string();
+    let empty = Map::new();
+    let labels = app["labels"].as_object().unwrap_or(&empty);
+    let app_groups = label(labels, "HAPROXY_GROUP");
+    // Service ports: port mappings for bridge/container networking, else
+    // port definitions.
+    let mappings = app["container"]["portMappings"]
+        .as_array()
+        .or_else(|| app["container"]["docker"]["portMappings"].as_array());
+    let host_network = mappings.is_none_or(Vec::is_empty);
+    let service_ports: Vec<u16> = if host_network {
+        app["portDefinitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["port"].as_u64().and_then(|p| u16::try_from(p).ok()))
+            .collect()
+    } else {
+        mappings
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                p["servicePort"]
+                    .as_u64()
+                    .and_then(|p| u16::try_from(p).ok())
+            })
+            .collect()
+    };
+    let health_checks = app["healthChecks"].as_array().cloned().unwrap_or_default();
+    let mut services = Vec::new();
+    for (n, &service_port) in service_ports.iter().enumerate() {
+        let key = |k: &str| format!("HAPROXY_{n}_{k}");
+        let groups = label(labels, &key("GROUP")).or(app_groups);
+        if !in_group(groups, &settings.group) || service_port == 0 {
+            continue;
+        }
+        let vhosts: Vec<String> = match label(labels, &key("VHOST")) {
+            Some(v) => v
+                .split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .map(|h| safe(&id, &key("VHOST"), &h, hostname_char))
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let hc = health_checks
+            .iter()
+            .find(|h| h["portIndex"].as_u64().unwrap_or(0) as usize == n);
+        let http_check = hc.is_some_and(|h| {
+            matches!(
+                h["protocol"].as_str(),
+                Some("HTTP" | "HTTPS" | "MESOS_HTTP" | "MESOS_HTTPS")
+            )
+        });
+        let mode = match label(labels, &key("MODE")) {
+            Some(m @ ("tcp" | "http")) => m.to_string(),
+            Some(other) => {
+                return Err(LabelError {
+                    app: id,
+                    label: key("MODE"),
+                    problem: format!("'{other}' is neither tcp nor http"),
+                });
+            }
+            None if !vhosts.is_empty() || http_check => "http".into(),
+            None => "tcp".into(),
+        };
+        let path = label(labels, &key("PATH"))
+            .map(|p| safe(&id, &key("PATH"), p, path_char))
+            .transpose()?;
+        if path.is_some() && vhosts.is_empty() {
+            return Err(LabelError {
+                app: id,
+                label: key("PATH"),
+                problem: "needs a VHOST".into(),
+            });
+        }
+        let balance = label(labels, &key("BALANCE"))
+            .map(|b| {
+                safe(&id, &key("BALANCE"), b, |c| {
+                    c.is_ascii_alphanumeric() || "-_()".contains(c)
+                })
+            })
+            .transpose()?
+            .unwrap_or_else(|| "roundrobin".into());
+        let bind_addr = label(labels, &key("BIND_ADDR"))
+            .map(|b| {
+                safe(&id, &key("BIND_ADDR"), b, |c| {
+                    c.is_ascii_hexdigit() || ".:*[]".contains(c)
+                })
+            })
+            .transpose()?
+            .unwrap_or_else(|| "*".into());
+        let bind_port = match label(labels, &key("PORT")) {
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| LabelError {
+                    app: id.clone(),
+                    label: key("PORT"),
+                    problem: format!("'{p}' is not a port"),
+                })?,
+            None => service_port,
+        };
+        let weight = match label(labels, &key("BACKEND_WEIGHT")) {
+            Some(w) => w.parse::<i64>().map_err(|_| LabelError {
+                app: id.clone(),
+                label: key("BACKEND_WEIGHT"),
+                problem: format!("'{w}' is not a number"),
+            })?,
+            None => 0,
+        };
+        let (httpchk, check_timeout, check) = match hc {
+            Some(h) => {
+                let interval = h["intervalSeconds"].as_u64().unwrap_or(60);
+                let timeout = h["timeoutSeconds"].as_u64().unwrap_or(20);
+                let fall = h["maxConsecutiveFailures"].as_u64().unwrap_or(3) + 1;
+                let chk = (http_check && mode == "http")
+                    .then(|| h["path"].as_str().unwrap_or("/").to_string())
+                    .map(|p| safe(&id, "healthChecks.path", &p, path_char))
+                    .transpose()?;
+                (
+                    chk,
+                    timeout,
+                    Some(format!("check inter {interval}s fall {fall}")),
+                )
+            }
+            None => (None, 0, None),
+        };
+        let backend = format!(
+            "{}_{service_port}",
+            id.trim_start_matches('/').replace('/', "_")
+        );
+        let backend = sanitise(&backend);
+        let servers = servers(app, n, host_network, !health_checks.is_empty(), resolve);
+        services.push(Service {
+            appid_acl: format!("app_{}", sanitise(&id)),
+            app_id: id.clone(),
+            backend,
+            service_port,
+            bind_port,
+            bind_addr,
+            mode,
+            balance,
+            vhosts,
+            path,
+            sticky: label(labels, &key("STICKY")).is_some_and(truthy),
+            redirect_to_https: label(labels, &key("REDIRECT_TO_HTTPS")).is_some_and(truthy),
+            weight,
+            httpchk,
+            check_timeout,
+            check,
+            servers,
+        });
+    }
+    Ok(services)
+}
+
+fn servers(
+    app: &Value,
+    n: usize,
+    host_network: bool,
+    has_health_checks: bool,
+    resolve: &dyn Fn(&str) -> Option<IpAddr>,
+) -> Vec<Server> {
+    let mut out = Vec::new();
+    for t in app["tasks"].as_array().into_iter().flatten() {
+        if t["state"] != "TASK_RUNNING" {
+            continue;
+        }
+        // With health checks, only tasks whose every result is alive.
+        if has_health_checks {
+            let results = t["healthCheckResults"].as_array();
+            let alive =
+                results.is_some_and(|r| !r.is_empty() && r.iter().all(|h| h["alive"] == true));
+            if !alive {
+                continue;
+            }
+        }
+        let host = t["host"].as_str().unwrap_or("");
+        let Some(port) = t["ports"][n].as_u64().and_then(|p| u16::try_from(p).ok()) else {
+            continue;
+        };
+        // The agent's address: its hostname resolved, else (host
+        // networking) the task's own address, which is the agent's.
+        let task_ip = t["ipAddresses"][0]["ipAddress"]
+            .as_str()
+            .and_then(|s| s.parse::<IpAddr>().ok());
+        let Some(ip) = resolve(host).or(if host_network { task_ip } else { None }) else {
+            continue;
+        };
+        let name = if host == ip.to_string() {
+            sanitise(&format!("{ip}_{port}"))
+        } else {
+            sanitise(&format!("{host}_{ip}_{port}"))
+        };
+        let address = match ip {
+            IpAddr::V4(v4) => format!("{v4}:{port}"),
+            IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+        };
+        let cookie = hex(&sha1::Sha1::digest(name.as_bytes()))[..10].to_string();
+        out.push(Server {
+            id: server_id(&name),
+            name,
+            address,
+            cookie,
+        });
+    }
+    out.sort_by(|a, b| a.address.cmp(&b.address));
+    out.dedup_by(|a, b| a.address == b.address);
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Resolves a host name (or takes an address as it is); `None` when it
+/// does not resolve.
+pub fn resolve_host(host: &str) -> Option<IpAddr> {
+    if let Ok(ip) = host.parse() {
+        return Some(ip);
+    }
+    (host, 0).to_socket_addrs().ok()?.map(|a| a.ip()).next()
+}
+
+/// `haproxy.cfg` for `services`.
+pub fn render(services: &[Service], settings: &Settings) -> Result<String, askama::Error> {
+    let http_services: Vec<&Service> = services.iter().filter(|s| s.mode == "http").collect();
+    let mut http_routes: Vec<Route> = Vec::new();
+    for s in services.iter().filter(|s| s.mode == "http") {
+        let app_part = sanitise(s.app_id.trim_start_matches('/'));
+        for vhost in &s.vhosts {
+            http_routes.push(Route {
+                acl: format!("host_{}_{app_part}", sanitise(vhost)),
+                vhost: vhost.clone(),
+                backend: s.backend.clone(),
+                path: s.path.clone(),
+                redirect_to_https: s.redirect_to_https,
+                weight: if s.path.is_some() {
+                    s.weight.max(1)
+                } else {
+                    s.weight
+                },
+            });
+        }
+    }
+    // Heavier (and path) routes first, as marathon-lb orders use_backend.
+    http_routes.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.acl.cmp(&b.acl)));
+    Config {
+        socket: &settings.socket,
+        state_file: &settings.state_file,
+        stats_bind: &settings.stats_bind,
+        http_bind: &settings.http_bind,
+        appid_bind: &settings.appid_bind,
+        services,
+        http_services,
+        http_routes,
+    }
+    .render()
+}

@@ -1,0 +1,123 @@
+//! Golden-file tests of the rendered configuration, and HAProxy's own
+//! check of it (`haproxy -c`, when HAProxy is installed).
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use agora_lb::{Settings, render, services};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn resolve(host: &str) -> Option<IpAddr> {
+    match host {
+        "agent1" => Some("1.1.1.1".parse().unwrap()),
+        "agent2" => Some("1.1.1.2".parse().unwrap()),
+        other => other.parse().ok(),
+    }
+}
+
+fn rendered(settings: &Settings) -> (String, Vec<agora_lb::LabelError>) {
+    let apps: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir().join("apps.json")).unwrap()).unwrap();
+    let (svcs, errors) = services(&apps, settings, &resolve);
+    (render(&svcs, settings).unwrap(), errors)
+}
+
+/// Compares with `tests/golden/<name>`; `AGORA_UPDATE_GOLDEN=1` rewrites it.
+fn golden(name: &str, text: &str) {
+    let path = dir().join(name);
+    if std::env::var_os("AGORA_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, text).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        expected == text,
+        "{name} differs (AGORA_UPDATE_GOLDEN=1 to accept):\n{text}"
+    );
+}
+
+#[test]
+fn the_external_group_renders_as_marathon_lb_does() {
+    let (cfg, errors) = rendered(&Settings::default());
+    golden("external.cfg", &cfg);
+    // One bad app is reported by name and label; the others are served.
+    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].contains("/bad") && errors[0].contains("HAPROXY_0_MODE"));
+    assert!(errors[1].contains("/evil") && errors[1].contains("HAPROXY_0_VHOST"));
+    assert!(!cfg.contains("1.2.3.4"));
+    // Only running, healthy tasks receive traffic.
+    assert!(cfg.contains("server agent1_1_1_1_1_1024 1.1.1.1:1024 id "));
+    assert!(!cfg.contains(":1025") && !cfg.contains(":1026"));
+    // Other groups and unlabelled apps are not here.
+    assert!(!cfg.contains("private_10004") && !cfg.contains("unlabelled"));
+    assert!(!cfg.contains("api_10003"));
+}
+
+#[test]
+fn the_internal_group_and_every_group() {
+    let internal = Settings {
+        group: "internal".into(),
+        ..Settings::default()
+    };
+    let (cfg, _) = rendered(&internal);
+    golden("internal.cfg", &cfg);
+    assert!(cfg.contains("backend api_10003") && cfg.contains("backend shop_db_10001"));
+    assert!(!cfg.contains("backend nginx_10000"));
+    let all = Settings {
+        group: "*".into(),
+        ..Settings::default()
+    };
+    let (cfg, _) = rendered(&all);
+    assert!(cfg.contains("backend unlabelled_10005") && cfg.contains("backend nginx_10000"));
+}
+
+#[test]
+fn server_ids_are_stable_and_never_zero() {
+    assert_eq!(agora_lb::server_id("a"), agora_lb::server_id("a"));
+    for name in ["a", "b", "agent1_1_1_1_1_1024", ""] {
+        let id = agora_lb::server_id(name);
+        assert!((1..32767).contains(&id), "{name}: {id}");
+    }
+}
+
+#[test]
+fn haproxy_accepts_the_rendered_configuration() {
+    let Ok(out) = std::process::Command::new("haproxy").arg("-v").output() else {
+        assert!(
+            std::env::var("AGORA_REQUIRE_ALL").is_err(),
+            "haproxy is required (AGORA_REQUIRE_ALL=1) but missing"
+        );
+        eprintln!("SKIPPED: haproxy is not installed");
+        return;
+    };
+    assert!(out.status.success());
+    let tmp = std::env::temp_dir().join(format!("agora-lb-test-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let settings = Settings {
+        group: "*".into(),
+        socket: tmp.join("socket").display().to_string(),
+        state_file: tmp.join("state").display().to_string(),
+        ..Settings::default()
+    };
+    let (cfg, _) = rendered(&settings);
+    let file = tmp.join("haproxy.cfg");
+    std::fs::write(&file, &cfg).unwrap();
+    let check = std::process::Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&tmp);
+    assert!(
+        check.status.success(),
+        "haproxy -c refused it:\n{}\n{}",
+        String::from_utf8_lossy(&check.stderr),
+        cfg
+    );
+}
