@@ -7,6 +7,8 @@
 //! [`render`] writes `haproxy.cfg` from them with an askama template. Both
 //! are pure: the same apps give the same text.
 
+pub mod haproxy;
+
 use std::net::{IpAddr, ToSocketAddrs as _};
 
 use askama::Template;
