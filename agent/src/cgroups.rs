@@ -11,7 +11,7 @@
 //! its memory limit; the cgroup is emptied and removed.
 
 use std::fs::File;
-use std::io::{self, Write as _};
+use std::io;
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 
@@ -232,15 +232,6 @@ impl Cgroup {
                 Ok(())
             });
         }
-    }
-
-    /// Moves a running process in (for processes started elsewhere).
-    pub fn add(&self, pid: u32) -> io::Result<()> {
-        for dir in &self.dirs {
-            let mut f = open_procs(dir)?;
-            f.write_all(pid.to_string().as_bytes())?;
-        }
-        Ok(())
     }
 
     fn memory_dir(&self) -> &Path {

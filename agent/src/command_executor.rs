@@ -351,14 +351,8 @@ impl Executor {
             return;
         }
         let Some(command) = task.command.clone() else {
-            self.update(&id, TaskState::TaskStarting, None, None).await;
-            self.update(
-                &id,
-                TaskState::TaskFailed,
-                Some("Task has no command".into()),
-                Some(Reason::TaskInvalid),
-            )
-            .await;
+            self.fail_to_start(&id, "Task has no command".into(), Reason::TaskInvalid)
+                .await;
             return;
         };
         let env = task_env(&task, &self.directory.to_string_lossy());
@@ -366,14 +360,8 @@ impl Executor {
             && let Err(message) = fetch::fetch_all(&command.uris, &self.directory).await
         {
             warn!(task = %id, %message, "fetching failed");
-            self.update(&id, TaskState::TaskStarting, None, None).await;
-            self.update(
-                &id,
-                TaskState::TaskFailed,
-                Some(message),
-                Some(Reason::ContainerLaunchFailed),
-            )
-            .await;
+            self.fail_to_start(&id, message, Reason::ContainerLaunchFailed)
+                .await;
             return;
         }
         let cgroup = self.cgroup_for(&task);
@@ -462,6 +450,13 @@ impl Executor {
             .create(&cgroups::name_for(&task.task_id.value), limits)
             .map_err(|e| warn!(task = %task.task_id.value, error = %e, "cannot create the task's cgroup; it runs without limits"))
             .ok()
+    }
+
+    /// A task that could not start: STARTING, then FAILED with the cause.
+    async fn fail_to_start(&mut self, id: &str, message: String, reason: Reason) {
+        self.update(id, TaskState::TaskStarting, None, None).await;
+        self.update(id, TaskState::TaskFailed, Some(message), Some(reason))
+            .await;
     }
 
     async fn kill(&mut self, id: &str, grace: Option<Duration>) {

@@ -15,7 +15,7 @@ pub mod handler;
 pub mod http;
 pub mod records;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -261,13 +261,4 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)>
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no free port for UDP and TCP")))
-}
-
-/// The addresses of `ip` for `ns1.<domain>`.
-pub fn ns_addresses(ip: IpAddr) -> Vec<IpAddr> {
-    if ip.is_unspecified() {
-        Vec::new()
-    } else {
-        vec![ip]
-    }
 }

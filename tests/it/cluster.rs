@@ -8,6 +8,7 @@ use agora_agent::{AgentOptions, RunningAgent};
 use agora_master::{MasterOptions, RunningMaster};
 use agora_master_core::Config;
 use agora_proto::resources::{Resources, parse_attributes};
+use serde_json::Value;
 use tokio::net::TcpListener;
 
 pub fn agora_bin() -> PathBuf {
@@ -219,4 +220,24 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Every framework's tasks in the master's state, once its first agent is
+/// active again.
+pub async fn master_tasks(cluster: &Cluster) -> Option<Vec<Value>> {
+    let state: Value = reqwest::get(cluster.url("/master/state"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let active = state["slaves"][0]["active"] == true;
+    active.then(|| {
+        state["frameworks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
+            .collect()
+    })
 }

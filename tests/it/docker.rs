@@ -269,15 +269,8 @@ async fn an_agent_restart_adopts_running_containers_and_removes_orphans() {
     })
     .await;
     eventually("the agent is back with its task", || async {
-        let state: Value = reqwest::get(cluster.url("/master/state"))
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let active = state["slaves"][0]["active"] == true;
-        let tasks = state["frameworks"][0]["tasks"].as_array()?.clone();
-        (active && tasks.len() == 1 && tasks[0]["state"] == "TASK_RUNNING").then_some(())
+        let tasks = crate::cluster::master_tasks(&cluster).await?;
+        (tasks.len() == 1 && tasks[0]["state"] == "TASK_RUNNING").then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -7,26 +7,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
-use crate::cluster::{AgentProcess, Cluster, free_port, process_alive};
+use crate::cluster::{AgentProcess, Cluster, free_port, master_tasks, process_alive};
 use crate::marathon::{Marathon, eventually};
-
-async fn master_tasks(cluster: &Cluster) -> Option<Vec<Value>> {
-    let state: Value = reqwest::get(cluster.url("/master/state"))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    let active = state["slaves"][0]["active"] == true;
-    active.then(|| {
-        state["frameworks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
-            .collect()
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_tasks_survive_an_agent_restart_and_are_adopted() {
