@@ -1,31 +1,364 @@
-//! Applying a configuration to a real HAProxy: write it next to the live
-//! file, check it with `haproxy -c`, move it into place, and start HAProxy
-//! in master-worker mode (`-W`) or reload it (SIGUSR2 to the master: new
-//! workers take over the listening sockets the master holds, old workers
-//! finish their connections). A configuration that fails the check is never
-//! applied: the last good one keeps serving.
+//! Applying services to a real HAProxy.
+//!
+//! A change in the structure (frontends, backends, labels) is rendered,
+//! written next to the live file, checked with `haproxy -c`, moved into
+//! place, and HAProxy, run in master-worker mode (`-W`), is reloaded
+//! (SIGUSR2 to the master: the new worker takes the listening sockets over
+//! from the old one through the admin socket, `expose-fd listeners`, and the
+//! old one finishes its connections). A configuration that fails the check
+//! is never applied: the last good one keeps serving.
+//!
+//! A change in the set or state of a backend's servers only — tasks started,
+//! killed, healthy, unhealthy — goes through the Runtime API instead: every
+//! backend is rendered with spare server slots ([`crate::slots_for`]), and
+//! `set server … addr/state` fills and empties them, with no reload. The
+//! file is still rewritten so that the next start or reload has the same
+//! servers.
 
+use std::collections::HashMap;
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Service, Settings, render_slots, slots_for};
+
+/// What an [`Haproxy::apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// HAProxy already serves these services.
+    Unchanged,
+    /// Server slots changed through the Runtime API (this many commands).
+    Runtime(usize),
+    /// The configuration was reloaded.
+    Reloaded,
+    /// HAProxy was started.
+    Started,
+}
+
+/// Counters and the last outcome, for `/metrics` and `/status`.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Reloads (not counting the start).
+    pub reloads: u64,
+    /// Changes applied through the Runtime API.
+    pub runtime_updates: u64,
+    /// Runtime API commands sent.
+    pub runtime_commands: u64,
+    /// Configurations refused by `haproxy -c`.
+    pub failed_checks: u64,
+    /// Time to render the last configuration.
+    pub last_render: Duration,
+    /// Time to apply the last change (render, check, swap, reload or
+    /// Runtime API), until HAProxy serves it.
+    pub last_apply: Duration,
+    /// The last error, cleared by the next successful apply.
+    pub last_error: Option<String>,
+    /// Apps whose new configuration HAProxy refused (each keeps its last
+    /// good one), naming the app and the label.
+    pub refused: Vec<String>,
+    /// Backends and servers served now.
+    pub backends: usize,
+    /// Servers receiving traffic now.
+    pub servers: usize,
+}
+
+/// One server line of a backend as the running HAProxy has it.
+#[derive(Clone)]
+struct Slot {
+    /// The name it was started with (it cannot be renamed at runtime).
+    name: String,
+    /// The address it serves, `None` while in maintenance.
+    serving: Option<String>,
+    /// A spare slot never given a task by a render: preferred for new
+    /// servers, so that named servers keep their names as long as can be.
+    spare: bool,
+}
+
+/// What the running HAProxy was configured with.
+#[derive(Debug)]
+struct Live {
+    /// The services without their servers: a change here needs a reload.
+    shape: Vec<Service>,
+    /// Backend name → its slots.
+    slots: HashMap<String, Vec<Slot>>,
+}
+
+fn shape(services: &[Service]) -> Vec<Service> {
+    services
+        .iter()
+        .map(|s| Service {
+            servers: Vec::new(),
+            ..s.clone()
+        })
+        .collect()
+}
+
+impl Live {
+    fn new(services: &[Service]) -> Live {
+        let slots = services
+            .iter()
+            .map(|s| {
+                let mut slots: Vec<Slot> = s
+                    .servers
+                    .iter()
+                    .map(|srv| Slot {
+                        name: srv.name.clone(),
+                        serving: Some(srv.address.clone()),
+                        spare: false,
+                    })
+                    .collect();
+                slots.extend((s.servers.len()..slots_for(s.servers.len())).map(|k| Slot {
+                    name: crate::spare_name(k),
+                    serving: None,
+                    spare: true,
+                }));
+                (s.backend.clone(), slots)
+            })
+            .collect();
+        Live {
+            shape: shape(services),
+            slots,
+        }
+    }
+
+    /// Whether `services` can be served by changing server slots only.
+    fn fits(&self, services: &[Service]) -> bool {
+        services.len() == self.shape.len()
+            && services.iter().zip(&self.shape).all(|(s, l)| {
+                Service {
+                    servers: Vec::new(),
+                    ..s.clone()
+                } == *l
+                    && self
+                        .slots
+                        .get(&s.backend)
+                        .is_some_and(|slots| slots.len() >= s.servers.len())
+            })
+    }
+
+    /// The Runtime API commands that turn the live servers into those of
+    /// `services` (which [`Live::fits`]), with the slots updated as if they
+    /// succeeded.
+    fn diff(&mut self, services: &[Service]) -> Vec<String> {
+        let mut cmds = Vec::new();
+        for s in services {
+            let Some(slots) = self.slots.get_mut(&s.backend) else {
+                continue;
+            };
+            let wanted: std::collections::HashSet<&str> =
+                s.servers.iter().map(|v| v.address.as_str()).collect();
+            // Servers no longer wanted leave first (maintenance: their
+            // connections finish, no new ones).
+            for slot in slots.iter_mut() {
+                if let Some(addr) = &slot.serving
+                    && !wanted.contains(addr.as_str())
+                {
+                    cmds.push(format!(
+                        "set server {}/{} state maint",
+                        s.backend, slot.name
+                    ));
+                    slot.serving = None;
+                }
+            }
+            let serving: std::collections::HashSet<String> =
+                slots.iter().filter_map(|v| v.serving.clone()).collect();
+            for srv in &s.servers {
+                if serving.contains(&srv.address) {
+                    continue;
+                }
+                let free = slots
+                    .iter()
+                    .position(|v| v.serving.is_none() && v.spare)
+                    .or_else(|| slots.iter().position(|v| v.serving.is_none()));
+                let Some(i) = free else { continue };
+                let slot = &mut slots[i];
+                let (ip, port) = split_address(&srv.address);
+                let target = format!("{}/{}", s.backend, slot.name);
+                cmds.push(format!("set server {target} addr {ip} port {port}"));
+                if s.check.is_some() {
+                    // Marathon found it healthy: no wait for HAProxy's own
+                    // checks to rise.
+                    cmds.push(format!("set server {target} health up"));
+                }
+                cmds.push(format!("set server {target} state ready"));
+                slot.serving = Some(srv.address.clone());
+            }
+        }
+        cmds
+    }
+
+    fn capacity(&self, backend: &str) -> usize {
+        self.slots.get(backend).map_or(0, Vec::len)
+    }
+}
+
+/// The app (and the label, as near as the line tells) behind the line
+/// `haproxy -c` complains about (`[file:line]`) in `text`.
+fn culprit(text: &str, error: &str, services: &[Service]) -> Option<(String, String)> {
+    let n: usize = error
+        .split(".new:")
+        .nth(1)?
+        .split(']')
+        .next()?
+        .trim()
+        .parse()
+        .ok()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let line = lines.get(n.checked_sub(1)?)?.trim();
+    // The section the line is in: a backend or frontend is one service's;
+    // the shared HTTP frontends name the backend in the line.
+    let section = lines[..n]
+        .iter()
+        .rev()
+        .find(|l| !l.starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("");
+    let service = services.iter().find(|s| s.backend == section).or_else(|| {
+        services.iter().find(|s| {
+            line.split_whitespace().any(|w| {
+                w == s.backend
+                    || w == s.appid_acl
+                    || w == format!("path_{}", s.backend)
+                    || w.ends_with(&format!(
+                        "_{}",
+                        crate::sanitise(s.app_id.trim_start_matches('/'))
+                    ))
+            })
+        })
+    })?;
+    let key = |k: &str| format!("HAPROXY_{}_{k}", service.port_index);
+    let label = match line.split_whitespace().next().unwrap_or("") {
+        "balance" => key("BALANCE"),
+        "bind" => format!("{} or {}", key("BIND_ADDR"), key("PORT")),
+        "acl" if line.contains("path_beg") => key("PATH"),
+        "acl" | "use_backend" | "redirect" => key("VHOST"),
+        "option" if line.contains("httpchk") => "healthChecks".into(),
+        "cookie" => key("STICKY"),
+        "mode" => key("MODE"),
+        _ => format!("line {n}"),
+    };
+    Some((service.app_id.clone(), format!("{label} (`{line}`)")))
+}
+
+/// `1.2.3.4:80` → (`1.2.3.4`, `80`); `[::1]:80` → (`::1`, `80`).
+fn split_address(address: &str) -> (&str, &str) {
+    let (ip, port) = address.rsplit_once(':').unwrap_or((address, "0"));
+    (ip.trim_start_matches('[').trim_end_matches(']'), port)
+}
+
+/// A connection to HAProxy's admin socket in interactive (`prompt`) mode.
+struct Cli {
+    stream: UnixStream,
+}
+
+impl Cli {
+    fn connect(socket: &Path) -> Result<Cli, String> {
+        let stream = UnixStream::connect(socket)
+            .map_err(|e| format!("HAProxy admin socket {}: {e}", socket.display()))?;
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut cli = Cli { stream };
+        cli.send("prompt", 1)?;
+        Ok(cli)
+    }
+
+    /// Sends one line of `n` `;`-separated commands; their outputs.
+    fn send(&mut self, line: &str, n: usize) -> Result<Vec<String>, String> {
+        let io = |e: std::io::Error| format!("HAProxy admin socket: {e}");
+        self.stream
+            .write_all(format!("{line}\n").as_bytes())
+            .map_err(io)?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16384];
+        // Each command's output ends with the prompt.
+        while buf.windows(3).filter(|w| w == b"\n> ").count() < n {
+            let got = self.stream.read(&mut chunk).map_err(io)?;
+            if got == 0 {
+                return Err("HAProxy closed the admin socket".into());
+            }
+            buf.extend_from_slice(&chunk[..got]);
+        }
+        let text = String::from_utf8_lossy(&buf);
+        Ok(text
+            .split("\n> ")
+            .take(n)
+            .map(|s| s.trim().to_string())
+            .collect())
+    }
+
+    /// Runs `cmds`, many to a line; the first refused one is an error.
+    fn run(&mut self, cmds: &[String]) -> Result<(), String> {
+        let mut i = 0;
+        while i < cmds.len() {
+            // Lines stay well inside HAProxy's 16 kB buffer.
+            let mut line = cmds[i].clone();
+            let mut n = 1;
+            while i + n < cmds.len() && line.len() + cmds[i + n].len() < 8000 {
+                line.push(';');
+                line.push_str(&cmds[i + n]);
+                n += 1;
+            }
+            let outputs = self.send(&line, n)?;
+            for (cmd, out) in cmds[i..i + n].iter().zip(outputs) {
+                // Success is silent, or reports what changed.
+                if !out.is_empty() && !out.contains("changed") {
+                    return Err(format!("HAProxy refused '{cmd}': {out}"));
+                }
+            }
+            i += n;
+        }
+        Ok(())
+    }
+
+    /// The worker's pid (`show info`).
+    fn pid(&mut self) -> Result<u32, String> {
+        let out = self.send("show info", 1)?.remove(0);
+        out.lines()
+            .find_map(|l| l.strip_prefix("Pid: "))
+            .and_then(|p| p.trim().parse().ok())
+            .ok_or_else(|| "HAProxy's show info has no Pid".to_string())
+    }
+}
 
 /// A HAProxy this process runs.
 #[derive(Debug)]
 pub struct Haproxy {
     bin: PathBuf,
     config: PathBuf,
+    socket: PathBuf,
     master: Option<Child>,
-    /// Reloads done (not counting the start).
-    pub reloads: u64,
+    live: Option<Live>,
+    /// Apps whose configuration HAProxy refused: the refused shape and why.
+    /// While an app asks for that shape it keeps its last good one.
+    refused: HashMap<String, (Vec<Service>, String)>,
+    /// Counters and the last outcome.
+    pub stats: Stats,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={:?}", self.name, self.serving)
+    }
 }
 
 impl Haproxy {
-    /// HAProxy `bin` serving `config` (not started until the first apply).
-    pub fn new(bin: impl Into<PathBuf>, config: impl Into<PathBuf>) -> Self {
+    /// HAProxy `bin` serving `config`, administered through `socket` (the
+    /// `stats socket` of the configuration); not started until the first
+    /// apply.
+    pub fn new(
+        bin: impl Into<PathBuf>,
+        config: impl Into<PathBuf>,
+        socket: impl Into<PathBuf>,
+    ) -> Self {
         Haproxy {
             bin: bin.into(),
             config: config.into(),
+            socket: socket.into(),
             master: None,
-            reloads: 0,
+            live: None,
+            refused: HashMap::new(),
+            stats: Stats::default(),
         }
     }
 
@@ -40,51 +373,259 @@ impl Haproxy {
         if out.status.success() {
             Ok(())
         } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+            let err = String::from_utf8_lossy(&out.stderr);
+            // HAProxy's alerts name the line; its notices are noise here.
+            let alerts: Vec<&str> = err.lines().filter(|l| l.contains("ALERT")).collect();
+            Err(if alerts.is_empty() {
+                err.trim().to_string()
+            } else {
+                alerts.join("\n")
+            })
         }
     }
 
-    /// Applies `text`: nothing when it is what is live; else check, swap,
-    /// start or reload. Returns whether HAProxy was started or reloaded.
-    pub fn apply(&mut self, text: &str) -> Result<bool, String> {
-        let live = std::fs::read_to_string(&self.config).ok();
-        if live.as_deref() == Some(text) && self.running() {
-            return Ok(false);
+    /// Makes HAProxy serve `services`: through the Runtime API when only
+    /// servers changed, else by a checked reload (or the first start).
+    pub fn apply(&mut self, services: &[Service], settings: &Settings) -> Result<Applied, String> {
+        let started = Instant::now();
+        let result = self.apply_inner(services, settings);
+        match &result {
+            Ok(Applied::Unchanged) => {}
+            Ok(_) => {
+                self.stats.last_apply = started.elapsed();
+                self.stats.last_error =
+                    (!self.stats.refused.is_empty()).then(|| self.stats.refused.join("; "));
+                self.stats.backends = services.len();
+                self.stats.servers = services.iter().map(|s| s.servers.len()).sum();
+            }
+            Err(e) => self.stats.last_error = Some(e.clone()),
+        }
+        result
+    }
+
+    fn apply_inner(
+        &mut self,
+        services: &[Service],
+        settings: &Settings,
+    ) -> Result<Applied, String> {
+        let running = self.running();
+        // Apps still asking for what HAProxy refused keep their last good
+        // configuration; the others are tried again.
+        let mut services = services.to_vec();
+        let by_app = |services: &[Service], app: &str| -> Vec<Service> {
+            shape(services)
+                .into_iter()
+                .filter(|s| s.app_id == app)
+                .collect()
+        };
+        self.refused
+            .retain(|app, (bad, _)| by_app(&services, app) == *bad);
+        for app in self.refused.keys() {
+            self.keep_last_good(&mut services, app);
+        }
+        self.stats.refused = self.refused.values().map(|(_, why)| why.clone()).collect();
+        let services = services.as_slice();
+        if let Some(applied) = self.try_runtime(running, services, settings)? {
+            return Ok(applied);
         }
         if let Some(dir) = self.config.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
+        // An app whose configuration HAProxy refuses keeps its last good
+        // one (or stays out when it has none); the others go on.
+        let mut services = services.to_vec();
         let tmp = self.config.with_extension("new");
-        std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        if let Err(e) = self.check(&tmp) {
+        loop {
+            let text = self.render(&services, settings, None)?;
+            std::fs::write(&tmp, &text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            let Err(e) = self.check(&tmp) else { break };
             let _ = std::fs::remove_file(&tmp);
-            return Err(format!(
-                "the new configuration is invalid; the last good one stays: {e}"
-            ));
+            self.stats.failed_checks += 1;
+            let Some((app, label)) = culprit(&text, &e, &services)
+                .filter(|(app, _)| !self.refused.contains_key(app) && self.refused.len() < 8)
+            else {
+                return Err(format!(
+                    "the new configuration is invalid; the last good one stays: {e}"
+                ));
+            };
+            let why = format!(
+                "app {app}: {label}: HAProxy refuses it; the app keeps its last good configuration: {e}"
+            );
+            tracing::warn!("{why}");
+            let bad = by_app(&services, &app);
+            self.keep_last_good(&mut services, &app);
+            self.refused.insert(app, (bad, why));
+        }
+        self.stats.refused = self.refused.values().map(|(_, why)| why.clone()).collect();
+        let services = services.as_slice();
+        // What is left may be what runs now, with other servers.
+        if !self.refused.is_empty()
+            && let Some(applied) = self.try_runtime(running, services, settings)?
+        {
+            let _ = std::fs::remove_file(&tmp);
+            return Ok(applied);
         }
         std::fs::rename(&tmp, &self.config)
             .map_err(|e| format!("{}: {e}", self.config.display()))?;
-        if self.running() {
-            let pid = self.master.as_ref().map(|c| c.id()).unwrap_or(0);
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGUSR2,
-            )
-            .map_err(|e| format!("cannot reload HAProxy (pid {pid}): {e}"))?;
-            self.reloads += 1;
+        let applied = if running {
+            self.reload()?;
+            self.stats.reloads += 1;
+            Applied::Reloaded
         } else {
-            let child = Command::new(&self.bin)
-                .arg("-W")
-                .arg("-db")
-                .arg("-f")
-                .arg(&self.config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
-            self.master = Some(child);
+            self.start()?;
+            Applied::Started
+        };
+        self.live = Some(Live::new(services));
+        Ok(applied)
+    }
+
+    /// Applies `services` through the Runtime API when only servers differ
+    /// from what runs; `None` when a reload is needed.
+    fn try_runtime(
+        &mut self,
+        running: bool,
+        services: &[Service],
+        settings: &Settings,
+    ) -> Result<Option<Applied>, String> {
+        if running
+            && let Some(live) = &mut self.live
+            && live.fits(services)
+        {
+            let cmds = live.diff(services);
+            if cmds.is_empty() {
+                return Ok(Some(Applied::Unchanged));
+            }
+            let sent = Cli::connect(&self.socket).and_then(|mut cli| cli.run(&cmds));
+            match sent {
+                Ok(()) => {
+                    self.stats.runtime_updates += 1;
+                    self.stats.runtime_commands += cmds.len() as u64;
+                    // The file follows, for the next start or reload; its
+                    // structure is the one checked at the last reload.
+                    let live = self.live.as_ref().map(|l| {
+                        l.slots
+                            .iter()
+                            .map(|(b, s)| (b.clone(), s.len()))
+                            .collect::<HashMap<_, _>>()
+                    });
+                    let text = self.render(services, settings, live.as_ref())?;
+                    self.write(&text)?;
+                    return Ok(Some(Applied::Runtime(cmds.len())));
+                }
+                Err(e) => {
+                    // Whatever happened, a reload makes it right.
+                    tracing::warn!("{e}; reloading instead");
+                    self.live = None;
+                }
+            }
         }
-        Ok(true)
+        Ok(None)
+    }
+
+    /// Replaces `app`'s services with those HAProxy runs now (with the new
+    /// servers where the backend is the same), or leaves the app out when
+    /// it is not running.
+    fn keep_last_good(&self, services: &mut Vec<Service>, app: &str) {
+        let last_good: Vec<Service> = self
+            .live
+            .as_ref()
+            .map(|l| {
+                l.shape
+                    .iter()
+                    .filter(|s| s.app_id == app)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let servers: HashMap<String, Vec<crate::Server>> = services
+            .iter()
+            .filter(|s| s.app_id == app)
+            .map(|s| (s.backend.clone(), s.servers.clone()))
+            .collect();
+        services.retain(|s| s.app_id != app);
+        services.extend(last_good.into_iter().map(|s| Service {
+            servers: servers.get(&s.backend).cloned().unwrap_or_default(),
+            ..s
+        }));
+        services.sort_by(|a, b| (&a.app_id, a.service_port).cmp(&(&b.app_id, b.service_port)));
+    }
+
+    fn render(
+        &mut self,
+        services: &[Service],
+        settings: &Settings,
+        capacity: Option<&HashMap<String, usize>>,
+    ) -> Result<String, String> {
+        let started = Instant::now();
+        let text = render_slots(services, settings, &|s| match capacity {
+            Some(c) => c.get(&s.backend).copied().unwrap_or(0).max(s.servers.len()),
+            None => slots_for(s.servers.len()),
+        })
+        .map_err(|e| format!("cannot render the configuration: {e}"))?;
+        self.stats.last_render = started.elapsed();
+        Ok(text)
+    }
+
+    /// Replaces the live file (a rename: never half written).
+    fn write(&self, text: &str) -> Result<(), String> {
+        let tmp = self.config.with_extension("new");
+        std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.config).map_err(|e| format!("{}: {e}", self.config.display()))
+    }
+
+    fn start(&mut self) -> Result<(), String> {
+        let _ = std::fs::remove_file(&self.socket);
+        let child = Command::new(&self.bin)
+            .arg("-W")
+            .arg("-db")
+            .arg("-f")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
+        self.master = Some(child);
+        // Serving once its worker answers on the admin socket.
+        self.wait_for_worker(None)
+    }
+
+    /// SIGUSR2 to the master, then waits for the new worker.
+    fn reload(&mut self) -> Result<(), String> {
+        let old = Cli::connect(&self.socket).and_then(|mut c| c.pid()).ok();
+        let pid = self.master.as_ref().map(|c| c.id()).unwrap_or(0);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGUSR2,
+        )
+        .map_err(|e| format!("cannot reload HAProxy (pid {pid}): {e}"))?;
+        self.wait_for_worker(old)
+    }
+
+    /// Waits until a worker other than `old` answers on the admin socket.
+    fn wait_for_worker(&mut self, old: Option<u32>) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(pid) = Cli::connect(&self.socket).and_then(|mut c| c.pid())
+                && Some(pid) != old
+            {
+                return Ok(());
+            }
+            if !self.running() {
+                return Err("HAProxy exited (its output says why)".into());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "HAProxy's new worker did not answer on {} within 30 s",
+                    self.socket.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The server slots of `backend` (for tests and benchmarks).
+    pub fn capacity(&self, backend: &str) -> usize {
+        self.live.as_ref().map_or(0, |l| l.capacity(backend))
     }
 
     /// Whether the master process is alive.
@@ -104,6 +645,7 @@ impl Haproxy {
             );
             let _ = c.wait();
         }
+        self.live = None;
     }
 }
 

@@ -49,6 +49,8 @@ pub struct Service {
     pub backend: String,
     /// The service port.
     pub service_port: u16,
+    /// Which of the app's service ports (the `n` of `HAPROXY_{n}_*`).
+    pub port_index: usize,
     /// The frontend's bind port (`HAPROXY_{n}_PORT`, else the service port).
     pub bind_port: u16,
     /// `HAPROXY_{n}_BIND_ADDR`, `*` by default.
@@ -134,11 +136,40 @@ struct Config<'a> {
     http_bind: &'a str,
     appid_bind: &'a str,
     services: &'a [Service],
+    backends: Vec<Backend<'a>>,
     http_services: Vec<&'a Service>,
     http_routes: Vec<Route>,
 }
 
-fn sanitise(s: &str) -> String {
+/// A backend as rendered: its service and the spare server slots after its
+/// servers.
+struct Backend<'a> {
+    s: &'a Service,
+    spares: Vec<Spare>,
+}
+
+/// A server slot with no task yet: in maintenance on a placeholder address
+/// until the Runtime API gives it one (`set server … addr`).
+pub struct Spare {
+    /// `slot-<k>`: no server name is one (those end in `_<port>`).
+    pub name: String,
+    /// The sticky cookie it would hand out.
+    pub cookie: String,
+}
+
+/// The server slots a backend of `servers` tasks is rendered with: room to
+/// double, which a default rolling update (maximumOverCapacity 1) needs,
+/// so that it goes through the Runtime API without a reload.
+pub fn slots_for(servers: usize) -> usize {
+    (2 * servers).max(4)
+}
+
+/// The name of spare slot `k`.
+pub fn spare_name(k: usize) -> String {
+    format!("slot-{k}")
+}
+
+pub(crate) fn sanitise(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
@@ -214,6 +245,44 @@ pub fn services(
         }
     }
     out.sort_by(|a, b| (&a.app_id, a.service_port).cmp(&(&b.app_id, b.service_port)));
+    // Two frontends on one port would stop HAProxy from starting: the
+    // later app (by id) is left out.
+    let port_of = |bind: &str| bind.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+    let mut taken: Vec<(String, u16, String)> = [
+        (&settings.http_bind, "the HTTP frontend"),
+        (&settings.appid_bind, "the app-id frontend"),
+        (&settings.stats_bind, "the stats page"),
+    ]
+    .into_iter()
+    .filter_map(|(b, what)| Some(("*".to_string(), port_of(b)?, what.to_string())))
+    .collect();
+    let mut bad = std::collections::BTreeSet::new();
+    for s in &out {
+        let clash = taken.iter().find(|(addr, port, _)| {
+            *port == s.bind_port && (addr == "*" || s.bind_addr == "*" || *addr == s.bind_addr)
+        });
+        if let Some((_, port, owner)) = clash {
+            if bad.insert(s.app_id.clone()) {
+                let label = if s.bind_port == s.service_port {
+                    "servicePort".to_string()
+                } else {
+                    format!("HAPROXY_{}_PORT", s.port_index)
+                };
+                errors.push(LabelError {
+                    app: s.app_id.clone(),
+                    label,
+                    problem: format!("port {port} is already bound by {owner}"),
+                });
+            }
+        } else {
+            taken.push((
+                s.bind_addr.clone(),
+                s.bind_port,
+                format!("app {}", s.app_id),
+            ));
+        }
+    }
+    out.retain(|s| !bad.contains(&s.app_id));
     (out, errors)
 }
 
@@ -366,6 +435,7 @@ fn app_services(
             app_id: id.clone(),
             backend,
             service_port,
+            port_index: n,
             bind_port,
             bind_addr,
             mode,
@@ -426,7 +496,7 @@ fn servers(
             IpAddr::V4(v4) => format!("{v4}:{port}"),
             IpAddr::V6(v6) => format!("[{v6}]:{port}"),
         };
-        let cookie = hex(&sha1::Sha1::digest(name.as_bytes()))[..10].to_string();
+        let cookie = cookie(&name);
         out.push(Server {
             id: server_id(&name),
             name,
@@ -436,7 +506,20 @@ fn servers(
     }
     out.sort_by(|a, b| a.address.cmp(&b.address));
     out.dedup_by(|a, b| a.address == b.address);
+    // Ids are unique within a backend: on a collision, hash again.
+    let mut taken = std::collections::HashSet::new();
+    for s in &mut out {
+        let mut k = 0;
+        while !taken.insert(s.id) {
+            k += 1;
+            s.id = server_id(&format!("{}#{k}", s.name));
+        }
+    }
     out
+}
+
+fn cookie(name: &str) -> String {
+    hex(&sha1::Sha1::digest(name.as_bytes()))[..10].to_string()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -452,8 +535,34 @@ pub fn resolve_host(host: &str) -> Option<IpAddr> {
     (host, 0).to_socket_addrs().ok()?.map(|a| a.ip()).next()
 }
 
-/// `haproxy.cfg` for `services`.
+/// `haproxy.cfg` for `services`, each backend with [`slots_for`] its
+/// servers.
 pub fn render(services: &[Service], settings: &Settings) -> Result<String, askama::Error> {
+    render_slots(services, settings, &|s| slots_for(s.servers.len()))
+}
+
+/// `haproxy.cfg` for `services`, backend `s` with `slots(s)` server slots
+/// (never fewer than its servers).
+pub fn render_slots(
+    services: &[Service],
+    settings: &Settings,
+    slots: &dyn Fn(&Service) -> usize,
+) -> Result<String, askama::Error> {
+    let backends = services
+        .iter()
+        .map(|s| Backend {
+            s,
+            spares: (s.servers.len()..slots(s))
+                .map(|k| {
+                    let name = spare_name(k);
+                    Spare {
+                        cookie: cookie(&name),
+                        name,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
     let http_services: Vec<&Service> = services.iter().filter(|s| s.mode == "http").collect();
     let mut http_routes: Vec<Route> = Vec::new();
     for s in services.iter().filter(|s| s.mode == "http") {
@@ -482,6 +591,7 @@ pub fn render(services: &[Service], settings: &Settings) -> Result<String, askam
         http_bind: &settings.http_bind,
         appid_bind: &settings.appid_bind,
         services,
+        backends,
         http_services,
         http_routes,
     }

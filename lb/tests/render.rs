@@ -121,3 +121,30 @@ fn haproxy_accepts_the_rendered_configuration() {
         cfg
     );
 }
+
+#[test]
+fn a_port_bound_twice_leaves_the_later_app_out() {
+    let apps = serde_json::json!({"apps": [
+        {"id": "/a", "labels": {"HAPROXY_GROUP": "external"}, "portDefinitions": [{"port": 10010}],
+         "tasks": []},
+        {"id": "/b", "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_PORT": "10010"},
+         "portDefinitions": [{"port": 10011}], "tasks": []},
+        {"id": "/c", "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_PORT": "9090"},
+         "portDefinitions": [{"port": 10012}], "tasks": []},
+        {"id": "/d", "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_BIND_ADDR": "127.0.0.2",
+                                "HAPROXY_0_PORT": "10010"},
+         "portDefinitions": [{"port": 10013}], "tasks": []}
+    ]});
+    let (svcs, errors) = services(&apps, &Settings::default(), &resolve);
+    let ids: Vec<&str> = svcs.iter().map(|s| s.app_id.as_str()).collect();
+    assert_eq!(ids, ["/a"]);
+    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        errors,
+        [
+            "app /b: label HAPROXY_0_PORT: port 10010 is already bound by app /a",
+            "app /c: label HAPROXY_0_PORT: port 9090 is already bound by the stats page",
+            "app /d: label HAPROXY_0_PORT: port 10010 is already bound by app /a",
+        ]
+    );
+}

@@ -40,6 +40,11 @@ pub struct DevArgs {
     /// Port of `agora dns` (UDP and TCP, domain `mesos`; 0: do not run it).
     #[arg(long, default_value_t = 8053)]
     pub dns_port: u16,
+    /// HTTP (virtual host) port of `agora lb`, run when HAProxy is installed
+    /// and marathon-rs runs (stats on 9090, `/metrics` on 9092; 0: do not
+    /// run it).
+    #[arg(long, default_value_t = 9080)]
+    pub lb_http_port: u16,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -107,6 +112,24 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .ok();
         Some(agora_dns::start(agora_dns::DnsOptions::new(master.address()), udp, tcp, http).await?)
     };
+    let haproxy_installed = std::process::Command::new("haproxy")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let (lb_stop, lb_stopped) = tokio::sync::oneshot::channel::<()>();
+    let lb = match &marathon {
+        Some(m) if args.lb_http_port != 0 && haproxy_installed => {
+            let mut lb_args =
+                super::lb::LbArgs::dev(format!("http://{}", m.addr), &args.work_dir.join("lb"));
+            lb_args.bind_http_port = args.lb_http_port;
+            let ports = (lb_args.bind_http_port, lb_args.stats_port);
+            let task = tokio::spawn(super::lb::follow(lb_args, async {
+                let _ = lb_stopped.await;
+            }));
+            Some((task, ports))
+        }
+        _ => None,
+    };
     println!("Agora dev cluster is up:");
     println!(
         "  master    http://{}          (UI, Mesos v1 scheduler and operator APIs)",
@@ -138,10 +161,25 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 .unwrap_or_default()
         );
     }
+    match &lb {
+        Some((_, (http, stats))) => println!(
+            "  lb        http://127.0.0.1:{http}          (HAProxy: apps labelled HAPROXY_GROUP=external on their service ports and HAPROXY_0_VHOST; stats http://127.0.0.1:{stats}/)"
+        ),
+        None if args.lb_http_port != 0 && marathon.is_some() => {
+            println!("  lb        not running: HAProxy is not installed")
+        }
+        None => {}
+    }
     println!("  work dir  {}", args.work_dir.display());
     println!("Press Ctrl-C to stop (running tasks are killed).");
     super::shutdown_signal().await;
     eprintln!("stopping: killing tasks and shutting down");
+    let _ = lb_stop.send(());
+    if let Some((task, _)) = lb
+        && let Ok(Err(e)) = task.await
+    {
+        eprintln!("agora lb: {e:#}");
+    }
     if let Some(d) = dns {
         d.stop().await;
     }

@@ -1,10 +1,15 @@
 //! `agora lb`: HAProxy for marathon-rs apps, configured the way marathon-lb
-//! configures it, kept current by following `/v2/events`.
+//! configures it, kept current by following `/v2/events`; server changes go
+//! through HAProxy's Runtime API, structural ones through a checked reload.
+//! `/metrics` and `/status` on `--metrics-port` say what it did.
 
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use agora_lb::haproxy::Haproxy;
+use agora_lb::haproxy::{Applied, Haproxy, Stats};
 use anyhow::Context as _;
 use clap::Args;
 use futures::StreamExt as _;
@@ -30,7 +35,7 @@ pub struct LbArgs {
     /// The HAProxy binary.
     #[arg(long, default_value = "haproxy")]
     pub haproxy_bin: PathBuf,
-    /// HAProxy's admin socket.
+    /// HAProxy's admin socket (Runtime API, socket transfer on reload).
     #[arg(long, default_value = "/var/run/haproxy/socket")]
     pub socket: PathBuf,
     /// Where HAProxy keeps server state across reloads.
@@ -45,6 +50,9 @@ pub struct LbArgs {
     /// The stats page's port.
     #[arg(long, default_value_t = 9090)]
     pub stats_port: u16,
+    /// Port of `/metrics` and `/status` (0: none).
+    #[arg(long, default_value_t = 9092)]
+    pub metrics_port: u16,
     /// Full resync from `/v2/apps` at least this often.
     #[arg(long, default_value = "30s", value_parser = humantime_duration)]
     pub resync: Duration,
@@ -61,14 +69,42 @@ impl LbArgs {
             state_file: self.state_file.display().to_string(),
         }
     }
+
+    /// Unprivileged defaults under `dir`, for `agora dev`.
+    pub fn dev(marathon: String, dir: &std::path::Path) -> LbArgs {
+        LbArgs {
+            marathon,
+            group: "external".into(),
+            dry_run: false,
+            haproxy_config: dir.join("haproxy.cfg"),
+            haproxy_bin: "haproxy".into(),
+            socket: dir.join("socket"),
+            state_file: dir.join("state"),
+            bind_http_port: 9080,
+            appid_port: 9091,
+            stats_port: 9090,
+            metrics_port: 9092,
+            resync: Duration::from_secs(30),
+        }
+    }
 }
 
-/// The configuration for marathon's apps now, with the apps left out.
-async fn generate(
+/// What `/status` and `/metrics` show.
+#[derive(Debug, Default)]
+struct Status {
+    stats: Stats,
+    /// Apps left out, with the label that keeps them out.
+    left_out: Vec<String>,
+    /// Syncs since the start.
+    syncs: u64,
+}
+
+/// Marathon's apps now, as services, with the apps left out.
+async fn services(
     client: &reqwest::Client,
     base: &str,
     settings: &agora_lb::Settings,
-) -> anyhow::Result<(String, Vec<agora_lb::LabelError>)> {
+) -> anyhow::Result<(Vec<agora_lb::Service>, Vec<agora_lb::LabelError>)> {
     let url = format!("{base}/v2/apps?embed=apps.tasks");
     let apps: serde_json::Value = client
         .get(&url)
@@ -80,8 +116,7 @@ async fn generate(
         .json()
         .await
         .with_context(|| format!("{url} did not answer with apps"))?;
-    let (services, errors) = agora_lb::services(&apps, settings, &agora_lb::resolve_host);
-    Ok((agora_lb::render(&services, settings)?, errors))
+    Ok(agora_lb::services(&apps, settings, &agora_lb::resolve_host))
 }
 
 async fn sync(
@@ -89,60 +124,222 @@ async fn sync(
     base: &str,
     settings: &agora_lb::Settings,
     haproxy: &mut Haproxy,
+    status: &Mutex<Status>,
 ) {
-    match generate(client, base, settings).await {
-        Ok((text, errors)) => {
-            for e in &errors {
-                warn!("left out: {e}");
-            }
-            match haproxy.apply(&text) {
-                Ok(true) => info!(reloads = haproxy.reloads, "HAProxy configuration applied"),
-                Ok(false) => {}
-                Err(e) => warn!("{e}"),
+    let (services, errors) = match services(client, base, settings).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("{e:#}");
+            lock(status).stats.last_error = Some(format!("{e:#}"));
+            return;
+        }
+    };
+    for e in &errors {
+        warn!("left out: {e}");
+    }
+    // Checks and reloads block: off the runtime's worker.
+    let applied = tokio::task::block_in_place(|| haproxy.apply(&services, settings));
+    match applied {
+        Ok(Applied::Unchanged) => {}
+        Ok(Applied::Runtime(n)) => info!(
+            commands = n,
+            took = ?haproxy.stats.last_apply,
+            "servers changed through the Runtime API"
+        ),
+        Ok(Applied::Reloaded) => info!(
+            reloads = haproxy.stats.reloads,
+            took = ?haproxy.stats.last_apply,
+            "HAProxy reloaded"
+        ),
+        Ok(Applied::Started) => info!(took = ?haproxy.stats.last_apply, "HAProxy started"),
+        Err(e) => warn!("{e}"),
+    }
+    let mut s = lock(status);
+    s.stats = haproxy.stats.clone();
+    s.left_out = errors.iter().map(ToString::to_string).collect();
+    s.syncs += 1;
+}
+
+fn lock(status: &Mutex<Status>) -> std::sync::MutexGuard<'_, Status> {
+    status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn metrics(s: &Status) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    metric(
+        "agora_lb_reloads_total",
+        "counter",
+        "HAProxy reloads (configuration changes).",
+        s.stats.reloads.to_string(),
+    );
+    metric(
+        "agora_lb_runtime_updates_total",
+        "counter",
+        "Server changes applied through the HAProxy Runtime API, without a reload.",
+        s.stats.runtime_updates.to_string(),
+    );
+    metric(
+        "agora_lb_runtime_commands_total",
+        "counter",
+        "Runtime API commands sent.",
+        s.stats.runtime_commands.to_string(),
+    );
+    metric(
+        "agora_lb_failed_checks_total",
+        "counter",
+        "Configurations refused by haproxy -c (never applied).",
+        s.stats.failed_checks.to_string(),
+    );
+    metric(
+        "agora_lb_render_seconds",
+        "gauge",
+        "Time to render the last configuration.",
+        s.stats.last_render.as_secs_f64().to_string(),
+    );
+    metric(
+        "agora_lb_apply_seconds",
+        "gauge",
+        "Time to apply the last change until HAProxy served it.",
+        s.stats.last_apply.as_secs_f64().to_string(),
+    );
+    metric(
+        "agora_lb_backends",
+        "gauge",
+        "Backends served.",
+        s.stats.backends.to_string(),
+    );
+    metric(
+        "agora_lb_servers",
+        "gauge",
+        "Servers receiving traffic.",
+        s.stats.servers.to_string(),
+    );
+    metric(
+        "agora_lb_apps_left_out",
+        "gauge",
+        "Apps left out for a bad label.",
+        s.left_out.len().to_string(),
+    );
+    metric(
+        "agora_lb_last_error",
+        "gauge",
+        "1 when the last sync failed (see /status for why).",
+        u8::from(s.stats.last_error.is_some()).to_string(),
+    );
+    out
+}
+
+fn status_json(s: &Status) -> serde_json::Value {
+    serde_json::json!({
+        "syncs": s.syncs,
+        "reloads": s.stats.reloads,
+        "runtimeUpdates": s.stats.runtime_updates,
+        "runtimeCommands": s.stats.runtime_commands,
+        "failedChecks": s.stats.failed_checks,
+        "renderSeconds": s.stats.last_render.as_secs_f64(),
+        "applySeconds": s.stats.last_apply.as_secs_f64(),
+        "backends": s.stats.backends,
+        "servers": s.stats.servers,
+        "lastError": s.stats.last_error,
+        "leftOut": s.left_out,
+    })
+}
+
+async fn serve_metrics(port: u16, status: Arc<Mutex<Status>>) -> anyhow::Result<SocketAddr> {
+    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (--metrics-port, 0 for none)"))?;
+    let local = listener.local_addr()?;
+    let routes = agora_rpc::http::handle(64 * 1024, move |req| {
+        let status = status.clone();
+        async move {
+            use agora_rpc::http::{body, text};
+            use http::{Method, StatusCode};
+            let s = lock(&status);
+            match (req.method, req.path.as_str()) {
+                (Method::GET, "/metrics") => {
+                    body(StatusCode::OK, "text/plain; version=0.0.4", metrics(&s))
+                }
+                (Method::GET, "/status") => body(
+                    StatusCode::OK,
+                    "application/json",
+                    status_json(&s).to_string(),
+                ),
+                _ => text(
+                    StatusCode::NOT_FOUND,
+                    "agora lb serves /metrics and /status",
+                ),
             }
         }
-        Err(e) => warn!("{e:#}"),
-    }
+    });
+    tokio::spawn(agora_rpc::http::serve(
+        listener,
+        routes,
+        std::future::pending(),
+    ));
+    Ok(local)
 }
 
 pub async fn run(args: LbArgs) -> anyhow::Result<()> {
-    let base = args.marathon.trim_end_matches('/').to_string();
-    let settings = args.settings();
-    let client = reqwest::Client::new();
     if args.dry_run {
-        let (text, errors) = generate(&client, &base, &settings).await?;
+        let base = args.marathon.trim_end_matches('/');
+        let settings = args.settings();
+        let (svcs, errors) = services(&reqwest::Client::new(), base, &settings).await?;
         for e in &errors {
             eprintln!("left out: {e}");
         }
-        print!("{text}");
+        print!("{}", agora_lb::render(&svcs, &settings)?);
         return Ok(());
     }
-    for path in [&args.socket, &args.state_file] {
+    follow(args, super::shutdown_signal()).await
+}
+
+/// Runs HAProxy for marathon's apps until `stop` resolves.
+pub async fn follow(args: LbArgs, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let base = args.marathon.trim_end_matches('/').to_string();
+    let settings = args.settings();
+    let client = reqwest::Client::new();
+    for path in [&args.socket, &args.state_file, &args.haproxy_config] {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
     }
-    let mut haproxy = Haproxy::new(&args.haproxy_bin, &args.haproxy_config);
-    eprintln!(
-        "agora lb: following {base} (group {}), HAProxy with {}",
-        args.group,
-        args.haproxy_config.display()
+    let status = Arc::new(Mutex::new(Status::default()));
+    if args.metrics_port != 0 {
+        serve_metrics(args.metrics_port, status.clone()).await?;
+    }
+    let mut haproxy = Haproxy::new(&args.haproxy_bin, &args.haproxy_config, &args.socket);
+    info!(
+        marathon = %base,
+        group = %args.group,
+        config = %args.haproxy_config.display(),
+        "agora lb: following marathon"
     );
-    let mut stop = std::pin::pin!(super::shutdown_signal());
+    let mut stop = std::pin::pin!(stop);
     loop {
         let events = client
             .get(format!("{base}/v2/events"))
             .header("Accept", "text/event-stream")
             .send()
             .await;
-        sync(&client, &base, &settings, &mut haproxy).await;
+        sync(&client, &base, &settings, &mut haproxy, &status).await;
         let mut stream = match events {
             Ok(r) if r.status().is_success() => r.bytes_stream(),
             Ok(r) => {
                 warn!(status = %r.status(), "cannot follow /v2/events; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = &mut stop => break,
+                }
             }
             Err(e) => {
                 warn!(error = %e, "cannot follow /v2/events; retrying");
@@ -154,22 +351,28 @@ pub async fn run(args: LbArgs) -> anyhow::Result<()> {
         };
         let mut resync = tokio::time::interval(args.resync);
         resync.tick().await;
+        // Events come in bursts (a deployment step): one sync per burst,
+        // 20 ms after its first event.
+        let mut due: Option<Instant> = None;
         loop {
+            let wait = due.map(|d| d.saturating_duration_since(Instant::now()));
             tokio::select! {
                 chunk = stream.next() => match chunk {
                     Some(Ok(bytes)) => {
-                        // Any event may change what is served; a burst
-                        // (a deployment) settles into one sync.
-                        if bytes.windows(6).any(|w| w == b"event:") {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            sync(&client, &base, &settings, &mut haproxy).await;
+                        // Any event may change what is served.
+                        if due.is_none() && bytes.windows(6).any(|w| w == b"event:") {
+                            due = Some(Instant::now() + Duration::from_millis(20));
                         }
                     }
                     _ => { warn!("the event stream ended; reconnecting"); break; }
                 },
-                _ = resync.tick() => sync(&client, &base, &settings, &mut haproxy).await,
+                _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {
+                    due = None;
+                    sync(&client, &base, &settings, &mut haproxy, &status).await;
+                }
+                _ = resync.tick() => sync(&client, &base, &settings, &mut haproxy, &status).await,
                 _ = &mut stop => {
-                    eprintln!("stopping HAProxy");
+                    info!("stopping HAProxy");
                     haproxy.stop();
                     return Ok(());
                 }
