@@ -39,6 +39,60 @@ async fn bodies(url: &str, host: Option<&str>, n: usize) -> BTreeSet<String> {
     seen
 }
 
+/// `agora lb` running against marathon-rs, with its ports.
+struct Lb {
+    child: tokio::process::Child,
+    http: u16,
+    metrics: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Lb {
+    fn start(m: &Marathon) -> Lb {
+        let dir = tempfile::tempdir().unwrap();
+        let (http, stats, appid, metrics) = (free_port(), free_port(), free_port(), free_port());
+        let child = tokio::process::Command::new(crate::cluster::agora_bin())
+            .args(["lb", "--marathon", &m.url(""), "--resync", "2s"])
+            .arg("--haproxy-config")
+            .arg(dir.path().join("haproxy.cfg"))
+            .arg("--socket")
+            .arg(dir.path().join("run/socket"))
+            .arg("--state-file")
+            .arg(dir.path().join("state/global"))
+            .args(["--bind-http-port", &http.to_string()])
+            .args(["--stats-port", &stats.to_string()])
+            .args(["--appid-port", &appid.to_string()])
+            .args(["--metrics-port", &metrics.to_string()])
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Lb {
+            child,
+            http,
+            metrics,
+            _dir: dir,
+        }
+    }
+
+    /// `/status`.
+    async fn status(&self) -> serde_json::Value {
+        reqwest::get(format!("http://127.0.0.1:{}/status", self.metrics))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn stop(mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_serves_apps_by_service_port_and_vhost_and_follows_scaling() {
     if !haproxy_available() {
@@ -49,7 +103,7 @@ async fn haproxy_serves_apps_by_service_port_and_vhost_and_follows_scaling() {
     }
     let cluster = Cluster::start(2, "cpus:4;mem:4096").await;
     let m = Marathon::start(&cluster).await;
-    let (service, http, stats, appid) = (free_port(), free_port(), free_port(), free_port());
+    let service = free_port();
     let app = json!({
         "id": "/lb/web", "cpus": 0.1, "mem": 16, "instances": 3,
         "cmd": "echo $MESOS_TASK_ID > index.html && exec /bin/busybox httpd -f -p 127.0.0.1:$PORT0 -h .",
@@ -62,21 +116,8 @@ async fn haproxy_serves_apps_by_service_port_and_vhost_and_follows_scaling() {
     let (status, r) = m.call("POST", "/v2/apps", Some(app)).await;
     assert_eq!(status, 201, "{r}");
     m.settled("lb/web", 3).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut lb = tokio::process::Command::new(crate::cluster::agora_bin())
-        .args(["lb", "--marathon", &m.url(""), "--resync", "2s"])
-        .arg("--haproxy-config")
-        .arg(dir.path().join("haproxy.cfg"))
-        .arg("--socket")
-        .arg(dir.path().join("run/socket"))
-        .arg("--state-file")
-        .arg(dir.path().join("state/global"))
-        .args(["--bind-http-port", &http.to_string()])
-        .args(["--stats-port", &stats.to_string()])
-        .args(["--appid-port", &appid.to_string()])
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let lb = Lb::start(&m);
+    let http = lb.http;
     let ids = m.running_ids("lb/web").await;
     // Through the service port: every healthy task takes its turn.
     let by_port = format!("http://127.0.0.1:{service}/index.html");
@@ -103,11 +144,179 @@ async fn haproxy_serves_apps_by_service_port_and_vhost_and_follows_scaling() {
         (bodies(&by_port, None, 12).await == ids).then_some(())
     })
     .await;
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(lb.id().unwrap() as i32),
-        nix::sys::signal::Signal::SIGTERM,
+    // Without a reload: the new server took a spare slot through the
+    // Runtime API.
+    let status = lb.status().await;
+    assert_eq!(status["reloads"], 0, "{status}");
+    assert!(status["runtimeUpdates"].as_u64().unwrap() >= 1, "{status}");
+    assert_eq!(status["servers"], 4, "{status}");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", lb.metrics))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("agora_lb_reloads_total 0"), "{metrics}");
+    lb.stop().await;
+    m.stop().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealthy_tasks_get_no_traffic_and_a_bad_label_leaves_the_others_served() {
+    if !haproxy_available() {
+        return;
+    }
+    if !std::path::Path::new("/bin/busybox").exists() {
+        return missing("busybox-static (/bin/busybox)");
+    }
+    let cluster = Cluster::start(2, "cpus:4;mem:4096").await;
+    let m = Marathon::start(&cluster).await;
+    let sandboxes = tempfile::tempdir().unwrap();
+    let service = free_port();
+    // A COMMAND health check: HAProxy does not check these itself, so only
+    // agora lb's reading of the health results keeps traffic away.
+    let app = json!({
+        "id": "/lb/flaky", "cpus": 0.1, "mem": 16, "instances": 3,
+        "cmd": format!("echo $MESOS_TASK_ID > index.html && touch healthy && pwd > {}/$MESOS_TASK_ID && exec /bin/busybox httpd -f -p 127.0.0.1:$PORT0 -h .", sandboxes.path().display()),
+        "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_PORT": service.to_string()},
+        "portDefinitions": [{"port": 0}],
+        "healthChecks": [{"protocol": "COMMAND", "command": {"value": "test -f healthy"},
+                          "gracePeriodSeconds": 0, "intervalSeconds": 1,
+                          "maxConsecutiveFailures": 0}]
+    });
+    let (status, r) = m.call("POST", "/v2/apps", Some(app)).await;
+    assert_eq!(status, 201, "{r}");
+    let bad = json!({
+        "id": "/lb/bad", "cpus": 0.1, "mem": 16, "instances": 1, "cmd": "sleep 600",
+        "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_MODE": "udp"},
+        "portDefinitions": [{"port": 0}]
+    });
+    let (status, r) = m.call("POST", "/v2/apps", Some(bad)).await;
+    assert_eq!(status, 201, "{r}");
+    m.settled("lb/flaky", 3).await;
+    let lb = Lb::start(&m);
+    let ids = m.running_ids("lb/flaky").await;
+    let url = format!("http://127.0.0.1:{service}/index.html");
+    eventually("all 3 healthy tasks answer", || async {
+        (bodies(&url, None, 9).await == ids).then_some(())
+    })
+    .await;
+    // The bad app is left out, named with its label; the others are served.
+    let status = lb.status().await;
+    let left_out = status["leftOut"].to_string();
+    assert!(
+        left_out.contains("/lb/bad") && left_out.contains("HAPROXY_0_MODE"),
+        "{status}"
     );
-    let _ = tokio::time::timeout(Duration::from_secs(10), lb.wait()).await;
+    // One task turns unhealthy: it gets no more traffic.
+    let sick = ids.iter().next().unwrap().clone();
+    let sandbox = std::fs::read_to_string(sandboxes.path().join(&sick)).unwrap();
+    std::fs::remove_file(std::path::Path::new(sandbox.trim()).join("healthy")).unwrap();
+    let healthy: BTreeSet<String> = ids.iter().filter(|i| **i != sick).cloned().collect();
+    eventually("only the 2 healthy tasks answer", || async {
+        (bodies(&url, None, 6).await == healthy).then_some(())
+    })
+    .await;
+    assert_eq!(bodies(&url, None, 20).await, healthy);
+    // Healthy again: it is back.
+    std::fs::write(std::path::Path::new(sandbox.trim()).join("healthy"), "").unwrap();
+    eventually("all 3 answer again", || async {
+        (bodies(&url, None, 9).await == ids).then_some(())
+    })
+    .await;
+    let status = lb.status().await;
+    assert_eq!(status["reloads"], 0, "{status}");
+    assert!(status["runtimeUpdates"].as_u64().unwrap() >= 2, "{status}");
+    lb.stop().await;
+    m.stop().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_update_under_continuous_requests_fails_none() {
+    if !haproxy_available() {
+        return;
+    }
+    if !std::path::Path::new("/bin/busybox").exists() {
+        return missing("busybox-static (/bin/busybox)");
+    }
+    let cluster = Cluster::start(2, "cpus:4;mem:4096").await;
+    let m = Marathon::start(&cluster).await;
+    let service = free_port();
+    let app = |version: &str| {
+        json!({
+            "id": "/lb/roll", "cpus": 0.1, "mem": 16, "instances": 3,
+            "cmd": "echo $VERSION > index.html && exec /bin/busybox httpd -f -p 127.0.0.1:$PORT0 -h .",
+            "env": {"VERSION": version},
+            "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "roll.example.com",
+                       "HAPROXY_0_PORT": service.to_string()},
+            "portDefinitions": [{"port": 0}],
+            "healthChecks": [{"protocol": "HTTP", "path": "/index.html", "portIndex": 0,
+                              "gracePeriodSeconds": 5, "intervalSeconds": 1}]
+        })
+    };
+    let (status, r) = m.call("POST", "/v2/apps", Some(app("v1"))).await;
+    assert_eq!(status, 201, "{r}");
+    m.settled("lb/roll", 3).await;
+    let lb = Lb::start(&m);
+    let url = format!("http://127.0.0.1:{service}/index.html");
+    eventually("v1 answers", || async {
+        (bodies(&url, None, 3).await == BTreeSet::from(["v1".to_string()])).then_some(())
+    })
+    .await;
+    // A client loop, one request after another, through the update.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = tokio::spawn({
+        let stop = stop.clone();
+        let url = url.clone();
+        async move {
+            let client = reqwest::Client::new();
+            let (mut ok, mut failed, mut seen) = (0u32, Vec::new(), BTreeSet::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client
+                    .get(&url)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => {
+                        ok += 1;
+                        seen.insert(r.text().await.unwrap_or_default().trim().to_string());
+                    }
+                    Ok(r) => failed.push(format!("HTTP {}", r.status())),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (ok, failed, seen)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let old = m.running_ids("lb/roll").await;
+    let (status, r) = m.call("PUT", "/v2/apps/lb/roll", Some(app("v2"))).await;
+    assert_eq!(status, 200, "{r}");
+    m.settled("lb/roll", 3).await;
+    assert!(m.running_ids("lb/roll").await.is_disjoint(&old));
+    eventually("only v2 answers", || async {
+        (bodies(&url, None, 6).await == BTreeSet::from(["v2".to_string()])).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed, seen) = client.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        ok as usize + failed.len()
+    );
+    assert!(ok > 50, "only {ok} requests");
+    assert_eq!(seen, BTreeSet::from(["v1".to_string(), "v2".to_string()]));
+    // The whole update went through the Runtime API.
+    let status = lb.status().await;
+    assert_eq!(status["reloads"], 0, "{status}");
+    lb.stop().await;
     m.stop().await;
     cluster.stop().await;
 }
