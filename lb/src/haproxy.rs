@@ -85,6 +85,47 @@ struct Live {
     slots: HashMap<String, Vec<Slot>>,
 }
 
+/// Whether `a` and `b` differ in their servers at most.
+fn same_shape(a: &Service, b: &Service) -> bool {
+    let Service {
+        app_id,
+        backend,
+        service_port,
+        port_index,
+        bind_port,
+        bind_addr,
+        mode,
+        balance,
+        vhosts,
+        path,
+        sticky,
+        redirect_to_https,
+        weight,
+        httpchk,
+        check_timeout,
+        check,
+        appid_acl,
+        servers: _,
+    } = a;
+    *app_id == b.app_id
+        && *backend == b.backend
+        && *service_port == b.service_port
+        && *port_index == b.port_index
+        && *bind_port == b.bind_port
+        && *bind_addr == b.bind_addr
+        && *mode == b.mode
+        && *balance == b.balance
+        && *vhosts == b.vhosts
+        && *path == b.path
+        && *sticky == b.sticky
+        && *redirect_to_https == b.redirect_to_https
+        && *weight == b.weight
+        && *httpchk == b.httpchk
+        && *check_timeout == b.check_timeout
+        && *check == b.check
+        && *appid_acl == b.appid_acl
+}
+
 fn shape(services: &[Service]) -> Vec<Service> {
     services
         .iter()
@@ -127,10 +168,7 @@ impl Live {
     fn fits(&self, services: &[Service]) -> bool {
         services.len() == self.shape.len()
             && services.iter().zip(&self.shape).all(|(s, l)| {
-                Service {
-                    servers: Vec::new(),
-                    ..s.clone()
-                } == *l
+                same_shape(s, l)
                     && self
                         .slots
                         .get(&s.backend)

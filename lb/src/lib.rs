@@ -8,6 +8,9 @@
 //! are pure: the same apps give the same text.
 
 pub mod haproxy;
+pub mod templates;
+
+pub use templates::Templates;
 
 use std::net::{IpAddr, ToSocketAddrs as _};
 
@@ -112,6 +115,8 @@ pub struct Settings {
     pub socket: String,
     /// The server state file (kept across reloads).
     pub state_file: String,
+    /// Template overrides (`--templates`).
+    pub templates: Templates,
 }
 
 impl Default for Settings {
@@ -123,6 +128,7 @@ impl Default for Settings {
             stats_bind: "*:9090".into(),
             socket: "/var/run/haproxy/socket".into(),
             state_file: "/var/state/haproxy/global".into(),
+            templates: Templates::default(),
         }
     }
 }
@@ -135,7 +141,9 @@ struct Config<'a> {
     stats_bind: &'a str,
     http_bind: &'a str,
     appid_bind: &'a str,
-    services: &'a [Service],
+    head: Option<String>,
+    http_head: Option<String>,
+    appid_head: Option<String>,
     backends: Vec<Backend<'a>>,
     http_services: Vec<&'a Service>,
     http_routes: Vec<Route>,
@@ -146,6 +154,9 @@ struct Config<'a> {
 struct Backend<'a> {
     s: &'a Service,
     spares: Vec<Spare>,
+    /// `HAPROXY_FRONTEND_HEAD` and `HAPROXY_BACKEND_HEAD`, when overridden.
+    frontend_head: Option<String>,
+    backend_head: Option<String>,
 }
 
 /// A server slot with no task yet: in maintenance on a placeholder address
@@ -548,9 +559,29 @@ pub fn render_slots(
     settings: &Settings,
     slots: &dyn Fn(&Service) -> usize,
 ) -> Result<String, askama::Error> {
+    let t = &settings.templates;
     let backends = services
         .iter()
         .map(|s| Backend {
+            frontend_head: t.fill(
+                "HAPROXY_FRONTEND_HEAD",
+                &[
+                    ("backend", &s.backend),
+                    ("bindAddr", &s.bind_addr),
+                    ("servicePort", &s.bind_port.to_string()),
+                    ("mode", &s.mode),
+                    ("sslCert", ""),
+                    ("bindOptions", ""),
+                ],
+            ),
+            backend_head: t.fill(
+                "HAPROXY_BACKEND_HEAD",
+                &[
+                    ("backend", &s.backend),
+                    ("balance", &s.balance),
+                    ("mode", &s.mode),
+                ],
+            ),
             s,
             spares: (s.servers.len()..slots(s))
                 .map(|k| {
@@ -585,12 +616,27 @@ pub fn render_slots(
     // Heavier (and path) routes first, as marathon-lb orders use_backend.
     http_routes.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.acl.cmp(&b.acl)));
     Config {
+        head: t.fill(
+            "HAPROXY_HEAD",
+            &[
+                ("socket", &settings.socket),
+                ("stateFile", &settings.state_file),
+                ("statsBind", &settings.stats_bind),
+            ],
+        ),
+        http_head: t.fill(
+            "HAPROXY_HTTP_FRONTEND_HEAD",
+            &[("httpBind", &settings.http_bind)],
+        ),
+        appid_head: t.fill(
+            "HAPROXY_HTTP_FRONTEND_APPID_HEAD",
+            &[("appidBind", &settings.appid_bind)],
+        ),
         socket: &settings.socket,
         state_file: &settings.state_file,
         stats_bind: &settings.stats_bind,
         http_bind: &settings.http_bind,
         appid_bind: &settings.appid_bind,
-        services,
         backends,
         http_services,
         http_routes,

@@ -105,6 +105,24 @@ fn haproxy_accepts_the_rendered_configuration() {
         ..Settings::default()
     };
     let (cfg, _) = rendered(&settings);
+    let overridden = Settings {
+        templates: agora_lb::Templates::load(&dir().join("templates")).unwrap(),
+        ..settings.clone()
+    };
+    let (cfg2, _) = rendered(&overridden);
+    let file2 = tmp.join("overridden.cfg");
+    std::fs::write(&file2, &cfg2).unwrap();
+    let check2 = std::process::Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(&file2)
+        .output()
+        .unwrap();
+    assert!(
+        check2.status.success(),
+        "haproxy -c refused the overridden configuration:\n{}",
+        String::from_utf8_lossy(&check2.stderr)
+    );
     let file = tmp.join("haproxy.cfg");
     std::fs::write(&file, &cfg).unwrap();
     let check = std::process::Command::new("haproxy")
@@ -147,4 +165,55 @@ fn a_port_bound_twice_leaves_the_later_app_out() {
             "app /d: label HAPROXY_0_PORT: port 10010 is already bound by app /a",
         ]
     );
+}
+
+#[test]
+fn templates_from_a_directory_replace_their_parts() {
+    let templates = agora_lb::Templates::load(&dir().join("templates")).unwrap();
+    let settings = Settings {
+        templates,
+        ..Settings::default()
+    };
+    let (cfg, _) = rendered(&settings);
+    golden("overridden.cfg", &cfg);
+    assert!(cfg.starts_with("global\n  stats socket /var/run/haproxy/socket"));
+    assert!(cfg.contains("frontend nginx_10000\n  bind *:10000\n  mode http\n  timeout client 1m\n  use_backend nginx_10000"));
+    assert!(cfg.contains(
+        "backend nginx_10000\n  balance roundrobin\n  mode http\n  # {managed by agora lb}\n"
+    ));
+    // What is not overridden stays.
+    assert!(cfg.contains("frontend marathon_http_in\n  bind *:80"));
+}
+
+#[test]
+fn a_template_that_cannot_be_used_is_refused_by_name() {
+    use std::collections::HashMap;
+    let one = |name: &str, text: &str| {
+        agora_lb::Templates::new(HashMap::from([(name.to_string(), text.to_string())])).unwrap_err()
+    };
+    let e = one("HAPROXY_NOPE", "x");
+    assert!(
+        e.contains("HAPROXY_NOPE") && e.contains("HAPROXY_BACKEND_HEAD"),
+        "{e}"
+    );
+    let e = one("HAPROXY_BACKEND_HEAD", "backend {app}\n");
+    assert!(
+        e.contains("HAPROXY_BACKEND_HEAD") && e.contains("{backend}"),
+        "{e}"
+    );
+    let e = one(
+        "HAPROXY_HEAD",
+        "global\n  stats socket {socket} level admin\n",
+    );
+    assert!(e.contains("expose-fd listeners"), "{e}");
+    let e = one(
+        "HAPROXY_HEAD",
+        "global\n  daemon\n  stats socket {socket} level admin expose-fd listeners\n",
+    );
+    assert!(e.contains("daemon"), "{e}");
+    let e = one(
+        "HAPROXY_HEAD",
+        "global\n  stats socket /other level admin expose-fd listeners\n",
+    );
+    assert!(e.contains("{socket}"), "{e}");
 }

@@ -16,6 +16,9 @@
 //! - `agora bench docker`: Docker Swarm against a marathon-rs app of the same
 //!   image, and per-container launch overhead over `docker run` (see
 //!   `bench_docker.rs`).
+//! - `agora bench lb`: `agora lb`'s render, check, reload and Runtime API
+//!   times at 1,000 to 33,000 servers with a real HAProxy (see
+//!   `bench_lb.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -89,6 +92,15 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// agora lb: render, haproxy -c, reload and Runtime API update times.
+    Lb {
+        /// Backend servers (apps of 10 tasks), comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000,33000")]
+        servers: Vec<usize>,
+        /// Single-task changes applied per size.
+        #[arg(long, default_value_t = 20)]
+        changes: usize,
+    },
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -134,6 +146,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "--seconds must be between 1 and 600"
             );
             super::bench_dns::run(tasks, seconds).await
+        }
+        Bench::Lb { servers, changes } => {
+            anyhow::ensure!(
+                servers.iter().all(|s| (10..=40_000).contains(s)),
+                "--servers must be between 10 and 40000"
+            );
+            anyhow::ensure!(
+                (1..=1000).contains(&changes),
+                "--changes must be between 1 and 1000"
+            );
+            tokio::task::block_in_place(|| super::bench_lb::run(&servers, changes))
         }
         Bench::Docker {
             image,

@@ -53,21 +53,33 @@ pub struct LbArgs {
     /// Port of `/metrics` and `/status` (0: none).
     #[arg(long, default_value_t = 9092)]
     pub metrics_port: u16,
+    /// A directory of marathon-lb template overrides (`HAPROXY_HEAD`,
+    /// `HAPROXY_HTTP_FRONTEND_HEAD`, `HAPROXY_HTTP_FRONTEND_APPID_HEAD`,
+    /// `HAPROXY_FRONTEND_HEAD`, `HAPROXY_BACKEND_HEAD`).
+    #[arg(long)]
+    pub templates: Option<PathBuf>,
     /// Full resync from `/v2/apps` at least this often.
     #[arg(long, default_value = "30s", value_parser = humantime_duration)]
     pub resync: Duration,
 }
 
 impl LbArgs {
-    fn settings(&self) -> agora_lb::Settings {
-        agora_lb::Settings {
+    fn settings(&self) -> anyhow::Result<agora_lb::Settings> {
+        let templates = match &self.templates {
+            Some(dir) => {
+                agora_lb::Templates::load(dir).map_err(|e| anyhow::anyhow!("--templates: {e}"))?
+            }
+            None => agora_lb::Templates::default(),
+        };
+        Ok(agora_lb::Settings {
             group: self.group.clone(),
             http_bind: format!("*:{}", self.bind_http_port),
             appid_bind: format!("*:{}", self.appid_port),
             stats_bind: format!("*:{}", self.stats_port),
             socket: self.socket.display().to_string(),
             state_file: self.state_file.display().to_string(),
-        }
+            templates,
+        })
     }
 
     /// Unprivileged defaults under `dir`, for `agora dev`.
@@ -84,6 +96,7 @@ impl LbArgs {
             appid_port: 9091,
             stats_port: 9090,
             metrics_port: 9092,
+            templates: None,
             resync: Duration::from_secs(30),
         }
     }
@@ -291,7 +304,7 @@ async fn serve_metrics(port: u16, status: Arc<Mutex<Status>>) -> anyhow::Result<
 pub async fn run(args: LbArgs) -> anyhow::Result<()> {
     if args.dry_run {
         let base = args.marathon.trim_end_matches('/');
-        let settings = args.settings();
+        let settings = args.settings()?;
         let (svcs, errors) = services(&reqwest::Client::new(), base, &settings).await?;
         for e in &errors {
             eprintln!("left out: {e}");
@@ -305,7 +318,7 @@ pub async fn run(args: LbArgs) -> anyhow::Result<()> {
 /// Runs HAProxy for marathon's apps until `stop` resolves.
 pub async fn follow(args: LbArgs, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let base = args.marathon.trim_end_matches('/').to_string();
-    let settings = args.settings();
+    let settings = args.settings()?;
     let client = reqwest::Client::new();
     for path in [&args.socket, &args.state_file, &args.haproxy_config] {
         if let Some(dir) = path.parent() {

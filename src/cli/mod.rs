@@ -9,6 +9,7 @@ mod app;
 mod bench;
 mod bench_dns;
 mod bench_docker;
+mod bench_lb;
 mod bench_marathon;
 mod dev;
 mod dns;

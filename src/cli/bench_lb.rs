@@ -1,0 +1,201 @@
+//! `agora bench lb`: what `agora lb` costs at 1,000 to 33,000 backend
+//! servers, with a real HAProxy.
+//!
+//! The servers are apps of 10 tasks each (http mode, a virtual host per
+//! app, frontends on 127.0.0.1), on addresses nothing listens on (HAProxy
+//! has no checks to run against them). Per size:
+//!
+//! - render: the apps document parsed (as fetched), services, the askama
+//!   render;
+//! - `haproxy -c` alone on the rendered file (the floor of any reload);
+//! - a structural change (one app's balance label) applied: render, check,
+//!   swap, reload, until the new worker answers on the admin socket;
+//! - a server-set change (one task of one app replaced) applied through the
+//!   Runtime API: the document parsed, services, diff, commands, file
+//!   rewrite;
+//! - Runtime API throughput: one task of every app replaced at once.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use agora_lb::Settings;
+use agora_lb::haproxy::{Applied, Haproxy};
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+const PER_APP: usize = 10;
+
+/// The apps document for `apps` apps; `generation[i]` shifts the ports of
+/// app `i`'s first task (a replaced task), `balance` is app 0's label.
+fn document(apps: usize, generation: &[u32], balance: &str) -> Value {
+    let apps: Vec<Value> = (0..apps)
+        .map(|i| {
+            let tasks: Vec<Value> = (0..PER_APP)
+                .map(|k| {
+                    let port = 31000 + k as u32 + if k == 0 { 100 * generation[i] } else { 0 };
+                    json!({"id": format!("app-{i}.{k}"), "host": format!("10.{}.{}.{}", i / 250, i % 250, k + 1),
+                           "state": "TASK_RUNNING", "ports": [port]})
+                })
+                .collect();
+            let mut labels = json!({"HAPROXY_GROUP": "external",
+                                    "HAPROXY_0_VHOST": format!("app-{i}.example.com"),
+                                    "HAPROXY_0_BIND_ADDR": "127.0.0.1"});
+            if i == 0 {
+                labels["HAPROXY_0_BALANCE"] = json!(balance);
+            }
+            json!({"id": format!("/bench/app-{i}"), "labels": labels,
+                   "portDefinitions": [{"port": 20000 + i}], "tasks": tasks})
+        })
+        .collect();
+    json!({ "apps": apps })
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub fn run(sizes: &[usize], changes: usize) -> anyhow::Result<()> {
+    let version = std::process::Command::new("haproxy")
+        .arg("-v")
+        .output()
+        .context("haproxy is not installed (apt-get install haproxy)")?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    println!("{}", version.lines().next().unwrap_or("haproxy"));
+    println!(
+        "{:>8} {:>6} {:>10} {:>10} {:>11} {:>12} {:>12} {:>12} {:>12}",
+        "servers",
+        "apps",
+        "render ms",
+        "check ms",
+        "reload ms",
+        "change p50",
+        "change max",
+        "all-apps ms",
+        "cmds/s"
+    );
+    for &servers in sizes {
+        let apps = servers.div_ceil(PER_APP);
+        let dir = tempfile::tempdir()?;
+        let free = |dir: &std::path::Path| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| format!("127.0.0.1:{}", a.port()))
+                .with_context(|| format!("no free port for {}", dir.display()))
+        };
+        let settings = Settings {
+            group: "external".into(),
+            http_bind: free(dir.path())?,
+            appid_bind: free(dir.path())?,
+            stats_bind: free(dir.path())?,
+            socket: dir.path().join("socket").display().to_string(),
+            state_file: dir.path().join("state").display().to_string(),
+            templates: agora_lb::Templates::default(),
+        };
+        let resolve = |h: &str| h.parse::<IpAddr>().ok();
+        let mut generation = vec![0u32; apps];
+
+        // Render.
+        let mut renders = Vec::new();
+        let body = serde_json::to_vec(&document(apps, &generation, "roundrobin"))?;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let doc: Value = serde_json::from_slice(&body)?;
+            let (svcs, _) = agora_lb::services(&doc, &settings, &resolve);
+            let text = agora_lb::render(&svcs, &settings)?;
+            renders.push(t.elapsed());
+            std::hint::black_box(text);
+        }
+        let doc: Value = serde_json::from_slice(&body)?;
+        let (svcs, errors) = agora_lb::services(&doc, &settings, &resolve);
+        anyhow::ensure!(errors.is_empty(), "bench apps rejected: {errors:?}");
+        let file = dir.path().join("check.cfg");
+        std::fs::write(&file, agora_lb::render(&svcs, &settings)?)?;
+        let mut haproxy = Haproxy::new("haproxy", dir.path().join("haproxy.cfg"), &settings.socket);
+
+        // haproxy -c alone.
+        let mut checks = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            haproxy.check(&file).map_err(anyhow::Error::msg)?;
+            checks.push(t.elapsed());
+        }
+
+        // Start, then structural changes (reloads).
+        let started = haproxy
+            .apply(&svcs, &settings)
+            .map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(started == Applied::Started, "HAProxy did not start");
+        let mut reloads = Vec::new();
+        for (round, balance) in ["leastconn", "roundrobin", "leastconn"].iter().enumerate() {
+            let t = Instant::now();
+            let (svcs, _) =
+                agora_lb::services(&document(apps, &generation, balance), &settings, &resolve);
+            let applied = haproxy
+                .apply(&svcs, &settings)
+                .map_err(anyhow::Error::msg)?;
+            reloads.push(t.elapsed());
+            anyhow::ensure!(
+                applied == Applied::Reloaded,
+                "round {round}: {applied:?}, not a reload"
+            );
+        }
+        let balance = "leastconn";
+
+        // One task of one app replaced, `changes` times (Runtime API).
+        let mut one = Vec::new();
+        for round in 0..changes {
+            let app = (round * 7919) % apps;
+            generation[app] += 1;
+            // As `agora lb` gets it: a body to parse.
+            let body = serde_json::to_vec(&document(apps, &generation, balance))?;
+            let t = Instant::now();
+            let doc: Value = serde_json::from_slice(&body)?;
+            let (svcs, _) = agora_lb::services(&doc, &settings, &resolve);
+            let applied = haproxy
+                .apply(&svcs, &settings)
+                .map_err(anyhow::Error::msg)?;
+            one.push(t.elapsed());
+            anyhow::ensure!(
+                matches!(applied, Applied::Runtime(_)),
+                "a server change was {applied:?}, not a Runtime API update"
+            );
+        }
+        let one_max = one.iter().max().copied().unwrap_or_default();
+
+        // One task of every app replaced at once.
+        for g in &mut generation {
+            *g += 1;
+        }
+        let before = haproxy.stats.runtime_commands;
+        let body = serde_json::to_vec(&document(apps, &generation, balance))?;
+        let t = Instant::now();
+        let doc: Value = serde_json::from_slice(&body)?;
+        let (svcs, _) = agora_lb::services(&doc, &settings, &resolve);
+        let applied = haproxy
+            .apply(&svcs, &settings)
+            .map_err(anyhow::Error::msg)?;
+        let all = t.elapsed();
+        anyhow::ensure!(
+            matches!(applied, Applied::Runtime(_)),
+            "replacing a task of every app was {applied:?}"
+        );
+        let commands = haproxy.stats.runtime_commands - before;
+        haproxy.stop();
+        println!(
+            "{servers:>8} {apps:>6} {:>10.1} {:>10.1} {:>11.1} {:>12.2} {:>12.2} {:>12.1} {:>12.0}",
+            ms(median(renders)),
+            ms(median(checks)),
+            ms(median(reloads)),
+            ms(median(one)),
+            ms(one_max),
+            ms(all),
+            commands as f64 / all.as_secs_f64()
+        );
+    }
+    Ok(())
+}
