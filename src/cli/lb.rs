@@ -326,6 +326,13 @@ pub async fn follow(args: LbArgs, stop: impl Future<Output = ()>) -> anyhow::Res
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
     }
+    // An empty server-state file (its version line): HAProxy warns about a
+    // missing one. agora lb does not dump states into it (a dump would
+    // restore slot addresses over the rendered ones).
+    if !args.state_file.exists() {
+        std::fs::write(&args.state_file, "1\n")
+            .with_context(|| format!("cannot write {} (--state-file)", args.state_file.display()))?;
+    }
     let status = Arc::new(Mutex::new(Status::default()));
     if args.metrics_port != 0 {
         serve_metrics(args.metrics_port, status.clone()).await?;
