@@ -330,8 +330,9 @@ pub async fn follow(args: LbArgs, stop: impl Future<Output = ()>) -> anyhow::Res
     // missing one. agora lb does not dump states into it (a dump would
     // restore slot addresses over the rendered ones).
     if !args.state_file.exists() {
-        std::fs::write(&args.state_file, "1\n")
-            .with_context(|| format!("cannot write {} (--state-file)", args.state_file.display()))?;
+        std::fs::write(&args.state_file, "1\n").with_context(|| {
+            format!("cannot write {} (--state-file)", args.state_file.display())
+        })?;
     }
     let status = Arc::new(Mutex::new(Status::default()));
     if args.metrics_port != 0 {
