@@ -115,19 +115,36 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "--agents and --frameworks need the same number of values"
             );
             println!(
-                "{:>7} {:>10} {:>7} {:>12} {:>12} {:>12} {:>12}",
-                "agents", "frameworks", "rounds", "first ms", "p50 ms", "p99 ms", "max ms"
+                "{:>7} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10} {:>17}",
+                "agents",
+                "frameworks",
+                "rounds",
+                "first ms",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "offering p50 ms"
             );
             for (a, f) in agents.into_iter().zip(frameworks) {
                 let r = rounds.unwrap_or(2 * f);
-                let (first, times) = allocator_decline_offers(a, f, r);
+                let (first, rounds) = allocator_decline_offers(a, f, r);
+                let times: Vec<Duration> = rounds.iter().map(|(t, _)| *t).collect();
+                // The rounds that offered something (the others find every
+                // agent declined by every framework).
+                let offering: Vec<Duration> = rounds
+                    .iter()
+                    .filter(|(_, offers)| *offers > 0)
+                    .map(|(t, _)| *t)
+                    .collect();
                 let p = |q: f64| percentile(&times, q);
                 println!(
-                    "{a:>7} {f:>10} {r:>7} {:>12.3} {:>12.3} {:>12.3} {:>12.3}",
+                    "{a:>7} {f:>10} {r:>7} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} ({:>4})",
                     ms(first),
                     ms(p(0.5)),
                     ms(p(0.99)),
-                    ms(*times.iter().max().unwrap_or(&Duration::ZERO))
+                    ms(*times.iter().max().unwrap_or(&Duration::ZERO)),
+                    ms(percentile(&offering, 0.5)),
+                    offering.len()
                 );
             }
             Ok(())
@@ -255,7 +272,7 @@ fn allocator_decline_offers(
     agents: usize,
     frameworks: usize,
     rounds: usize,
-) -> (Duration, Vec<Duration>) {
+) -> (Duration, Vec<(Duration, usize)>) {
     let mut allocator = Allocator::new(AllocatorConfig::default());
     let star = vec!["*".to_string()];
     let ids: Vec<FrameworkId> = (0..frameworks)
@@ -295,17 +312,18 @@ fn allocator_decline_offers(
         now = now + Duration::from_secs(1);
         let start = Instant::now();
         offers = allocator.allocate(now, &mut rng);
-        times.push(start.elapsed());
+        let took = start.elapsed();
+        times.push((took, offers.len()));
         if std::env::var_os("AGORA_BENCH_TRACE").is_some() && times.len() % 50 == 1 {
             eprintln!(
                 "round {:>5}: {:>8.3} ms, {} offers",
                 times.len() - 1,
-                ms(*times.last().unwrap_or(&Duration::ZERO)),
+                ms(took),
                 offers.len()
             );
         }
     }
-    (times.first().copied().unwrap_or_default(), times)
+    (times.first().map(|t| t.0).unwrap_or_default(), times)
 }
 
 async fn launch_latency(

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_proto::resources::{Resources, from_fixed, to_fixed};
+use rustc_hash::FxHashMap;
 
 use crate::ids::{AgentId, FrameworkId};
 use crate::time::Time;
@@ -103,7 +104,9 @@ struct FrameworkSlot {
 
 #[derive(Debug)]
 struct Filter {
-    refused: Resources,
+    /// Shared with the agent's other filters that refused the same
+    /// resources (every framework declining one offer in turn).
+    refused: Arc<Resources>,
     expires: Time,
     /// The last verdict: (fingerprint of the available resources, blocks?).
     verdict: Option<(u64, bool)>,
@@ -114,11 +117,15 @@ struct AgentSlot {
     id: AgentId,
     total: Resources,
     available: Resources,
+    /// `available.fingerprint()`, until `available` changes.
+    available_fp: Option<u64>,
     allocated: BTreeMap<ClientIdx, Resources>,
     active: bool,
     has_gpus: bool,
     has_reservations: bool,
-    filters: BTreeMap<ClientIdx, Filter>,
+    /// By client (hashed: an agent every framework declined holds a
+    /// filter per framework, looked up once per pass).
+    filters: FxHashMap<ClientIdx, Filter>,
     next_expiry: Option<Time>,
     /// Clients whose filter covers what this agent has available.
     blocked: Vec<u64>,
@@ -130,6 +137,13 @@ struct AgentSlot {
     blocked_fingerprint: u64,
     /// Clients whose filter was added or removed since `blocked` was built.
     dirty: Vec<ClientIdx>,
+    /// The refused resources of the last filter added, with their
+    /// fingerprint: the next filter refusing the same shares them.
+    last_refused: Option<(u64, Arc<Resources>)>,
+    /// The last containment verdict without reservations: (refused,
+    /// fingerprint of what was available, blocks?). Filters sharing
+    /// `refused` share it.
+    last_verdict: Option<(Arc<Resources>, u64, bool)>,
 }
 
 impl AgentSlot {
@@ -141,6 +155,27 @@ impl AgentSlot {
     /// A filter of `c` was added or removed.
     fn filter_changed(&mut self, c: ClientIdx) {
         self.dirty.push(c);
+    }
+
+    /// The fingerprint of `available`, computed once per change.
+    fn available_fingerprint(&mut self) -> u64 {
+        *self
+            .available_fp
+            .get_or_insert_with(|| self.available.fingerprint())
+    }
+
+    /// `resources` as a filter's refused set, shared with the last filter's
+    /// when they are the same.
+    fn intern_refused(&mut self, resources: &Resources, fp: u64) -> Arc<Resources> {
+        if let Some((f, r)) = &self.last_refused
+            && *f == fp
+            && **r == *resources
+        {
+            return r.clone();
+        }
+        let r = Arc::new(resources.clone());
+        self.last_refused = Some((fp, r.clone()));
+        r
     }
 }
 
@@ -219,18 +254,21 @@ impl Allocator {
         let slot = AgentSlot {
             id: id.clone(),
             available: total.clone(),
+            available_fp: None,
             total,
             allocated: BTreeMap::new(),
             active: true,
             has_gpus,
             has_reservations,
-            filters: BTreeMap::new(),
+            filters: FxHashMap::default(),
             next_expiry: None,
             blocked: Vec::new(),
             blocked_eligible: 0,
             blocked_generation: None,
             blocked_fingerprint: 0,
             dirty: Vec::new(),
+            last_refused: None,
+            last_verdict: None,
         };
         let idx = match self.free_agents.pop() {
             Some(i) => {
@@ -671,17 +709,25 @@ impl Allocator {
         // Only what is actually allocated comes back (guards double recovery).
         let mut give_back = resources.clone();
         give_back = &give_back - &(&give_back - &held);
+        let fp = resources.fingerprint();
         if !give_back.is_empty() {
+            let was_empty = self.agent(a).available.is_empty();
             self.release(a, c, &give_back);
+            // A whole offer declined: what is available is what was offered,
+            // whose fingerprint is known.
+            if was_empty && give_back == *resources {
+                self.agent_mut(a).available_fp = Some(fp);
+            }
         }
         if let Some(d) = filter.filter(|d| !d.is_zero()) {
             let d = d.min(MAX_FILTER);
             let expires = now + d;
             let slot = self.agent_mut(a);
+            let refused = slot.intern_refused(resources, fp);
             slot.filters.insert(
                 c,
                 Filter {
-                    refused: resources.clone(),
+                    refused,
                     expires,
                     verdict: None,
                 },
@@ -696,6 +742,7 @@ impl Allocator {
         let slot = self.agent_mut(a);
         *slot.allocated.entry(c).or_default() += resources;
         slot.available -= resources;
+        slot.available_fp = None;
         self.change_client_allocation(c, resources, 1);
     }
 
@@ -708,6 +755,7 @@ impl Allocator {
             }
         }
         slot.available += resources;
+        slot.available_fp = None;
         self.change_client_allocation(c, resources, -1);
     }
 
@@ -855,6 +903,7 @@ impl Allocator {
             let Some(c) = self.pick(a, None) else { return };
             let slot = self.agents[a as usize].as_mut().expect("live agent slot");
             let resources = std::mem::take(&mut slot.available);
+            slot.available_fp = None;
             match slot.allocated.get_mut(&c) {
                 Some(held) => *held += &resources,
                 None => {
@@ -982,15 +1031,17 @@ impl Allocator {
     /// filters added or removed since.
     fn refresh_blocked(&mut self, a: u32) {
         let generation = self.generation;
-        let slot = self.agents[a as usize].as_ref().expect("live agent slot");
-        let fingerprint = slot.available.fingerprint();
+        let slot = self.agents[a as usize].as_mut().expect("live agent slot");
+        let fingerprint = slot.available_fingerprint();
         if slot.blocked_generation != Some(generation) || slot.blocked_fingerprint != fingerprint {
             self.rebuild_blocked(a, fingerprint);
             return;
         }
         let slot = self.agents[a as usize].as_mut().expect("live agent slot");
-        let dirty = std::mem::take(&mut slot.dirty);
-        for c in dirty {
+        // Taken out and put back emptied: its buffer is kept for the next
+        // pass instead of allocated again.
+        let mut dirty = std::mem::take(&mut slot.dirty);
+        for &c in &dirty {
             let Some(client) = self.clients[c as usize].as_ref() else {
                 continue;
             };
@@ -1001,6 +1052,7 @@ impl Allocator {
                     slot.has_reservations,
                     &self.roles[client.role as usize].name,
                     fingerprint,
+                    &mut slot.last_verdict,
                 ),
                 None => false,
             };
@@ -1020,6 +1072,8 @@ impl Allocator {
                 }
             }
         }
+        dirty.clear();
+        slot.dirty = dirty;
     }
 
     fn rebuild_blocked(&mut self, a: u32, fingerprint: u64) {
@@ -1039,6 +1093,7 @@ impl Allocator {
                 slot.has_reservations,
                 role,
                 fingerprint,
+                &mut slot.last_verdict,
             ) {
                 blocked[(c / 64) as usize] |= 1 << (c % 64);
                 if client.eligible {
@@ -1155,6 +1210,7 @@ fn filter_blocks(
     has_reservations: bool,
     role: &str,
     fingerprint: u64,
+    last: &mut Option<(Arc<Resources>, u64, bool)>,
 ) -> bool {
     if let Some((fp, verdict)) = filter.verdict
         && fp == fingerprint
@@ -1164,7 +1220,18 @@ fn filter_blocks(
     let verdict = if has_reservations {
         filter.refused.contains(&available.allocatable_to(role))
     } else {
-        filter.refused.contains(available)
+        match last {
+            Some((refused, fp, verdict))
+                if *fp == fingerprint && Arc::ptr_eq(refused, &filter.refused) =>
+            {
+                *verdict
+            }
+            _ => {
+                let verdict = filter.refused.contains(available);
+                *last = Some((filter.refused.clone(), fingerprint, verdict));
+                verdict
+            }
+        }
     };
     filter.verdict = Some((fingerprint, verdict));
     verdict

@@ -387,3 +387,80 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn filters_sharing_one_declined_offer_lift_together_when_the_agent_gains() {
+    let mut a = Allocator::new(AllocatorConfig::default());
+    a.add_framework(fw("f1"), &star(), true, false, &[]);
+    a.add_framework(fw("f2"), &star(), true, false, &[]);
+    a.add_framework(fw("f3"), &star(), true, false, &[]);
+    a.add_agent(
+        ag("a1"),
+        res("cpus:4;mem:1024"),
+        vec![(fw("f3"), "*".into(), res("cpus:2;mem:512"))],
+    );
+    let year = Some(MAX_FILTER);
+    // f1 and f2 decline the same offer in turn: their filters share it.
+    for _ in 0..2 {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let offers = a.allocate(Time::ZERO, &mut rng);
+        assert_eq!(offers.len(), 1);
+        let o = &offers[0];
+        assert_ne!(o.framework, fw("f3"));
+        a.recover(
+            &o.agent,
+            &o.framework,
+            &o.role,
+            &o.resources,
+            year,
+            Time::ZERO,
+        );
+    }
+    let slot = a.agent(0);
+    let refused: Vec<&Arc<Resources>> = slot.filters.values().map(|f| &f.refused).collect();
+    assert_eq!(refused.len(), 2);
+    assert!(Arc::ptr_eq(refused[0], refused[1]));
+    // f3 is offered the rest; it declines too (a filter of its own).
+    let offers = pass(&mut a, Time::ZERO);
+    assert_eq!(
+        offers,
+        vec![("f3".into(), "a1".into(), "cpus:2; mem:512".into())]
+    );
+    a.recover(
+        &ag("a1"),
+        &fw("f3"),
+        "*",
+        &res("cpus:2;mem:512"),
+        year,
+        Time::ZERO,
+    );
+    assert!(pass(&mut a, Time::ZERO).is_empty(), "all three declined");
+    // f3's task ends: the agent has more than any of them declined, so no
+    // filter (shared or not) holds anyone back.
+    a.recover(
+        &ag("a1"),
+        &fw("f3"),
+        "*",
+        &res("cpus:2;mem:512"),
+        None,
+        Time::ZERO,
+    );
+    let offers = pass(&mut a, Time::ZERO);
+    assert_eq!(offers.len(), 1, "{offers:?}");
+    assert_eq!(offers[0].2, "cpus:4; mem:1024");
+    // Declined again by whoever got it, the next in line gets it: the
+    // others' filters (refusing less) do not block the larger offer.
+    let first = offers[0].0.clone();
+    a.recover(
+        &ag("a1"),
+        &fw(&first),
+        "*",
+        &res("cpus:4;mem:1024"),
+        year,
+        Time::ZERO,
+    );
+    let offers = pass(&mut a, Time::ZERO);
+    assert_eq!(offers.len(), 1, "{offers:?}");
+    assert_ne!(offers[0].0, first);
+    a.check_invariants().unwrap();
+}
