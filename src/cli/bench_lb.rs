@@ -125,20 +125,29 @@ pub fn run(sizes: &[usize], changes: usize) -> anyhow::Result<()> {
             checks.push(t.elapsed());
         }
 
-        // Start, then structural changes (reloads).
-        let started = haproxy
-            .apply(&svcs, &settings)
-            .map_err(anyhow::Error::msg)?;
-        anyhow::ensure!(started == Applied::Started, "HAProxy did not start");
-        let mut reloads = Vec::new();
-        for (round, balance) in ["leastconn", "roundrobin", "leastconn"].iter().enumerate() {
+        // Applies the apps document `generation` and `balance` give, as
+        // `agora lb` would from a fetched body; what it did and how long.
+        let apply = |haproxy: &mut Haproxy,
+                     generation: &[u32],
+                     balance: &str|
+         -> anyhow::Result<(Applied, Duration)> {
+            let body = serde_json::to_vec(&document(apps, generation, balance))?;
             let t = Instant::now();
-            let (svcs, _) =
-                agora_lb::services(&document(apps, &generation, balance), &settings, &resolve);
+            let doc: Value = serde_json::from_slice(&body)?;
+            let (svcs, _) = agora_lb::services(&doc, &settings, &resolve);
             let applied = haproxy
                 .apply(&svcs, &settings)
                 .map_err(anyhow::Error::msg)?;
-            reloads.push(t.elapsed());
+            Ok((applied, t.elapsed()))
+        };
+
+        // Start, then structural changes (reloads).
+        let (started, _) = apply(&mut haproxy, &generation, "roundrobin")?;
+        anyhow::ensure!(started == Applied::Started, "HAProxy did not start");
+        let mut reloads = Vec::new();
+        for (round, balance) in ["leastconn", "roundrobin", "leastconn"].iter().enumerate() {
+            let (applied, took) = apply(&mut haproxy, &generation, balance)?;
+            reloads.push(took);
             anyhow::ensure!(
                 applied == Applied::Reloaded,
                 "round {round}: {applied:?}, not a reload"
@@ -149,17 +158,9 @@ pub fn run(sizes: &[usize], changes: usize) -> anyhow::Result<()> {
         // One task of one app replaced, `changes` times (Runtime API).
         let mut one = Vec::new();
         for round in 0..changes {
-            let app = (round * 7919) % apps;
-            generation[app] += 1;
-            // As `agora lb` gets it: a body to parse.
-            let body = serde_json::to_vec(&document(apps, &generation, balance))?;
-            let t = Instant::now();
-            let doc: Value = serde_json::from_slice(&body)?;
-            let (svcs, _) = agora_lb::services(&doc, &settings, &resolve);
-            let applied = haproxy
-                .apply(&svcs, &settings)
-                .map_err(anyhow::Error::msg)?;
-            one.push(t.elapsed());
+            generation[(round * 7919) % apps] += 1;
+            let (applied, took) = apply(&mut haproxy, &generation, balance)?;
+            one.push(took);
             anyhow::ensure!(
                 matches!(applied, Applied::Runtime(_)),
                 "a server change was {applied:?}, not a Runtime API update"
@@ -172,14 +173,7 @@ pub fn run(sizes: &[usize], changes: usize) -> anyhow::Result<()> {
             *g += 1;
         }
         let before = haproxy.stats.runtime_commands;
-        let body = serde_json::to_vec(&document(apps, &generation, balance))?;
-        let t = Instant::now();
-        let doc: Value = serde_json::from_slice(&body)?;
-        let (svcs, _) = agora_lb::services(&doc, &settings, &resolve);
-        let applied = haproxy
-            .apply(&svcs, &settings)
-            .map_err(anyhow::Error::msg)?;
-        let all = t.elapsed();
+        let (applied, all) = apply(&mut haproxy, &generation, balance)?;
         anyhow::ensure!(
             matches!(applied, Applied::Runtime(_)),
             "replacing a task of every app was {applied:?}"

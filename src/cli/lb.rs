@@ -180,73 +180,75 @@ fn lock(status: &Mutex<Status>) -> std::sync::MutexGuard<'_, Status> {
 }
 
 fn metrics(s: &Status) -> String {
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
-    };
-    metric(
-        "agora_lb_reloads_total",
-        "counter",
-        "HAProxy reloads (configuration changes).",
-        s.stats.reloads.to_string(),
-    );
-    metric(
-        "agora_lb_runtime_updates_total",
-        "counter",
-        "Server changes applied through the HAProxy Runtime API, without a reload.",
-        s.stats.runtime_updates.to_string(),
-    );
-    metric(
-        "agora_lb_runtime_commands_total",
-        "counter",
-        "Runtime API commands sent.",
-        s.stats.runtime_commands.to_string(),
-    );
-    metric(
-        "agora_lb_failed_checks_total",
-        "counter",
-        "Configurations refused by haproxy -c (never applied).",
-        s.stats.failed_checks.to_string(),
-    );
-    metric(
-        "agora_lb_render_seconds",
-        "gauge",
-        "Time to render the last configuration.",
-        s.stats.last_render.as_secs_f64().to_string(),
-    );
-    metric(
-        "agora_lb_apply_seconds",
-        "gauge",
-        "Time to apply the last change until HAProxy served it.",
-        s.stats.last_apply.as_secs_f64().to_string(),
-    );
-    metric(
-        "agora_lb_backends",
-        "gauge",
-        "Backends served.",
-        s.stats.backends.to_string(),
-    );
-    metric(
-        "agora_lb_servers",
-        "gauge",
-        "Servers receiving traffic.",
-        s.stats.servers.to_string(),
-    );
-    metric(
-        "agora_lb_apps_left_out",
-        "gauge",
-        "Apps left out for a bad label.",
-        s.left_out.len().to_string(),
-    );
-    metric(
-        "agora_lb_last_error",
-        "gauge",
-        "1 when the last sync failed (see /status for why).",
-        u8::from(s.stats.last_error.is_some()).to_string(),
-    );
-    out
+    let st = &s.stats;
+    let metrics: [(&str, &str, &str, String); 10] = [
+        (
+            "agora_lb_reloads_total",
+            "counter",
+            "HAProxy reloads (configuration changes).",
+            st.reloads.to_string(),
+        ),
+        (
+            "agora_lb_runtime_updates_total",
+            "counter",
+            "Server changes applied through the HAProxy Runtime API, without a reload.",
+            st.runtime_updates.to_string(),
+        ),
+        (
+            "agora_lb_runtime_commands_total",
+            "counter",
+            "Runtime API commands sent.",
+            st.runtime_commands.to_string(),
+        ),
+        (
+            "agora_lb_failed_checks_total",
+            "counter",
+            "Configurations refused by haproxy -c (never applied).",
+            st.failed_checks.to_string(),
+        ),
+        (
+            "agora_lb_render_seconds",
+            "gauge",
+            "Time to render the last configuration.",
+            st.last_render.as_secs_f64().to_string(),
+        ),
+        (
+            "agora_lb_apply_seconds",
+            "gauge",
+            "Time to apply the last change until HAProxy served it.",
+            st.last_apply.as_secs_f64().to_string(),
+        ),
+        (
+            "agora_lb_backends",
+            "gauge",
+            "Backends served.",
+            st.backends.to_string(),
+        ),
+        (
+            "agora_lb_servers",
+            "gauge",
+            "Servers receiving traffic.",
+            st.servers.to_string(),
+        ),
+        (
+            "agora_lb_apps_left_out",
+            "gauge",
+            "Apps left out for a bad label.",
+            s.left_out.len().to_string(),
+        ),
+        (
+            "agora_lb_last_error",
+            "gauge",
+            "1 when the last sync failed (see /status for why).",
+            u8::from(st.last_error.is_some()).to_string(),
+        ),
+    ];
+    metrics
+        .iter()
+        .map(|(name, kind, help, value)| {
+            format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n")
+        })
+        .collect()
 }
 
 fn status_json(s: &Status) -> serde_json::Value {

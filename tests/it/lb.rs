@@ -39,6 +39,20 @@ async fn bodies(url: &str, host: Option<&str>, n: usize) -> BTreeSet<String> {
     seen
 }
 
+/// Two agents and marathon-rs, when HAProxy and busybox are installed.
+async fn cluster_with_marathon() -> Option<(Cluster, Marathon)> {
+    if !haproxy_available() {
+        return None;
+    }
+    if !std::path::Path::new("/bin/busybox").exists() {
+        missing("busybox-static (/bin/busybox)");
+        return None;
+    }
+    let cluster = Cluster::start(2, "cpus:4;mem:4096").await;
+    let m = Marathon::start(&cluster).await;
+    Some((cluster, m))
+}
+
 /// `agora lb` running against marathon-rs, with its ports.
 struct Lb {
     child: tokio::process::Child,
@@ -95,14 +109,9 @@ impl Lb {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_serves_apps_by_service_port_and_vhost_and_follows_scaling() {
-    if !haproxy_available() {
+    let Some((cluster, m)) = cluster_with_marathon().await else {
         return;
-    }
-    if !std::path::Path::new("/bin/busybox").exists() {
-        return missing("busybox-static (/bin/busybox)");
-    }
-    let cluster = Cluster::start(2, "cpus:4;mem:4096").await;
-    let m = Marathon::start(&cluster).await;
+    };
     let service = free_port();
     let app = json!({
         "id": "/lb/web", "cpus": 0.1, "mem": 16, "instances": 3,
@@ -164,14 +173,9 @@ async fn haproxy_serves_apps_by_service_port_and_vhost_and_follows_scaling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unhealthy_tasks_get_no_traffic_and_a_bad_label_leaves_the_others_served() {
-    if !haproxy_available() {
+    let Some((cluster, m)) = cluster_with_marathon().await else {
         return;
-    }
-    if !std::path::Path::new("/bin/busybox").exists() {
-        return missing("busybox-static (/bin/busybox)");
-    }
-    let cluster = Cluster::start(2, "cpus:4;mem:4096").await;
-    let m = Marathon::start(&cluster).await;
+    };
     let sandboxes = tempfile::tempdir().unwrap();
     let service = free_port();
     // A COMMAND health check: HAProxy does not check these itself, so only
@@ -235,14 +239,9 @@ async fn unhealthy_tasks_get_no_traffic_and_a_bad_label_leaves_the_others_served
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_update_under_continuous_requests_fails_none() {
-    if !haproxy_available() {
+    let Some((cluster, m)) = cluster_with_marathon().await else {
         return;
-    }
-    if !std::path::Path::new("/bin/busybox").exists() {
-        return missing("busybox-static (/bin/busybox)");
-    }
-    let cluster = Cluster::start(2, "cpus:4;mem:4096").await;
-    let m = Marathon::start(&cluster).await;
+    };
     let service = free_port();
     let app = |version: &str| {
         json!({
