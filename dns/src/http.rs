@@ -57,7 +57,7 @@ pub async fn route(ctx: Arc<Context>, req: Request) -> warp::reply::Response {
                 "Domain": o.records.domain,
                 "Resolvers": o.resolvers.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
                 "Timeout": o.timeout.as_secs(),
-                "Masters": [o.master],
+                "Masters": o.master.split(',').map(str::trim).filter(|m| !m.is_empty()).collect::<Vec<_>>(),
                 "IPSources": o.records.ip_sources.iter().map(|s| format!("{s:?}").to_lowercase()).collect::<Vec<_>>(),
                 "SOAMname": zone.records.ns_name(),
                 "SOARname": format!("root.{}", zone.records.ns_name()),

@@ -146,13 +146,55 @@ fn base(master: &str) -> String {
     }
 }
 
-/// Rebuilds the zone from `/master/state`; keeps the old one on error.
+/// The masters `--master` lists (comma separated), as base URLs, in order.
+pub fn masters(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(base)
+        .collect()
+}
+
+/// The leading master, as Mesos-DNS finds it without ZooKeeper: the first
+/// listed master that answers names the leader (`leader`, `master@ip:port`,
+/// in its `/master/state`); a leader elsewhere is used once it answers too.
+async fn find_leader(http: &reqwest::Client, masters: &[String]) -> Option<String> {
+    let state = |url: String| async move {
+        let r = http
+            .get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        r.json::<serde_json::Value>().await.ok()
+    };
+    for m in masters {
+        let Some(s) = state(format!("{m}/master/state")).await else {
+            continue;
+        };
+        let leader = s["leader"].as_str().unwrap_or("");
+        if leader.is_empty() || leader == s["pid"].as_str().unwrap_or("") {
+            return Some(m.clone());
+        }
+        if let Some((_, addr)) = leader.split_once('@') {
+            let other = base(addr);
+            if state(format!("{other}/master/state")).await.is_some() {
+                return Some(other);
+            }
+        }
+    }
+    None
+}
+
+/// Rebuilds the zone from `master`'s `/master/state`; keeps the old one on
+/// error.
 async fn rebuild(
     http: &reqwest::Client,
+    master: &str,
     options: &DnsOptions,
     zone: &RwLock<Arc<Zone>>,
 ) -> Result<(), String> {
-    let url = format!("{}/master/state", base(&options.master));
+    let url = format!("{master}/master/state");
     let state: serde_json::Value = http
         .get(&url)
         .timeout(Duration::from_secs(30))
@@ -175,34 +217,39 @@ async fn rebuild(
     Ok(())
 }
 
-/// Follows the master: a rebuild after every burst of operator events, and
-/// every `refresh`; reconnects when the stream ends.
+/// Follows the leading master: a rebuild after every burst of operator
+/// events, and every `refresh`; when the stream ends, finds the leader
+/// again (another listed master when this one is gone) and resubscribes.
 async fn follow(options: DnsOptions, zone: Arc<RwLock<Arc<Zone>>>) {
     let http = reqwest::Client::new();
-    let api = ApiClient::new(
-        format!("{}/api/v1", base(&options.master)),
-        Encoding::Protobuf,
-    );
+    let masters = masters(&options.master);
     let subscribe = operator::Call {
         r#type: Some(operator::call::Type::Subscribe as i32),
         ..Default::default()
     };
     loop {
+        let Some(leader) = find_leader(&http, &masters).await else {
+            warn!(masters = %options.master, "no master answers; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        let api = ApiClient::new(format!("{leader}/api/v1"), Encoding::Protobuf);
         let stream = api
             .subscribe::<operator::Call, operator::Event>(&subscribe)
             .await;
         let mut stream = match stream {
             Ok((_, s)) => s,
             Err(e) => {
-                warn!(error = %e, "cannot subscribe to the master's events; retrying");
-                if let Err(e) = rebuild(&http, &options, &zone).await {
+                warn!(error = %e, %leader, "cannot subscribe to the master's events; retrying");
+                if let Err(e) = rebuild(&http, &leader, &options, &zone).await {
                     debug!(error = %e, "rebuild failed");
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
-        if let Err(e) = rebuild(&http, &options, &zone).await {
+        info!(%leader, "following the leading master");
+        if let Err(e) = rebuild(&http, &leader, &options, &zone).await {
             warn!(error = %e, "cannot read the master's state");
         }
         let mut refresh = tokio::time::interval(options.refresh);
@@ -217,7 +264,7 @@ async fn follow(options: DnsOptions, zone: Arc<RwLock<Arc<Zone>>>) {
                         }
                         // Let a burst (a deployment) settle into one rebuild.
                         tokio::time::sleep(Duration::from_millis(20)).await;
-                        if let Err(e) = rebuild(&http, &options, &zone).await {
+                        if let Err(e) = rebuild(&http, &leader, &options, &zone).await {
                             warn!(error = %e, "cannot read the master's state");
                         }
                     }
@@ -225,7 +272,7 @@ async fn follow(options: DnsOptions, zone: Arc<RwLock<Arc<Zone>>>) {
                     None => { warn!("the master closed the event stream"); break; }
                 },
                 _ = refresh.tick() => {
-                    if let Err(e) = rebuild(&http, &options, &zone).await {
+                    if let Err(e) = rebuild(&http, &leader, &options, &zone).await {
                         warn!(error = %e, "cannot read the master's state");
                     }
                 }

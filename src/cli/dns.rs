@@ -12,7 +12,8 @@ use super::master::humantime_duration;
 /// Flags of `agora dns` (Mesos-DNS' names and defaults where it has them).
 #[derive(Args, Debug, Clone)]
 pub struct DnsArgs {
-    /// The master, `host:port`.
+    /// The masters, `host:port[,host:port…]`: the first that answers names
+    /// the leader, which is followed until it goes (as Mesos-DNS' `masters`).
     #[arg(long, env = "AGORA_MASTER")]
     pub master: String,
     /// Address to serve DNS on (UDP and TCP).

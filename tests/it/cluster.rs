@@ -66,12 +66,18 @@ impl Cluster {
     }
 
     pub async fn with_config(n: usize, resources: &str, config: Config) -> Cluster {
+        // Tests run at the same time: each cluster takes its own block of
+        // host ports (below the ephemeral range), 200 per agent, so that
+        // two tests never hand the same port to two tasks.
+        static BLOCK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let block = BLOCK.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 33;
         let dir = tempfile::tempdir().unwrap();
         let master = start_master(config, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
         let mut agents = Vec::new();
         for i in 1..=n {
-            let base = 31000 + (i - 1) * 1000;
-            let r = format!("{resources};ports:[{base}-{}]", base + 999);
+            assert!(n <= 3, "a test cluster has at most 3 agents");
+            let base = 12000 + block * 600 + (i - 1) * 200;
+            let r = format!("{resources};ports:[{base}-{}]", base + 199);
             agents.push(start_agent(&master.address(), dir.path(), i, &r).await);
         }
         Cluster {

@@ -279,3 +279,48 @@ async fn names_outside_the_domain_go_to_the_resolvers_in_order() {
     }
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_follows_the_next_listed_master_when_the_leader_goes() {
+    if !dig_available() {
+        return;
+    }
+    let first = Cluster::start(1, "cpus:1;mem:512").await;
+    let second = Cluster::start(1, "cpus:1;mem:512").await;
+    let (udp, tcp) = agora_dns::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut o = DnsOptions::new(format!("{},{}", first.master(), second.master()));
+    o.refresh = Duration::from_secs(3600);
+    let dns = agora_dns::start(o, udp, tcp, Some(http)).await.unwrap();
+    let port_of = |c: &Cluster| c.master.addr.port().to_string();
+    let leader_port = |dns: &RunningDns| {
+        dig(dns, &["_leader._tcp.mesos", "SRV"])
+            .first()
+            .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+    };
+    // The first listed master leads.
+    let want = port_of(&first);
+    eventually("the first master is followed", || async {
+        (leader_port(&dns).as_deref() == Some(want.as_str())).then_some(())
+    })
+    .await;
+    let config: serde_json::Value =
+        reqwest::get(format!("http://{}/v1/config", dns.http_addr.unwrap()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(config["Masters"].as_array().unwrap().len(), 2, "{config}");
+    // It goes: the next listed master is found and followed.
+    first.stop().await;
+    let want = port_of(&second);
+    eventually("the second master is followed", || async {
+        (leader_port(&dns).as_deref() == Some(want.as_str())).then_some(())
+    })
+    .await;
+    dns.stop().await;
+    second.stop().await;
+}
