@@ -187,8 +187,28 @@ impl Live {
             };
             let wanted: std::collections::HashSet<&str> =
                 s.servers.iter().map(|v| v.address.as_str()).collect();
-            // Servers no longer wanted leave first (maintenance: their
-            // connections finish, no new ones).
+            let serving: std::collections::HashSet<String> =
+                slots.iter().filter_map(|v| v.serving.clone()).collect();
+            // New servers join before old ones leave (a rolling update whose
+            // new tasks became healthy as the old ones were killed must never
+            // leave the backend empty): first into free slots, spare ones
+            // before named ones.
+            let mut joining = s.servers.iter().filter(|v| !serving.contains(&v.address));
+            let mut late = Vec::new();
+            for srv in joining.by_ref() {
+                let free = slots
+                    .iter()
+                    .position(|v| v.serving.is_none() && v.spare)
+                    .or_else(|| slots.iter().position(|v| v.serving.is_none()));
+                let Some(i) = free else {
+                    late.push(srv);
+                    break;
+                };
+                fill(&mut cmds, s, &mut slots[i], &srv.address);
+            }
+            late.extend(joining);
+            // Then servers no longer wanted leave (maintenance: their
+            // connections finish, no new ones)…
             for slot in slots.iter_mut() {
                 if let Some(addr) = &slot.serving
                     && !wanted.contains(addr.as_str())
@@ -200,28 +220,12 @@ impl Live {
                     slot.serving = None;
                 }
             }
-            let serving: std::collections::HashSet<String> =
-                slots.iter().filter_map(|v| v.serving.clone()).collect();
-            for srv in &s.servers {
-                if serving.contains(&srv.address) {
-                    continue;
-                }
-                let free = slots
-                    .iter()
-                    .position(|v| v.serving.is_none() && v.spare)
-                    .or_else(|| slots.iter().position(|v| v.serving.is_none()));
-                let Some(i) = free else { continue };
-                let slot = &mut slots[i];
-                let (ip, port) = split_address(&srv.address);
-                let target = format!("{}/{}", s.backend, slot.name);
-                cmds.push(format!("set server {target} addr {ip} port {port}"));
-                if s.check.is_some() {
-                    // Marathon found it healthy: no wait for HAProxy's own
-                    // checks to rise.
-                    cmds.push(format!("set server {target} health up"));
-                }
-                cmds.push(format!("set server {target} state ready"));
-                slot.serving = Some(srv.address.clone());
+            // …and those that found no free slot take theirs.
+            for srv in late {
+                let Some(i) = slots.iter().position(|v| v.serving.is_none()) else {
+                    break;
+                };
+                fill(&mut cmds, s, &mut slots[i], &srv.address);
             }
         }
         cmds
@@ -278,6 +282,20 @@ fn culprit(text: &str, error: &str, services: &[Service]) -> Option<(String, Str
         _ => format!("line {n}"),
     };
     Some((service.app_id.clone(), format!("{label} (`{line}`)")))
+}
+
+/// The commands that make `slot` of `s` serve `address`.
+fn fill(cmds: &mut Vec<String>, s: &Service, slot: &mut Slot, address: &str) {
+    let (ip, port) = split_address(address);
+    let target = format!("{}/{}", s.backend, slot.name);
+    cmds.push(format!("set server {target} addr {ip} port {port}"));
+    if s.check.is_some() {
+        // Marathon found it healthy: no wait for HAProxy's own checks to
+        // rise.
+        cmds.push(format!("set server {target} health up"));
+    }
+    cmds.push(format!("set server {target} state ready"));
+    slot.serving = Some(address.to_string());
 }
 
 /// `1.2.3.4:80` → (`1.2.3.4`, `80`); `[::1]:80` → (`::1`, `80`).
@@ -690,5 +708,82 @@ impl Haproxy {
 impl Drop for Haproxy {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// App `/web` on service port 10000 with a task per port.
+    fn web(ports: &[u16]) -> Vec<Service> {
+        let tasks: Vec<serde_json::Value> = ports
+            .iter()
+            .map(
+                |p| serde_json::json!({"host": "127.0.0.1", "state": "TASK_RUNNING", "ports": [p]}),
+            )
+            .collect();
+        let doc = serde_json::json!({"apps": [{"id": "/web", "labels": {"HAPROXY_GROUP": "external"},
+                                               "portDefinitions": [{"port": 10000}], "tasks": tasks}]});
+        crate::services(&doc, &Settings::default(), &|h| h.parse().ok()).0
+    }
+
+    /// The commands, shortened to `verb:slot[:port]`.
+    fn short(cmds: &[String]) -> Vec<String> {
+        cmds.iter()
+            .map(|c| {
+                let w: Vec<&str> = c.split_whitespace().collect();
+                let slot = w[2].split('/').nth(1).unwrap();
+                match w[3] {
+                    "addr" => format!("addr:{slot}:{}", w[6]),
+                    "state" => format!("{}:{slot}", w[4]),
+                    other => format!("{other}:{slot}"),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn new_servers_join_before_old_ones_leave() {
+        let mut live = Live::new(&web(&[1, 2]));
+        assert_eq!(live.capacity("web_10000"), 4);
+        let next = web(&[3, 4]);
+        assert!(live.fits(&next));
+        assert_eq!(
+            short(&live.diff(&next)),
+            [
+                "addr:slot-2:3",
+                "ready:slot-2",
+                "addr:slot-3:4",
+                "ready:slot-3",
+                "maint:127_0_0_1_1",
+                "maint:127_0_0_1_2",
+            ]
+        );
+        // Nothing more to do.
+        assert!(live.diff(&next).is_empty());
+    }
+
+    #[test]
+    fn without_enough_free_slots_the_rest_join_as_old_ones_leave() {
+        let mut live = Live::new(&web(&[1, 2]));
+        live.diff(&web(&[1, 2, 3]));
+        // Three serving, one free: 4 joins first, 5 takes a freed slot.
+        assert_eq!(
+            short(&live.diff(&web(&[4, 5]))),
+            [
+                "addr:slot-3:4",
+                "ready:slot-3",
+                "maint:127_0_0_1_1",
+                "maint:127_0_0_1_2",
+                "maint:slot-2",
+                "addr:127_0_0_1_1:5",
+                "ready:127_0_0_1_1",
+            ]
+        );
+        // More than the slots: not a Runtime API change.
+        assert!(!live.fits(&web(&[1, 2, 3, 4, 5])));
     }
 }
