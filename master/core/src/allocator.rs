@@ -709,19 +709,22 @@ impl Allocator {
         // Only what is actually allocated comes back (guards double recovery).
         let mut give_back = resources.clone();
         give_back = &give_back - &(&give_back - &held);
-        let fp = resources.fingerprint();
+        // Computed only when used, at most once.
+        let mut fp = None;
+        let mut fingerprint = || *fp.get_or_insert_with(|| resources.fingerprint());
         if !give_back.is_empty() {
             let was_empty = self.agent(a).available.is_empty();
             self.release(a, c, &give_back);
             // A whole offer declined: what is available is what was offered,
             // whose fingerprint is known.
             if was_empty && give_back == *resources {
-                self.agent_mut(a).available_fp = Some(fp);
+                self.agent_mut(a).available_fp = Some(fingerprint());
             }
         }
         if let Some(d) = filter.filter(|d| !d.is_zero()) {
             let d = d.min(MAX_FILTER);
             let expires = now + d;
+            let fp = fingerprint();
             let slot = self.agent_mut(a);
             let refused = slot.intern_refused(resources, fp);
             slot.filters.insert(
