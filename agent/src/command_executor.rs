@@ -51,6 +51,9 @@ struct Task {
     pgid: Option<i32>,
     state: TaskState,
     kill_deadline: Option<Instant>,
+    /// When a draining kill sends SIGTERM (or stops the container), and the
+    /// grace period after it.
+    term_at: Option<(Instant, Duration)>,
     killed: bool,
     deadline_reason: Option<Reason>,
     completion_deadline: Option<Instant>,
@@ -285,10 +288,10 @@ impl Executor {
                         // Killing one task of a group kills the whole group.
                         let ids: Vec<String> = self.tasks.keys().cloned().collect();
                         for id in ids {
-                            self.kill(&id, grace).await;
+                            self.kill(&id, grace, true).await;
                         }
                     } else {
-                        self.kill(&k.task_id.value, grace).await;
+                        self.kill(&k.task_id.value, grace, true).await;
                     }
                 }
             }
@@ -306,8 +309,8 @@ impl Executor {
                 self.shutting_down = Some(Instant::now() + grace);
                 let ids: Vec<String> = self.tasks.keys().cloned().collect();
                 for id in ids {
-                    self.kill(&id, Some(grace.saturating_sub(Duration::from_millis(500))))
-                        .await;
+                    let grace = grace.saturating_sub(Duration::from_millis(500));
+                    self.kill(&id, Some(grace), false).await;
                 }
             }
             E::Message | E::Heartbeat | E::Unknown => {}
@@ -331,6 +334,7 @@ impl Executor {
                 pgid: None,
                 state: TaskState::TaskStaging,
                 kill_deadline: None,
+                term_at: None,
                 killed: false,
                 deadline_reason: None,
                 completion_deadline: task
@@ -459,7 +463,12 @@ impl Executor {
             .await;
     }
 
-    async fn kill(&mut self, id: &str, grace: Option<Duration>) {
+    /// Kills a task: TASK_KILLING (to frameworks that understand it), then
+    /// SIGTERM to its process group (or `docker stop`), SIGKILL after the
+    /// grace period. With `drain`, a task labelled `AGORA_SHUTDOWN_DELAY`
+    /// keeps running that long after TASK_KILLING, so load balancers and
+    /// DNS stop sending it work before it is asked to stop.
+    async fn kill(&mut self, id: &str, grace: Option<Duration>, drain: bool) {
         let killing_state = self.killing_state();
         let Some(t) = self.tasks.get_mut(id) else {
             return;
@@ -477,6 +486,37 @@ impl Executor {
             })
             .unwrap_or(DEFAULT_GRACE);
         t.killed = true;
+        if t.pgid.is_none() && t.container.is_none() {
+            // Never started.
+            self.update(
+                id,
+                TaskState::TaskKilled,
+                Some("Task killed before it started".into()),
+                None,
+            )
+            .await;
+            return;
+        }
+        let delay = if drain { shutdown_delay(&t.info) } else { None };
+        match delay {
+            Some(delay) => {
+                info!(task = %id, ?delay, "draining before SIGTERM");
+                t.term_at = Some((Instant::now() + delay, grace));
+            }
+            None => self.terminate(id, grace),
+        }
+        if killing_state {
+            self.update(id, TaskState::TaskKilling, None, None).await;
+        }
+    }
+
+    /// SIGTERM to a task's process group (SIGKILL when `grace` is over), or
+    /// `docker stop` with that grace.
+    fn terminate(&mut self, id: &str, grace: Duration) {
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        t.term_at = None;
         if let Some(container) = t.container.clone() {
             info!(task = %id, %container, ?grace, "stopping the container");
             if let Some(d) = self.docker.clone() {
@@ -486,30 +526,10 @@ impl Executor {
                     }
                 });
             }
-            if killing_state {
-                self.update(id, TaskState::TaskKilling, None, None).await;
-            }
-            return;
-        }
-        match t.pgid {
-            Some(pgid) => {
-                info!(task = %id, pgid, ?grace, "sending SIGTERM");
-                sandbox::signal_group(pgid, Signal::SIGTERM);
-                t.kill_deadline = Some(Instant::now() + grace);
-                if killing_state {
-                    self.update(id, TaskState::TaskKilling, None, None).await;
-                }
-            }
-            None => {
-                // Never started.
-                self.update(
-                    id,
-                    TaskState::TaskKilled,
-                    Some("Task killed before it started".into()),
-                    None,
-                )
-                .await;
-            }
+        } else if let Some(pgid) = t.pgid {
+            info!(task = %id, pgid, ?grace, "sending SIGTERM");
+            sandbox::signal_group(pgid, Signal::SIGTERM);
+            t.kill_deadline = Some(Instant::now() + grace);
         }
     }
 
@@ -517,7 +537,14 @@ impl Executor {
         let now = Instant::now();
         let mut overdue = Vec::new();
         let mut expired = Vec::new();
+        let mut drained = Vec::new();
         for (id, t) in &self.tasks {
+            if let Some((at, grace)) = t.term_at
+                && now >= at
+                && !is_terminal(t.state)
+            {
+                drained.push((id.clone(), grace));
+            }
             if t.kill_deadline.is_some_and(|d| now >= d) && !is_terminal(t.state) {
                 overdue.push(id.clone());
             }
@@ -525,6 +552,9 @@ impl Executor {
             {
                 expired.push(id.clone());
             }
+        }
+        for (id, grace) in drained {
+            self.terminate(&id, grace);
         }
         for id in overdue {
             if let Some(t) = self.tasks.get_mut(&id) {
@@ -539,7 +569,7 @@ impl Executor {
             if let Some(t) = self.tasks.get_mut(&id) {
                 t.deadline_reason = Some(Reason::MaxCompletionTimeReached);
             }
-            self.kill(&id, Some(Duration::ZERO)).await;
+            self.kill(&id, Some(Duration::ZERO), false).await;
         }
         for (id, t) in &mut self.tasks {
             let Some(checker) = t.checker.as_mut() else {
@@ -783,7 +813,7 @@ impl Executor {
                 warn!(task = %id, %cause, "killing the task: it failed its health checks");
                 t.health_kill = Some(cause.clone());
                 self.update_health(id, false, Some(cause)).await;
-                self.kill(id, None).await;
+                self.kill(id, None, false).await;
             }
         }
     }
@@ -863,7 +893,7 @@ impl Executor {
             // A failed task takes its group down with it.
             let ids: Vec<String> = self.tasks.keys().cloned().collect();
             for other in ids {
-                self.kill(&other, None).await;
+                self.kill(&other, None, false).await;
             }
         }
     }
@@ -1000,6 +1030,25 @@ fn is_docker(task: &v1::TaskInfo) -> bool {
         .is_some_and(|c| c.r#type == v1::container_info::Type::Docker as i32)
 }
 
+/// The task label that delays SIGTERM after TASK_KILLING (seconds, as
+/// Nomad's `shutdown_delay`), so the task is out of load balancers first.
+pub const SHUTDOWN_DELAY_LABEL: &str = "AGORA_SHUTDOWN_DELAY";
+
+/// A task's shutdown delay: its `AGORA_SHUTDOWN_DELAY` label in seconds
+/// (at most 5 minutes); none when absent, zero or not a number.
+fn shutdown_delay(task: &v1::TaskInfo) -> Option<Duration> {
+    let value = task
+        .labels
+        .as_ref()?
+        .labels
+        .iter()
+        .find(|l| l.key == SHUTDOWN_DELAY_LABEL)?
+        .value
+        .as_deref()?;
+    let secs: f64 = value.trim().parse().ok()?;
+    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs.min(300.0)))
+}
+
 fn nanos(d: &v1::DurationInfo) -> Duration {
     Duration::from_nanos(d.nanoseconds.max(0) as u64)
 }
@@ -1007,6 +1056,35 @@ fn nanos(d: &v1::DurationInfo) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shutdown_delay_comes_from_a_label_in_seconds() {
+        let with = |value: Option<&str>| v1::TaskInfo {
+            labels: value.map(|v| v1::Labels {
+                labels: vec![v1::Label {
+                    key: SHUTDOWN_DELAY_LABEL.into(),
+                    value: Some(v.into()),
+                }],
+            }),
+            ..Default::default()
+        };
+        assert_eq!(shutdown_delay(&with(None)), None);
+        assert_eq!(
+            shutdown_delay(&with(Some("2"))),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            shutdown_delay(&with(Some(" 0.5 "))),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            shutdown_delay(&with(Some("1e9"))),
+            Some(Duration::from_secs(300))
+        );
+        for bad in ["0", "-1", "soon", "NaN", "inf", ""] {
+            assert_eq!(shutdown_delay(&with(Some(bad))), None, "{bad}");
+        }
+    }
 
     #[test]
     fn mesos_durations() {

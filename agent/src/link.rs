@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use agora_rpc::agent_service_client::AgentServiceClient;
+use agora_rpc::zk;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::{info, warn};
@@ -22,19 +23,38 @@ pub fn master_url(master: &str) -> String {
     }
 }
 
-/// Keeps a stream to the master open until `stop` is set.
+/// Keeps a stream to the master open until `stop` is set. With a `zk://`
+/// master, each connection goes to the leader ZooKeeper names at the time.
 pub(crate) async fn run(
     master: String,
     actor: mpsc::UnboundedSender<Command>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let url = master_url(&master);
+    let mut leader = if zk::is_zk(&master) {
+        match master.parse::<zk::ZkUrl>() {
+            Ok(url) => Some(zk::detect(url)),
+            Err(e) => {
+                warn!(error = %e, "invalid --master");
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let mut backoff = Duration::from_millis(100);
     loop {
         if *stop.borrow() {
             return;
         }
+        let mut established = false;
         let attempt = async {
+            let url = match leader.as_mut() {
+                None => master_url(&master),
+                Some(rx) => match zk::current_leader(rx, Duration::from_secs(10)).await {
+                    Some(l) => master_url(&l.address),
+                    None => return Err(format!("no leading master in {master}")),
+                },
+            };
             let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
                 .map_err(|e| format!("invalid --master {master}: {e}"))?
                 .connect_timeout(Duration::from_secs(5))
@@ -58,6 +78,7 @@ pub(crate) async fn run(
                 .map_err(|s| format!("the master refused the session: {s}"))?;
             let mut inbound = response.into_inner();
             info!(master = %url, "connected to the master");
+            established = true;
             loop {
                 match inbound.message().await {
                     Ok(Some(m)) => {
@@ -75,6 +96,9 @@ pub(crate) async fn run(
             _ = stop.changed() => return,
         };
         let _ = actor.send(Command::MasterDisconnected);
+        if established {
+            backoff = Duration::from_millis(100);
+        }
         match result {
             Ok(()) => return,
             Err(e) => {

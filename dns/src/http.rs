@@ -50,6 +50,24 @@ pub async fn route(ctx: Arc<Context>, req: Request) -> warp::reply::Response {
         })),
         ["v1", "config"] => {
             let o = &ctx.options;
+            let zk = agora_rpc::zk::is_zk(&o.master);
+            // Mesos-DNS shows the ZooKeeper URL without credentials.
+            let zk_url = o
+                .master
+                .parse::<agora_rpc::zk::ZkUrl>()
+                .ok()
+                .filter(|_| zk)
+                .map(|u| u.to_string())
+                .unwrap_or_default();
+            let masters: Vec<&str> = if zk {
+                Vec::new()
+            } else {
+                o.master
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .collect()
+            };
             json_reply(&json!({
                 "RefreshSeconds": o.refresh.as_secs(),
                 "TTL": o.ttl,
@@ -57,7 +75,8 @@ pub async fn route(ctx: Arc<Context>, req: Request) -> warp::reply::Response {
                 "Domain": o.records.domain,
                 "Resolvers": o.resolvers.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
                 "Timeout": o.timeout.as_secs(),
-                "Masters": o.master.split(',').map(str::trim).filter(|m| !m.is_empty()).collect::<Vec<_>>(),
+                "Masters": masters,
+                "Zk": zk_url,
                 "IPSources": o.records.ip_sources.iter().map(|s| format!("{s:?}").to_lowercase()).collect::<Vec<_>>(),
                 "SOAMname": zone.records.ns_name(),
                 "SOARname": format!("root.{}", zone.records.ns_name()),

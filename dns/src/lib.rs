@@ -22,8 +22,10 @@ use std::time::Duration;
 use agora_proto::operator;
 use agora_rpc::client::ApiClient;
 use agora_rpc::http::Encoding;
+use agora_rpc::zk;
 use hickory_server::ServerFuture;
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -33,7 +35,7 @@ pub use records::{Config, IpSource, Records};
 /// How to run the DNS server.
 #[derive(Debug, Clone)]
 pub struct DnsOptions {
-    /// The master, `host:port`.
+    /// The masters, `host:port[,host:port…]`, or `zk://host:2181/mesos`.
     pub master: String,
     /// Record shapes (domain, IP sources).
     pub records: Config,
@@ -91,6 +93,12 @@ pub async fn start(
     http: Option<TcpListener>,
 ) -> std::io::Result<RunningDns> {
     let addr = udp.local_addr()?;
+    if zk::is_zk(&options.master) {
+        options
+            .master
+            .parse::<zk::ZkUrl>()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    }
     if options.records.ns_addresses.is_empty() && !addr.ip().is_unspecified() {
         options.records.ns_addresses.push(addr.ip());
     }
@@ -223,13 +231,26 @@ async fn rebuild(
 async fn follow(options: DnsOptions, zone: Arc<RwLock<Arc<Zone>>>) {
     let http = reqwest::Client::new();
     let masters = masters(&options.master);
+    // `zk://…`: the leader ZooKeeper names (Mesos' election records).
+    let mut detector = options
+        .master
+        .parse::<zk::ZkUrl>()
+        .ok()
+        .filter(|_| zk::is_zk(&options.master))
+        .map(zk::detect);
     let subscribe = operator::Call {
         r#type: Some(operator::call::Type::Subscribe as i32),
         ..Default::default()
     };
     loop {
-        let Some(leader) = find_leader(&http, &masters).await else {
-            warn!(masters = %options.master, "no master answers; retrying");
+        let leader = match detector.as_mut() {
+            Some(rx) => zk::current_leader(rx, Duration::from_secs(30))
+                .await
+                .map(|l| base(&l.address)),
+            None => find_leader(&http, &masters).await,
+        };
+        let Some(leader) = leader else {
+            warn!(masters = %options.master, "no leading master; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
@@ -276,9 +297,28 @@ async fn follow(options: DnsOptions, zone: Arc<RwLock<Arc<Zone>>>) {
                         warn!(error = %e, "cannot read the master's state");
                     }
                 }
+                () = leader_moved(detector.as_mut(), &leader) => {
+                    info!(%leader, "ZooKeeper names another leader");
+                    break;
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Resolves once ZooKeeper names a leader other than `current` (never
+/// without ZooKeeper).
+async fn leader_moved(detector: Option<&mut watch::Receiver<Option<zk::Leader>>>, current: &str) {
+    let Some(rx) = detector else {
+        return std::future::pending().await;
+    };
+    let moved = rx
+        .wait_for(|l| l.as_ref().is_some_and(|l| base(&l.address) != current))
+        .await
+        .is_ok();
+    if !moved {
+        std::future::pending::<()>().await;
     }
 }
 

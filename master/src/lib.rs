@@ -17,6 +17,7 @@ mod grpc;
 mod http;
 mod legacy;
 mod server;
+mod standby;
 mod ui;
 
 use std::net::{IpAddr, SocketAddr};
@@ -44,6 +45,9 @@ pub struct MasterOptions {
     pub flags: Vec<(String, String)>,
     /// Seed of the allocator's agent order.
     pub seed: u64,
+    /// The IP agents and frameworks are told to reach, when the listener's
+    /// is not reachable (e.g. it listens on 0.0.0.0).
+    pub advertise_ip: Option<IpAddr>,
 }
 
 /// A running master.
@@ -90,24 +94,22 @@ pub fn master_ip(ip: IpAddr) -> u32 {
     }
 }
 
-/// Starts a master on `listener`.
-pub async fn start(
-    options: MasterOptions,
-    listener: TcpListener,
-) -> std::io::Result<RunningMaster> {
-    let addr = listener.local_addr()?;
+/// This master's MasterInfo, for a listener at `addr`.
+pub fn master_info(options: &MasterOptions, addr: SocketAddr) -> v1::MasterInfo {
+    let ip_addr = options
+        .advertise_ip
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(addr.ip());
     let hostname = options
         .hostname
         .clone()
-        .unwrap_or_else(|| addr.ip().to_string());
-    let id = uuid::Uuid::new_v4().to_string();
-    let ip = addr.ip().to_string();
-    let pid = format!("master@{ip}:{}", addr.port());
-    let info = v1::MasterInfo {
-        id,
-        ip: master_ip(addr.ip()),
+        .unwrap_or_else(|| ip_addr.to_string());
+    let ip = ip_addr.to_string();
+    v1::MasterInfo {
+        id: uuid::Uuid::new_v4().to_string(),
+        ip: master_ip(ip_addr),
         port: u32::from(addr.port()),
-        pid: Some(pid),
+        pid: Some(format!("master@{ip}:{}", addr.port())),
         hostname: Some(hostname.clone()),
         version: Some(agora_proto::MESOS_VERSION.to_string()),
         address: Some(v1::Address {
@@ -119,7 +121,26 @@ pub async fn start(
         capabilities: vec![v1::master_info::Capability {
             r#type: Some(v1::master_info::capability::Type::AgentUpdate as i32),
         }],
-    };
+    }
+}
+
+/// Starts a master on `listener`, leading by itself (no ZooKeeper).
+pub async fn start(
+    options: MasterOptions,
+    listener: TcpListener,
+) -> std::io::Result<RunningMaster> {
+    let info = master_info(&options, listener.local_addr()?);
+    start_leading(options, listener, info, 1).await
+}
+
+/// Starts leading on `listener` as `info`, in leadership `epoch`.
+async fn start_leading(
+    options: MasterOptions,
+    listener: TcpListener,
+    info: v1::MasterInfo,
+    epoch: u64,
+) -> std::io::Result<RunningMaster> {
+    let addr = listener.local_addr()?;
     let clock = Clock::new();
     let now = clock.now();
     let heartbeat = options.config.heartbeat_interval;
@@ -128,7 +149,7 @@ pub async fn start(
     } else {
         options.seed
     };
-    let master = Master::new(options.config.clone(), info.clone(), 1, seed, now);
+    let master = Master::new(options.config.clone(), info.clone(), epoch, seed, now);
     let (handle, driver) = driver::spawn(master, clock);
     let ctx = Arc::new(http::Context {
         handle: handle.clone(),
@@ -147,7 +168,7 @@ pub async fn start(
     let server = tokio::spawn(server::serve(listener, http_service, grpc_service, async {
         let _ = stop_rx.await;
     }));
-    info!(%addr, master.id = %info.id, "master started");
+    info!(%addr, master.id = %info.id, epoch, "master started");
     Ok(RunningMaster {
         addr,
         handle,
@@ -156,6 +177,65 @@ pub async fn start(
         server,
         driver,
     })
+}
+
+/// Why a master contending in ZooKeeper stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum HaError {
+    /// ZooKeeper failed, or the session holding leadership ended (the
+    /// process should exit, as a Mesos master aborts).
+    #[error(transparent)]
+    Zk(#[from] agora_rpc::zk::ZkError),
+    /// The listener failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs a master that contends for leadership under `zk`: a standby that
+/// redirects to the leader until it is elected, then the leader, in the
+/// epoch its election gives. Returns Ok when `stop` completes, and an
+/// error when leadership is lost.
+pub async fn run_contending(
+    options: MasterOptions,
+    listener: TcpListener,
+    zk: agora_rpc::zk::ZkUrl,
+    session_timeout: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), HaError> {
+    let mut stop = std::pin::pin!(stop);
+    let info = master_info(&options, listener.local_addr()?);
+    let record = agora_proto::json::to_value(&info).to_string();
+    let mut candidacy = agora_rpc::zk::contend(&zk, record.as_bytes(), session_timeout).await?;
+    // The standby and the leader share one socket, so no connection is
+    // refused in between.
+    let socket = listener.into_std()?;
+    let standby = standby::serve(
+        TcpListener::from_std(socket.try_clone()?)?,
+        agora_rpc::zk::detect(zk.clone()),
+    );
+    info!(%zk, node = candidacy.node(), "standing by");
+    let epoch = tokio::select! {
+        epoch = candidacy.elected() => epoch,
+        () = &mut stop => {
+            standby.stop().await;
+            return Ok(());
+        }
+    };
+    standby.stop().await;
+    let epoch = match epoch {
+        Ok(e) => e,
+        Err(e) => return Err(e.into()),
+    };
+    let master = start_leading(options, TcpListener::from_std(socket)?, info, epoch).await?;
+    let lost = tokio::select! {
+        e = candidacy.lost() => Some(e),
+        () = &mut stop => None,
+    };
+    master.stop().await;
+    match lost {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 /// The default flags listing for `/flags`, from the core's config.

@@ -41,6 +41,21 @@ pub struct MasterArgs {
     /// Only these roles (comma separated) may be used.
     #[arg(long, value_delimiter = ',')]
     pub roles: Option<Vec<String>>,
+    /// Contend for leadership in ZooKeeper (`zk://host:2181[,host:2181]/mesos`):
+    /// a standby redirects to the leader until it is elected.
+    #[arg(long, value_parser = parse_zk)]
+    pub zk: Option<agora_rpc::zk::ZkUrl>,
+    /// ZooKeeper session timeout: a leader cut off from ZooKeeper this long
+    /// stops leading (the process exits).
+    #[arg(long, default_value = "10s", value_parser = humantime_duration)]
+    pub zk_session_timeout: Duration,
+    /// IP advertised to agents, frameworks and ZooKeeper (default: --ip).
+    #[arg(long)]
+    pub advertise_ip: Option<std::net::IpAddr>,
+}
+
+fn parse_zk(s: &str) -> Result<agora_rpc::zk::ZkUrl, String> {
+    s.parse()
 }
 
 /// Parsed `--weights`.
@@ -130,6 +145,7 @@ impl MasterArgs {
             hostname: self.hostname.clone(),
             flags,
             seed: 0,
+            advertise_ip: self.advertise_ip,
         }
     }
 }
@@ -139,6 +155,19 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (--ip/--port)"))?;
+    if let Some(zk) = args.zk.clone() {
+        eprintln!("agora master listening on http://{addr}, contending in {zk}");
+        agora_master::run_contending(
+            args.options(),
+            listener,
+            zk,
+            args.zk_session_timeout,
+            super::shutdown_signal(),
+        )
+        .await
+        .context("leadership lost")?;
+        return Ok(());
+    }
     let master = agora_master::start(args.options(), listener).await?;
     eprintln!("agora master listening on http://{}", master.addr);
     super::shutdown_signal().await;

@@ -27,6 +27,7 @@ pub async fn start_master(config: Config, listener: TcpListener) -> RunningMaste
         hostname: Some("127.0.0.1".into()),
         flags: vec![],
         seed: 7,
+        ..Default::default()
     };
     agora_master::start(options, listener).await.unwrap()
 }

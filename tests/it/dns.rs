@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::cluster::{Cluster, missing};
 use crate::marathon::{Marathon, eventually};
 
-fn dig_available() -> bool {
+pub(crate) fn dig_available() -> bool {
     let ok = std::process::Command::new("dig")
         .arg("-v")
         .output()
@@ -23,7 +23,7 @@ fn dig_available() -> bool {
 }
 
 /// `dig +short` lines (sorted).
-fn dig(dns: &RunningDns, args: &[&str]) -> Vec<String> {
+pub(crate) fn dig(dns: &RunningDns, args: &[&str]) -> Vec<String> {
     let out = std::process::Command::new("dig")
         .arg(format!("@{}", dns.addr.ip()))
         .args([

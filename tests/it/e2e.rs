@@ -308,3 +308,64 @@ async fn a_task_group_runs_under_the_default_executor() {
     scheduler.teardown().await.unwrap();
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_with_a_shutdown_delay_is_killing_before_it_is_signalled() {
+    let cluster = Cluster::start(1, "cpus:2;mem:2048").await;
+    let mut config = SchedulerConfig::new(&cluster.master(), "drainer");
+    config
+        .framework_info
+        .capabilities
+        .push(agora_proto::v1::framework_info::Capability {
+            r#type: Some(
+                agora_proto::v1::framework_info::capability::Type::TaskKillingState as i32,
+            ),
+        });
+    let (scheduler, mut events) = agora_sdk::subscribe(config).await.unwrap();
+    let offer = next_matching(&mut events, |e| match e {
+        Event::Offers(o) => o.first().cloned(),
+        _ => None,
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let termed = dir.path().join("termed");
+    let mut task = TaskBuilder::new("drained", &offer)
+        .command(&format!(
+            "trap 'touch {}; exit 0' TERM; while true; do sleep 0.1; done",
+            termed.display()
+        ))
+        .cpus(0.1)
+        .mem(16.0)
+        .build();
+    task.labels = Some(agora_proto::v1::Labels {
+        labels: vec![agora_proto::v1::Label {
+            key: "AGORA_SHUTDOWN_DELAY".into(),
+            value: Some("3".into()),
+        }],
+    });
+    scheduler.launch(&offer, vec![task], 0.0).await.unwrap();
+    next_matching(&mut events, |e| {
+        matches!(e, Event::Update(s) if s.state() == TaskState::TaskRunning).then_some(())
+    })
+    .await;
+    let id = agora_proto::v1::TaskId {
+        value: "drained".into(),
+    };
+    scheduler.kill(&id, Some(&offer.agent_id)).await.unwrap();
+    // TASK_KILLING first, while the task still runs untouched.
+    next_matching(&mut events, |e| {
+        matches!(e, Event::Update(s) if s.state() == TaskState::TaskKilling).then_some(())
+    })
+    .await;
+    assert!(!termed.exists(), "SIGTERM came before the shutdown delay");
+    // Then SIGTERM, which the task handles, and TASK_KILLED.
+    let killed = next_matching(&mut events, |e| match e {
+        Event::Update(s) if agora_proto::status::is_terminal(s.state()) => Some(s.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(killed.state(), TaskState::TaskKilled, "{killed:?}");
+    assert!(termed.exists(), "the task never saw SIGTERM");
+    scheduler.teardown().await.unwrap();
+    cluster.stop().await;
+}

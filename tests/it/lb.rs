@@ -237,11 +237,9 @@ async fn unhealthy_tasks_get_no_traffic_and_a_bad_label_leaves_the_others_served
     cluster.stop().await;
 }
 
-// Ignored in CI until drain-before-kill exists: about one request in 2,000
-// fails in some runs (a response cut short by a server killed at once, or a
-// 503 while HAProxy's own checks briefly see 404s from the new tasks).
-// Run with `cargo test --test it -- --ignored a_rolling`.
-#[ignore = "flaky: fails ~1 request in 2,000 in some runs until drain-before-kill exists"]
+// busybox httpd dies at once on SIGTERM, even mid-response: the app asks
+// for a shutdown delay, so each old task leaves HAProxy (on TASK_KILLING)
+// before it is signalled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_update_under_continuous_requests_fails_none() {
     let Some((cluster, m)) = cluster_with_marathon().await else {
@@ -254,7 +252,7 @@ async fn a_rolling_update_under_continuous_requests_fails_none() {
             "cmd": "echo $VERSION > index.html && exec /bin/busybox httpd -f -p 127.0.0.1:$PORT0 -h .",
             "env": {"VERSION": version},
             "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "roll.example.com",
-                       "HAPROXY_0_PORT": service.to_string()},
+                       "HAPROXY_0_PORT": service.to_string(), "AGORA_SHUTDOWN_DELAY": "2"},
             "portDefinitions": [{"port": 0}],
             "healthChecks": [{"protocol": "HTTP", "path": "/index.html", "portIndex": 0,
                               "gracePeriodSeconds": 5, "intervalSeconds": 1}]
@@ -284,10 +282,14 @@ async fn a_rolling_update_under_continuous_requests_fails_none() {
                     .send()
                     .await
                 {
-                    Ok(r) if r.status().is_success() => {
-                        ok += 1;
-                        seen.insert(r.text().await.unwrap_or_default().trim().to_string());
-                    }
+                    Ok(r) if r.status().is_success() => match r.text().await {
+                        Ok(body) if !body.trim().is_empty() => {
+                            ok += 1;
+                            seen.insert(body.trim().to_string());
+                        }
+                        Ok(_) => failed.push("an empty body".into()),
+                        Err(e) => failed.push(format!("body: {e}")),
+                    },
                     Ok(r) => failed.push(format!("HTTP {}", r.status())),
                     Err(e) => failed.push(e.to_string()),
                 }

@@ -8,6 +8,7 @@ mod cluster;
 mod dns;
 mod docker;
 mod e2e;
+mod ha;
 mod lb;
 mod marathon;
 mod pymesos;

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use crate::cluster::{Cluster, missing, repo, venv_python};
 
-fn python() -> Option<PathBuf> {
+pub(crate) fn python() -> Option<PathBuf> {
     venv_python("pymesos")
 }
 
-async fn run_scheduler(
+pub(crate) async fn run_scheduler(
     python: &PathBuf,
     master: &str,
     mode: &str,

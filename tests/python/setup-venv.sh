@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv with the real Python clients the compatibility tests drive:
-# pymesos 0.3.15 and the marathon client 0.13.0. Idempotent.
+# pymesos 0.3.15 (with kazoo 2.10.0, its ZooKeeper detector) and the marathon
+# client 0.13.0. Idempotent.
 #
 # http-parser 0.9.0 (a pymesos dependency) ships C generated for old Pythons
 # that no longer compiles on 3.11; its pure-Python parser, which pymesos
@@ -20,6 +21,7 @@ if ! "$venv/bin/python" -c 'import http_parser' 2>/dev/null; then
   "$pip" install -q "$work/http-parser-0.9.0"
   rm -rf "$work"
 fi
-"$pip" install -q pymesos==0.3.15 marathon==0.13.0
+"$pip" install -q pymesos==0.3.15 marathon==0.13.0 kazoo==2.10.0
 "$venv/bin/python" -c 'import pymesos; from http_parser.http import HttpParser; print("pymesos", pymesos.__file__)'
 "$venv/bin/python" -c 'import marathon; print("marathon", marathon.__file__)'
+"$venv/bin/python" -c 'import kazoo.client; print("kazoo", kazoo.__file__)'

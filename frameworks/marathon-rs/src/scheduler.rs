@@ -58,9 +58,17 @@ pub async fn run(shared: Arc<Shared>, sub: Subscription, slot: Slot) {
         fi.hostname = Some(sub.hostname.clone());
         fi.webui_url = Some(sub.webui_url.clone());
         fi.roles = vec![sub.role.clone()];
-        fi.capabilities = vec![v1::framework_info::Capability {
-            r#type: Some(v1::framework_info::capability::Type::MultiRole as i32),
-        }];
+        // As Marathon: TASK_KILLING tells agora lb and agora dns that a task
+        // is going before it stops answering.
+        fi.capabilities = [
+            v1::framework_info::capability::Type::MultiRole,
+            v1::framework_info::capability::Type::TaskKillingState,
+        ]
+        .into_iter()
+        .map(|t| v1::framework_info::Capability {
+            r#type: Some(t as i32),
+        })
+        .collect();
         match agora_sdk::subscribe(config).await {
             Ok((scheduler, mut events)) => {
                 backoff = Duration::from_millis(200);

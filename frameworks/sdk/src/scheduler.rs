@@ -6,6 +6,7 @@ use std::time::Duration;
 use agora_proto::{scheduler as sched, v1};
 use agora_rpc::client::{ApiClient, ClientError};
 use agora_rpc::http::Encoding;
+use agora_rpc::zk;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -28,7 +29,8 @@ pub enum SdkError {
 /// How to subscribe.
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
-    /// The master: `host:port` or `http://host:port`.
+    /// The master: `host:port`, `http://host:port`, or `zk://host:2181/mesos`
+    /// (the leader ZooKeeper names).
     pub master: String,
     /// The framework. Leave `id` unset for a new framework.
     pub framework_info: v1::FrameworkInfo,
@@ -172,7 +174,37 @@ async fn subscription_loop(
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(100);
     let mut subscribed_before = false;
+    // `zk://…`: every (re)subscription goes to the leader ZooKeeper names.
+    let mut detector = if zk::is_zk(&config.master) {
+        match config.master.parse::<zk::ZkUrl>() {
+            Ok(url) => Some(zk::detect(url)),
+            Err(e) => {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Err(SdkError::Ended(format!("invalid master: {e}"))));
+                }
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let mut redirected = false;
     loop {
+        if let Some(rx) = detector
+            .as_mut()
+            .filter(|_| !std::mem::take(&mut redirected))
+        {
+            match zk::current_leader(rx, Duration::from_secs(10)).await {
+                Some(l) => session.lock().unwrap_or_else(|p| p.into_inner()).master = l.address,
+                None => {
+                    warn!(master = %config.master, "no leading master yet");
+                    if events.is_closed() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         let (master, framework_id, stopped) = {
             let s = session.lock().unwrap_or_else(|p| p.into_inner());
             (s.master.clone(), s.framework_id.clone(), s.stopped)
@@ -208,6 +240,7 @@ async fn subscription_loop(
                     .to_string();
                 info!(leader = %host, "redirected to the leading master");
                 session.lock().unwrap_or_else(|p| p.into_inner()).master = host;
+                redirected = true;
                 continue;
             }
             Err(

@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod http;
+pub mod zk;
 
 #[allow(missing_docs, clippy::all, clippy::unwrap_used)]
 mod generated {
