@@ -32,7 +32,7 @@ impl ZkServer {
             .output()
             .is_ok_and(|o| o.status.success());
         if !java || !Path::new(ZK_JAR).exists() {
-            missing("ZooKeeper (Debian's zookeeper package)");
+            missing("ZooKeeper (Debian's libzookeeper-java and default-jre-headless)");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
