@@ -15,7 +15,8 @@ use super::master::humantime_duration;
 /// Flags of `agora agent` (Mesos names where Mesos users know them).
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
-    /// The master, `host:port` (the port defaults to 5050).
+    /// The master, `host:port` (the port defaults to 5050), or
+    /// `zk://host:2181[,host:2181]/mesos` to follow the leader ZooKeeper names.
     #[arg(long, env = "AGORA_MASTER")]
     pub master: String,
     /// Where sandboxes and the agent's metadata live.

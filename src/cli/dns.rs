@@ -13,7 +13,8 @@ use super::master::humantime_duration;
 #[derive(Args, Debug, Clone)]
 pub struct DnsArgs {
     /// The masters, `host:port[,host:port…]`: the first that answers names
-    /// the leader, which is followed until it goes (as Mesos-DNS' `masters`).
+    /// the leader, which is followed until it goes (as Mesos-DNS' `masters`);
+    /// or `zk://host:2181[,host:2181]/mesos`: the leader ZooKeeper names.
     #[arg(long, env = "AGORA_MASTER")]
     pub master: String,
     /// Address to serve DNS on (UDP and TCP).

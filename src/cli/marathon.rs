@@ -11,7 +11,7 @@ use clap::Args;
 /// Flags of `agora marathon`.
 #[derive(Args, Debug, Clone)]
 pub struct MarathonArgs {
-    /// The master, `host:port`.
+    /// The master, `host:port`, or `zk://host:2181[,host:2181]/mesos`.
     #[arg(long, env = "AGORA_MASTER", default_value = "localhost:5050")]
     pub master: String,
     /// Address to listen on.
