@@ -277,5 +277,13 @@ async fn the_leader_is_elected_in_zookeeper_and_everyone_follows_it_when_it_dies
     scheduler.teardown().await.unwrap();
     dns.stop().await;
     agent.stop().await;
-    drop(second);
+    // ZooKeeper goes: a leader that cannot keep its session stops leading
+    // (it exits with an error, as a Mesos master aborts).
+    let mut second = second;
+    drop(zk);
+    let exit = tokio::time::timeout(Duration::from_secs(30), second.child.wait())
+        .await
+        .expect("the leader exits once its session is lost")
+        .unwrap();
+    assert!(!exit.success(), "{exit:?}");
 }

@@ -346,11 +346,19 @@ impl Candidacy {
             source,
         };
         loop {
-            let (children, watcher) = self
-                .client
-                .list_and_watch_children(&self.url.path)
-                .await
-                .map_err(|e| err("cannot list the members", e))?;
+            let (children, watcher) =
+                match self.client.list_and_watch_children(&self.url.path).await {
+                    Ok(r) => r,
+                    // A connection that dropped may come back within the
+                    // session: wait for it, unless the session is lost.
+                    Err(zk::Error::ConnectionLoss | zk::Error::Timeout) => {
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                            e = self.lost() => return Err(e),
+                        }
+                    }
+                    Err(e) => return Err(err("cannot list the members", e)),
+                };
             if !children.contains(&self.node) {
                 return Err(ZkError::SessionLost(
                     self.url.to_string(),
