@@ -48,6 +48,13 @@ pub struct MarathonArgs {
     /// How long offers that are not needed are declined, seconds.
     #[arg(long, default_value_t = 120.0)]
     pub decline_offer_duration: f64,
+    /// Run highly available: elect a leader and keep the state in ZooKeeper
+    /// (`zk://host:2181[,host:2181]/marathon`) instead of --work-dir.
+    #[arg(long, value_parser = |s: &str| s.parse::<agora_rpc::zk::ZkUrl>())]
+    pub zk: Option<agora_rpc::zk::ZkUrl>,
+    /// ZooKeeper session timeout: a leader cut off this long steps down.
+    #[arg(long, default_value = "10s", value_parser = super::master::humantime_duration)]
+    pub zk_session_timeout: std::time::Duration,
 }
 
 impl MarathonArgs {
@@ -81,6 +88,22 @@ pub async fn run(args: MarathonArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (--http-address/--http-port)"))?;
+    if let Some(zk) = args.zk.clone() {
+        println!(
+            "marathon-rs at http://{addr} contending in {zk} (master {})",
+            args.master
+        );
+        agora_marathon::run_contending(
+            options,
+            listener,
+            zk,
+            args.zk_session_timeout,
+            super::shutdown_signal(),
+        )
+        .await
+        .context("leadership lost")?;
+        return Ok(());
+    }
     let marathon = agora_marathon::start(options, listener).await?;
     println!(
         "marathon-rs is up at http://{} (master {})",

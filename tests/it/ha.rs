@@ -287,3 +287,184 @@ async fn the_leader_is_elected_in_zookeeper_and_everyone_follows_it_when_it_dies
         .unwrap();
     assert!(!exit.success(), "{exit:?}");
 }
+
+/// An `agora marathon --zk …` process.
+struct MarathonProcess {
+    child: tokio::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn spawn_marathon(master: &str, zk: &str) -> MarathonProcess {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let child = tokio::process::Command::new(agora_bin())
+        .args(["marathon", "--master", master, "--hostname", "127.0.0.1"])
+        .args([
+            "--http-address",
+            "127.0.0.1",
+            "--http-port",
+            &port.to_string(),
+        ])
+        .arg("--work-dir")
+        .arg(dir.path())
+        .args(["--zk", zk, "--zk-session-timeout", "2s"])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    MarathonProcess {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+async fn leader_of(port: u16) -> Option<String> {
+    let (status, _) = get(port, "/v2/leader").await?;
+    if status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/v2/leader"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    v["leader"].as_str().map(str::to_string)
+}
+
+/// The ids of the app's running tasks, asked through `port` (redirects
+/// followed).
+async fn running(port: u16, app: &str) -> std::collections::BTreeSet<String> {
+    let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/v2/apps/{app}/tasks")).await else {
+        return Default::default();
+    };
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    v["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["state"] == "TASK_RUNNING")
+        .filter_map(|t| t["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marathon_rs_fails_over_to_a_standby_with_its_apps_and_tasks_from_zookeeper() {
+    let Some(zk) = ZkServer::start().await else {
+        return;
+    };
+    let cluster = crate::cluster::Cluster::start(1, "cpus:4;mem:2048").await;
+    let url = format!("zk://127.0.0.1:{}/agora/marathon", zk.port);
+    let mut first = spawn_marathon(&cluster.master(), &url);
+    let me = format!("127.0.0.1:{}", first.port);
+    eventually("the first marathon-rs leads", || async {
+        (leader_of(first.port).await.as_deref() == Some(me.as_str())).then_some(())
+    })
+    .await;
+    let second = spawn_marathon(&cluster.master(), &url);
+    eventually("the second names the first as leader", || async {
+        (leader_of(second.port).await.as_deref() == Some(me.as_str())).then_some(())
+    })
+    .await;
+    let (status, location) = get(second.port, "/v2/apps?embed=apps.tasks").await.unwrap();
+    assert_eq!(status, 307);
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("http://{me}/v2/apps?embed=apps.tasks").as_str())
+    );
+    // A client of the standby is sent to the leader (POST and body kept).
+    let app = serde_json::json!({"id": "/ha/web", "cmd": "sleep 600", "cpus": 0.1, "mem": 16,
+                                 "instances": 2});
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/v2/apps", second.port))
+        .json(&app)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let before = eventually("2 tasks run", || async {
+        let ids = running(first.port, "ha/web").await;
+        (ids.len() == 2).then_some(ids)
+    })
+    .await;
+
+    // The leader dies; the standby takes over with the state it left in
+    // ZooKeeper, under the same framework id, with the same tasks.
+    first.child.kill().await.unwrap();
+    let me = format!("127.0.0.1:{}", second.port);
+    eventually("the second marathon-rs leads", || async {
+        (leader_of(second.port).await.as_deref() == Some(me.as_str())).then_some(())
+    })
+    .await;
+    eventually("the same 2 tasks are its own", || async {
+        (running(second.port, "ha/web").await == before).then_some(())
+    })
+    .await;
+    let frameworks: serde_json::Value = reqwest::get(cluster.url("/frameworks"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        frameworks["frameworks"].as_array().unwrap().len(),
+        1,
+        "one framework, failed over: {frameworks}"
+    );
+    let r = reqwest::Client::new()
+        .put(format!("http://127.0.0.1:{}/v2/apps/ha/web", second.port))
+        .json(&serde_json::json!({"instances": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    eventually("3 tasks run, the first 2 among them", || async {
+        let ids = running(second.port, "ha/web").await;
+        (ids.len() == 3 && ids.is_superset(&before)).then_some(())
+    })
+    .await;
+    drop(second);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zookeeper_document_is_chunked_whole_and_fenced_against_a_deposed_writer() {
+    let Some(server) = ZkServer::start().await else {
+        return;
+    };
+    let url: zk::ZkUrl = format!("zk://127.0.0.1:{}/doc", server.port)
+        .parse()
+        .unwrap();
+    let connect = || async {
+        zk::zookeeper_client::Client::connect(&url.servers)
+            .await
+            .unwrap()
+    };
+    let old = zk::Document::new(connect().await, &url, "/doc/state".into());
+    assert_eq!(old.read().await.unwrap(), None);
+    // Bigger than ZooKeeper's 1 MB node limit: stored in chunks.
+    let big: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
+    old.write(&big).await.unwrap();
+    let new = zk::Document::new(connect().await, &url, "/doc/state".into());
+    assert_eq!(new.read().await.unwrap().as_deref(), Some(&big[..]));
+    new.write(b"the new leader's").await.unwrap();
+    // The old writer has not seen that write: its next one is refused.
+    let refused = old.write(b"a deposed leader's").await.unwrap_err();
+    assert!(matches!(refused, zk::ZkError::Fenced(_)), "{refused}");
+    let fresh = zk::Document::new(connect().await, &url, "/doc/state".into());
+    assert_eq!(
+        fresh.read().await.unwrap().as_deref(),
+        Some(&b"the new leader's"[..])
+    );
+    // The big document's chunks are gone.
+    let client = connect().await;
+    assert_eq!(
+        client
+            .list_children("/doc/state/chunks")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -354,3 +354,90 @@ mod tests {
         assert_eq!(q.all("status"), ["running"]);
     }
 }
+
+/// The server of a marathon-rs that is not the leader.
+pub struct Standby {
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Standby {
+    /// Stops serving.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+    }
+}
+
+/// A standby's answer: `/ping` and `/v2/leader` itself, everything else a
+/// 307 to the leader (`http://<leader><path>?<query>`; Marathon proxies
+/// instead, and clients follow either), 503 while there is no leader.
+fn standby_reply(
+    leader: Option<&str>,
+    headers: &HeaderMap,
+    path: &str,
+    query: &str,
+) -> warp::reply::Response {
+    match (normalize(path).as_str(), leader) {
+        ("/ping", _) => ping(headers),
+        ("/v2/leader", Some(l)) => json_response(&Reply::ok(json!({ "leader": l }))),
+        ("/v2/leader", None) => json_response(&Reply::error(404, "There is no leader")),
+        (_, None) => json_response(&Reply::error(503, "Could not determine the current leader")),
+        (_, Some(l)) => {
+            let query = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{query}")
+            };
+            let mut r = h::empty(StatusCode::TEMPORARY_REDIRECT);
+            if let Ok(v) = HeaderValue::from_str(&format!("http://{l}{path}{query}")) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+    }
+}
+
+/// Serves the standby answers on `listener`, with the leader `leader` names.
+pub fn standby(
+    listener: tokio::net::TcpListener,
+    leader: tokio::sync::watch::Receiver<Option<agora_rpc::zk::Leader>>,
+) -> Standby {
+    let routes = h::handle(MAX_BODY, move |req: h::Request| {
+        let leader = leader.borrow().as_ref().map(|l| l.address.clone());
+        async move { standby_reply(leader.as_deref(), &req.headers, &req.path, &req.query) }
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(h::serve(listener, routes, async {
+        let _ = stopped.await;
+    }));
+    Standby { stop, server }
+}
+
+#[cfg(test)]
+mod standby_tests {
+    use super::*;
+
+    #[test]
+    fn a_standby_sends_clients_to_the_leader() {
+        let h = HeaderMap::new();
+        let r = standby_reply(
+            Some("10.0.0.3:8080"),
+            &h,
+            "/v2/apps/web",
+            "embed=apps.tasks",
+        );
+        assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(
+            r.headers()[header::LOCATION],
+            "http://10.0.0.3:8080/v2/apps/web?embed=apps.tasks"
+        );
+        assert_eq!(
+            standby_reply(Some("10.0.0.3:8080"), &h, "/v2/leader", "").status(),
+            StatusCode::OK
+        );
+        assert_eq!(standby_reply(None, &h, "/v2/apps", "").status(), 503);
+        assert_eq!(standby_reply(None, &h, "/v2/leader", "").status(), 404);
+        assert_eq!(standby_reply(None, &h, "/ping", "").status(), 200);
+    }
+}

@@ -92,21 +92,113 @@ impl RunningMarathon {
     }
 }
 
-/// Loads the state from the work dir and starts serving on `listener`,
-/// subscribing to the master in the background (the API answers at once).
-pub async fn start(
-    mut options: MarathonOptions,
-    listener: tokio::net::TcpListener,
-) -> Result<RunningMarathon, StoreError> {
-    let addr = listener.local_addr().map_err(|source| StoreError::Io {
-        path: options.work_dir.clone(),
-        source,
-    })?;
+/// `host:port` this marathon-rs is reached at (`/v2/leader`, the latch).
+fn advertised(options: &mut MarathonOptions, addr: SocketAddr) -> String {
     if options.config.leader.is_empty() || options.config.leader == Config::default().leader {
         options.config.leader = format!("{}:{}", options.hostname, addr.port());
     }
+    options.config.leader.clone()
+}
+
+fn io_error(options: &MarathonOptions) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    |source| StoreError::Io {
+        path: options.work_dir.clone(),
+        source,
+    }
+}
+
+/// Loads the state from the work dir and starts serving on `listener`,
+/// subscribing to the master in the background (the API answers at once).
+pub async fn start(
+    options: MarathonOptions,
+    listener: tokio::net::TcpListener,
+) -> Result<RunningMarathon, StoreError> {
     let store = Store::open(&options.work_dir)?;
     let state = store.load()?;
+    start_with(options, listener, store, state)
+}
+
+/// Why a marathon-rs contending in ZooKeeper stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum HaError {
+    /// ZooKeeper failed, the session holding leadership ended, or another
+    /// leader wrote the state: the process should exit, as Marathon does.
+    #[error(transparent)]
+    Zk(#[from] agora_rpc::zk::ZkError),
+    /// The state could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Another leader wrote the state.
+    #[error("another marathon-rs leader wrote the state")]
+    Fenced,
+}
+
+/// Runs a marathon-rs that contends for leadership under `zk` (a Curator
+/// leader latch at `<path>/leader-curator`, state at `<path>/state`): a
+/// standby redirecting to the leader until elected, then the leader with
+/// the state from ZooKeeper. Returns Ok when `stop` completes, an error
+/// when leadership is lost.
+pub async fn run_contending(
+    mut options: MarathonOptions,
+    listener: tokio::net::TcpListener,
+    zk: agora_rpc::zk::ZkUrl,
+    session_timeout: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), HaError> {
+    use agora_rpc::zk::{Election, contend_in, detect_in};
+    let mut stop = std::pin::pin!(stop);
+    let addr = listener.local_addr().map_err(io_error(&options))?;
+    let me = advertised(&mut options, addr);
+    let mut candidacy = contend_in(
+        Election::marathon(zk.clone()),
+        me.as_bytes(),
+        session_timeout,
+    )
+    .await?;
+    // The standby and the leader share one socket.
+    let socket = listener.into_std().map_err(io_error(&options))?;
+    let clone = socket.try_clone().map_err(io_error(&options))?;
+    let standby = http::standby(
+        tokio::net::TcpListener::from_std(clone).map_err(io_error(&options))?,
+        detect_in(Election::marathon(zk.clone())),
+    );
+    info!(%zk, node = candidacy.node(), "standing by");
+    let elected = tokio::select! {
+        e = candidacy.elected() => e,
+        () = &mut stop => {
+            standby.stop().await;
+            return Ok(());
+        }
+    };
+    standby.stop().await;
+    elected?;
+    let (store, state) = Store::zk(
+        candidacy.client().clone(),
+        &zk,
+        format!("{}/state", zk.path),
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::from_std(socket).map_err(io_error(&options))?;
+    let running = start_with(options, listener, store.clone(), state)?;
+    let outcome = tokio::select! {
+        e = candidacy.lost() => Err(HaError::Zk(e)),
+        () = store.fenced() => Err(HaError::Fenced),
+        () = &mut stop => Ok(()),
+    };
+    running.stop().await;
+    outcome
+}
+
+/// Serves `state` (kept in `store`) on `listener`, subscribing to the
+/// master in the background (the API answers at once).
+pub fn start_with(
+    mut options: MarathonOptions,
+    listener: tokio::net::TcpListener,
+    store: Store,
+    state: agora_marathon_core::marathon::State,
+) -> Result<RunningMarathon, StoreError> {
+    let addr = listener.local_addr().map_err(io_error(&options))?;
+    advertised(&mut options, addr);
     let apps = state.apps.len();
     let instances = state.instances.len();
     let seed = std::time::SystemTime::now()
@@ -155,7 +247,7 @@ pub async fn start(
             ticker.flush();
         }
     }));
-    info!(%addr, apps, instances, master = %options.config.master, "marathon-rs started");
+    info!(%addr, apps, instances, master = %options.config.master, "marathon-rs leading");
     Ok(RunningMarathon {
         addr,
         shared,

@@ -1,12 +1,18 @@
-//! The embedded store: marathon-rs' whole state as one JSON document in the
-//! work dir, replaced atomically (write to a temporary file, fsync, rename).
-//! A crash leaves either the old or the new document, never half of one.
+//! The store: marathon-rs' whole state as one JSON document, replaced
+//! atomically. Embedded: a file in the work dir (write to a temporary file,
+//! fsync, rename). Highly available: a [`zk::Document`] under
+//! `<zk path>/state`, written over the leader's ZooKeeper session and fenced
+//! (a deposed leader's write fails). Either way a crash leaves the old or
+//! the new document, never half of one.
 
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use agora_marathon_core::marathon::State;
+use agora_rpc::zk;
+use tracing::error;
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -27,12 +33,26 @@ pub enum StoreError {
         /// Why.
         source: serde_json::Error,
     },
+    /// ZooKeeper failed (or another leader wrote).
+    #[error(transparent)]
+    Zk(#[from] zk::ZkError),
 }
 
-/// The state file in a work dir.
-#[derive(Clone, Debug)]
+/// Where the state is kept.
+#[derive(Clone)]
 pub struct Store {
-    path: PathBuf,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    File(PathBuf),
+    Zk {
+        doc: Arc<zk::Document>,
+        runtime: tokio::runtime::Handle,
+        /// Told when a write finds that another leader wrote since.
+        fenced: Arc<tokio::sync::Notify>,
+    },
 }
 
 impl Store {
@@ -43,20 +63,60 @@ impl Store {
             source,
         })?;
         Ok(Store {
-            path: work_dir.join("marathon-state.json"),
+            backend: Backend::File(work_dir.join("marathon-state.json")),
         })
+    }
+
+    /// The state in ZooKeeper under `dir`, over `client`'s session (the
+    /// leader's), with its current content. Writes block the calling
+    /// thread on the current (multi-threaded) runtime.
+    pub async fn zk(
+        client: zk::zookeeper_client::Client,
+        url: &zk::ZkUrl,
+        dir: String,
+    ) -> Result<(Store, State), StoreError> {
+        let doc = zk::Document::new(client, url, dir.clone());
+        let state = match doc.read().await? {
+            None => State::default(),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+                    path: PathBuf::from(format!("{url}{}", dir.trim_start_matches(&url.path))),
+                    source,
+                })?
+            }
+        };
+        let store = Store {
+            backend: Backend::Zk {
+                doc: Arc::new(doc),
+                runtime: tokio::runtime::Handle::current(),
+                fenced: Arc::new(tokio::sync::Notify::new()),
+            },
+        };
+        Ok((store, state))
+    }
+
+    /// Resolves when another leader has written the state: this one must
+    /// stop (never for a file).
+    pub async fn fenced(&self) {
+        match &self.backend {
+            Backend::File(_) => std::future::pending().await,
+            Backend::Zk { fenced, .. } => fenced.notified().await,
+        }
     }
 
     /// The stored state, or an empty one when nothing was stored yet.
     pub fn load(&self) -> Result<State, StoreError> {
-        match fs::read(&self.path) {
+        let Backend::File(path) = &self.backend else {
+            unreachable!("a ZooKeeper store is loaded when it is opened");
+        };
+        match fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
-                path: self.path.clone(),
+                path: path.clone(),
                 source,
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
             Err(source) => Err(StoreError::Io {
-                path: self.path.clone(),
+                path: path.clone(),
                 source,
             }),
         }
@@ -64,19 +124,39 @@ impl Store {
 
     /// Replaces the stored state.
     pub fn save(&self, state: &State) -> Result<(), StoreError> {
-        let io = |source| StoreError::Io {
-            path: self.path.clone(),
-            source,
-        };
         let bytes = serde_json::to_vec(state).map_err(|source| StoreError::Corrupt {
-            path: self.path.clone(),
+            path: PathBuf::from("marathon-state"),
             source,
         })?;
-        let tmp = self.path.with_extension("json.tmp");
+        match &self.backend {
+            Backend::File(path) => save_file(path, &bytes),
+            Backend::Zk {
+                doc,
+                runtime,
+                fenced,
+            } => {
+                let written = tokio::task::block_in_place(|| runtime.block_on(doc.write(&bytes)));
+                if let Err(zk::ZkError::Fenced(url)) = &written {
+                    error!(%url, "another marathon-rs leader wrote the state: stepping down");
+                    fenced.notify_one();
+                }
+                Ok(written?)
+            }
+        }
+    }
+}
+
+fn save_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    {
+        let io = |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let tmp = path.with_extension("json.tmp");
         let mut f = fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
         f.sync_data().map_err(io)?;
-        fs::rename(&tmp, &self.path).map_err(io)
+        fs::rename(&tmp, path).map_err(io)
     }
 }
 

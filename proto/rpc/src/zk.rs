@@ -15,6 +15,9 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use zookeeper_client as zk;
 
+/// The ZooKeeper client crate, for sessions shared with [`Candidacy::client`].
+pub use zookeeper_client;
+
 /// The name prefix of a member's node (Mesos ≥ 0.24).
 pub const MEMBER_PREFIX: &str = "json.info_";
 
@@ -121,6 +124,13 @@ pub enum ZkError {
     /// The session ended: leadership (if any) is gone.
     #[error("ZooKeeper {0}: the session ended ({1})")]
     SessionLost(String, String),
+    /// Someone else wrote the document since this writer last did: this
+    /// writer is no longer the leader.
+    #[error("ZooKeeper {0}: another writer replaced the document")]
+    Fenced(String),
+    /// The stored document is not whole.
+    #[error("ZooKeeper {0}: {1}")]
+    Corrupt(String, String),
 }
 
 /// The sequence of an election member's node name: `json.info_0000000003`,
@@ -165,6 +175,94 @@ pub fn record_address(info: &serde_json::Value) -> Option<String> {
     Some(hostport.to_string())
 }
 
+/// An election's layout: where its members are and how they are named.
+#[derive(Clone, Debug)]
+pub struct Election {
+    /// The ZooKeeper servers and root path.
+    pub url: ZkUrl,
+    /// The znode directory of the members.
+    pub dir: String,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    /// Mesos masters: `json.info_NNNNNNNNNN` holding MasterInfo JSON.
+    Mesos,
+    /// Marathon: Curator LeaderLatch nodes `_c_<uuid>-latch-NNNNNNNNNN`
+    /// under `<root>/leader-curator`, holding `host:port`.
+    Marathon,
+}
+
+impl Election {
+    /// Mesos masters' election under the URL's path.
+    pub fn mesos(url: ZkUrl) -> Election {
+        Election {
+            dir: url.path.clone(),
+            url,
+            kind: Kind::Mesos,
+        }
+    }
+
+    /// Marathon's leader latch under `<path>/leader-curator`.
+    pub fn marathon(url: ZkUrl) -> Election {
+        Election {
+            dir: format!("{}/leader-curator", url.path),
+            url,
+            kind: Kind::Marathon,
+        }
+    }
+
+    /// A member's sequence, or None for a child that is not a member.
+    fn sequence(&self, name: &str) -> Option<u64> {
+        match self.kind {
+            Kind::Mesos => member_sequence(name),
+            Kind::Marathon => {
+                let (_, digits) = name.rsplit_once("-latch-")?;
+                digits.parse().ok()
+            }
+        }
+    }
+
+    /// The leading member among `children`: the smallest sequence.
+    fn leading<'a>(&self, children: &'a [String]) -> Option<(&'a str, u64)> {
+        children
+            .iter()
+            .filter_map(|c| self.sequence(c).map(|s| (c.as_str(), s)))
+            .min_by_key(|&(_, s)| s)
+    }
+
+    /// The leader a member's data names.
+    fn leader(&self, data: &[u8], sequence: u64) -> Option<Leader> {
+        let (address, info) = match self.kind {
+            Kind::Mesos => {
+                let info: serde_json::Value = serde_json::from_slice(data).ok()?;
+                (record_address(&info)?, info)
+            }
+            Kind::Marathon => {
+                let address = std::str::from_utf8(data).ok()?.trim().to_string();
+                if address.is_empty() {
+                    return None;
+                }
+                (address, serde_json::Value::Null)
+            }
+        };
+        Some(Leader {
+            address,
+            sequence,
+            info,
+        })
+    }
+
+    /// The name prefix of a new member's node.
+    fn member_prefix(&self) -> String {
+        match self.kind {
+            Kind::Mesos => MEMBER_PREFIX.to_string(),
+            Kind::Marathon => format!("_c_{}-latch-", uuid::Uuid::new_v4()),
+        }
+    }
+}
+
 async fn connect(url: &ZkUrl, session_timeout: Duration) -> Result<zk::Client, ZkError> {
     let err = |what, source| ZkError::Zk {
         url: url.to_string(),
@@ -189,34 +287,30 @@ fn acls(url: &ZkUrl) -> zk::Acls<'static> {
     }
 }
 
-/// Reads the current leader once (None when no master contends).
+/// Reads the current leader once (None when no member contends).
 async fn read_leader(
     client: &zk::Client,
-    url: &ZkUrl,
+    election: &Election,
 ) -> Result<(Option<Leader>, zk::OneshotWatcher), zk::Error> {
+    let dir = &election.dir;
     loop {
-        let (children, watcher) = match client.list_and_watch_children(&url.path).await {
+        let (children, watcher) = match client.list_and_watch_children(dir).await {
             Ok(r) => r,
             Err(zk::Error::NoNode) => {
-                // No master has created the path yet: watch for it.
-                let (_, watcher) = client.check_and_watch_stat(&url.path).await?;
+                // No member has created the directory yet: watch for it.
+                let (_, watcher) = client.check_and_watch_stat(dir).await?;
                 return Ok((None, watcher));
             }
             Err(e) => return Err(e),
         };
-        let Some((name, sequence)) = leading_member(&children) else {
+        let Some((name, sequence)) = election.leading(&children) else {
             return Ok((None, watcher));
         };
-        match client.get_data(&format!("{}/{name}", url.path)).await {
+        match client.get_data(&format!("{dir}/{name}")).await {
             Ok((data, _)) => {
-                let info: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
-                let leader = record_address(&info).map(|address| Leader {
-                    address,
-                    sequence,
-                    info,
-                });
+                let leader = election.leader(&data, sequence);
                 if leader.is_none() {
-                    warn!(%url, node = name, "the leader's record names no address");
+                    warn!(%dir, node = name, "the leader's record names no address");
                 }
                 return Ok((leader, watcher));
             }
@@ -227,12 +321,18 @@ async fn read_leader(
     }
 }
 
-/// Follows the leading master under `url`. The receiver holds the current
-/// leader (None while there is none or ZooKeeper cannot be reached); the
-/// follower task ends when every receiver is gone.
+/// Follows the leading master under `url` (Mesos' layout).
 pub fn detect(url: ZkUrl) -> watch::Receiver<Option<Leader>> {
+    detect_in(Election::mesos(url))
+}
+
+/// Follows the leader of `election`. The receiver holds the current leader
+/// (None while there is none or ZooKeeper cannot be reached); the follower
+/// task ends when every receiver is gone.
+pub fn detect_in(election: Election) -> watch::Receiver<Option<Leader>> {
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
+        let url = election.url.clone();
         let mut backoff = Duration::from_millis(100);
         while !tx.is_closed() {
             let client = match connect(&url, Duration::from_secs(10)).await {
@@ -247,12 +347,12 @@ pub fn detect(url: ZkUrl) -> watch::Receiver<Option<Leader>> {
             };
             backoff = Duration::from_millis(100);
             loop {
-                match read_leader(&client, &url).await {
+                match read_leader(&client, &election).await {
                     Ok((leader, watcher)) => {
                         tx.send_if_modified(|l| {
                             let changed = *l != leader;
                             if changed {
-                                info!(%url, leader = ?leader.as_ref().map(|l| &l.address), "leading master");
+                                info!(dir = %election.dir, leader = ?leader.as_ref().map(|l| &l.address), "leader");
                                 *l = leader;
                             }
                             changed
@@ -288,19 +388,30 @@ pub async fn current_leader(
 /// A master's candidacy: its member node, and the session holding it.
 pub struct Candidacy {
     client: zk::Client,
-    url: ZkUrl,
+    election: Election,
     node: String,
     sequence: u64,
     session_timeout: Duration,
 }
 
-/// Joins the election under `url` with `record` (MasterInfo JSON) as the
-/// member's data, creating the path if it is missing.
+/// Joins the Mesos masters' election under `url` with `record`
+/// (MasterInfo JSON) as the member's data.
 pub async fn contend(
     url: &ZkUrl,
     record: &[u8],
     session_timeout: Duration,
 ) -> Result<Candidacy, ZkError> {
+    contend_in(Election::mesos(url.clone()), record, session_timeout).await
+}
+
+/// Joins `election` with `data` as the member's data, creating the
+/// directory if it is missing.
+pub async fn contend_in(
+    election: Election,
+    data: &[u8],
+    session_timeout: Duration,
+) -> Result<Candidacy, ZkError> {
+    let url = &election.url;
     let client = connect(url, session_timeout).await?;
     let err = |what, source| ZkError::Zk {
         url: url.to_string(),
@@ -309,21 +420,21 @@ pub async fn contend(
     };
     let dir = zk::CreateMode::Persistent.with_acls(acls(url));
     client
-        .mkdir(&url.path, &dir)
+        .mkdir(&election.dir, &dir)
         .await
         .map_err(|e| err("cannot create the election path", e))?;
-    let prefix = format!("{}/{MEMBER_PREFIX}", url.path);
+    let name_prefix = election.member_prefix();
     let member = zk::CreateMode::EphemeralSequential.with_acls(acls(url));
     let (_, sequence) = client
-        .create(&prefix, record, &member)
+        .create(&format!("{}/{name_prefix}", election.dir), data, &member)
         .await
         .map_err(|e| err("cannot join the election", e))?;
     let sequence = u64::try_from(sequence.into_i64()).unwrap_or(0);
-    let node = format!("{MEMBER_PREFIX}{sequence:010}");
+    let node = format!("{name_prefix}{sequence:010}");
     info!(%url, %node, "contending for leadership");
     Ok(Candidacy {
         client,
-        url: url.clone(),
+        election,
         node,
         sequence,
         session_timeout,
@@ -336,37 +447,49 @@ impl Candidacy {
         &self.node
     }
 
+    /// The session holding the candidacy (for writes fenced by it).
+    pub fn client(&self) -> &zk::Client {
+        &self.client
+    }
+
     /// Waits until this member leads; returns the leadership epoch
     /// (its sequence + 1, so every leadership's epoch is larger than the
     /// previous one's).
     pub async fn elected(&mut self) -> Result<u64, ZkError> {
         let err = |what, source| ZkError::Zk {
-            url: self.url.to_string(),
+            url: self.election.url.to_string(),
             what,
             source,
         };
         loop {
-            let (children, watcher) =
-                match self.client.list_and_watch_children(&self.url.path).await {
-                    Ok(r) => r,
-                    // A connection that dropped may come back within the
-                    // session: wait for it, unless the session is lost.
-                    Err(zk::Error::ConnectionLoss | zk::Error::Timeout) => {
-                        tokio::select! {
-                            () = tokio::time::sleep(Duration::from_millis(200)) => continue,
-                            e = self.lost() => return Err(e),
-                        }
+            let (children, watcher) = match self
+                .client
+                .list_and_watch_children(&self.election.dir)
+                .await
+            {
+                Ok(r) => r,
+                // A connection that dropped may come back within the
+                // session: wait for it, unless the session is lost.
+                Err(zk::Error::ConnectionLoss | zk::Error::Timeout) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                        e = self.lost() => return Err(e),
                     }
-                    Err(e) => return Err(err("cannot list the members", e)),
-                };
+                }
+                Err(e) => return Err(err("cannot list the members", e)),
+            };
             if !children.contains(&self.node) {
                 return Err(ZkError::SessionLost(
-                    self.url.to_string(),
+                    self.election.url.to_string(),
                     format!("member {} is gone", self.node),
                 ));
             }
-            if leading_member(&children).is_some_and(|(n, _)| n == self.node) {
-                info!(url = %self.url, node = %self.node, "elected leading master");
+            if self
+                .election
+                .leading(&children)
+                .is_some_and(|(n, _)| n == self.node)
+            {
+                info!(dir = %self.election.dir, node = %self.node, "elected leader");
                 return Ok(self.sequence + 1);
             }
             tokio::select! {
@@ -383,7 +506,7 @@ impl Candidacy {
         let mut state = self.client.state_watcher();
         loop {
             let now = state.state();
-            let lost = |why: String| ZkError::SessionLost(self.url.to_string(), why);
+            let lost = |why: String| ZkError::SessionLost(self.election.url.to_string(), why);
             match now {
                 zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
                     state.changed().await;
@@ -405,6 +528,162 @@ impl Candidacy {
                 }
             }
         }
+    }
+}
+
+/// Chunks of a [`Document`] stay under ZooKeeper's 1 MB node limit.
+const CHUNK: usize = 512 * 1024;
+
+/// A document of any size kept in ZooKeeper under `dir`: chunks
+/// `chunks/<generation>-<i>`, and `current` naming the generation, the
+/// chunk count and the length. A write adds the new chunks, then swaps
+/// `current` (one atomic set, conditional on the version this writer last
+/// saw, so a deposed leader cannot overwrite its successor), then deletes
+/// the old chunks: a reader sees the old or the new document whole.
+pub struct Document {
+    client: zk::Client,
+    dir: String,
+    url: String,
+    /// `current`'s version as this writer last saw it (None: not there).
+    version: tokio::sync::Mutex<Option<i32>>,
+}
+
+impl Document {
+    /// The document under `dir`, read and written over `client`'s session.
+    pub fn new(client: zk::Client, url: &ZkUrl, dir: String) -> Document {
+        Document {
+            client,
+            url: url.to_string(),
+            dir,
+            version: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn err(&self, what: &'static str) -> impl Fn(zk::Error) -> ZkError + '_ {
+        move |source| ZkError::Zk {
+            url: self.url.clone(),
+            what,
+            source,
+        }
+    }
+
+    /// The stored bytes (None when nothing was ever written).
+    pub async fn read(&self) -> Result<Option<Vec<u8>>, ZkError> {
+        let mut version = self.version.lock().await;
+        let (pointer, stat) = match self.client.get_data(&format!("{}/current", self.dir)).await {
+            Ok(r) => r,
+            Err(zk::Error::NoNode) => {
+                *version = None;
+                return Ok(None);
+            }
+            Err(e) => return Err(self.err("cannot read the document")(e)),
+        };
+        let corrupt = |why: String| ZkError::Corrupt(self.url.clone(), why);
+        let text = String::from_utf8_lossy(&pointer).into_owned();
+        let fields: Vec<u64> = text
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let [generation, count, len] = fields[..] else {
+            return Err(corrupt(format!("{}/current holds '{text}'", self.dir)));
+        };
+        let mut bytes = Vec::with_capacity(len as usize);
+        for i in 0..count {
+            let path = format!("{}/chunks/{generation}-{i}", self.dir);
+            let (chunk, _) = self
+                .client
+                .get_data(&path)
+                .await
+                .map_err(|e| corrupt(format!("{path}: {e}")))?;
+            bytes.extend_from_slice(&chunk);
+        }
+        if bytes.len() as u64 != len {
+            return Err(corrupt(format!(
+                "{} bytes stored, {len} expected",
+                bytes.len()
+            )));
+        }
+        *version = Some(stat.version);
+        Ok(Some(bytes))
+    }
+
+    /// Replaces the document with `bytes`.
+    pub async fn write(&self, bytes: &[u8]) -> Result<(), ZkError> {
+        let mut version = self.version.lock().await;
+        let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        let chunks_dir = format!("{}/chunks", self.dir);
+        self.client
+            .mkdir(&chunks_dir, &persistent)
+            .await
+            .map_err(self.err("cannot create the document's directory"))?;
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let chunks: Vec<&[u8]> = if bytes.is_empty() {
+            Vec::new()
+        } else {
+            bytes.chunks(CHUNK).collect()
+        };
+        for (i, chunk) in chunks.iter().enumerate() {
+            self.client
+                .create(
+                    &format!("{chunks_dir}/{generation}-{i}"),
+                    chunk,
+                    &persistent,
+                )
+                .await
+                .map_err(self.err("cannot write a chunk"))?;
+        }
+        let pointer = format!("{generation} {} {}", chunks.len(), bytes.len());
+        let current = format!("{}/current", self.dir);
+        let switched = match *version {
+            Some(v) => self
+                .client
+                .set_data(&current, pointer.as_bytes(), Some(v))
+                .await
+                .map_err(|e| match e {
+                    zk::Error::BadVersion | zk::Error::NoNode => ZkError::Fenced(self.url.clone()),
+                    e => self.err("cannot switch the document")(e),
+                }),
+            None => self
+                .client
+                .create(&current, pointer.as_bytes(), &persistent)
+                .await
+                .map_err(|e| match e {
+                    zk::Error::NodeExists => ZkError::Fenced(self.url.clone()),
+                    e => self.err("cannot switch the document")(e),
+                })
+                .map(|(stat, _)| stat),
+        };
+        let stat = match switched {
+            Ok(stat) => stat,
+            Err(e) => {
+                // Not switched: the new chunks are nobody's.
+                for i in 0..chunks.len() {
+                    let _ = self
+                        .client
+                        .delete(&format!("{chunks_dir}/{generation}-{i}"), None)
+                        .await;
+                }
+                return Err(e);
+            }
+        };
+        *version = Some(stat.version);
+        // The old generations' chunks (and any a crash left behind).
+        let keep = format!("{generation}-");
+        if let Ok(children) = self.client.list_children(&chunks_dir).await {
+            for old in children.iter().filter(|c| !c.starts_with(&keep)) {
+                if let Err(e) = self
+                    .client
+                    .delete(&format!("{chunks_dir}/{old}"), None)
+                    .await
+                {
+                    debug!(chunk = %old, error = %e, "cannot delete an old chunk");
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -460,6 +739,24 @@ mod tests {
         assert_eq!(leading_member(&children), Some(("info_0000000005", 5)));
         assert_eq!(member_sequence("log_replicas"), None);
         assert_eq!(leading_member(&["log_replicas".to_string()]), None);
+    }
+
+    #[test]
+    fn marathon_latch_members_are_ordered_by_their_sequence() {
+        let e = Election::marathon("zk://h:1/marathon".parse().unwrap());
+        assert_eq!(e.dir, "/marathon/leader-curator");
+        let children: Vec<String> = [
+            "_c_7d2b-latch-0000000004",
+            "_c_9a11-latch-0000000002",
+            "stray",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(e.leading(&children), Some(("_c_9a11-latch-0000000002", 2)));
+        let leader = e.leader(b"10.0.0.3:8080", 2).unwrap();
+        assert_eq!(leader.address, "10.0.0.3:8080");
+        assert!(e.leader(b"", 2).is_none());
+        assert!(e.member_prefix().starts_with("_c_") && e.member_prefix().ends_with("-latch-"));
     }
 
     #[test]
