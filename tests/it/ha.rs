@@ -388,6 +388,29 @@ async fn marathon_rs_fails_over_to_a_standby_with_its_apps_and_tasks_from_zookee
         (ids.len() == 2).then_some(ids)
     })
     .await;
+    // The `marathon` client from PyPI, given only the standby, follows it
+    // to the leader.
+    match crate::cluster::venv_python("marathon") {
+        Some(python) => {
+            let script = "import sys\nfrom marathon import MarathonClient\n\
+                c = MarathonClient(sys.argv[1])\n\
+                app = c.get_app('/ha/web', embed_tasks=True)\n\
+                c.scale_app('/ha/web', instances=2)\n\
+                print(app.instances, len(app.tasks), [a.id for a in c.list_apps()])";
+            let out = tokio::process::Command::new(python)
+                .args(["-c", script, &format!("http://127.0.0.1:{}", second.port)])
+                .output()
+                .await
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.trim() == "2 2 ['/ha/web']",
+                "{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        None => missing("the marathon client in .venv (run tests/python/setup-venv.sh)"),
+    }
 
     // The leader dies; the standby takes over with the state it left in
     // ZooKeeper, under the same framework id, with the same tasks.
