@@ -9,7 +9,7 @@ use agora_sdk::{Event, SchedulerConfig, TaskBuilder};
 
 use crate::cluster::{Cluster, process_alive};
 
-async fn next_matching<T>(
+pub(crate) async fn next_matching<T>(
     events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
     mut f: impl FnMut(&Event) -> Option<T>,
 ) -> T {

@@ -12,6 +12,7 @@ use agora_sdk::{Event, SchedulerConfig, TaskBuilder};
 
 use crate::cluster::{agora_bin, free_port, missing, start_agent};
 use crate::dns::{dig, dig_available};
+use crate::e2e::next_matching;
 use crate::marathon::eventually;
 
 const ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
@@ -124,21 +125,6 @@ async fn state(port: u16) -> serde_json::Value {
         .unwrap()
 }
 
-async fn next_event<T>(
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
-    mut f: impl FnMut(&Event) -> Option<T>,
-) -> T {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            if let Some(t) = f(&events.recv().await.expect("event stream open")) {
-                return t;
-            }
-        }
-    })
-    .await
-    .expect("expected event within 60 s")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_is_elected_in_zookeeper_and_everyone_follows_it_when_it_dies() {
     let Some(zk) = ZkServer::start().await else {
@@ -178,7 +164,7 @@ async fn the_leader_is_elected_in_zookeeper_and_everyone_follows_it_when_it_dies
 
     // An agent, a framework and agora dns, all given only ZooKeeper.
     let dir = tempfile::tempdir().unwrap();
-    let agent = start_agent(&url, dir.path(), 1, "cpus:2;mem:1024;ports:[31000-31099]").await;
+    let agent = start_agent(&url, dir.path(), 1, "cpus:2;mem:1024;ports:[11900-11999]").await;
     let (udp, tcp) = agora_dns::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -189,7 +175,7 @@ async fn the_leader_is_elected_in_zookeeper_and_everyone_follows_it_when_it_dies
     config.framework_info.checkpoint = Some(true);
     config.framework_info.failover_timeout = Some(600.0);
     let (scheduler, mut events) = agora_sdk::subscribe(config).await.unwrap();
-    let offer = next_event(&mut events, |e| match e {
+    let offer = next_matching(&mut events, |e| match e {
         Event::Offers(o) => o.first().cloned(),
         _ => None,
     })
@@ -202,7 +188,7 @@ async fn the_leader_is_elected_in_zookeeper_and_everyone_follows_it_when_it_dies
     // No more offers: what the task leaves goes to pymesos below.
     scheduler.suppress(vec![]).await.unwrap();
     scheduler.launch(&offer, vec![task], 0.0).await.unwrap();
-    next_event(&mut events, |e| {
+    next_matching(&mut events, |e| {
         matches!(e, Event::Update(s) if s.state() == TaskState::TaskRunning).then_some(())
     })
     .await;
@@ -229,15 +215,21 @@ async fn the_leader_is_elected_in_zookeeper_and_everyone_follows_it_when_it_dies
 
     // The leader dies without a word: its ZooKeeper session expires.
     first.child.kill().await.unwrap();
+    let killed = std::time::Instant::now();
     eventually("the second master leads", || async {
         (get(second.port, "/master/state").await?.0 == 200).then_some(())
     })
     .await;
+    let elected = killed.elapsed();
     let want = second.port.to_string();
     eventually("agora dns follows the new leader", || async {
         (leader_port().as_deref() == Some(want.as_str())).then_some(())
     })
     .await;
+    eprintln!(
+        "master failover (2 s session timeout): new leader after {elected:?}, agora dns after {:?}",
+        killed.elapsed()
+    );
     // The agent re-registers with its running task, the framework
     // resubscribes, and the task keeps its name.
     eventually("the agent re-registers with the new leader", || async {
@@ -245,7 +237,7 @@ async fn the_leader_is_elected_in_zookeeper_and_everyone_follows_it_when_it_dies
         (s["slaves"].as_array()?.len() == 1 && s.to_string().contains("\"web\"")).then_some(())
     })
     .await;
-    next_event(&mut events, |e| {
+    next_matching(&mut events, |e| {
         matches!(
             e,
             Event::Subscribed {
@@ -270,7 +262,7 @@ async fn the_leader_is_elected_in_zookeeper_and_everyone_follows_it_when_it_dies
         )
         .await
         .unwrap();
-    next_event(&mut events, |e| {
+    next_matching(&mut events, |e| {
         matches!(e, Event::Update(s) if s.state() == TaskState::TaskKilled).then_some(())
     })
     .await;
@@ -415,6 +407,7 @@ async fn marathon_rs_fails_over_to_a_standby_with_its_apps_and_tasks_from_zookee
     // The leader dies; the standby takes over with the state it left in
     // ZooKeeper, under the same framework id, with the same tasks.
     first.child.kill().await.unwrap();
+    let killed = std::time::Instant::now();
     let me = format!("127.0.0.1:{}", second.port);
     eventually("the second marathon-rs leads", || async {
         (leader_of(second.port).await.as_deref() == Some(me.as_str())).then_some(())
@@ -424,6 +417,10 @@ async fn marathon_rs_fails_over_to_a_standby_with_its_apps_and_tasks_from_zookee
         (running(second.port, "ha/web").await == before).then_some(())
     })
     .await;
+    eprintln!(
+        "marathon-rs failover (2 s session timeout): serving its tasks after {:?}",
+        killed.elapsed()
+    );
     let frameworks: serde_json::Value = reqwest::get(cluster.url("/frameworks"))
         .await
         .unwrap()

@@ -311,6 +311,10 @@ async fn a_rolling_update_under_continuous_requests_fails_none() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed, seen) = client.await.unwrap();
+    eprintln!(
+        "rolling update: {ok} requests answered, {} failed",
+        failed.len()
+    );
     assert!(
         failed.is_empty(),
         "{} of {} requests failed: {failed:?}",

@@ -91,18 +91,31 @@ impl Marathon {
     }
 
     /// Waits until no deployment is in progress and `id` runs `n` tasks.
+    /// Waits until the app runs `n` tasks and no deployment is left; on a
+    /// timeout the panic shows the app, its tasks, the deployments and the
+    /// queue, so a failure says why.
     pub async fn settled(&self, id: &str, n: usize) {
-        eventually(&format!("{id} settles at {n} running"), || async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
             let deployments = self.get("/v2/deployments").await;
             let tasks = self.tasks(id).await;
             let running = tasks
                 .iter()
                 .filter(|t| t["state"] == "TASK_RUNNING")
                 .count();
-            (deployments.as_array().unwrap().is_empty() && running == n && tasks.len() == n)
-                .then_some(())
-        })
-        .await;
+            if deployments.as_array().unwrap().is_empty() && running == n && tasks.len() == n {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let app = self.get(&format!("/v2/apps/{id}")).await;
+                let queue = self.get("/v2/queue").await;
+                panic!(
+                    "{id} did not settle at {n} running\napp: {app}\ntasks: {tasks:?}\n\
+                     deployments: {deployments}\nqueue: {queue}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn restart(&mut self) {
