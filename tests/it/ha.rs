@@ -439,11 +439,31 @@ async fn marathon_rs_fails_over_to_a_standby_with_its_apps_and_tasks_from_zookee
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    eventually("3 tasks run, the first 2 among them", || async {
+    let three = eventually("3 tasks run, the first 2 among them", || async {
         let ids = running(second.port, "ha/web").await;
-        (ids.len() == 3 && ids.is_superset(&before)).then_some(())
+        (ids.len() == 3 && ids.is_superset(&before)).then_some(ids)
     })
     .await;
+    // DELETE /v2/leader: the leader abdicates and a third instance leads.
+    let third = spawn_marathon(&cluster.master(), &url);
+    eventually("the third names the second as leader", || async {
+        (leader_of(third.port).await.as_deref() == Some(me.as_str())).then_some(())
+    })
+    .await;
+    let r = reqwest::Client::new()
+        .delete(format!("http://127.0.0.1:{}/v2/leader", second.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let me = format!("127.0.0.1:{}", third.port);
+    eventually("the third leads, with the same 3 tasks", || async {
+        (leader_of(second.port).await.as_deref() == Some(me.as_str())
+            && running(third.port, "ha/web").await == three)
+            .then_some(())
+    })
+    .await;
+    drop(third);
     drop(second);
     cluster.stop().await;
 }

@@ -26,6 +26,8 @@ pub struct Context {
     pub started: std::time::Instant,
     /// Heartbeat interval of `/v2/events`.
     pub event_heartbeat: std::time::Duration,
+    /// Told on `DELETE /v2/leader` (None outside a leader election).
+    pub abdicate: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// The warp filter for every route.
@@ -165,10 +167,17 @@ fn dispatch(
         "/v2/info" => s.read(|m, _| m.info()),
         "/v2/leader" => match *method {
             Method::GET => s.read(|m, _| Reply::ok(json!({"leader": m.config().leader}))),
-            _ => Reply::error(
-                400,
-                "This marathon-rs is not part of a leader election (run it with ZooKeeper for HA)",
-            ),
+            Method::DELETE => match &ctx.abdicate {
+                Some(abdicate) => {
+                    abdicate.notify_one();
+                    Reply::ok(json!({"message": "Leadership abdicated"}))
+                }
+                None => Reply::error(
+                    400,
+                    "This marathon-rs is not part of a leader election (run it with --zk for HA)",
+                ),
+            },
+            _ => method_not_allowed(method),
         },
         "/v2/apps" => apps(s, method, q, &body),
         "/v2/tasks" if *method == Method::GET => {

@@ -115,7 +115,7 @@ pub async fn start(
 ) -> Result<RunningMarathon, StoreError> {
     let store = Store::open(&options.work_dir)?;
     let state = store.load()?;
-    start_with(options, listener, store, state)
+    start_with(options, listener, store, state, None)
 }
 
 /// Why a marathon-rs contending in ZooKeeper stopped.
@@ -149,53 +149,74 @@ pub async fn run_contending(
     let mut stop = std::pin::pin!(stop);
     let addr = listener.local_addr().map_err(io_error(&options))?;
     let me = advertised(&mut options, addr);
-    let mut candidacy = contend_in(
-        Election::marathon(zk.clone()),
-        me.as_bytes(),
-        session_timeout,
-    )
-    .await?;
     // The standby and the leader share one socket.
     let socket = listener.into_std().map_err(io_error(&options))?;
-    let clone = socket.try_clone().map_err(io_error(&options))?;
-    let standby = http::standby(
-        tokio::net::TcpListener::from_std(clone).map_err(io_error(&options))?,
-        detect_in(Election::marathon(zk.clone())),
-    );
-    info!(%zk, node = candidacy.node(), "standing by");
-    let elected = tokio::select! {
-        e = candidacy.elected() => e,
-        () = &mut stop => {
-            standby.stop().await;
-            return Ok(());
+    let listen = |socket: &std::net::TcpListener| {
+        socket
+            .try_clone()
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(io_error(&options))
+    };
+    let abdicate = Arc::new(tokio::sync::Notify::new());
+    loop {
+        let mut candidacy = contend_in(
+            Election::marathon(zk.clone()),
+            me.as_bytes(),
+            session_timeout,
+        )
+        .await?;
+        let standby = http::standby(listen(&socket)?, detect_in(Election::marathon(zk.clone())));
+        info!(%zk, node = candidacy.node(), "standing by");
+        let elected = tokio::select! {
+            e = candidacy.elected() => e,
+            () = &mut stop => {
+                standby.stop().await;
+                return Ok(());
+            }
+        };
+        standby.stop().await;
+        elected?;
+        let (store, state) = Store::zk(
+            candidacy.client().clone(),
+            &zk,
+            format!("{}/state", zk.path),
+        )
+        .await?;
+        let running = start_with(
+            options.clone(),
+            listen(&socket)?,
+            store.clone(),
+            state,
+            Some(abdicate.clone()),
+        )?;
+        let outcome = tokio::select! {
+            e = candidacy.lost() => Some(Err(HaError::Zk(e))),
+            () = store.fenced() => Some(Err(HaError::Fenced)),
+            () = &mut stop => Some(Ok(())),
+            () = abdicate.notified() => {
+                // Let the answer to DELETE /v2/leader leave first.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                None
+            }
+        };
+        running.stop().await;
+        match outcome {
+            Some(outcome) => return outcome,
+            // DELETE /v2/leader: to the back of the line.
+            None => candidacy.resign().await,
         }
-    };
-    standby.stop().await;
-    elected?;
-    let (store, state) = Store::zk(
-        candidacy.client().clone(),
-        &zk,
-        format!("{}/state", zk.path),
-    )
-    .await?;
-    let listener = tokio::net::TcpListener::from_std(socket).map_err(io_error(&options))?;
-    let running = start_with(options, listener, store.clone(), state)?;
-    let outcome = tokio::select! {
-        e = candidacy.lost() => Err(HaError::Zk(e)),
-        () = store.fenced() => Err(HaError::Fenced),
-        () = &mut stop => Ok(()),
-    };
-    running.stop().await;
-    outcome
+    }
 }
 
 /// Serves `state` (kept in `store`) on `listener`, subscribing to the
 /// master in the background (the API answers at once).
+/// With `abdicate` (in a leader election), `DELETE /v2/leader` notifies it.
 pub fn start_with(
     mut options: MarathonOptions,
     listener: tokio::net::TcpListener,
     store: Store,
     state: agora_marathon_core::marathon::State,
+    abdicate: Option<Arc<tokio::sync::Notify>>,
 ) -> Result<RunningMarathon, StoreError> {
     let addr = listener.local_addr().map_err(io_error(&options))?;
     advertised(&mut options, addr);
@@ -221,6 +242,7 @@ pub fn start_with(
         shared: shared.clone(),
         started: Instant::now(),
         event_heartbeat: options.event_heartbeat,
+        abdicate,
     });
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let mut tasks = Vec::new();

@@ -452,6 +452,18 @@ impl Candidacy {
         &self.client
     }
 
+    /// Leaves the election: the member node goes at once, so the next
+    /// member leads without waiting for the session to expire.
+    pub async fn resign(self) {
+        let path = format!("{}/{}", self.election.dir, self.node);
+        match self.client.delete(&path, None).await {
+            Ok(()) => info!(node = %self.node, "resigned"),
+            Err(e) => {
+                warn!(node = %self.node, error = %e, "cannot resign; the session's end will do")
+            }
+        }
+    }
+
     /// Waits until this member leads; returns the leadership epoch
     /// (its sequence + 1, so every leadership's epoch is larger than the
     /// previous one's).
