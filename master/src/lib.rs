@@ -218,6 +218,7 @@ pub async fn run_contending(
         epoch = candidacy.elected() => epoch,
         () = &mut stop => {
             standby.stop().await;
+            candidacy.resign().await;
             return Ok(());
         }
     };
@@ -234,7 +235,11 @@ pub async fn run_contending(
     master.stop().await;
     match lost {
         Some(e) => Err(e.into()),
-        None => Ok(()),
+        None => {
+            // A clean stop hands over at once, not after the session expires.
+            candidacy.resign().await;
+            Ok(())
+        }
     }
 }
 

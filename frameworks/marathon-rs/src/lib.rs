@@ -171,6 +171,7 @@ pub async fn run_contending(
             e = candidacy.elected() => e,
             () = &mut stop => {
                 standby.stop().await;
+                candidacy.resign().await;
                 return Ok(());
             }
         };
@@ -201,7 +202,12 @@ pub async fn run_contending(
         };
         running.stop().await;
         match outcome {
-            Some(outcome) => return outcome,
+            Some(Ok(())) => {
+                // A clean stop hands over at once, not after the session expires.
+                candidacy.resign().await;
+                return Ok(());
+            }
+            Some(err) => return err,
             // DELETE /v2/leader: to the back of the line.
             None => candidacy.resign().await,
         }
