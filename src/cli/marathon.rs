@@ -78,6 +78,8 @@ impl MarathonArgs {
         o.config.local_port_max = self.local_port_max;
         o.config.max_running_deployments = self.max_running_deployments;
         o.config.decline_offer_seconds = self.decline_offer_duration;
+        o.config.zk = self.zk.as_ref().map(|z| z.to_string());
+        o.config.zk_session_timeout_ms = self.zk_session_timeout.as_millis() as u64;
         Ok(o)
     }
 }

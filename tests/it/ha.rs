@@ -359,6 +359,14 @@ async fn marathon_rs_fails_over_to_a_standby_with_its_apps_and_tasks_from_zookee
         (leader_of(second.port).await.as_deref() == Some(me.as_str())).then_some(())
     })
     .await;
+    let info: serde_json::Value = reqwest::get(format!("http://{me}/v2/info"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["marathon_config"]["ha"], true, "{info}");
+    assert_eq!(info["zookeeper_config"]["zk"], url.as_str(), "{info}");
     let (status, location) = get(second.port, "/v2/apps?embed=apps.tasks").await.unwrap();
     assert_eq!(status, 307);
     assert_eq!(

@@ -50,6 +50,10 @@ pub struct Config {
     pub max_versions: usize,
     /// `--max_running_deployments`.
     pub max_running_deployments: usize,
+    /// `--zk` without credentials, when run highly available.
+    pub zk: Option<String>,
+    /// `--zk_session_timeout`, milliseconds.
+    pub zk_session_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -63,6 +67,8 @@ impl Default for Config {
             decline_offer_seconds: 120.0,
             max_versions: 50,
             max_running_deployments: 100,
+            zk: None,
+            zk_session_timeout_ms: 10_000,
         }
     }
 }

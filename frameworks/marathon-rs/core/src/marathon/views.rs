@@ -261,7 +261,7 @@ impl Marathon {
             "marathon_config": {
                 "access_control_allow_origin": null, "checkpoint": true, "decline_offer_duration": (c.decline_offer_seconds * 1000.0) as u64,
                 "default_network_name": null, "env_vars_prefix": null, "executor": "//cmd", "failover_timeout": 604800,
-                "features": [], "framework_name": c.framework_name, "ha": false, "hostname": c.leader.split(':').next().unwrap_or(""),
+                "features": [], "framework_name": c.framework_name, "ha": c.zk.is_some(), "hostname": c.leader.split(':').next().unwrap_or(""),
                 "launch_token": 100, "launch_token_refresh_interval": 30000, "leader_proxy_connection_timeout_ms": 5000,
                 "leader_proxy_read_timeout_ms": 10000, "local_port_max": c.local_port_max, "local_port_min": c.local_port_min,
                 "master": c.master, "max_instances_per_offer": 100, "mesos_bridge_name": "mesos-bridge",
@@ -274,8 +274,8 @@ impl Marathon {
                 "webui_url": null, "maintenance_mode": false,
             },
             "zookeeper_config": {
-                "zk": null, "zk_compression": true, "zk_compression_threshold": 65536, "zk_connection_timeout": 10000,
-                "zk_max_node_size": 1024000, "zk_max_versions": c.max_versions, "zk_session_timeout": 10000, "zk_timeout": 10000,
+                "zk": c.zk, "zk_compression": false, "zk_compression_threshold": 65536, "zk_connection_timeout": 10000,
+                "zk_max_node_size": 1024000, "zk_max_versions": c.max_versions, "zk_session_timeout": c.zk_session_timeout_ms, "zk_timeout": 10000,
             },
             "http_config": {"http_port": c.leader.rsplit(':').next().and_then(|p| p.parse::<u32>().ok()).unwrap_or(8080), "https_port": 8443},
         })
