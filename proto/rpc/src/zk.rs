@@ -556,6 +556,8 @@ pub struct Document {
     client: zk::Client,
     dir: String,
     url: String,
+    /// With credentials, nodes only their creator may touch.
+    secure: bool,
     /// `current`'s version as this writer last saw it (None: not there).
     version: tokio::sync::Mutex<Option<i32>>,
 }
@@ -566,6 +568,7 @@ impl Document {
         Document {
             client,
             url: url.to_string(),
+            secure: url.credentials.is_some(),
             dir,
             version: tokio::sync::Mutex::new(None),
         }
@@ -622,7 +625,11 @@ impl Document {
     /// Replaces the document with `bytes`.
     pub async fn write(&self, bytes: &[u8]) -> Result<(), ZkError> {
         let mut version = self.version.lock().await;
-        let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        let persistent = zk::CreateMode::Persistent.with_acls(if self.secure {
+            zk::Acls::creator_all()
+        } else {
+            zk::Acls::anyone_all()
+        });
         let chunks_dir = format!("{}/chunks", self.dir);
         self.client
             .mkdir(&chunks_dir, &persistent)
