@@ -165,30 +165,48 @@ pub fn masters(list: &str) -> Vec<String> {
 
 /// The leading master, as Mesos-DNS finds it without ZooKeeper: the first
 /// listed master that answers names the leader (`leader`, `master@ip:port`,
-/// in its `/master/state`); a leader elsewhere is used once it answers too.
-async fn find_leader(http: &reqwest::Client, masters: &[String]) -> Option<String> {
-    let state = |url: String| async move {
-        let r = http
-            .get(&url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .ok()?;
-        r.json::<serde_json::Value>().await.ok()
+/// in its `/master/state`; a standby in HA answers with a 307 to it); a
+/// leader elsewhere is used once it answers too.
+async fn find_leader(masters: &[String]) -> Option<String> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?;
+    // The state of a master, or where it redirects to.
+    let state = |url: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(&url).send().await.ok()?;
+            if r.status().is_redirection() {
+                let location = r.headers().get("location")?.to_str().ok()?;
+                let host = location
+                    .trim_start_matches("http://")
+                    .trim_start_matches("//")
+                    .split('/')
+                    .next()?;
+                return Some(Err(base(host)));
+            }
+            r.json::<serde_json::Value>().await.ok().map(Ok)
+        }
     };
     for m in masters {
-        let Some(s) = state(format!("{m}/master/state")).await else {
-            continue;
-        };
-        let leader = s["leader"].as_str().unwrap_or("");
-        if leader.is_empty() || leader == s["pid"].as_str().unwrap_or("") {
-            return Some(m.clone());
-        }
-        if let Some((_, addr)) = leader.split_once('@') {
-            let other = base(addr);
-            if state(format!("{other}/master/state")).await.is_some() {
-                return Some(other);
+        let other = match state(format!("{m}/master/state")).await {
+            None => continue,
+            Some(Err(leader)) => leader,
+            Some(Ok(s)) => {
+                let leader = s["leader"].as_str().unwrap_or("");
+                if leader.is_empty() || leader == s["pid"].as_str().unwrap_or("") {
+                    return Some(m.clone());
+                }
+                match leader.split_once('@') {
+                    Some((_, addr)) => base(addr),
+                    None => continue,
+                }
             }
+        };
+        if let Some(Ok(_)) = state(format!("{other}/master/state")).await {
+            return Some(other);
         }
     }
     None
@@ -247,7 +265,7 @@ async fn follow(options: DnsOptions, zone: Arc<RwLock<Arc<Zone>>>) {
             Some(rx) => zk::current_leader(rx, Duration::from_secs(30))
                 .await
                 .map(|l| base(&l.address)),
-            None => find_leader(&http, &masters).await,
+            None => find_leader(&masters).await,
         };
         let Some(leader) = leader else {
             warn!(masters = %options.master, "no leading master; retrying");

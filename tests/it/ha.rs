@@ -171,6 +171,17 @@ async fn the_leader_is_elected_in_zookeeper_and_everyone_follows_it_when_it_dies
     let mut options = agora_dns::DnsOptions::new(url.clone());
     options.refresh = Duration::from_secs(3600);
     let dns = agora_dns::start(options, udp, tcp, None).await.unwrap();
+    // And one given the masters as a list, the standby first (Mesos-DNS'
+    // `masters`): the standby's 307 names the leader.
+    let (udp, tcp) = agora_dns::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut options = agora_dns::DnsOptions::new(format!(
+        "127.0.0.1:{},127.0.0.1:{}",
+        second.port, first.port
+    ));
+    options.refresh = Duration::from_secs(3600);
+    let listed = agora_dns::start(options, udp, tcp, None).await.unwrap();
     let mut config = SchedulerConfig::new(&url, "hafw");
     config.framework_info.checkpoint = Some(true);
     config.framework_info.failover_timeout = Some(600.0);
@@ -192,14 +203,16 @@ async fn the_leader_is_elected_in_zookeeper_and_everyone_follows_it_when_it_dies
         matches!(e, Event::Update(s) if s.state() == TaskState::TaskRunning).then_some(())
     })
     .await;
-    let leader_port = || {
-        dig(&dns, &["_leader._tcp.mesos", "SRV"])
+    let port_of_leader = |dns: &agora_dns::RunningDns| {
+        dig(dns, &["_leader._tcp.mesos", "SRV"])
             .first()
             .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
     };
+    let leader_port = || port_of_leader(&dns);
     let want = first.port.to_string();
     eventually("agora dns names the first master and the task", || async {
         (leader_port().as_deref() == Some(want.as_str())
+            && port_of_leader(&listed).as_deref() == Some(want.as_str())
             && dig(&dns, &["web.hafw.mesos", "A"]) == ["127.0.0.1"])
         .then_some(())
     })
@@ -230,6 +243,10 @@ async fn the_leader_is_elected_in_zookeeper_and_everyone_follows_it_when_it_dies
         "master failover (2 s session timeout): new leader after {elected:?}, agora dns after {:?}",
         killed.elapsed()
     );
+    eventually("the listed agora dns follows too", || async {
+        (port_of_leader(&listed).as_deref() == Some(want.as_str())).then_some(())
+    })
+    .await;
     // The agent re-registers with its running task, the framework
     // resubscribes, and the task keeps its name.
     eventually("the agent re-registers with the new leader", || async {
@@ -268,6 +285,7 @@ async fn the_leader_is_elected_in_zookeeper_and_everyone_follows_it_when_it_dies
     .await;
     scheduler.teardown().await.unwrap();
     dns.stop().await;
+    listed.stop().await;
     agent.stop().await;
     // ZooKeeper goes: a leader that cannot keep its session stops leading
     // (it exits with an error, as a Mesos master aborts).
