@@ -128,12 +128,18 @@ impl MasterHandle {
     }
 }
 
-/// Starts the driver task for `master`.
-pub(crate) fn spawn(master: Master, clock: Clock) -> (MasterHandle, tokio::task::JoinHandle<()>) {
+/// Starts the driver task for `master`; its registry goes to `registry`
+/// whenever it changes.
+pub(crate) fn spawn(
+    master: Master,
+    clock: Clock,
+    registry: Option<tokio::sync::watch::Sender<Option<agora_proto::internal::Registry>>>,
+) -> (MasterHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let driver = Driver {
         master,
         clock,
+        registry,
         rx,
         next_request: 0,
         replies: HashMap::new(),
@@ -147,6 +153,7 @@ pub(crate) fn spawn(master: Master, clock: Clock) -> (MasterHandle, tokio::task:
 struct Driver {
     master: Master,
     clock: Clock,
+    registry: Option<tokio::sync::watch::Sender<Option<agora_proto::internal::Registry>>>,
     rx: mpsc::UnboundedReceiver<Command>,
     next_request: u64,
     /// Requests waiting for the core's verdict.
@@ -182,6 +189,11 @@ impl Driver {
                     }
                 }
                 () = sleep => self.input(Input::Tick),
+            }
+            if self.master.take_registry_changed()
+                && let Some(registry) = &self.registry
+            {
+                registry.send_replace(Some(self.master.registry()));
             }
         }
         debug!("master driver stopped");

@@ -483,14 +483,13 @@ async fn operator_api(
         ),
         C::GetWeights => respond(
             query(Box::new(|m| {
+                // Every weight set, whether or not its role is in use.
                 let weight_infos = m
-                    .get_roles()
-                    .roles
-                    .into_iter()
-                    .filter(|r| r.weight != 1.0)
-                    .map(|r| v1::WeightInfo {
-                        weight: r.weight,
-                        role: Some(r.name),
+                    .allocator()
+                    .weights()
+                    .map(|(role, weight)| v1::WeightInfo {
+                        weight,
+                        role: Some(role.to_string()),
                     })
                     .collect();
                 operator::Response {

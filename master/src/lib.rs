@@ -16,6 +16,7 @@ mod driver;
 mod grpc;
 mod http;
 mod legacy;
+mod registry;
 mod server;
 mod standby;
 mod ui;
@@ -33,6 +34,7 @@ use tracing::info;
 
 pub use clock::Clock;
 pub use driver::{MasterHandle, Stopped};
+pub use registry::{RegistryError, RegistryStore};
 
 /// How to run a master.
 #[derive(Clone, Debug, Default)]
@@ -48,6 +50,8 @@ pub struct MasterOptions {
     /// The IP agents and frameworks are told to reach, when the listener's
     /// is not reachable (e.g. it listens on 0.0.0.0).
     pub advertise_ip: Option<IpAddr>,
+    /// Where the registry is kept without ZooKeeper (none: in memory).
+    pub work_dir: Option<std::path::PathBuf>,
 }
 
 /// A running master.
@@ -61,6 +65,8 @@ pub struct RunningMaster {
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
     driver: JoinHandle<()>,
+    /// Stores the registry; told when another master wrote it.
+    writer: Option<(JoinHandle<()>, Arc<tokio::sync::Notify>)>,
 }
 
 impl RunningMaster {
@@ -77,6 +83,20 @@ impl RunningMaster {
         let _ = (&mut self.server).await;
         self.driver.abort();
         let _ = (&mut self.driver).await;
+        if let Some((writer, _)) = self.writer.take() {
+            // Its channel closed with the driver: the last registry is being
+            // written.
+            let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+        }
+    }
+
+    /// Resolves when another master has written the registry (this one no
+    /// longer leads); never without ZooKeeper.
+    pub async fn fenced(&self) {
+        match &self.writer {
+            Some((_, fenced)) => fenced.notified().await,
+            None => std::future::pending().await,
+        }
     }
 
     /// Waits until the server ends (it ends only when stopped).
@@ -130,17 +150,27 @@ pub async fn start(
     listener: TcpListener,
 ) -> std::io::Result<RunningMaster> {
     let info = master_info(&options, listener.local_addr()?);
-    start_leading(options, listener, info, 1).await
+    let registry = match &options.work_dir {
+        Some(dir) => Some(RegistryStore::file(dir.clone()).map_err(std::io::Error::other)?),
+        None => None,
+    };
+    start_leading(options, listener, info, 1, registry)
+        .await
+        .map_err(std::io::Error::other)
 }
 
-/// Starts leading on `listener` as `info`, in leadership `epoch`.
+/// Starts leading on `listener` as `info`, in leadership `epoch`, from the
+/// registry in `registry` (and keeping it there).
 async fn start_leading(
     options: MasterOptions,
     listener: TcpListener,
     info: v1::MasterInfo,
     epoch: u64,
-) -> std::io::Result<RunningMaster> {
-    let addr = listener.local_addr()?;
+    registry: Option<RegistryStore>,
+) -> Result<RunningMaster, RegistryError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| RegistryError::Io("listener".into(), e))?;
     let clock = Clock::new();
     let now = clock.now();
     let heartbeat = options.config.heartbeat_interval;
@@ -149,8 +179,27 @@ async fn start_leading(
     } else {
         options.seed
     };
-    let master = Master::new(options.config.clone(), info.clone(), epoch, seed, now);
-    let (handle, driver) = driver::spawn(master, clock);
+    let mut master = Master::new(options.config.clone(), info.clone(), epoch, seed, now);
+    let mut writer = None;
+    let mut registry_tx = None;
+    if let Some(store) = registry {
+        let stored = store.read().await?;
+        info!(
+            admitted = stored.admitted.len(),
+            unreachable = stored.unreachable.len(),
+            gone = stored.gone.len(),
+            "recovered the registry"
+        );
+        master.recover(now, stored);
+        let fenced = Arc::new(tokio::sync::Notify::new());
+        let (tx, task) = registry::spawn_writer(store, fenced.clone());
+        // What was recovered is stored again under this leadership (and
+        // this writer learns the document's version).
+        tx.send_replace(Some(master.registry()));
+        registry_tx = Some(tx);
+        writer = Some((task, fenced));
+    }
+    let (handle, driver) = driver::spawn(master, clock, registry_tx);
     let ctx = Arc::new(http::Context {
         handle: handle.clone(),
         info: info.clone(),
@@ -176,6 +225,7 @@ async fn start_leading(
         stop: Some(stop_tx),
         server,
         driver,
+        writer,
     })
 }
 
@@ -189,6 +239,12 @@ pub enum HaError {
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The registry could not be read.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Another master wrote the registry: this one no longer leads.
+    #[error("another master wrote the registry")]
+    Fenced,
 }
 
 /// Runs a master that contends for leadership under `zk`: a standby that
@@ -227,14 +283,27 @@ pub async fn run_contending(
         Ok(e) => e,
         Err(e) => return Err(e.into()),
     };
-    let master = start_leading(options, TcpListener::from_std(socket)?, info, epoch).await?;
+    let registry = RegistryStore::Zk(Arc::new(agora_rpc::zk::Document::new(
+        candidacy.client().clone(),
+        &zk,
+        format!("{}-registry", zk.path),
+    )));
+    let master = start_leading(
+        options,
+        TcpListener::from_std(socket)?,
+        info,
+        epoch,
+        Some(registry),
+    )
+    .await?;
     let lost = tokio::select! {
-        e = candidacy.lost() => Some(e),
+        e = candidacy.lost() => Some(HaError::Zk(e)),
+        () = master.fenced() => Some(HaError::Fenced),
         () = &mut stop => None,
     };
     master.stop().await;
     match lost {
-        Some(e) => Err(e.into()),
+        Some(e) => Err(e),
         None => {
             // A clean stop hands over at once, not after the session expires.
             candidacy.resign().await;

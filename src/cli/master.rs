@@ -52,6 +52,10 @@ pub struct MasterArgs {
     /// IP advertised to agents, frameworks and ZooKeeper (default: --ip).
     #[arg(long)]
     pub advertise_ip: Option<std::net::IpAddr>,
+    /// Where the registry (admitted, unreachable and gone agents, weights)
+    /// survives restarts; without it and without --zk it is kept in memory.
+    #[arg(long, env = "AGORA_MASTER_WORK_DIR")]
+    pub work_dir: Option<std::path::PathBuf>,
 }
 
 fn parse_zk(s: &str) -> Result<agora_rpc::zk::ZkUrl, String> {
@@ -146,6 +150,7 @@ impl MasterArgs {
             flags,
             seed: 0,
             advertise_ip: self.advertise_ip,
+            work_dir: self.work_dir.clone(),
         }
     }
 }

@@ -369,3 +369,73 @@ async fn a_task_with_a_shutdown_delay_is_killing_before_it_is_signalled() {
     scheduler.teardown().await.unwrap();
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_restarted_on_its_work_dir_recovers_its_registry() {
+    let work = tempfile::tempdir().unwrap();
+    let options = |timeout: Duration| agora_master::MasterOptions {
+        config: agora_master_core::Config {
+            allocation_interval: Duration::from_millis(200),
+            agent_reregister_timeout: timeout,
+            ..Default::default()
+        },
+        hostname: Some("127.0.0.1".into()),
+        work_dir: Some(work.path().to_path_buf()),
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let master = agora_master::start(options(Duration::from_secs(600)), listener)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent =
+        crate::cluster::start_agent(&addr.to_string(), dir.path(), 1, "cpus:1;mem:256").await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("http://{addr}/api/v1"))
+        .json(&serde_json::json!({"type": "UPDATE_WEIGHTS",
+            "update_weights": {"weight_infos": [{"role": "web", "weight": 3.0}]}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    // The agent goes for good, and the master restarts.
+    agent.stop().await;
+    master.stop().await;
+    let master = agora_master::start(
+        options(Duration::from_secs(1)),
+        tokio::net::TcpListener::bind(addr).await.unwrap(),
+    )
+    .await
+    .unwrap();
+    // The weight is back; the agent, admitted before, is expected and,
+    // when it does not come back in time, unreachable.
+    let weights: serde_json::Value = http
+        .post(format!("http://{addr}/api/v1"))
+        .json(&serde_json::json!({"type": "GET_WEIGHTS"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        weights["get_weights"]["weight_infos"],
+        serde_json::json!([{"role": "web", "weight": 3.0}]),
+        "{weights}"
+    );
+    crate::marathon::eventually("the agent that did not return is unreachable", || async {
+        let m: serde_json::Value = http
+            .get(format!("http://{addr}/metrics/snapshot"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (m["master/slaves_unreachable"] == 1.0).then_some(())
+    })
+    .await;
+    master.stop().await;
+}

@@ -537,6 +537,11 @@ impl Allocator {
         self.refresh_eligibility(id);
     }
 
+    /// Weights set for roles (roles without one weigh 1).
+    pub fn weights(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.weights.iter().map(|(r, w)| (r.as_str(), *w))
+    }
+
     /// Sets a role's weight (`--weights`, UPDATE_WEIGHTS).
     pub fn set_weight(&mut self, role: &str, weight: f64) {
         let weight = if weight > 0.0 && weight.is_finite() {

@@ -320,6 +320,7 @@ impl Master {
             );
         }
         self.emit_agent_added(&id);
+        self.registry_dirty = true;
         self.allocation_requested = true;
     }
 

@@ -318,6 +318,8 @@ pub struct Master {
     pub(crate) unreachable_agents: BTreeMap<AgentId, (v1::AgentInfo, Time)>,
     /// Agents an operator marked gone: shut down if they return.
     pub(crate) gone_agents: BTreeSet<AgentId>,
+    /// The registry changed since the shell last asked.
+    pub(crate) registry_dirty: bool,
     pub(crate) offers: BTreeMap<OfferId, Offer>,
     pub(crate) next_framework: u64,
     pub(crate) next_agent: u64,
@@ -379,6 +381,7 @@ impl Master {
             conns: BTreeMap::new(),
             unreachable_agents: BTreeMap::new(),
             gone_agents: BTreeSet::new(),
+            registry_dirty: false,
             offers: BTreeMap::new(),
             next_framework: 0,
             next_agent: 0,
@@ -447,6 +450,93 @@ impl Master {
     /// operator API subscriber is connected).
     pub fn set_operator_events(&mut self, enabled: bool) {
         self.operator_events = enabled;
+    }
+
+    /// The registry: admitted agents, unreachable agents, agents marked
+    /// gone, role weights; what a restarted or newly elected master cannot
+    /// learn from agents and frameworks.
+    pub fn registry(&self) -> agora_proto::internal::Registry {
+        use agora_proto::internal::{Registry, RoleWeight, UnreachableAgent};
+        Registry {
+            admitted: self.agents.values().map(|a| a.info.clone()).collect(),
+            unreachable: self
+                .unreachable_agents
+                .values()
+                .map(|(info, since)| UnreachableAgent {
+                    info: info.clone(),
+                    since_nanos: since.as_nanos(),
+                })
+                .collect(),
+            gone: self.gone_agents.iter().map(|g| g.to_string()).collect(),
+            weights: self
+                .allocator
+                .weights()
+                .map(|(role, weight)| RoleWeight {
+                    role: role.to_string(),
+                    weight,
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether the registry changed since the last call: the shell stores
+    /// it when so.
+    pub fn take_registry_changed(&mut self) -> bool {
+        std::mem::take(&mut self.registry_dirty)
+    }
+
+    /// Starts from a stored registry: admitted agents are expected back
+    /// within `agent_reregister_timeout` (then they are unreachable), and
+    /// unreachable and gone agents and weights are as they were.
+    pub fn recover(&mut self, now: Time, registry: agora_proto::internal::Registry) {
+        for (role, weight) in registry.weights.iter().map(|w| (w.role.as_str(), w.weight)) {
+            if agora_proto::roles::validate(role).is_ok() && weight > 0.0 && weight.is_finite() {
+                self.allocator.set_weight(role, weight);
+            }
+        }
+        for gone in &registry.gone {
+            self.gone_agents.insert(AgentId::new(gone.clone()));
+        }
+        for u in registry.unreachable {
+            if let Some(id) = u.info.id.as_ref().map(AgentId::from) {
+                self.unreachable_agents
+                    .insert(id, (u.info, Time::from_nanos(u.since_nanos)));
+            }
+        }
+        for info in registry.admitted {
+            let Some(id) = info.id.as_ref().map(AgentId::from) else {
+                continue;
+            };
+            if self.agents.contains_key(&id) || self.gone_agents.contains(&id) {
+                continue;
+            }
+            let total = Resources::from_protos(&info.resources)
+                .map(|r| r.unallocated())
+                .unwrap_or_default();
+            self.agents.insert(
+                id.clone(),
+                Agent {
+                    id,
+                    info,
+                    address: String::new(),
+                    version: String::new(),
+                    conn: None,
+                    state: AgentState::Disconnected {
+                        deadline: now + self.config.agent_reregister_timeout,
+                    },
+                    deactivated: false,
+                    total,
+                    registered_time: now,
+                    reregistered_time: None,
+                    tasks: BTreeSet::new(),
+                    offers: BTreeSet::new(),
+                    executors: BTreeMap::new(),
+                    pong_pending: false,
+                    missed_pongs: 0,
+                    pending_kills: Vec::new(),
+                },
+            );
+        }
     }
 
     /// The master's leadership epoch.

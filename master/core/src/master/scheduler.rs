@@ -1128,6 +1128,7 @@ impl Master {
                     }
                     self.allocator.set_weight(&role, w);
                 }
+                self.registry_dirty = true;
                 self.allocation_requested = true;
                 Ok(())
             }
@@ -1173,6 +1174,7 @@ impl Master {
 
     fn mark_gone(&mut self, now: Time, id: &AgentId) {
         self.gone_agents.insert(id.clone());
+        self.registry_dirty = true;
         if let Some(conn) = self.agents.get(id).and_then(|a| a.conn) {
             self.shutdown_agent_conn(conn, "agent was marked gone by an operator");
         }

@@ -474,6 +474,7 @@ impl Master {
         let Some(agent) = self.agents.remove(id) else {
             return;
         };
+        self.registry_dirty = true;
         if let Some(conn) = agent.conn {
             self.conns.remove(&conn);
             self.out.push(Output::CloseAgent { conn });

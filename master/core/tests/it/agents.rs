@@ -298,3 +298,82 @@ fn marking_an_agent_gone_ends_its_tasks_and_refuses_it_later() {
     });
     assert!(matches!(agent_messages(&out, conn)[0], M::ShutdownAgent(_)));
 }
+
+#[test]
+fn a_master_recovered_from_the_registry_expects_its_agents_back_and_keeps_the_rest() {
+    let mut h = Harness::new();
+    let back = h.register_agent("agent-back", "cpus:4;mem:1024");
+    let away = h.register_agent("agent-away", "cpus:2;mem:512");
+    let gone = h.register_agent("agent-gone", "cpus:1;mem:256");
+    assert!(h.master.take_registry_changed());
+    assert!(!h.master.take_registry_changed(), "asked once, told once");
+    h.handle(Input::Operator {
+        request: agora_master_core::ids::RequestId(1),
+        call: agora_master_core::OperatorCall::MarkAgentGone(gone.id.clone()),
+    });
+    h.handle(Input::Operator {
+        request: agora_master_core::ids::RequestId(2),
+        call: agora_master_core::OperatorCall::UpdateWeights(vec![("web".into(), 3.0)]),
+    });
+    assert!(h.master.take_registry_changed());
+    let registry = h.master.registry();
+    assert_eq!(registry.admitted.len(), 2, "{registry:?}");
+    assert_eq!(registry.gone, vec![gone.id.to_string()]);
+
+    // A new master (a failover) starts from it.
+    let mut n = Harness::with_config(Config {
+        agent_reregister_timeout: Duration::from_secs(60),
+        ..Config::default()
+    });
+    n.master.recover(n.now, registry);
+    assert_eq!(n.master.allocator().weight("web"), 3.0);
+    // The agent marked gone stays out.
+    let conn = ConnId(900);
+    let out = n.handle(Input::Agent {
+        conn,
+        message: AgentMessage {
+            message: Some(agent_message::Message::Register(
+                agora_proto::internal::Register {
+                    agent_info: v1::AgentInfo {
+                        hostname: "agent-gone".into(),
+                        id: Some(gone.id.to_proto()),
+                        ..Default::default()
+                    },
+                    address: "127.0.0.1:5051".into(),
+                    ..Default::default()
+                },
+            )),
+        },
+    });
+    assert!(matches!(agent_messages(&out, conn)[0], M::ShutdownAgent(_)));
+    // One agent comes back in time; the other does not and is unreachable.
+    n.register_agent_with("agent-back", "cpus:4;mem:1024", "", Some(&back.id));
+    n.advance(Duration::from_secs(61));
+    let registry = n.master.registry();
+    let unreachable: Vec<String> = registry
+        .unreachable
+        .iter()
+        .map(|u| u.info.hostname.clone())
+        .collect();
+    assert_eq!(unreachable, vec!["agent-away".to_string()]);
+    assert_eq!(registry.admitted.len(), 1);
+    assert_eq!(registry.admitted[0].hostname, "agent-back");
+    // A framework reconciling a task on it hears it is unreachable.
+    let fw = n.framework("pa");
+    let (result, out) = n.call(
+        &fw,
+        &format!(
+            r#"{{"type":"RECONCILE","reconcile":{{"tasks":[{{"task_id":{{"value":"t9"}},"agent_id":{{"value":"{}"}}}}]}}}}"#,
+            away.id
+        ),
+    );
+    assert!(result.is_ok(), "{result:?}");
+    let states: Vec<TaskState> = updates(&out, &fw.stream)
+        .iter()
+        .map(|s| s.state())
+        .collect();
+    assert!(
+        states == [TaskState::TaskUnreachable] || states == [TaskState::TaskLost],
+        "{states:?}"
+    );
+}
