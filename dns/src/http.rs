@@ -120,6 +120,42 @@ pub async fn route(ctx: Arc<Context>, req: Request) -> warp::reply::Response {
             }
             json_reply(&Value::Array(list))
         }
+        ["v1", "enumerate"] => json_reply(&json!({ "frameworks": zone.records.enumeration })),
+        ["v1", "axfr"] => {
+            let r = &zone.records;
+            let hosts = |v4: bool| -> serde_json::Map<String, Value> {
+                r.hosts
+                    .iter()
+                    .filter_map(|(name, ips)| {
+                        let ips: Vec<Value> = ips
+                            .iter()
+                            .filter(|ip| ip.is_ipv4() == v4)
+                            .map(|ip| Value::String(ip.to_string()))
+                            .collect();
+                        (!ips.is_empty()).then(|| (name.clone(), Value::Array(ips)))
+                    })
+                    .collect()
+            };
+            let services: serde_json::Map<String, Value> = r
+                .services
+                .iter()
+                .map(|(name, targets)| {
+                    let t = targets
+                        .iter()
+                        .map(|(h, p)| Value::String(format!("{h}:{p}")));
+                    (name.clone(), Value::Array(t.collect()))
+                })
+                .collect();
+            json_reply(&json!({
+                "Records": {"As": hosts(true), "AAAAs": hosts(false), "SRVs": services},
+                "Serial": zone.serial,
+                "Mname": r.ns_name(),
+                "Rname": format!("root.{}", r.ns_name()),
+                "TTL": ctx.options.ttl,
+                "RefreshSeconds": ctx.options.refresh.as_secs(),
+                "Domain": ctx.options.records.domain,
+            }))
+        }
         _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
 }

@@ -70,6 +70,67 @@ pub struct Records {
     pub hosts: BTreeMap<String, BTreeSet<IpAddr>>,
     /// SRV records: name → (target, port).
     pub services: BTreeMap<String, BTreeSet<(String, u16)>>,
+    /// Every framework and the records of each of its running tasks, as
+    /// Mesos-DNS' `/v1/enumerate` lists them.
+    pub enumeration: Vec<EnumFramework>,
+}
+
+/// A framework in `/v1/enumerate`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EnumFramework {
+    /// Its tasks that have records.
+    pub tasks: Vec<EnumTask>,
+    /// The framework's name.
+    pub name: String,
+}
+
+/// A task in `/v1/enumerate`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EnumTask {
+    /// The task's name.
+    pub name: String,
+    /// The task's id.
+    pub id: String,
+    /// The records it gave.
+    pub records: Vec<EnumRecord>,
+}
+
+/// One record in `/v1/enumerate`: an A or AAAA name and address, or an SRV
+/// name and `target:port`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EnumRecord {
+    /// The record's name.
+    pub name: String,
+    /// Its address, or `target:port`.
+    pub host: String,
+    /// `A`, `AAAA` or `SRV`.
+    pub rtype: &'static str,
+}
+
+/// Adds records and notes each one for the enumeration.
+struct Recorder<'a> {
+    records: &'a mut Records,
+    log: Vec<EnumRecord>,
+}
+
+impl Recorder<'_> {
+    fn host(&mut self, name: String, ip: IpAddr) {
+        self.log.push(EnumRecord {
+            name: name.clone(),
+            host: ip.to_string(),
+            rtype: if ip.is_ipv4() { "A" } else { "AAAA" },
+        });
+        self.records.host(name, ip);
+    }
+
+    fn service(&mut self, name: String, target: String, port: u16) {
+        self.log.push(EnumRecord {
+            name: name.clone(),
+            host: format!("{target}:{port}"),
+            rtype: "SRV",
+        });
+        self.records.service(name, target, port);
+    }
 }
 
 impl Records {
@@ -278,15 +339,31 @@ pub fn build(state: &Value, config: &Config) -> Records {
                 port,
             );
         }
+        let mut framework = EnumFramework {
+            tasks: Vec::new(),
+            name: f["name"].as_str().unwrap_or("").to_string(),
+        };
         for t in f["tasks"].as_array().into_iter().flatten() {
-            task_records(&mut r, t, &fname, &d, &agents, config);
+            let mut recorder = Recorder {
+                records: &mut r,
+                log: Vec::new(),
+            };
+            task_records(&mut recorder, t, &fname, &d, &agents, config);
+            if !recorder.log.is_empty() {
+                framework.tasks.push(EnumTask {
+                    name: t["name"].as_str().unwrap_or("").to_string(),
+                    id: t["id"].as_str().unwrap_or("").to_string(),
+                    records: recorder.log,
+                });
+            }
         }
+        r.enumeration.push(framework);
     }
     r
 }
 
 fn task_records(
-    r: &mut Records,
+    r: &mut Recorder<'_>,
     t: &Value,
     fname: &str,
     d: &str,
@@ -493,6 +570,35 @@ mod tests {
         assert_eq!(hosts("agent-2.slave.mesos."), [ip("10.0.0.12")].into());
         assert_eq!(hosts("marathon.mesos."), [ip("10.0.0.5")].into());
         assert!(r.services["_leader._tcp.mesos."].contains(&("leader.mesos.".to_string(), 5050)));
+    }
+
+    #[test]
+    fn the_enumeration_lists_each_running_task_with_exactly_its_records() {
+        let r = build(&state(), &Config::default());
+        assert_eq!(r.enumeration.len(), 1);
+        let f = &r.enumeration[0];
+        assert_eq!(f.name, "marathon");
+        let ids: Vec<&str> = f.tasks.iter().map(|t| t.id.as_str()).collect();
+        // Not the staging task, nor the one whose name normalises to nothing.
+        assert_eq!(ids, ["web_group.1", "web_group.2", "plain.1"]);
+        let web = &f.tasks[0];
+        assert_eq!(web.name, "web.group");
+        let canon = canonical("web-group", "web_group.1", "A-S1");
+        assert!(web.records.contains(&EnumRecord {
+            name: "web-group.marathon.mesos.".into(),
+            host: "10.0.0.11".into(),
+            rtype: "A",
+        }));
+        assert!(web.records.contains(&EnumRecord {
+            name: "_web-group._tcp.marathon.mesos.".into(),
+            host: format!("{canon}.marathon.mesos.:31000"),
+            rtype: "SRV",
+        }));
+        // Every record listed is served, and none of another task's.
+        for rec in &web.records {
+            assert!(r.knows(&rec.name), "{rec:?}");
+            assert!(!rec.host.contains("-s2."), "{rec:?}");
+        }
     }
 
     #[test]

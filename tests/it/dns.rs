@@ -145,6 +145,43 @@ async fn tasks_are_found_by_name_as_they_come_and_go() {
         json!([{"host": "", "ip": ""}])
     );
     assert_eq!(api("/v1/config".into()).await["Domain"], "mesos");
+    // Enumeration: marathon's 3 tasks, each with its name's A record.
+    let enumerate = api("/v1/enumerate".into()).await;
+    let marathon = enumerate["frameworks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "marathon")
+        .unwrap_or_else(|| panic!("{enumerate}"));
+    let tasks = marathon["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 3, "{enumerate}");
+    for t in tasks {
+        assert!(
+            t["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == "web-shop.marathon.mesos."
+                    && r["rtype"] == "A"
+                    && r["host"] == "127.0.0.1"),
+            "{t}"
+        );
+    }
+    // The zone transfer view: the same names, SRV targets as target:port.
+    let axfr = api("/v1/axfr".into()).await;
+    assert_eq!(axfr["Domain"], "mesos");
+    assert_eq!(
+        axfr["Records"]["As"]["web-shop.marathon.mesos."],
+        json!(["127.0.0.1"])
+    );
+    assert_eq!(
+        axfr["Records"]["SRVs"]["_web-shop._tcp.marathon.mesos."]
+            .as_array()
+            .unwrap()
+            .len(),
+        ports.len(),
+        "{axfr}"
+    );
     assert!(api("/v1/version".into()).await["Version"].is_string());
 
     // Masters, agents, the framework.
