@@ -167,9 +167,9 @@ async fn dispatch(
             ))
         }
         "/state" | "/state-summary" | "/slaves" | "/frameworks" | "/tasks" | "/roles" => {
-            let (state, roles) = ctx
+            let (state, roles, epoch) = ctx
                 .handle
-                .query(|m| (m.get_state(), m.get_roles()))
+                .query(|m| (m.get_state(), m.get_roles(), m.epoch()))
                 .await
                 .map_err(stopped)?;
             let view = legacy::View {
@@ -178,6 +178,7 @@ async fn dispatch(
                 start_time: ctx.start_time,
                 state: &state,
                 roles: &roles,
+                epoch,
             };
             Ok(json(match path.as_str() {
                 "/state" => view.state(),
@@ -216,9 +217,9 @@ async fn dispatch(
             Ok(h::empty(StatusCode::OK))
         }
         "/" => {
-            let (state, roles) = ctx
+            let (state, roles, epoch) = ctx
                 .handle
-                .query(|m| (m.get_state(), m.get_roles()))
+                .query(|m| (m.get_state(), m.get_roles(), m.epoch()))
                 .await
                 .map_err(stopped)?;
             let view = legacy::View {
@@ -227,6 +228,7 @@ async fn dispatch(
                 start_time: ctx.start_time,
                 state: &state,
                 roles: &roles,
+                epoch,
             };
             Ok(h::body(
                 StatusCode::OK,

@@ -16,6 +16,8 @@ pub(crate) struct View<'a> {
     pub start_time: f64,
     pub state: &'a response::GetState,
     pub roles: &'a response::GetRoles,
+    /// The leadership epoch (1 without ZooKeeper).
+    pub epoch: u64,
 }
 
 /// `/tasks` query parameters.

@@ -243,6 +243,14 @@ async fn the_leader_is_elected_in_zookeeper_and_everyone_follows_it_when_it_dies
         "master failover (2 s session timeout): new leader after {elected:?}, agora dns after {:?}",
         killed.elapsed()
     );
+    // Its leadership has a newer epoch (what agents fence older masters by).
+    let page = reqwest::get(format!("http://127.0.0.1:{}/", second.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("leading, epoch 2"), "{page}");
     eventually("the listed agora dns follows too", || async {
         (port_of_leader(&listed).as_deref() == Some(want.as_str())).then_some(())
     })
