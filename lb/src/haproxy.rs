@@ -105,6 +105,9 @@ fn same_shape(a: &Service, b: &Service) -> bool {
         check_timeout,
         check,
         appid_acl,
+        ssl_cert,
+        hsts,
+        auth,
         servers: _,
     } = a;
     *app_id == b.app_id
@@ -124,6 +127,9 @@ fn same_shape(a: &Service, b: &Service) -> bool {
         && *check_timeout == b.check_timeout
         && *check == b.check
         && *appid_acl == b.appid_acl
+        && *ssl_cert == b.ssl_cert
+        && *hsts == b.hsts
+        && *auth == b.auth
 }
 
 fn shape(services: &[Service]) -> Vec<Service> {

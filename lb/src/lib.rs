@@ -80,8 +80,26 @@ pub struct Service {
     pub check: Option<String>,
     /// `app_` + the sanitised app id.
     pub appid_acl: String,
+    /// `HAPROXY_{n}_SSL_CERT`: the service port's frontend speaks TLS.
+    pub ssl_cert: Option<String>,
+    /// `HAPROXY_{n}_USE_HSTS`.
+    pub hsts: bool,
+    /// `HAPROXY_{n}_AUTH`: basic auth on its virtual hosts.
+    pub auth: Option<Auth>,
     /// The servers, sorted by address.
     pub servers: Vec<Server>,
+}
+
+/// `HAPROXY_{n}_AUTH` (`realm:user:encrypted-password`): the virtual hosts
+/// ask for this user (a `userlist user_<backend>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// The realm the browser shows.
+    pub realm: String,
+    /// The user.
+    pub user: String,
+    /// Its password, crypt(3)-encrypted (`openssl passwd -6`).
+    pub password: String,
 }
 
 /// A route on the HTTP frontend (one per vhost of a service).
@@ -97,6 +115,8 @@ pub struct Route {
     pub path: Option<String>,
     /// 301 to https when not TLS.
     pub redirect_to_https: bool,
+    /// The realm, when the backend's userlist guards it.
+    pub auth_realm: Option<String>,
     weight: i64,
 }
 
@@ -111,6 +131,12 @@ pub struct Settings {
     pub appid_bind: String,
     /// The stats page's bind, e.g. `*:9090`.
     pub stats_bind: String,
+    /// The HTTPS (vhost, SNI) frontend's bind, e.g. `*:443`; rendered only
+    /// with certificates.
+    pub https_bind: String,
+    /// `--ssl-certs`: certificate files (PEM with key) of the HTTPS
+    /// frontend; none: no HTTPS frontend.
+    pub ssl_certs: Vec<String>,
     /// The admin socket.
     pub socket: String,
     /// The server state file (kept across reloads).
@@ -126,6 +152,8 @@ impl Default for Settings {
             http_bind: "*:80".into(),
             appid_bind: "*:9091".into(),
             stats_bind: "*:9090".into(),
+            https_bind: "*:443".into(),
+            ssl_certs: Vec::new(),
             socket: "/var/run/haproxy/socket".into(),
             state_file: "/var/state/haproxy/global".into(),
             templates: Templates::default(),
@@ -141,12 +169,17 @@ struct Config<'a> {
     stats_bind: &'a str,
     http_bind: &'a str,
     appid_bind: &'a str,
+    https_bind: &'a str,
+    ssl_certs: &'a [String],
     head: Option<String>,
     http_head: Option<String>,
     appid_head: Option<String>,
+    https_head: Option<String>,
     backends: Vec<Backend<'a>>,
     http_services: Vec<&'a Service>,
     http_routes: Vec<Route>,
+    /// Services whose virtual hosts ask for a user.
+    userlists: Vec<&'a Service>,
 }
 
 /// A backend as rendered: its service and the spare server slots after its
@@ -259,12 +292,15 @@ pub fn services(
     // Two frontends on one port would stop HAProxy from starting: the
     // later app (by id) is left out.
     let port_of = |bind: &str| bind.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+    let https = (!settings.ssl_certs.is_empty()).then_some(&settings.https_bind);
     let mut taken: Vec<(String, u16, String)> = [
-        (&settings.http_bind, "the HTTP frontend"),
-        (&settings.appid_bind, "the app-id frontend"),
-        (&settings.stats_bind, "the stats page"),
+        (Some(&settings.http_bind), "the HTTP frontend"),
+        (Some(&settings.appid_bind), "the app-id frontend"),
+        (Some(&settings.stats_bind), "the stats page"),
+        (https, "the HTTPS frontend"),
     ]
     .into_iter()
+    .filter_map(|(b, what)| Some((b?, what)))
     .filter_map(|(b, what)| Some(("*".to_string(), port_of(b)?, what.to_string())))
     .collect();
     let mut bad = std::collections::BTreeSet::new();
@@ -435,6 +471,44 @@ fn app_services(
             }
             None => (None, 0, None),
         };
+        let ssl_cert = label(labels, &key("SSL_CERT"))
+            .map(|c| safe(&id, &key("SSL_CERT"), c, path_char))
+            .transpose()?;
+        let auth = match label(labels, &key("AUTH")) {
+            None => None,
+            Some(a) => {
+                let bad = |problem: &str| LabelError {
+                    app: id.clone(),
+                    label: key("AUTH"),
+                    problem: problem.into(),
+                };
+                let mut parts = a.splitn(3, ':');
+                let (Some(realm), Some(user), Some(password)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(bad("expected realm:user:encrypted-password"));
+                };
+                let word = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+                if realm.is_empty() || !realm.chars().all(|c| word(c) || c == ' ') {
+                    return Err(bad(
+                        "the realm may have letters, digits, spaces, '.', '_', '-'",
+                    ));
+                }
+                if user.is_empty() || !user.chars().all(word) {
+                    return Err(bad("the user may have letters, digits, '.', '_', '-'"));
+                }
+                if password.is_empty() || !password.chars().all(|c| word(c) || "$/".contains(c)) {
+                    return Err(bad(
+                        "the password must be crypt(3)-encrypted (openssl passwd -6)",
+                    ));
+                }
+                Some(Auth {
+                    realm: realm.into(),
+                    user: user.into(),
+                    password: password.into(),
+                })
+            }
+        };
         let backend = format!(
             "{}_{service_port}",
             id.trim_start_matches('/').replace('/', "_")
@@ -459,6 +533,9 @@ fn app_services(
             httpchk,
             check_timeout,
             check,
+            ssl_cert,
+            hsts: label(labels, &key("USE_HSTS")).is_some_and(truthy),
+            auth,
             servers,
         });
     }
@@ -570,7 +647,13 @@ pub fn render_slots(
                     ("bindAddr", &s.bind_addr),
                     ("servicePort", &s.bind_port.to_string()),
                     ("mode", &s.mode),
-                    ("sslCert", ""),
+                    (
+                        "sslCert",
+                        &s.ssl_cert
+                            .as_ref()
+                            .map(|c| format!("ssl crt {c}"))
+                            .unwrap_or_default(),
+                    ),
                     ("bindOptions", ""),
                 ],
             ),
@@ -605,6 +688,7 @@ pub fn render_slots(
                 backend: s.backend.clone(),
                 path: s.path.clone(),
                 redirect_to_https: s.redirect_to_https,
+                auth_realm: s.auth.as_ref().map(|a| a.realm.clone()),
                 weight: if s.path.is_some() {
                     s.weight.max(1)
                 } else {
@@ -632,11 +716,32 @@ pub fn render_slots(
             "HAPROXY_HTTP_FRONTEND_APPID_HEAD",
             &[("appidBind", &settings.appid_bind)],
         ),
+        https_head: t.fill(
+            "HAPROXY_HTTPS_FRONTEND_HEAD",
+            &[
+                ("httpsBind", &settings.https_bind),
+                (
+                    "sslCerts",
+                    &settings
+                        .ssl_certs
+                        .iter()
+                        .map(|c| format!("crt {c}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
+            ],
+        ),
         socket: &settings.socket,
         state_file: &settings.state_file,
         stats_bind: &settings.stats_bind,
         http_bind: &settings.http_bind,
         appid_bind: &settings.appid_bind,
+        https_bind: &settings.https_bind,
+        ssl_certs: &settings.ssl_certs,
+        userlists: services
+            .iter()
+            .filter(|s| s.mode == "http" && s.auth.is_some() && !s.vhosts.is_empty())
+            .collect(),
         backends,
         http_services,
         http_routes,

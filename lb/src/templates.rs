@@ -15,6 +15,7 @@ const TEMPLATES: &[(&str, &[&str])] = &[
     ("HAPROXY_HEAD", &["socket", "stateFile", "statsBind"]),
     ("HAPROXY_HTTP_FRONTEND_HEAD", &["httpBind"]),
     ("HAPROXY_HTTP_FRONTEND_APPID_HEAD", &["appidBind"]),
+    ("HAPROXY_HTTPS_FRONTEND_HEAD", &["httpsBind", "sslCerts"]),
     (
         "HAPROXY_FRONTEND_HEAD",
         &[

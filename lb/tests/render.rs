@@ -217,3 +217,120 @@ fn a_template_that_cannot_be_used_is_refused_by_name() {
     );
     assert!(e.contains("{socket}"), "{e}");
 }
+
+/// Apps for the HTTPS tests: a virtual host with basic auth, HSTS and a
+/// redirect to https, and a TCP service whose own port speaks TLS.
+fn tls_apps(password: &str) -> serde_json::Value {
+    let task = |port: u16| {
+        serde_json::json!({"id": format!("t{port}"), "host": "agent1", "ports": [port],
+                           "state": "TASK_RUNNING", "ipAddresses": []})
+    };
+    serde_json::json!({"apps": [
+        {"id": "/secure", "portDefinitions": [{"port": 10010}], "tasks": [task(1030)],
+         "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "secure.example.com",
+                    "HAPROXY_0_AUTH": format!("Staff only:admin:{password}"),
+                    "HAPROXY_0_USE_HSTS": "true", "HAPROXY_0_REDIRECT_TO_HTTPS": "true"}},
+        {"id": "/db", "portDefinitions": [{"port": 10011}], "tasks": [task(1031)],
+         "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_SSL_CERT": "/etc/ssl/db.pem"}},
+        {"id": "/badauth", "portDefinitions": [{"port": 10012}], "tasks": [task(1032)],
+         "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "b.example.com",
+                    "HAPROXY_0_AUTH": "realm:user:\" insecure"}}
+    ]})
+}
+
+const HASH: &str = "$6$agora$8Mx8TA6dnKq0K8r4fK0cXc3xNbn3zKpFh1z0yk3oNvH3sDq9n3L1m4bC5o0bq9yYb0lZ8w1uK7oE9JxJ1m0Z/.";
+
+#[test]
+fn https_auth_and_hsts_render_as_marathon_lb_does() {
+    let settings = Settings {
+        ssl_certs: vec!["/etc/ssl/cert.pem".into()],
+        ..Settings::default()
+    };
+    let (svcs, errors) = services(&tls_apps(HASH), &settings, &resolve);
+    let cfg = render(&svcs, &settings).unwrap();
+    golden("https.cfg", &cfg);
+    // A malformed AUTH label leaves its app out, named.
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].to_string().contains("/badauth")
+            && errors[0].to_string().contains("HAPROXY_0_AUTH")
+    );
+    assert!(cfg.contains("bind *:443 ssl crt /etc/ssl/cert.pem"));
+    assert!(cfg.contains("use_backend secure_10010 if { ssl_fc_sni secure.example.com }"));
+    assert!(cfg.contains("userlist user_secure_10010"));
+    assert!(cfg.contains("bind *:10011 ssl crt /etc/ssl/db.pem"));
+    // Without certificates there is no HTTPS frontend.
+    let plain = render(&svcs, &Settings::default()).unwrap();
+    assert!(!plain.contains("marathon_https_in"));
+}
+
+#[test]
+fn haproxy_accepts_the_https_configuration() {
+    let have = |bin: &str| {
+        std::process::Command::new(bin)
+            .arg("version")
+            .output()
+            .is_ok()
+    };
+    if !have("haproxy") || !have("openssl") {
+        assert!(
+            std::env::var("AGORA_REQUIRE_ALL").is_err(),
+            "haproxy and openssl are required (AGORA_REQUIRE_ALL=1)"
+        );
+        eprintln!("SKIPPED: haproxy or openssl is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pem = tmp.path().join("cert.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=agora",
+        ])
+        .arg("-keyout")
+        .arg(&pem)
+        .arg("-out")
+        .arg(tmp.path().join("crt.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mut both = std::fs::read(&pem).unwrap();
+    both.extend(std::fs::read(tmp.path().join("crt.pem")).unwrap());
+    std::fs::write(&pem, both).unwrap();
+    let settings = Settings {
+        group: "external".into(),
+        ssl_certs: vec![pem.display().to_string()],
+        socket: tmp.path().join("socket").display().to_string(),
+        state_file: tmp.path().join("state").display().to_string(),
+        ..Settings::default()
+    };
+    let apps = tls_apps(HASH)
+        .to_string()
+        .replace("/etc/ssl/db.pem", &pem.display().to_string());
+    let (svcs, _) = services(&serde_json::from_str(&apps).unwrap(), &settings, &resolve);
+    let cfg = render(&svcs, &settings).unwrap();
+    let file = tmp.path().join("haproxy.cfg");
+    std::fs::write(&file, &cfg).unwrap();
+    let check = std::process::Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "haproxy -c refused it:\n{}\n{cfg}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

@@ -92,6 +92,8 @@ pub fn run(sizes: &[usize], changes: usize) -> anyhow::Result<()> {
             http_bind: free()?,
             appid_bind: free()?,
             stats_bind: free()?,
+            https_bind: free()?,
+            ssl_certs: Vec::new(),
             socket: dir.path().join("socket").display().to_string(),
             state_file: dir.path().join("state").display().to_string(),
             templates: agora_lb::Templates::default(),

@@ -53,9 +53,18 @@ pub struct LbArgs {
     /// Port of `/metrics` and `/status` (0: none).
     #[arg(long, default_value_t = 9092)]
     pub metrics_port: u16,
+    /// The HTTPS (virtual host, by SNI) frontend's port; it exists only
+    /// with --ssl-certs.
+    #[arg(long, default_value_t = 443)]
+    pub bind_https_port: u16,
+    /// Certificates of the HTTPS frontend, comma separated (PEM files with
+    /// their keys, as marathon-lb's `--ssl-certs`).
+    #[arg(long, value_delimiter = ',')]
+    pub ssl_certs: Vec<PathBuf>,
     /// A directory of marathon-lb template overrides (`HAPROXY_HEAD`,
     /// `HAPROXY_HTTP_FRONTEND_HEAD`, `HAPROXY_HTTP_FRONTEND_APPID_HEAD`,
-    /// `HAPROXY_FRONTEND_HEAD`, `HAPROXY_BACKEND_HEAD`).
+    /// `HAPROXY_HTTPS_FRONTEND_HEAD`, `HAPROXY_FRONTEND_HEAD`,
+    /// `HAPROXY_BACKEND_HEAD`).
     #[arg(long)]
     pub templates: Option<PathBuf>,
     /// Full resync from `/v2/apps` at least this often.
@@ -71,8 +80,21 @@ impl LbArgs {
             }
             None => agora_lb::Templates::default(),
         };
+        let mut ssl_certs = Vec::new();
+        for c in &self.ssl_certs {
+            let path = c.display().to_string();
+            if path.is_empty() || path.chars().any(|ch| ch.is_whitespace() || ch == '#') {
+                anyhow::bail!("--ssl-certs: '{path}' is not a usable path");
+            }
+            if !c.is_file() {
+                anyhow::bail!("--ssl-certs: {path} is not a file");
+            }
+            ssl_certs.push(path);
+        }
         Ok(agora_lb::Settings {
             group: self.group.clone(),
+            https_bind: format!("*:{}", self.bind_https_port),
+            ssl_certs,
             http_bind: format!("*:{}", self.bind_http_port),
             appid_bind: format!("*:{}", self.appid_port),
             stats_bind: format!("*:{}", self.stats_port),
@@ -96,6 +118,8 @@ impl LbArgs {
             appid_port: 9091,
             stats_port: 9090,
             metrics_port: 9092,
+            bind_https_port: 9443,
+            ssl_certs: Vec::new(),
             templates: None,
             resync: Duration::from_secs(30),
         }

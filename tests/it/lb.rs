@@ -63,6 +63,11 @@ struct Lb {
 
 impl Lb {
     fn start(m: &Marathon) -> Lb {
+        Self::start_with(m, &[])
+    }
+
+    /// With more `agora lb` flags.
+    fn start_with(m: &Marathon, extra: &[String]) -> Lb {
         let dir = tempfile::tempdir().unwrap();
         let (http, stats, appid, metrics) = (free_port(), free_port(), free_port(), free_port());
         let child = tokio::process::Command::new(crate::cluster::agora_bin())
@@ -77,6 +82,7 @@ impl Lb {
             .args(["--stats-port", &stats.to_string()])
             .args(["--appid-port", &appid.to_string()])
             .args(["--metrics-port", &metrics.to_string()])
+            .args(extra)
             .kill_on_drop(true)
             .spawn()
             .unwrap();
@@ -326,6 +332,130 @@ async fn a_rolling_update_under_continuous_requests_fails_none() {
     // The whole update went through the Runtime API.
     let status = lb.status().await;
     assert_eq!(status["reloads"], 0, "{status}");
+    lb.stop().await;
+    m.stop().await;
+    cluster.stop().await;
+}
+
+/// `curl -sk` through `port` as `host` (SNI and Host), with more `args`:
+/// the status line's code, the headers and the body.
+fn curl(host: &str, port: u16, path: &str, args: &[&str]) -> (u16, String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-D", "-", "--max-time", "5", "--resolve"])
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .args(args)
+        .arg(format!("https://{host}:{port}{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, head.to_string(), body.trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_by_sni_with_basic_auth_and_hsts() {
+    let Some((cluster, m)) = cluster_with_marathon().await else {
+        return;
+    };
+    let tools = ["openssl", "curl"].iter().all(|t| {
+        std::process::Command::new(t)
+            .arg("--version")
+            .output()
+            .is_ok()
+    });
+    if !tools {
+        missing("openssl and curl");
+        return;
+    }
+    // A self-signed certificate, and a crypt(3) password for the label.
+    let dir = tempfile::tempdir().unwrap();
+    let (key, crt, pem) = (
+        dir.path().join("key.pem"),
+        dir.path().join("crt.pem"),
+        dir.path().join("site.pem"),
+    );
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=secure.example.com", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mut both = std::fs::read(&crt).unwrap();
+    both.extend(std::fs::read(&key).unwrap());
+    std::fs::write(&pem, both).unwrap();
+    let hash = std::process::Command::new("openssl")
+        .args(["passwd", "-6", "-salt", "agora", "s3cret"])
+        .output()
+        .unwrap();
+    let hash = String::from_utf8(hash.stdout).unwrap().trim().to_string();
+    let app = json!({
+        "id": "/lb/secure", "cpus": 0.1, "mem": 16, "instances": 1,
+        "cmd": "echo $MESOS_TASK_ID > index.html && exec /bin/busybox httpd -f -p 127.0.0.1:$PORT0 -h .",
+        "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "secure.example.com",
+                   "HAPROXY_0_AUTH": format!("Staff only:admin:{hash}"),
+                   "HAPROXY_0_USE_HSTS": "true", "HAPROXY_0_PORT": free_port().to_string()},
+        "portDefinitions": [{"port": 0}],
+        "healthChecks": [{"protocol": "HTTP", "path": "/index.html", "portIndex": 0,
+                          "gracePeriodSeconds": 10, "intervalSeconds": 1}]
+    });
+    let (status, r) = m.call("POST", "/v2/apps", Some(app)).await;
+    assert_eq!(status, 201, "{r}");
+    m.settled("lb/secure", 1).await;
+    let https = free_port();
+    let lb = Lb::start_with(
+        &m,
+        &[
+            "--bind-https-port".into(),
+            https.to_string(),
+            "--ssl-certs".into(),
+            pem.display().to_string(),
+        ],
+    );
+    let ids = m.running_ids("lb/secure").await;
+    let id = ids.iter().next().unwrap().clone();
+    // TLS by SNI: without the user, 401 asking for the realm.
+    let (code, head) = eventually("the HTTPS frontend answers", || async {
+        let (code, head, _) = curl("secure.example.com", https, "/index.html", &[]);
+        (code == 401).then_some((code, head))
+    })
+    .await;
+    assert_eq!(code, 401);
+    assert!(head.contains("Staff only"), "{head}");
+    // With it: the task answers, with HSTS.
+    let (code, head, body) = curl(
+        "secure.example.com",
+        https,
+        "/index.html",
+        &["-u", "admin:s3cret"],
+    );
+    assert_eq!((code, body.as_str()), (200, id.as_str()), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("strict-transport-security"),
+        "{head}"
+    );
+    // A wrong password is refused.
+    let (code, _, _) = curl(
+        "secure.example.com",
+        https,
+        "/index.html",
+        &["-u", "admin:nope"],
+    );
+    assert_eq!(code, 401);
     lb.stop().await;
     m.stop().await;
     cluster.stop().await;
