@@ -541,4 +541,15 @@ async fn a_zookeeper_document_is_chunked_whole_and_fenced_against_a_deposed_writ
             .len(),
         1
     );
+    // A pointer that makes no sense is an error, not a crash.
+    let open = zk::zookeeper_client::CreateMode::Persistent
+        .with_acls(zk::zookeeper_client::Acls::anyone_all());
+    client.mkdir("/doc/broken", &open).await.unwrap();
+    client
+        .create("/doc/broken/current", b"1 99999999 99999999999999", &open)
+        .await
+        .unwrap();
+    let broken = zk::Document::new(connect().await, &url, "/doc/broken".into());
+    let err = broken.read().await.unwrap_err();
+    assert!(matches!(err, zk::ZkError::Corrupt(..)), "{err}");
 }

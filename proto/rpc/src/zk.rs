@@ -602,7 +602,11 @@ impl Document {
         let [generation, count, len] = fields[..] else {
             return Err(corrupt(format!("{}/current holds '{text}'", self.dir)));
         };
-        let mut bytes = Vec::with_capacity(len as usize);
+        // A corrupt pointer must not make us reserve absurd amounts.
+        let mut bytes = Vec::with_capacity(len.min(64 << 20) as usize);
+        if count > len.div_ceil(CHUNK as u64) + 1 {
+            return Err(corrupt(format!("{count} chunks for {len} bytes")));
+        }
         for i in 0..count {
             let path = format!("{}/chunks/{generation}-{i}", self.dir);
             let (chunk, _) = self
