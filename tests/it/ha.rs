@@ -393,13 +393,28 @@ async fn marathon_rs_fails_over_to_a_standby_with_its_apps_and_tasks_from_zookee
         .unwrap();
     assert_eq!(info["marathon_config"]["ha"], true, "{info}");
     assert_eq!(info["zookeeper_config"]["zk"], url.as_str(), "{info}");
+    // The standby forwards to the leader, as Marathon's do: answers, not
+    // redirects, and the event stream too.
     let (status, location) = get(second.port, "/v2/apps?embed=apps.tasks").await.unwrap();
-    assert_eq!(status, 307);
-    assert_eq!(
-        location.as_deref(),
-        Some(format!("http://{me}/v2/apps?embed=apps.tasks").as_str())
+    assert_eq!((status, location), (200, None));
+    let mut events = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/v2/events", second.port))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let first_event = tokio::time::timeout(Duration::from_secs(10), events.chunk())
+        .await
+        .expect("the first event comes through the standby")
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&first_event).contains("event_stream_attached"),
+        "{first_event:?}"
     );
-    // A client of the standby is sent to the leader (POST and body kept).
+    drop(events);
+    // A POST through the standby, body and all.
     let app = serde_json::json!({"id": "/ha/web", "cmd": "sleep 600", "cpus": 0.1, "mem": 16,
                                  "instances": 2});
     let r = reqwest::Client::new()
@@ -414,8 +429,8 @@ async fn marathon_rs_fails_over_to_a_standby_with_its_apps_and_tasks_from_zookee
         (ids.len() == 2).then_some(ids)
     })
     .await;
-    // The `marathon` client from PyPI, given only the standby, follows it
-    // to the leader.
+    // The `marathon` client from PyPI, given only the standby, works
+    // through it.
     match crate::cluster::venv_python("marathon") {
         Some(python) => {
             let script = "import sys\nfrom marathon import MarathonClient\n\

@@ -364,6 +364,114 @@ mod tests {
     }
 }
 
+/// Headers that belong to one connection, not to the request (RFC 9110
+/// §7.6.1), and `host` and `content-length`, which the next hop sets.
+fn hop_by_hop(name: &header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+/// Marks a request a standby forwarded, so that one can never come back.
+const VIA: &str = "x-marathon-via";
+
+/// A standby's own answers: `/ping` and `/v2/leader`; 503 while there is
+/// no leader (or for a request another standby already forwarded); None:
+/// forward it to the leader.
+fn standby_reply(
+    leader: Option<&str>,
+    headers: &HeaderMap,
+    path: &str,
+) -> Option<warp::reply::Response> {
+    Some(match (normalize(path).as_str(), leader) {
+        ("/ping", _) => ping(headers),
+        ("/v2/leader", Some(l)) => json_response(&Reply::ok(json!({ "leader": l }))),
+        ("/v2/leader", None) => json_response(&Reply::error(404, "There is no leader")),
+        (_, None) => json_response(&Reply::error(503, "Could not determine the current leader")),
+        _ if headers.contains_key(VIA) => json_response(&Reply::error(
+            503,
+            "The request was forwarded already: the leader is changing",
+        )),
+        _ => return None,
+    })
+}
+
+/// Forwards `req` to the leader at `leader` and streams its answer back
+/// (as Marathon's standbys proxy to the leader; `/v2/events` included).
+async fn forward(
+    client: &reqwest::Client,
+    leader: &str,
+    me: &str,
+    req: h::Request,
+) -> warp::reply::Response {
+    use futures::StreamExt as _;
+    let query = if req.query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", req.query)
+    };
+    let url = format!("http://{leader}{}{query}", req.path);
+    let body = match req.body {
+        Ok(b) => b,
+        Err(e) => return json_response(&Reply::error(e.status.as_u16(), e.message)),
+    };
+    let mut headers = req.headers.clone();
+    headers.retain_names(|n| !hop_by_hop(n));
+    if let Ok(v) = HeaderValue::from_str(me) {
+        headers.insert(VIA, v);
+    }
+    let sent = client
+        .request(req.method.clone(), &url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            return json_response(&Reply::error(
+                502,
+                format!("cannot reach the leader at {leader}: {e}"),
+            ));
+        }
+    };
+    let status = resp.status();
+    let mut back = resp.headers().clone();
+    back.retain_names(|n| !hop_by_hop(n));
+    // The body as it comes, until it ends or fails.
+    let stream = resp
+        .bytes_stream()
+        .scan((), |_, chunk| futures::future::ready(chunk.ok()))
+        .map(Ok::<Bytes, std::convert::Infallible>);
+    let mut r = warp::Reply::into_response(warp::reply::stream(stream));
+    *r.status_mut() = status;
+    r.headers_mut().extend(back);
+    r
+}
+
+trait RetainNames {
+    fn retain_names(&mut self, keep: impl Fn(&header::HeaderName) -> bool);
+}
+
+impl RetainNames for HeaderMap {
+    fn retain_names(&mut self, keep: impl Fn(&header::HeaderName) -> bool) {
+        let drop: Vec<header::HeaderName> = self.keys().filter(|n| !keep(n)).cloned().collect();
+        for n in drop {
+            self.remove(n);
+        }
+    }
+}
+
 /// The server of a marathon-rs that is not the leader.
 pub struct Standby {
     stop: tokio::sync::oneshot::Sender<()>,
@@ -378,43 +486,27 @@ impl Standby {
     }
 }
 
-/// A standby's answer: `/ping` and `/v2/leader` itself, everything else a
-/// 307 to the leader (`http://<leader><path>?<query>`; Marathon proxies
-/// instead, and clients follow either), 503 while there is no leader.
-fn standby_reply(
-    leader: Option<&str>,
-    headers: &HeaderMap,
-    path: &str,
-    query: &str,
-) -> warp::reply::Response {
-    match (normalize(path).as_str(), leader) {
-        ("/ping", _) => ping(headers),
-        ("/v2/leader", Some(l)) => json_response(&Reply::ok(json!({ "leader": l }))),
-        ("/v2/leader", None) => json_response(&Reply::error(404, "There is no leader")),
-        (_, None) => json_response(&Reply::error(503, "Could not determine the current leader")),
-        (_, Some(l)) => {
-            let query = if query.is_empty() {
-                String::new()
-            } else {
-                format!("?{query}")
-            };
-            let mut r = h::empty(StatusCode::TEMPORARY_REDIRECT);
-            if let Ok(v) = HeaderValue::from_str(&format!("http://{l}{path}{query}")) {
-                r.headers_mut().insert(header::LOCATION, v);
-            }
-            r
-        }
-    }
-}
-
-/// Serves the standby answers on `listener`, with the leader `leader` names.
+/// Serves a standby on `listener`: its own answers, and everything else
+/// forwarded to the leader `leader` names. `me` is this instance's
+/// `host:port`.
 pub fn standby(
     listener: tokio::net::TcpListener,
+    me: String,
     leader: tokio::sync::watch::Receiver<Option<agora_rpc::zk::Leader>>,
 ) -> Standby {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
     let routes = h::handle(MAX_BODY, move |req: h::Request| {
         let leader = leader.borrow().as_ref().map(|l| l.address.clone());
-        async move { standby_reply(leader.as_deref(), &req.headers, &req.path, &req.query) }
+        let (client, me) = (client.clone(), me.clone());
+        async move {
+            match standby_reply(leader.as_deref(), &req.headers, &req.path) {
+                Some(r) => r,
+                None => forward(&client, leader.as_deref().unwrap_or_default(), &me, req).await,
+            }
+        }
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(h::serve(listener, routes, async {
@@ -428,25 +520,20 @@ mod standby_tests {
     use super::*;
 
     #[test]
-    fn a_standby_sends_clients_to_the_leader() {
+    fn a_standby_answers_for_itself_or_forwards() {
         let h = HeaderMap::new();
-        let r = standby_reply(
-            Some("10.0.0.3:8080"),
-            &h,
-            "/v2/apps/web",
-            "embed=apps.tasks",
-        );
-        assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT);
-        assert_eq!(
-            r.headers()[header::LOCATION],
-            "http://10.0.0.3:8080/v2/apps/web?embed=apps.tasks"
-        );
-        assert_eq!(
-            standby_reply(Some("10.0.0.3:8080"), &h, "/v2/leader", "").status(),
-            StatusCode::OK
-        );
-        assert_eq!(standby_reply(None, &h, "/v2/apps", "").status(), 503);
-        assert_eq!(standby_reply(None, &h, "/v2/leader", "").status(), 404);
-        assert_eq!(standby_reply(None, &h, "/ping", "").status(), 200);
+        assert!(standby_reply(Some("10.0.0.3:8080"), &h, "/v2/apps/web").is_none());
+        let leader = standby_reply(Some("10.0.0.3:8080"), &h, "/v2/leader").unwrap();
+        assert_eq!(leader.status(), StatusCode::OK);
+        let none = |p: &str| standby_reply(None, &h, p).unwrap().status();
+        assert_eq!(none("/v2/apps"), 503);
+        assert_eq!(none("/v2/leader"), 404);
+        assert_eq!(none("/ping"), 200);
+        // A request another standby forwarded is not forwarded again.
+        let mut via = HeaderMap::new();
+        via.insert(VIA, HeaderValue::from_static("10.0.0.4:8080"));
+        let again = standby_reply(Some("10.0.0.5:8080"), &via, "/v2/apps").unwrap();
+        assert_eq!(again.status(), 503);
+        assert!(hop_by_hop(&header::CONNECTION) && !hop_by_hop(&header::ACCEPT));
     }
 }

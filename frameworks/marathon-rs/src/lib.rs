@@ -165,7 +165,11 @@ pub async fn run_contending(
             session_timeout,
         )
         .await?;
-        let standby = http::standby(listen(&socket)?, detect_in(Election::marathon(zk.clone())));
+        let standby = http::standby(
+            listen(&socket)?,
+            me.clone(),
+            detect_in(Election::marathon(zk.clone())),
+        );
         info!(%zk, node = candidacy.node(), "standing by");
         let elected = tokio::select! {
             e = candidacy.elected() => e,
