@@ -243,6 +243,23 @@ impl Live {
 }
 
 /// The app (and the label, as near as the line tells) behind the line
+/// Writes `--haproxy-map`'s map files for `services` (each replaced with
+/// a rename). HAProxy reads them when it starts or reloads, so they are
+/// written before the configuration that names them is checked.
+fn write_maps(services: &[Service], settings: &Settings) -> Result<(), String> {
+    let Some(dir) = &settings.map_dir else {
+        return Ok(());
+    };
+    let (domains, apps) = crate::maps(services);
+    for (name, text) in [("domain2backend.map", domains), ("app2backend.map", apps)] {
+        let path = Path::new(dir).join(name);
+        let tmp = path.with_extension("map.new");
+        std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// `haproxy -c` complains about (`[file:line]`) in `text`.
 fn culprit(text: &str, error: &str, services: &[Service]) -> Option<(String, String)> {
     let n: usize = error
@@ -498,6 +515,7 @@ impl Haproxy {
         let mut services = services.to_vec();
         let tmp = self.config.with_extension("new");
         loop {
+            write_maps(&services, settings)?;
             let text = self.render(&services, settings, None)?;
             std::fs::write(&tmp, &text).map_err(|e| format!("{}: {e}", tmp.display()))?;
             let Err(e) = self.check(&tmp) else { break };

@@ -117,7 +117,38 @@ pub struct Route {
     pub redirect_to_https: bool,
     /// The realm, when the backend's userlist guards it.
     pub auth_realm: Option<String>,
+    /// Routed through `domain2backend.map` (map mode, and nothing that
+    /// needs an ACL: no path, auth or redirect).
+    pub mapped: bool,
     weight: i64,
+}
+
+impl Route {
+    fn needs_acl(&self) -> bool {
+        self.path.is_some() || self.auth_realm.is_some() || self.redirect_to_https
+    }
+}
+
+/// The map files of `--haproxy-map` for `services`: `domain2backend.map`
+/// (virtual host → backend, for the hosts routed by the map) and
+/// `app2backend.map` (app id → backend, for the app-id frontend).
+pub fn maps(services: &[Service]) -> (String, String) {
+    let mut domains = String::new();
+    let mut apps = String::new();
+    for s in services.iter().filter(|s| s.mode == "http") {
+        let routed_by_acl = s.path.is_some() || s.auth.is_some() || s.redirect_to_https;
+        if !routed_by_acl {
+            for vhost in &s.vhosts {
+                domains.push_str(&format!("{vhost} {}\n", s.backend));
+            }
+        }
+        apps.push_str(&format!(
+            "{} {}\n",
+            s.app_id.to_ascii_lowercase(),
+            s.backend
+        ));
+    }
+    (domains, apps)
 }
 
 /// What is rendered around the services.
@@ -137,6 +168,10 @@ pub struct Settings {
     /// `--ssl-certs`: certificate files (PEM with key) of the HTTPS
     /// frontend; none: no HTTPS frontend.
     pub ssl_certs: Vec<String>,
+    /// `--haproxy-map`: virtual hosts and app ids are routed through map
+    /// files in this directory (`domain2backend.map`, `app2backend.map`)
+    /// instead of one ACL each, as marathon-lb's option does.
+    pub map_dir: Option<String>,
     /// The admin socket.
     pub socket: String,
     /// The server state file (kept across reloads).
@@ -154,6 +189,7 @@ impl Default for Settings {
             stats_bind: "*:9090".into(),
             https_bind: "*:443".into(),
             ssl_certs: Vec::new(),
+            map_dir: None,
             socket: "/var/run/haproxy/socket".into(),
             state_file: "/var/state/haproxy/global".into(),
             templates: Templates::default(),
@@ -171,6 +207,7 @@ struct Config<'a> {
     appid_bind: &'a str,
     https_bind: &'a str,
     ssl_certs: &'a [String],
+    map_dir: Option<&'a str>,
     head: Option<String>,
     http_head: Option<String>,
     appid_head: Option<String>,
@@ -689,6 +726,7 @@ pub fn render_slots(
                 path: s.path.clone(),
                 redirect_to_https: s.redirect_to_https,
                 auth_realm: s.auth.as_ref().map(|a| a.realm.clone()),
+                mapped: false,
                 weight: if s.path.is_some() {
                     s.weight.max(1)
                 } else {
@@ -699,6 +737,11 @@ pub fn render_slots(
     }
     // Heavier (and path) routes first, as marathon-lb orders use_backend.
     http_routes.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.acl.cmp(&b.acl)));
+    if settings.map_dir.is_some() {
+        for r in &mut http_routes {
+            r.mapped = !r.needs_acl();
+        }
+    }
     Config {
         head: t.fill(
             "HAPROXY_HEAD",
@@ -738,6 +781,7 @@ pub fn render_slots(
         appid_bind: &settings.appid_bind,
         https_bind: &settings.https_bind,
         ssl_certs: &settings.ssl_certs,
+        map_dir: settings.map_dir.as_deref(),
         userlists: services
             .iter()
             .filter(|s| s.mode == "http" && s.auth.is_some() && !s.vhosts.is_empty())

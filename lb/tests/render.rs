@@ -334,3 +334,35 @@ fn haproxy_accepts_the_https_configuration() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+#[test]
+fn with_haproxy_map_vhosts_and_app_ids_route_through_map_files() {
+    let settings = Settings {
+        map_dir: Some("/etc/haproxy".into()),
+        ..Settings::default()
+    };
+    let (cfg, _) = rendered(&settings);
+    golden("map.cfg", &cfg);
+    assert!(cfg.contains(
+        "use_backend %[req.hdr(host),lower,regsub(:.*$,,),map(/etc/haproxy/domain2backend.map)]"
+    ));
+    assert!(cfg.contains(
+        "use_backend %[req.hdr(x-marathon-app-id),lower,map(/etc/haproxy/app2backend.map)]"
+    ));
+    // Plain virtual hosts have no ACL of their own any more; one with a
+    // path (and a redirect) keeps its ACL.
+    assert!(!cfg.contains("acl host_test_example_com_nginx"));
+    assert!(cfg.contains("acl host_example_com_api"));
+    let apps: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir().join("apps.json")).unwrap()).unwrap();
+    let (svcs, _) = services(&apps, &settings, &resolve);
+    let (domains, app_ids) = agora_lb::maps(&svcs);
+    assert_eq!(
+        domains,
+        "test.example.com nginx_10000\nwww.example.com nginx_10000\n"
+    );
+    assert!(
+        app_ids.contains("/nginx nginx_10000\n") && app_ids.contains("/api api_10002\n"),
+        "{app_ids}"
+    );
+}

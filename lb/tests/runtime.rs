@@ -262,3 +262,68 @@ fn server_changes_go_through_the_runtime_api_and_structure_changes_reload() {
     });
     haproxy.stop();
 }
+
+/// The body of `GET /` to 127.0.0.1:`port` with `header` (e.g. `Host: a`),
+/// or the status line when it is not a 200.
+fn get_with(port: u16, header: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return "no connection".into();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ =
+        s.write_all(format!("GET / HTTP/1.1\r\n{header}\r\nConnection: close\r\n\r\n").as_bytes());
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    if out.starts_with("HTTP/1.1 200") {
+        out.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
+    } else {
+        out.lines().next().unwrap_or("").to_string()
+    }
+}
+
+#[test]
+fn with_map_files_virtual_hosts_and_app_ids_route_and_follow_changes() {
+    if !haproxy_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (http, appid) = (free_port(), free_port());
+    let settings = Settings {
+        http_bind: format!("127.0.0.1:{http}"),
+        appid_bind: format!("127.0.0.1:{appid}"),
+        stats_bind: format!("127.0.0.1:{}", free_port()),
+        socket: dir.path().join("socket").display().to_string(),
+        state_file: dir.path().join("state").display().to_string(),
+        map_dir: Some(dir.path().display().to_string()),
+        ..Settings::default()
+    };
+    let resolve = |h: &str| h.parse().ok();
+    let (one, two) = (backend("one"), backend("two"));
+    let doc = |two_host: &str| {
+        let app = |id: &str, vhost: &str, port: u16| {
+            json!({"id": id, "portDefinitions": [{"port": free_port()}],
+                   "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": vhost},
+                   "tasks": [{"id": format!("{id}.1"), "host": "127.0.0.1",
+                              "state": "TASK_RUNNING", "ports": [port]}]})
+        };
+        json!({"apps": [app("/one", "one.example.com", one), app("/two", two_host, two)]})
+    };
+    let mut haproxy = Haproxy::new("haproxy", dir.path().join("haproxy.cfg"), &settings.socket);
+    let (svcs, errors) = services(&doc("two.example.com"), &settings, &resolve);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(haproxy.apply(&svcs, &settings), Ok(Applied::Started));
+    eventually("both hosts route through the map", || {
+        get_with(http, "Host: one.example.com") == "one"
+            && get_with(http, "Host: TWO.example.com:80") == "two"
+    });
+    assert_eq!(get_with(appid, "X-Marathon-App-Id: /two"), "two");
+    assert!(get_with(http, "Host: nobody.example.com").contains("503"));
+    // A virtual host changes: the map follows (with a reload).
+    let (svcs, _) = services(&doc("deux.example.com"), &settings, &resolve);
+    assert_eq!(haproxy.apply(&svcs, &settings), Ok(Applied::Reloaded));
+    eventually("the new host routes", || {
+        get_with(http, "Host: deux.example.com") == "two"
+    });
+    assert!(get_with(http, "Host: two.example.com").contains("503"));
+    haproxy.stop();
+}

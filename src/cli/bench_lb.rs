@@ -94,6 +94,7 @@ pub fn run(sizes: &[usize], changes: usize) -> anyhow::Result<()> {
             stats_bind: free()?,
             https_bind: free()?,
             ssl_certs: Vec::new(),
+            map_dir: None,
             socket: dir.path().join("socket").display().to_string(),
             state_file: dir.path().join("state").display().to_string(),
             templates: agora_lb::Templates::default(),

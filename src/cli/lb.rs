@@ -61,6 +61,11 @@ pub struct LbArgs {
     /// their keys, as marathon-lb's `--ssl-certs`).
     #[arg(long, value_delimiter = ',')]
     pub ssl_certs: Vec<PathBuf>,
+    /// Route virtual hosts and app ids through map files beside the
+    /// configuration (`domain2backend.map`, `app2backend.map`) instead of one
+    /// ACL each: constant-time routing for many virtual hosts.
+    #[arg(long)]
+    pub haproxy_map: bool,
     /// A directory of marathon-lb template overrides (`HAPROXY_HEAD`,
     /// `HAPROXY_HTTP_FRONTEND_HEAD`, `HAPROXY_HTTP_FRONTEND_APPID_HEAD`,
     /// `HAPROXY_HTTPS_FRONTEND_HEAD`, `HAPROXY_FRONTEND_HEAD`,
@@ -91,10 +96,33 @@ impl LbArgs {
             }
             ssl_certs.push(path);
         }
+        let map_dir = if self.haproxy_map {
+            let parent = self
+                .haproxy_config
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let dir = std::path::absolute(parent)
+                .unwrap_or_else(|_| parent.to_path_buf())
+                .display()
+                .to_string();
+            if dir
+                .chars()
+                .any(|c| c.is_whitespace() || "(),#\"'".contains(c))
+            {
+                anyhow::bail!(
+                    "--haproxy-map: the map files would go in '{dir}', which HAProxy cannot name (no spaces, quotes, commas or parentheses)"
+                );
+            }
+            Some(dir)
+        } else {
+            None
+        };
         Ok(agora_lb::Settings {
             group: self.group.clone(),
             https_bind: format!("*:{}", self.bind_https_port),
             ssl_certs,
+            map_dir,
             http_bind: format!("*:{}", self.bind_http_port),
             appid_bind: format!("*:{}", self.appid_port),
             stats_bind: format!("*:{}", self.stats_port),
@@ -120,6 +148,7 @@ impl LbArgs {
             metrics_port: 9092,
             bind_https_port: 9443,
             ssl_certs: Vec::new(),
+            haproxy_map: false,
             templates: None,
             resync: Duration::from_secs(30),
         }
