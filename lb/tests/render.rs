@@ -40,6 +40,23 @@ fn golden(name: &str, text: &str) {
     );
 }
 
+/// Writes `cfg` to `file` and asserts that `haproxy -c` accepts it.
+fn assert_haproxy_accepts(file: &std::path::Path, cfg: &str) {
+    std::fs::write(file, cfg).unwrap();
+    let check = std::process::Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "haproxy -c refused {}:\n{}\n{cfg}",
+        file.display(),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 #[test]
 fn the_external_group_renders_as_marathon_lb_does() {
     let (cfg, errors) = rendered(&Settings::default());
@@ -110,34 +127,9 @@ fn haproxy_accepts_the_rendered_configuration() {
         ..settings.clone()
     };
     let (cfg2, _) = rendered(&overridden);
-    let file2 = tmp.join("overridden.cfg");
-    std::fs::write(&file2, &cfg2).unwrap();
-    let check2 = std::process::Command::new("haproxy")
-        .arg("-c")
-        .arg("-f")
-        .arg(&file2)
-        .output()
-        .unwrap();
-    assert!(
-        check2.status.success(),
-        "haproxy -c refused the overridden configuration:\n{}",
-        String::from_utf8_lossy(&check2.stderr)
-    );
-    let file = tmp.join("haproxy.cfg");
-    std::fs::write(&file, &cfg).unwrap();
-    let check = std::process::Command::new("haproxy")
-        .arg("-c")
-        .arg("-f")
-        .arg(&file)
-        .output()
-        .unwrap();
+    assert_haproxy_accepts(&tmp.join("overridden.cfg"), &cfg2);
+    assert_haproxy_accepts(&tmp.join("haproxy.cfg"), &cfg);
     let _ = std::fs::remove_dir_all(&tmp);
-    assert!(
-        check.status.success(),
-        "haproxy -c refused it:\n{}\n{}",
-        String::from_utf8_lossy(&check.stderr),
-        cfg
-    );
 }
 
 #[test]
@@ -320,19 +312,7 @@ fn haproxy_accepts_the_https_configuration() {
         .replace("/etc/ssl/db.pem", &pem.display().to_string());
     let (svcs, _) = services(&serde_json::from_str(&apps).unwrap(), &settings, &resolve);
     let cfg = render(&svcs, &settings).unwrap();
-    let file = tmp.path().join("haproxy.cfg");
-    std::fs::write(&file, &cfg).unwrap();
-    let check = std::process::Command::new("haproxy")
-        .arg("-c")
-        .arg("-f")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "haproxy -c refused it:\n{}\n{cfg}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_haproxy_accepts(&tmp.path().join("haproxy.cfg"), &cfg);
 }
 
 #[test]
