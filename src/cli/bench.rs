@@ -100,6 +100,13 @@ enum Bench {
         /// Single-task changes applied per size.
         #[arg(long, default_value_t = 20)]
         changes: usize,
+        /// Virtual hosts for the routing comparison (ACL per host against
+        /// --haproxy-map), comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+        routing: Vec<usize>,
+        /// Requests per routing measurement.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
     },
 }
 
@@ -164,7 +171,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             );
             super::bench_dns::run(tasks, seconds).await
         }
-        Bench::Lb { servers, changes } => {
+        Bench::Lb {
+            servers,
+            changes,
+            routing,
+            requests,
+        } => {
+            anyhow::ensure!(
+                routing.iter().all(|v| (1..=50_000).contains(v)),
+                "--routing must be between 1 and 50000 virtual hosts"
+            );
+            anyhow::ensure!(
+                (10..=100_000).contains(&requests),
+                "--requests must be between 10 and 100000"
+            );
             anyhow::ensure!(
                 servers.iter().all(|s| (10..=40_000).contains(s)),
                 "--servers must be between 10 and 40000"
@@ -173,7 +193,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 (1..=1000).contains(&changes),
                 "--changes must be between 1 and 1000"
             );
-            tokio::task::block_in_place(|| super::bench_lb::run(&servers, changes))
+            tokio::task::block_in_place(|| {
+                super::bench_lb::run(&servers, changes)?;
+                super::bench_lb::routing(&routing, requests)
+            })
         }
         Bench::Docker {
             image,

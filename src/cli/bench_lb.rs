@@ -196,3 +196,129 @@ pub fn run(sizes: &[usize], changes: usize) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A local HTTP server answering every request with a fixed 200, one
+/// thread per connection; its port.
+fn responder() -> anyhow::Result<u16> {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 4096];
+                let mut req = Vec::new();
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// Request latency through HAProxy's HTTP frontend with `vhosts` virtual
+/// hosts, routed by one ACL per host (marathon-lb's default) and by
+/// `--haproxy-map`: `requests` requests, each for a host drawn at random,
+/// one connection each, against one local responder behind every backend.
+pub fn routing(vhosts: &[usize], requests: usize) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    let upstream = responder()?;
+    println!();
+    println!(
+        "{:>8} {:>6} {:>10} {:>10} {:>10}",
+        "vhosts", "mode", "p50 µs", "p99 µs", "non-200"
+    );
+    for &n in vhosts {
+        for map in [false, true] {
+            let dir = tempfile::tempdir()?;
+            let http = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let free = || -> anyhow::Result<String> {
+                let p = std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port();
+                Ok(format!("127.0.0.1:{p}"))
+            };
+            let settings = Settings {
+                http_bind: format!("127.0.0.1:{http}"),
+                appid_bind: free()?,
+                stats_bind: free()?,
+                map_dir: map.then(|| dir.path().display().to_string()),
+                socket: dir.path().join("socket").display().to_string(),
+                state_file: dir.path().join("state").display().to_string(),
+                ..Settings::default()
+            };
+            let apps: Vec<Value> = (0..n)
+                .map(|i| {
+                    json!({"id": format!("/r/app-{i}"),
+                           "labels": {"HAPROXY_GROUP": "external",
+                                      "HAPROXY_0_VHOST": format!("app-{i}.example.com"),
+                                      "HAPROXY_0_BIND_ADDR": "127.0.0.1"},
+                           "portDefinitions": [{"port": 20000 + i}],
+                           "tasks": [{"id": format!("app-{i}.1"), "host": "127.0.0.1",
+                                      "state": "TASK_RUNNING", "ports": [upstream]}]})
+                })
+                .collect();
+            let resolve = |h: &str| h.parse::<IpAddr>().ok();
+            let (svcs, errors) = agora_lb::services(&json!({ "apps": apps }), &settings, &resolve);
+            anyhow::ensure!(errors.is_empty(), "bench apps rejected: {errors:?}");
+            let mut haproxy =
+                Haproxy::new("haproxy", dir.path().join("haproxy.cfg"), &settings.socket);
+            haproxy
+                .apply(&svcs, &settings)
+                .map_err(anyhow::Error::msg)?;
+            let get = |host: &str| -> Option<bool> {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).ok()?;
+                s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+                s.write_all(
+                    format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .ok()?;
+                let mut out = Vec::new();
+                s.read_to_end(&mut out).ok()?;
+                Some(out.starts_with(b"HTTP/1.1 200"))
+            };
+            // Wait until it serves, then warm up.
+            let ready = Instant::now();
+            while get("app-0.example.com") != Some(true) {
+                anyhow::ensure!(
+                    ready.elapsed() < Duration::from_secs(30),
+                    "HAProxy never served"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let mut lat = Vec::with_capacity(requests);
+            let mut failed = 0;
+            for _ in 0..requests {
+                let host = format!("app-{}.example.com", fastrand::usize(..n));
+                let t = Instant::now();
+                if get(&host) != Some(true) {
+                    failed += 1;
+                }
+                lat.push(t.elapsed());
+            }
+            haproxy.stop();
+            lat.sort();
+            let p = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+            println!(
+                "{:>8} {:>6} {:>10.0} {:>10.0} {:>10}",
+                n,
+                if map { "map" } else { "acl" },
+                p(0.5),
+                p(0.99),
+                failed
+            );
+        }
+    }
+    Ok(())
+}
