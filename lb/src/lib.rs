@@ -123,9 +123,11 @@ pub struct Route {
     weight: i64,
 }
 
-impl Route {
+impl Service {
+    /// Its virtual hosts need an ACL of their own (a path, auth or a
+    /// redirect), map mode or not.
     fn needs_acl(&self) -> bool {
-        self.path.is_some() || self.auth_realm.is_some() || self.redirect_to_https
+        self.path.is_some() || self.auth.is_some() || self.redirect_to_https
     }
 }
 
@@ -136,8 +138,7 @@ pub fn maps(services: &[Service]) -> (String, String) {
     let mut domains = String::new();
     let mut apps = String::new();
     for s in services.iter().filter(|s| s.mode == "http") {
-        let routed_by_acl = s.path.is_some() || s.auth.is_some() || s.redirect_to_https;
-        if !routed_by_acl {
+        if !s.needs_acl() {
             for vhost in &s.vhosts {
                 domains.push_str(&format!("{vhost} {}\n", s.backend));
             }
@@ -726,7 +727,7 @@ pub fn render_slots(
                 path: s.path.clone(),
                 redirect_to_https: s.redirect_to_https,
                 auth_realm: s.auth.as_ref().map(|a| a.realm.clone()),
-                mapped: false,
+                mapped: settings.map_dir.is_some() && !s.needs_acl(),
                 weight: if s.path.is_some() {
                     s.weight.max(1)
                 } else {
@@ -737,11 +738,6 @@ pub fn render_slots(
     }
     // Heavier (and path) routes first, as marathon-lb orders use_backend.
     http_routes.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.acl.cmp(&b.acl)));
-    if settings.map_dir.is_some() {
-        for r in &mut http_routes {
-            r.mapped = !r.needs_acl();
-        }
-    }
     Config {
         head: t.fill(
             "HAPROXY_HEAD",

@@ -105,7 +105,6 @@ mod tests {
     fn leader() -> Leader {
         Leader {
             address: "10.0.0.2:5050".into(),
-            sequence: 3,
             info: serde_json::json!({"hostname": "m2.example", "port": 5050,
                                      "address": {"ip": "10.0.0.2", "port": 5050}}),
         }

@@ -425,8 +425,7 @@ async fn forward(
         Ok(b) => b,
         Err(e) => return json_response(&Reply::error(e.status.as_u16(), e.message)),
     };
-    let mut headers = req.headers.clone();
-    headers.retain_names(|n| !hop_by_hop(n));
+    let mut headers = end_to_end(&req.headers);
     if let Ok(v) = HeaderValue::from_str(me) {
         headers.insert(VIA, v);
     }
@@ -446,8 +445,7 @@ async fn forward(
         }
     };
     let status = resp.status();
-    let mut back = resp.headers().clone();
-    back.retain_names(|n| !hop_by_hop(n));
+    let back = end_to_end(resp.headers());
     // The body as it comes, until it ends or fails.
     let stream = resp
         .bytes_stream()
@@ -459,17 +457,13 @@ async fn forward(
     r
 }
 
-trait RetainNames {
-    fn retain_names(&mut self, keep: impl Fn(&header::HeaderName) -> bool);
-}
-
-impl RetainNames for HeaderMap {
-    fn retain_names(&mut self, keep: impl Fn(&header::HeaderName) -> bool) {
-        let drop: Vec<header::HeaderName> = self.keys().filter(|n| !keep(n)).cloned().collect();
-        for n in drop {
-            self.remove(n);
-        }
-    }
+/// `headers` without the hop-by-hop ones.
+fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    headers
+        .iter()
+        .filter(|(n, _)| !hop_by_hop(n))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
 }
 
 /// The server of a marathon-rs that is not the leader.

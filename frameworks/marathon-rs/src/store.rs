@@ -80,7 +80,7 @@ impl Store {
             None => State::default(),
             Some(bytes) => {
                 serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
-                    path: PathBuf::from(format!("{url}{}", dir.trim_start_matches(&url.path))),
+                    path: PathBuf::from(format!("zk://{}{dir}", url.servers)),
                     source,
                 })?
             }

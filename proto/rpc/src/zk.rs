@@ -144,21 +144,11 @@ pub fn member_sequence(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// The leading member among `children`: the smallest sequence.
-pub fn leading_member(children: &[String]) -> Option<(&str, u64)> {
-    children
-        .iter()
-        .filter_map(|c| member_sequence(c).map(|s| (c.as_str(), s)))
-        .min_by_key(|&(_, s)| s)
-}
-
 /// The leading master, as its ZooKeeper record names it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Leader {
     /// `ip:port` (from `address`, else `pid`).
     pub address: String,
-    /// Its sequence: the leadership epoch is this + 1.
-    pub sequence: u64,
     /// The whole MasterInfo JSON.
     pub info: serde_json::Value,
 }
@@ -233,7 +223,7 @@ impl Election {
     }
 
     /// The leader a member's data names.
-    fn leader(&self, data: &[u8], sequence: u64) -> Option<Leader> {
+    fn leader(&self, data: &[u8]) -> Option<Leader> {
         let (address, info) = match self.kind {
             Kind::Mesos => {
                 let info: serde_json::Value = serde_json::from_slice(data).ok()?;
@@ -247,11 +237,7 @@ impl Election {
                 (address, serde_json::Value::Null)
             }
         };
-        Some(Leader {
-            address,
-            sequence,
-            info,
-        })
+        Some(Leader { address, info })
     }
 
     /// The name prefix of a new member's node.
@@ -303,12 +289,12 @@ async fn read_leader(
             }
             Err(e) => return Err(e),
         };
-        let Some((name, sequence)) = election.leading(&children) else {
+        let Some((name, _)) = election.leading(&children) else {
             return Ok((None, watcher));
         };
         match client.get_data(&format!("{dir}/{name}")).await {
             Ok((data, _)) => {
-                let leader = election.leader(&data, sequence);
+                let leader = election.leader(&data);
                 if leader.is_none() {
                     warn!(%dir, node = name, "the leader's record names no address");
                 }
@@ -759,9 +745,10 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
-        assert_eq!(leading_member(&children), Some(("info_0000000005", 5)));
+        let mesos = Election::mesos("zk://h:1/mesos".parse().unwrap());
+        assert_eq!(mesos.leading(&children), Some(("info_0000000005", 5)));
         assert_eq!(member_sequence("log_replicas"), None);
-        assert_eq!(leading_member(&["log_replicas".to_string()]), None);
+        assert_eq!(mesos.leading(&["log_replicas".to_string()]), None);
     }
 
     #[test]
@@ -776,9 +763,9 @@ mod tests {
         .map(String::from)
         .to_vec();
         assert_eq!(e.leading(&children), Some(("_c_9a11-latch-0000000002", 2)));
-        let leader = e.leader(b"10.0.0.3:8080", 2).unwrap();
+        let leader = e.leader(b"10.0.0.3:8080").unwrap();
         assert_eq!(leader.address, "10.0.0.3:8080");
-        assert!(e.leader(b"", 2).is_none());
+        assert!(e.leader(b"").is_none());
         assert!(e.member_prefix().starts_with("_c_") && e.member_prefix().ends_with("-latch-"));
     }
 
