@@ -41,10 +41,13 @@ impl ZkServer {
         let log = std::fs::File::create(dir.path().join("zookeeper.log")).unwrap();
         let child = std::process::Command::new("java")
             .args([
-                "-Xmx128m",
+                // A whole-document store writes up to megabytes per change,
+                // and the server keeps its last 500 proposals in memory.
+                "-Xmx512m",
                 "-Dzookeeper.admin.enableServer=false",
                 "-cp",
-                ZK_JAR,
+                // slf4j-simple, when installed, makes the server's log readable.
+                &format!("{ZK_JAR}:/usr/share/java/slf4j-simple.jar"),
             ])
             .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
             .arg(port.to_string())
@@ -567,4 +570,112 @@ async fn a_zookeeper_document_is_chunked_whole_and_fenced_against_a_deposed_writ
     let broken = zk::Document::new(connect().await, &url, "/doc/broken".into());
     let err = broken.read().await.unwrap_err();
     assert!(matches!(err, zk::ZkError::Corrupt(..)), "{err}");
+}
+
+/// Issue 12.1: marathon-rs with `--zk` hung under concurrent POSTs (a store
+/// write waited on ZooKeeper while holding the state machine's lock). Four
+/// clients create apps at once while `/ping` and a read are asked
+/// throughout; every request must be answered, and every app must be in
+/// ZooKeeper for the standby that takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marathon_rs_in_ha_answers_throughout_concurrent_writes_and_keeps_every_app() {
+    let Some(zk) = ZkServer::start().await else {
+        return;
+    };
+    let cluster = crate::cluster::Cluster::start(1, "cpus:4;mem:2048").await;
+    let url = format!("zk://127.0.0.1:{}/agora/marathon-load", zk.port);
+    let mut first = spawn_marathon(&cluster.master(), &url);
+    let me = format!("127.0.0.1:{}", first.port);
+    eventually("the first marathon-rs leads", || async {
+        (leader_of(first.port).await.as_deref() == Some(me.as_str())).then_some(())
+    })
+    .await;
+    let second = spawn_marathon(&cluster.master(), &url);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let (clients, per_client) = (4, 100);
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let prober = {
+        let (client, writing, base) = (client.clone(), writing.clone(), me.clone());
+        tokio::spawn(async move {
+            let mut answered = 0;
+            let mut worst = Duration::ZERO;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                for path in ["/ping", "/v2/apps/load/w0-0"] {
+                    let started = std::time::Instant::now();
+                    let r = client.get(format!("http://{base}{path}")).send().await;
+                    let r = r.unwrap_or_else(|e| panic!("GET {path} while writing: {e}"));
+                    assert!(r.status().as_u16() < 500, "GET {path}: {}", r.status());
+                    worst = worst.max(started.elapsed());
+                    answered += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (answered, worst)
+        })
+    };
+    let started = std::time::Instant::now();
+    let writers: Vec<_> = (0..clients)
+        .map(|w| {
+            let (client, base) = (client.clone(), me.clone());
+            tokio::spawn(async move {
+                for i in 0..per_client {
+                    let app = serde_json::json!({"id": format!("/load/w{w}-{i}"), "cmd": "sleep 1",
+                                                 "cpus": 0.01, "mem": 8, "instances": 0});
+                    let r = client
+                        .post(format!("http://{base}/v2/apps"))
+                        .json(&app)
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("POST /load/w{w}-{i}: {e}"));
+                    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (answered, worst) = prober.await.unwrap();
+    eprintln!(
+        "marathon-rs in HA: {} POSTs from {clients} clients in {elapsed:?}; \
+         {answered} reads answered meanwhile, the slowest in {worst:?}",
+        clients * per_client
+    );
+    let ids = |v: serde_json::Value| -> std::collections::BTreeSet<String> {
+        v["apps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["id"].as_str().map(str::to_string))
+            .filter(|id| id.starts_with("/load/"))
+            .collect()
+    };
+    let apps = |port: u16| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(format!("http://127.0.0.1:{port}/v2/apps"))
+                .send()
+                .await
+                .ok()?;
+            r.json::<serde_json::Value>().await.ok()
+        }
+    };
+    let created = ids(apps(first.port).await.unwrap());
+    assert_eq!(created.len(), clients * per_client);
+    // The leader dies; the standby has every app from ZooKeeper.
+    first.child.kill().await.unwrap();
+    let me = format!("127.0.0.1:{}", second.port);
+    eventually("the second marathon-rs leads", || async {
+        (leader_of(second.port).await.as_deref() == Some(me.as_str())).then_some(())
+    })
+    .await;
+    assert_eq!(ids(apps(second.port).await.unwrap()), created);
+    drop(second);
+    cluster.stop().await;
 }

@@ -518,6 +518,27 @@ async fn bad_requests_get_marathon_errors_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
+    // Marathon consumes JSON only.
+    let resp = reqwest::Client::new()
+        .post(m.url("/v2/apps"))
+        .header("Content-Type", "text/plain")
+        .body(r#"{"id": "/plain", "cmd": "sleep 9"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
+    let (status, r) = m
+        .call(
+            "POST",
+            "/v2/apps",
+            Some(json!({"id": "/huge", "cmd": "x", "cpus": 1e308})),
+        )
+        .await;
+    assert_eq!(
+        (status, r["details"][0]["path"].as_str()),
+        (422, Some("/cpus")),
+        "{r}"
+    );
     let (status, r) = m.call("GET", "/v2/apps/nope", None).await;
     assert_eq!(
         (status, r["message"].as_str()),

@@ -15,8 +15,8 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, warn};
 
+use crate::driver::now;
 use crate::http::{Context, Query, json_response};
-use crate::shared::now;
 use agora_marathon_core::marathon::Reply;
 
 fn frame(event_type: &str, data: &str) -> Bytes {
@@ -48,7 +48,7 @@ pub fn stream(ctx: &Context, q: &Query, headers: &HeaderMap) -> warp::reply::Res
         .and_then(|v| v.to_str().ok())
         .unwrap_or("127.0.0.1")
         .to_string();
-    let mut rx = ctx.shared.subscribe();
+    let mut rx = ctx.marathon.subscribe();
     let every = ctx.event_heartbeat;
     let body = async_stream::stream! {
         let attached = json!({

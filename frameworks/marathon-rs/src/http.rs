@@ -11,17 +11,19 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 use warp::Filter;
 
+use crate::driver::{Handle, Stopped};
 use crate::events;
-use crate::shared::Shared;
 use crate::ui;
+use agora_marathon_core::marathon::Marathon;
+use agora_marathon_core::time::Millis;
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// What the handlers need.
 pub struct Context {
-    /// The state machine.
-    pub shared: Arc<Shared>,
+    /// The state machine's driver.
+    pub marathon: Handle,
     /// When this marathon-rs started (for `/metrics`).
     pub started: std::time::Instant,
     /// Heartbeat interval of `/v2/events`.
@@ -42,7 +44,7 @@ pub fn routes(
                 Err(e) => return json_response(&Reply::error(e.status.as_u16(), e.message)),
             };
             let query = Query::parse(&req.query);
-            dispatch(&ctx, &req.method, &req.path, &query, &req.headers, body)
+            dispatch(&ctx, &req.method, &req.path, query, &req.headers, body).await
         }
     })
 }
@@ -146,27 +148,76 @@ fn kill_flags(q: &Query) -> TaskKill {
     }
 }
 
-fn dispatch(
+/// 503 while the driver is gone (marathon-rs is stopping).
+fn stopping() -> Reply {
+    Reply::error(503, "marathon-rs is shutting down")
+}
+
+async fn read(s: &Handle, f: impl FnOnce(&Marathon, Millis) -> Reply + Send + 'static) -> Reply {
+    s.read(f).await.unwrap_or_else(|Stopped| stopping())
+}
+
+async fn write(
+    s: &Handle,
+    f: impl FnOnce(&mut Marathon, Millis) -> Reply + Send + 'static,
+) -> Reply {
+    s.write(f).await.unwrap_or_else(|Stopped| stopping())
+}
+
+/// 415 for a body that is not JSON, as Marathon's resources consume only
+/// `application/json` (a request without a `Content-Type` is read as JSON).
+fn unsupported_media_type(method: &Method, headers: &HeaderMap, body: &[u8]) -> Option<Reply> {
+    if body.is_empty() || !matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        return None;
+    }
+    let ct = headers.get(header::CONTENT_TYPE)?;
+    let essence = ct
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        return None;
+    }
+    Some(Reply::error(
+        415,
+        format!(
+            "Unsupported Media Type '{}': send application/json",
+            String::from_utf8_lossy(ct.as_bytes())
+        ),
+    ))
+}
+
+async fn dispatch(
     ctx: &Context,
     method: &Method,
     raw_path: &str,
-    q: &Query,
+    q: Query,
     headers: &HeaderMap,
     body: Bytes,
 ) -> warp::reply::Response {
     let path = normalize(raw_path);
-    let s = &ctx.shared;
+    let s = &ctx.marathon;
     match path.as_str() {
-        "/" | "/ui" => return ui::page(s),
+        "/" | "/ui" => return ui::page(s).await,
         "/ping" => return ping(headers),
-        "/v2/events" if *method == Method::GET => return events::stream(ctx, q, headers),
+        "/v2/events" if *method == Method::GET => return events::stream(ctx, &q, headers),
         _ => {}
     }
+    if let Some(refused) = unsupported_media_type(method, headers, &body) {
+        return json_response(&refused);
+    }
     let reply = match path.as_str() {
-        "/metrics" => s.read(|m, _| Reply::ok(metrics(m, ctx.started))),
-        "/v2/info" => s.read(|m, _| m.info()),
+        "/metrics" => {
+            let started = ctx.started;
+            read(s, move |m, _| Reply::ok(metrics(m, started))).await
+        }
+        "/v2/info" => read(s, |m, _| m.info()).await,
         "/v2/leader" => match *method {
-            Method::GET => s.read(|m, _| Reply::ok(json!({"leader": m.config().leader}))),
+            Method::GET => read(s, |m, _| Reply::ok(json!({"leader": m.config().leader}))).await,
             Method::DELETE => match &ctx.abdicate {
                 Some(abdicate) => {
                     abdicate.notify_one();
@@ -179,29 +230,31 @@ fn dispatch(
             },
             _ => method_not_allowed(method),
         },
-        "/v2/apps" => apps(s, method, q, &body),
+        "/v2/apps" => apps(s, method, &q, body).await,
         "/v2/tasks" if *method == Method::GET => {
             let statuses = q.all("status");
-            s.read(|m, _| m.list_tasks(&statuses))
+            read(s, move |m, _| m.list_tasks(&statuses)).await
         }
         "/v2/tasks/delete" if *method == Method::POST => {
-            s.write(|m, now| m.delete_tasks(now, &body, kill_flags(q)))
+            let flags = kill_flags(&q);
+            write(s, move |m, now| m.delete_tasks(now, &body, flags)).await
         }
-        "/v2/deployments" if *method == Method::GET => s.read(|m, _| m.list_deployments()),
+        "/v2/deployments" if *method == Method::GET => read(s, |m, _| m.list_deployments()).await,
         "/v2/queue" if *method == Method::GET => {
             let embed = q.all("embed");
-            s.read(|m, now| m.queue(now, &embed))
+            read(s, move |m, now| m.queue(now, &embed)).await
         }
-        "/v2/groups" => groups(s, method, "/", q, &body),
+        "/v2/groups" => groups(s, method, "/", &q, body).await,
         p => {
             if let Some(id) = p.strip_prefix("/v2/apps/") {
-                app(s, method, id, q, &body)
+                app(s, method, id, &q, body).await
             } else if let Some(id) = p.strip_prefix("/v2/groups/") {
-                groups(s, method, id, q, &body)
+                groups(s, method, id, &q, body).await
             } else if let Some(id) = p.strip_prefix("/v2/deployments/") {
                 match *method {
                     Method::DELETE => {
-                        s.write(|m, now| m.delete_deployment(now, id, q.flag("force", false)))
+                        let (id, force) = (id.to_string(), q.flag("force", false));
+                        write(s, move |m, now| m.delete_deployment(now, &id, force)).await
                     }
                     _ => method_not_allowed(method),
                 }
@@ -210,7 +263,10 @@ fn dispatch(
                 .and_then(|r| r.strip_suffix("/delay"))
             {
                 match *method {
-                    Method::DELETE => s.write(|m, now| m.reset_delay(now, id)),
+                    Method::DELETE => {
+                        let id = id.to_string();
+                        write(s, move |m, now| m.reset_delay(now, &id)).await
+                    }
                     _ => method_not_allowed(method),
                 }
             } else {
@@ -221,84 +277,118 @@ fn dispatch(
     json_response(&reply)
 }
 
-fn apps(s: &Shared, method: &Method, q: &Query, body: &[u8]) -> Reply {
+async fn apps(s: &Handle, method: &Method, q: &Query, body: Bytes) -> Reply {
     let force = q.flag("force", false);
     match *method {
         Method::GET => {
             let embed = q.all("embed");
-            s.read(|m, _| m.list_apps(q.get("cmd"), q.get("id"), q.get("label"), &embed))
+            let owned = |name: &str| q.get(name).map(str::to_string);
+            let (cmd, id, label) = (owned("cmd"), owned("id"), owned("label"));
+            read(s, move |m, _| {
+                m.list_apps(cmd.as_deref(), id.as_deref(), label.as_deref(), &embed)
+            })
+            .await
         }
-        Method::POST => s.write(|m, now| m.create_app(now, body, force)),
+        Method::POST => write(s, move |m, now| m.create_app(now, &body, force)).await,
         Method::PUT => {
-            s.write(|m, now| m.put_apps(now, body, force, q.flag("partialUpdate", true)))
+            let partial = q.flag("partialUpdate", true);
+            write(s, move |m, now| m.put_apps(now, &body, force, partial)).await
         }
-        Method::PATCH => s.write(|m, now| m.put_apps(now, body, force, true)),
+        Method::PATCH => write(s, move |m, now| m.put_apps(now, &body, force, true)).await,
         _ => method_not_allowed(method),
     }
 }
 
-fn app(s: &Shared, method: &Method, rest: &str, q: &Query, body: &[u8]) -> Reply {
+async fn app(s: &Handle, method: &Method, rest: &str, q: &Query, body: Bytes) -> Reply {
     let force = q.flag("force", false);
     if let Some(id) = rest.strip_suffix("/restart")
         && *method == Method::POST
     {
-        return s.write(|m, now| m.restart_app(now, id, force));
+        let id = id.to_string();
+        return write(s, move |m, now| m.restart_app(now, &id, force)).await;
     }
     if let Some((id, task)) = rest.rsplit_once("/tasks/") {
         return match *method {
-            Method::DELETE => s.write(|m, now| m.delete_app_task(now, id, task, kill_flags(q))),
+            Method::DELETE => {
+                let (id, task, flags) = (id.to_string(), task.to_string(), kill_flags(q));
+                write(s, move |m, now| m.delete_app_task(now, &id, &task, flags)).await
+            }
             _ => method_not_allowed(method),
         };
     }
     if let Some(id) = rest.strip_suffix("/tasks") {
+        let id = id.to_string();
         return match *method {
-            Method::GET => s.read(|m, _| m.app_tasks(id)),
+            Method::GET => read(s, move |m, _| m.app_tasks(&id)).await,
             Method::DELETE => {
-                s.write(|m, now| m.delete_app_tasks(now, id, q.get("host"), kill_flags(q)))
+                let (host, flags) = (q.get("host").map(str::to_string), kill_flags(q));
+                write(s, move |m, now| {
+                    m.delete_app_tasks(now, &id, host.as_deref(), flags)
+                })
+                .await
             }
             _ => method_not_allowed(method),
         };
     }
     if let Some((id, version)) = rest.rsplit_once("/versions/") {
+        let (id, version) = (id.to_string(), version.to_string());
         return match *method {
-            Method::GET => s.read(|m, _| m.app_version(id, version)),
+            Method::GET => read(s, move |m, _| m.app_version(&id, &version)).await,
             _ => method_not_allowed(method),
         };
     }
     if let Some(id) = rest.strip_suffix("/versions") {
+        let id = id.to_string();
         return match *method {
-            Method::GET => s.read(|m, _| m.app_versions(id)),
+            Method::GET => read(s, move |m, _| m.app_versions(&id)).await,
             _ => method_not_allowed(method),
         };
     }
+    let id = rest.to_string();
     match *method {
         Method::GET => {
             let embed = q.all("embed");
-            s.read(|m, _| m.get_app(rest, &embed))
+            read(s, move |m, _| m.get_app(&id, &embed)).await
         }
         Method::PUT => {
-            s.write(|m, now| m.put_app(now, rest, body, force, q.flag("partialUpdate", true), true))
+            let partial = q.flag("partialUpdate", true);
+            write(s, move |m, now| {
+                m.put_app(now, &id, &body, force, partial, true)
+            })
+            .await
         }
-        Method::PATCH => s.write(|m, now| m.put_app(now, rest, body, force, true, false)),
+        Method::PATCH => {
+            write(s, move |m, now| {
+                m.put_app(now, &id, &body, force, true, false)
+            })
+            .await
+        }
         // DELETE defaults to force since Marathon 1.6.
-        Method::DELETE => s.write(|m, now| m.delete_app(now, rest, q.flag("force", true))),
+        Method::DELETE => {
+            let force = q.flag("force", true);
+            write(s, move |m, now| m.delete_app(now, &id, force)).await
+        }
         _ => method_not_allowed(method),
     }
 }
 
-fn groups(s: &Shared, method: &Method, id: &str, q: &Query, body: &[u8]) -> Reply {
+async fn groups(s: &Handle, method: &Method, id: &str, q: &Query, body: Bytes) -> Reply {
     let force = q.flag("force", false);
+    let id = id.to_string();
     match *method {
         Method::GET => {
             let embed = q.all("embed");
-            s.read(|m, _| m.get_group(id, &embed))
+            read(s, move |m, _| m.get_group(&id, &embed)).await
         }
         Method::POST => {
             let id = (id != "/").then_some(id);
-            s.write(|m, now| m.create_group(now, id, body, force))
+            write(s, move |m, now| {
+                m.create_group(now, id.as_deref(), &body, force)
+            })
+            .await
         }
-        Method::PUT => s.write(|m, now| m.update_group(now, id, body, force)),
-        Method::DELETE => s.write(|m, now| m.delete_group(now, id, force)),
+        Method::PUT => write(s, move |m, now| m.update_group(now, &id, &body, force)).await,
+        Method::DELETE => write(s, move |m, now| m.delete_group(now, &id, force)).await,
         _ => method_not_allowed(method),
     }
 }

@@ -6,10 +6,10 @@
 //! through `agora-sdk` ([`scheduler`]), and the embedded store ([`store`]).
 //! [`start`] runs it all on a listener.
 
+pub mod driver;
 pub mod events;
 pub mod http;
 pub mod scheduler;
-pub mod shared;
 pub mod store;
 pub mod ui;
 
@@ -66,8 +66,9 @@ impl MarathonOptions {
 pub struct RunningMarathon {
     /// The address it serves on.
     pub addr: SocketAddr,
-    /// The state machine (for embedding and tests).
-    pub shared: Arc<shared::Shared>,
+    /// The state machine's driver (for embedding and tests).
+    pub handle: driver::Handle,
+    driver: JoinHandle<()>,
     slot: scheduler::Slot,
     stop: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
@@ -88,7 +89,15 @@ impl RunningMarathon {
             t.abort();
             let _ = t.await;
         }
-        self.shared.flush();
+        // What was decided is stored before the driver goes.
+        if tokio::time::timeout(Duration::from_secs(10), self.handle.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("stopping with marathon-rs state not stored");
+        }
+        self.driver.abort();
+        let _ = self.driver.await;
     }
 }
 
@@ -238,7 +247,7 @@ pub fn start_with(
         .unwrap_or(1);
     let marathon = Marathon::new(options.config.clone(), state, seed);
     let (calls_tx, calls_rx) = tokio::sync::mpsc::unbounded_channel();
-    let shared = shared::Shared::new(marathon, store, calls_tx);
+    let (handle, driver) = driver::spawn(marathon, store, calls_tx, options.tick);
     let slot: scheduler::Slot = Arc::new(Mutex::new(None));
     let sub = scheduler::Subscription {
         master: options.config.master.clone(),
@@ -249,7 +258,7 @@ pub fn start_with(
         role: options.role.clone(),
     };
     let ctx = Arc::new(http::Context {
-        shared: shared.clone(),
+        marathon: handle.clone(),
         started: Instant::now(),
         event_heartbeat: options.event_heartbeat,
         abdicate,
@@ -265,24 +274,15 @@ pub fn start_with(
     )));
     tasks.push(tokio::spawn(scheduler::caller(calls_rx, slot.clone())));
     tasks.push(tokio::spawn(scheduler::run(
-        shared.clone(),
+        handle.clone(),
         sub,
         slot.clone(),
     )));
-    let ticker = shared.clone();
-    let every = options.tick;
-    tasks.push(tokio::spawn(async move {
-        let mut interval = tokio::time::interval(every);
-        loop {
-            interval.tick().await;
-            ticker.input(|m, now| m.tick(now));
-            ticker.flush();
-        }
-    }));
     info!(%addr, apps, instances, master = %options.config.master, "marathon-rs leading");
     Ok(RunningMarathon {
         addr,
-        shared,
+        handle,
+        driver,
         slot,
         stop: Some(stop_tx),
         tasks,

@@ -14,7 +14,7 @@ use agora_sdk::{Event, Scheduler, SchedulerConfig};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::shared::Shared;
+use crate::driver::Handle;
 
 /// The scheduler handle of the current subscription.
 pub type Slot = Arc<Mutex<Option<Scheduler>>>;
@@ -46,10 +46,12 @@ fn set(slot: &Slot, s: Option<Scheduler>) {
 
 /// Subscribes (again and again), feeding events to the state machine, until
 /// the task is aborted.
-pub async fn run(shared: Arc<Shared>, sub: Subscription, slot: Slot) {
+pub async fn run(marathon: Handle, sub: Subscription, slot: Slot) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        let framework_id = shared.read(|m, _| m.state().framework_id.clone());
+        let Ok(framework_id) = marathon.read(|m, _| m.state().framework_id.clone()).await else {
+            return;
+        };
         let mut config = SchedulerConfig::new(&sub.master, &sub.name);
         let fi = &mut config.framework_info;
         fi.id = framework_id.map(|value| v1::FrameworkId { value });
@@ -74,10 +76,10 @@ pub async fn run(shared: Arc<Shared>, sub: Subscription, slot: Slot) {
                 backoff = Duration::from_millis(200);
                 set(&slot, Some(scheduler));
                 while let Some(event) = events.recv().await {
-                    handle(&shared, event);
+                    handle(&marathon, event);
                 }
                 set(&slot, None);
-                shared.input(|m, _| m.disconnected());
+                marathon.input(|m, _| m.disconnected());
                 warn!("the subscription ended; subscribing again");
             }
             Err(e) => {
@@ -89,7 +91,7 @@ pub async fn run(shared: Arc<Shared>, sub: Subscription, slot: Slot) {
     }
 }
 
-fn handle(shared: &Shared, event: Event) {
+fn handle(marathon: &Handle, event: Event) {
     match event {
         Event::Subscribed {
             framework_id,
@@ -97,17 +99,17 @@ fn handle(shared: &Shared, event: Event) {
             ..
         } => {
             info!(framework.id = %framework_id.value, resubscribed, "subscribed");
-            shared.input(|m, now| m.subscribed(now, &framework_id.value));
+            marathon.input(move |m, now| m.subscribed(now, &framework_id.value));
         }
         Event::Offers(offers) => {
             debug!(offers = offers.len(), "offers");
-            shared.input(|m, now| m.offers(now, offers));
+            marathon.input(move |m, now| m.offers(now, offers));
         }
-        Event::Rescind(offer) => shared.input(|m, _| m.rescinded(&offer)),
-        Event::Update(status) => shared.input(|m, now| m.status(now, &status)),
+        Event::Rescind(offer) => marathon.input(move |m, _| m.rescinded(&offer)),
+        Event::Update(status) => marathon.input(move |m, now| m.status(now, &status)),
         Event::Disconnected(reason) => {
             warn!(%reason, "disconnected from the master");
-            shared.input(|m, _| m.disconnected());
+            marathon.input(|m, _| m.disconnected());
         }
         Event::Error(message) => warn!(%message, "the master sent an error"),
         Event::Message { .. } | Event::Failure { .. } => {}

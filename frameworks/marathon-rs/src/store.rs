@@ -49,7 +49,6 @@ enum Backend {
     File(PathBuf),
     Zk {
         doc: Arc<zk::Document>,
-        runtime: tokio::runtime::Handle,
         /// Told when a write finds that another leader wrote since.
         fenced: Arc<tokio::sync::Notify>,
     },
@@ -68,8 +67,7 @@ impl Store {
     }
 
     /// The state in ZooKeeper under `dir`, over `client`'s session (the
-    /// leader's), with its current content. Writes block the calling
-    /// thread on the current (multi-threaded) runtime.
+    /// leader's), with its current content.
     pub async fn zk(
         client: zk::zookeeper_client::Client,
         url: &zk::ZkUrl,
@@ -88,7 +86,6 @@ impl Store {
         let store = Store {
             backend: Backend::Zk {
                 doc: Arc::new(doc),
-                runtime: tokio::runtime::Handle::current(),
                 fenced: Arc::new(tokio::sync::Notify::new()),
             },
         };
@@ -122,20 +119,22 @@ impl Store {
         }
     }
 
-    /// Replaces the stored state.
-    pub fn save(&self, state: &State) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(state).map_err(|source| StoreError::Corrupt {
-            path: PathBuf::from("marathon-state"),
-            source,
-        })?;
+    /// Replaces the stored state with `bytes` (a serialised [`State`]).
+    /// Never called with the state machine held: the driver hands the
+    /// bytes over and goes on (see [`crate::driver`]).
+    pub async fn save(&self, bytes: Vec<u8>) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::File(path) => save_file(path, &bytes),
-            Backend::Zk {
-                doc,
-                runtime,
-                fenced,
-            } => {
-                let written = tokio::task::block_in_place(|| runtime.block_on(doc.write(&bytes)));
+            Backend::File(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || save_file(&path, &bytes))
+                    .await
+                    .map_err(|e| StoreError::Io {
+                        path: PathBuf::from("marathon-state"),
+                        source: std::io::Error::other(e),
+                    })?
+            }
+            Backend::Zk { doc, fenced } => {
+                let written = doc.write(&bytes).await;
                 if let Err(zk::ZkError::Fenced(url)) = &written {
                     error!(%url, "another marathon-rs leader wrote the state: stepping down");
                     fenced.notify_one();
@@ -164,8 +163,8 @@ fn save_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn saves_and_loads_and_reports_corruption() {
+    #[tokio::test]
+    async fn saves_and_loads_and_reports_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         assert!(store.load().unwrap().apps.is_empty());
@@ -174,7 +173,10 @@ mod tests {
             ..Default::default()
         };
         state.root_version = "2024-01-01T00:00:00.000Z".into();
-        store.save(&state).unwrap();
+        store
+            .save(serde_json::to_vec(&state).unwrap())
+            .await
+            .unwrap();
         let loaded = store.load().unwrap();
         assert_eq!(loaded.framework_id.as_deref(), Some("fw-1"));
         fs::write(dir.path().join("marathon-state.json"), b"{\"apps\": 3}").unwrap();

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use agora_rpc::http as h;
 
-use crate::shared::Shared;
+use crate::driver::Handle;
 
 struct AppRow {
     id: String,
@@ -69,8 +69,8 @@ fn list(v: &Value) -> &[Value] {
 }
 
 /// The rendered page.
-pub fn page(shared: &Shared) -> warp::reply::Response {
-    let (apps, deployments, queue, info) = shared.read(|m, now| {
+pub async fn page(marathon: &Handle) -> warp::reply::Response {
+    let read = marathon.read(|m, now| {
         (
             m.list_apps(None, None, None, &[]).body,
             m.list_deployments().body,
@@ -78,6 +78,13 @@ pub fn page(shared: &Shared) -> warp::reply::Response {
             m.info().body,
         )
     });
+    let Ok((apps, deployments, queue, info)) = read.await else {
+        return h::body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            "marathon-rs is shutting down",
+        );
+    };
     let (apps, deployments, queue, info) = (
         apps.unwrap_or_default(),
         deployments.unwrap_or_default(),

@@ -649,10 +649,12 @@ pub fn build(
         ("gpus", u.gpus, 0.0, &mut app.gpus),
     ] {
         if let Some(v) = value {
-            if !v.is_finite() || v < min {
+            // Mesos keeps scalars in fixed point with three decimals; far
+            // below that limit, no agent could ever offer more.
+            if !v.is_finite() || v < min || v > MAX_SCALAR {
                 errors.push(invalid(
                     &format!("/{name}"),
-                    format!("got {v}, expected {min} or more"),
+                    format!("got {v}, expected from {min} to {MAX_SCALAR}"),
                 ));
             } else {
                 *target = v;
@@ -786,6 +788,9 @@ fn normalize_container(value: &Value, app: &mut App) -> Result<Option<Container>
     }
     Ok(Some(container))
 }
+
+/// The largest `cpus`, `mem`, `disk` or `gpus` an app may ask for.
+pub const MAX_SCALAR: f64 = 1e9;
 
 /// Semantic checks of a complete definition.
 pub fn validate(app: &App) -> Vec<FieldError> {
