@@ -4,6 +4,9 @@
 //!   agents `cpus:24;mem:4096;disk:4096;ports:[31000-32000]`, each partly
 //!   used by one framework; every round every framework declines what it was
 //!   offered with a long filter, then one allocation pass is timed.
+//!   With `--through-master` the same grid runs through the master core,
+//!   each framework declining all its offers in one call (`bench_offers.rs`).
+//! - `agora bench backoff`: the offer rate of an app in launch backoff.
 //! - `agora bench launch`: a master and one agent in this process; one task
 //!   (`true`) at a time; time from ACCEPT to TASK_RUNNING and TASK_FINISHED,
 //!   against a bare spawn of the same command.
@@ -49,6 +52,17 @@ enum Bench {
         /// Rounds per size (default: twice the frameworks, as Mesos).
         #[arg(long)]
         rounds: Option<usize>,
+        /// Drive the master core instead of the allocator alone: agents
+        /// register, frameworks subscribe, and each declines all its offers
+        /// in one DECLINE call, as marathon-rs does.
+        #[arg(long)]
+        through_master: bool,
+    },
+    /// The offer rate of one Marathon app in launch backoff (`master/offers_made`).
+    Backoff {
+        /// Seconds measured.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// Task launch latency on one local agent.
     Launch {
@@ -116,6 +130,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             agents,
             frameworks,
             rounds,
+            through_master,
         } => {
             anyhow::ensure!(
                 agents.len() == frameworks.len(),
@@ -134,7 +149,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             );
             for (a, f) in agents.into_iter().zip(frameworks) {
                 let r = rounds.unwrap_or(2 * f);
-                let (first, rounds) = allocator_decline_offers(a, f, r);
+                let (first, rounds) = if through_master {
+                    let rounds = super::bench_offers::master_decline_offers(a, f, r)?;
+                    (rounds.first().map(|t| t.0).unwrap_or_default(), rounds)
+                } else {
+                    allocator_decline_offers(a, f, r)
+                };
                 let times: Vec<Duration> = rounds.iter().map(|(t, _)| *t).collect();
                 // The rounds that offered something (the others find every
                 // agent declined by every framework).
@@ -156,6 +176,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Bench::Backoff { seconds } => super::bench_offers::backoff(seconds).await,
         Bench::Launch {
             tasks,
             executor_path,

@@ -11,6 +11,7 @@ mod bench_dns;
 mod bench_docker;
 mod bench_lb;
 mod bench_marathon;
+mod bench_offers;
 mod dev;
 mod dns;
 mod lb;

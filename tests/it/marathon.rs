@@ -911,3 +911,47 @@ async fn agora_lb_dry_run_renders_the_running_tasks() {
     m.stop().await;
     cluster.stop().await;
 }
+
+/// Issue 12.2: an app in launch backoff made marathon-rs decline offers of
+/// 3 agents in one call, which the master took as invalid and re-offered at
+/// once (about 15,000 offers a second). Declined offers must stay declined
+/// for their filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_in_backoff_does_not_spin_offers() {
+    let cluster = Cluster::start(3, "cpus:2;mem:1024").await;
+    let m = Marathon::start(&cluster).await;
+    let (status, r) = m
+        .call(
+            "POST",
+            "/v2/apps",
+            Some(json!({"id": "/crashing", "cmd": "exit 1", "cpus": 0.1, "mem": 16})),
+        )
+        .await;
+    assert_eq!(status, 201, "{r}");
+    let made = || async {
+        let m: Value = reqwest::get(cluster.url("/metrics/snapshot"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        m["master/offers_made"].as_f64().unwrap()
+    };
+    eventually("the app has failed and is in backoff", || async {
+        let q = m.get("/v2/queue").await;
+        (q["queue"][0]["delay"]["timeLeftSeconds"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0)
+            .then_some(())
+    })
+    .await;
+    let before = made().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let offers = made().await - before;
+    // Each agent is offered at most about once a second (the filter marathon-rs
+    // sets while it waits, and relaunches); the defect made tens of thousands.
+    assert!(offers < 100.0, "{offers} offers in 5 s");
+    drop(m);
+    cluster.stop().await;
+}

@@ -281,13 +281,7 @@ impl Master {
             }
             CallType::Decline => {
                 let decline = call.decline.unwrap_or_default();
-                self.accept(
-                    now,
-                    &framework_id,
-                    decline.offer_ids,
-                    Vec::new(),
-                    decline.filters,
-                );
+                self.decline(now, &framework_id, decline.offer_ids, decline.filters);
                 Ok(())
             }
             CallType::Revive => {
@@ -466,6 +460,36 @@ impl Master {
     // ---------------------------------------------------------------- ACCEPT
 
     /// ACCEPT (DECLINE is an ACCEPT without operations).
+    /// DECLINE: each offer goes back with the filter on its own agent. As
+    /// in Mesos, one call may name offers of many agents (a framework
+    /// declines what it cannot use in one batch); offers that are unknown
+    /// (rescinded meanwhile) or another framework's are skipped.
+    fn decline(
+        &mut self,
+        now: Time,
+        framework: &FrameworkId,
+        offer_ids: Vec<v1::OfferId>,
+        filters: Option<v1::Filters>,
+    ) {
+        let filter = filter_duration(filters.as_ref(), self.config.allocation_interval);
+        for id in &offer_ids {
+            let oid = OfferId::from(id);
+            if self
+                .offers
+                .get(&oid)
+                .is_none_or(|o| &o.framework != framework)
+            {
+                continue;
+            }
+            if let Some(o) = self.take_offer(&oid) {
+                self.metrics.offers_declined += 1;
+                self.allocator
+                    .recover(&o.agent, framework, &o.role, &o.resources, filter, now);
+            }
+        }
+        self.allocation_requested = true;
+    }
+
     fn accept(
         &mut self,
         now: Time,

@@ -320,6 +320,37 @@ fn decline_filter_holds_then_expires() {
     );
 }
 
+/// Issue 12.2: one DECLINE naming offers of three agents (as marathon-rs
+/// declines in batches) filters every one of them.
+#[test]
+fn one_decline_of_offers_from_many_agents_filters_each() {
+    let mut h = Harness::new();
+    for i in 1..=3 {
+        h.register_agent(&format!("agent-{i}"), "cpus:4;mem:1024");
+    }
+    let fw = h.framework("fw");
+    let offered = h.offers_for(&fw);
+    assert_eq!(offered.len(), 3);
+    let ids: Vec<String> = offered
+        .iter()
+        .map(|o| format!(r#"{{"value":"{}"}}"#, o.id.value))
+        .collect();
+    let (r, _) = h.call(
+        &fw,
+        &format!(
+            r#"{{"type":"DECLINE","decline":{{"offer_ids":[{},{{"value":"rescinded-long-ago"}}],"filters":{{"refuse_seconds":5}}}}}}"#,
+            ids.join(",")
+        ),
+    );
+    r.unwrap();
+    assert!(offers(&h.tick(), &fw.stream).is_empty());
+    assert!(offers(&h.advance(Duration::from_secs(4)), &fw.stream).is_empty());
+    assert_eq!(
+        offers(&h.advance(Duration::from_secs(1)), &fw.stream).len(),
+        3
+    );
+}
+
 #[test]
 fn suppress_and_revive() {
     let mut h = Harness::new();
