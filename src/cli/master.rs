@@ -29,7 +29,7 @@ pub struct MasterArgs {
     /// Missed pings before an agent is unreachable.
     #[arg(long, default_value_t = 5)]
     pub max_agent_ping_timeouts: u32,
-    /// How long a disconnected agent may take to re-register.
+    /// How long an agent admitted before a master failover may take to re-register (an agent whose connection closes has its ping budget: --agent-ping-timeout x --max-agent-ping-timeouts).
     #[arg(long, default_value = "10m", value_parser = humantime_duration)]
     pub agent_reregister_timeout: Duration,
     /// Rescind offers older than this (none when unset).

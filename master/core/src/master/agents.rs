@@ -436,8 +436,15 @@ impl Master {
             return;
         }
         agent.conn = None;
+        // As Mesos: an agent whose connection closed (a restart, or a host
+        // that died) has what is left of its ping budget to come back, not
+        // agent_reregister_timeout, which is for agents a new leader
+        // expects after a failover. Its tasks are not shown running for
+        // ten minutes on a host that is gone.
         agent.state = AgentState::Disconnected {
-            deadline: now + self.config.agent_reregister_timeout,
+            deadline: now + self.config.agent_ping_timeout * self.config.max_agent_ping_timeouts,
+            why: "agent disconnected and did not come back within its ping budget \
+                  (agent_ping_timeout x max_agent_ping_timeouts)",
         };
         let offers: Vec<OfferId> = agent.offers.iter().cloned().collect();
         let tasks: Vec<(FrameworkId, TaskId)> = agent.tasks.iter().cloned().collect();

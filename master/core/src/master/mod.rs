@@ -34,8 +34,10 @@ pub struct Config {
     pub agent_ping_timeout: Duration,
     /// `--max_agent_ping_timeouts`: missed pongs before an agent is unreachable.
     pub max_agent_ping_timeouts: u32,
-    /// `--agent_reregister_timeout`: how long a disconnected agent may take to
-    /// come back before it is marked unreachable.
+    /// `--agent_reregister_timeout`: how long an agent admitted before a
+    /// failover (known from the registry) may take to come back before it is
+    /// marked unreachable. An agent whose connection closes has its ping
+    /// budget instead.
     pub agent_reregister_timeout: Duration,
     /// `--offer_timeout`: rescind offers older than this (none by default).
     pub offer_timeout: Option<Duration>,
@@ -260,8 +262,9 @@ impl Task {
 pub(crate) enum AgentState {
     /// Connected and registered.
     Registered,
-    /// Its connection broke; it may come back until the deadline.
-    Disconnected { deadline: Time },
+    /// Not connected; it may come back until the deadline. `why` says what
+    /// it missed when it does not (for the log and the FAILURE).
+    Disconnected { deadline: Time, why: &'static str },
 }
 
 /// An agent the master knows.
@@ -434,7 +437,7 @@ impl Master {
             }
         }
         for a in self.agents.values() {
-            if let AgentState::Disconnected { deadline } = a.state {
+            if let AgentState::Disconnected { deadline, .. } = a.state {
                 next = next.min(deadline);
             }
         }
@@ -523,6 +526,7 @@ impl Master {
                     conn: None,
                     state: AgentState::Disconnected {
                         deadline: now + self.config.agent_reregister_timeout,
+                        why: "agent did not re-register within agent_reregister_timeout after a master failover",
                     },
                     deactivated: false,
                     total,
@@ -570,14 +574,18 @@ impl Master {
         for id in expired {
             self.remove_framework(now, &id, "framework failover timeout expired");
         }
-        let lost: Vec<AgentId> = self
+        let lost: Vec<(AgentId, &'static str)> = self
             .agents
             .values()
-            .filter(|a| matches!(a.state, AgentState::Disconnected { deadline } if deadline <= now))
-            .map(|a| a.id.clone())
+            .filter_map(|a| match a.state {
+                AgentState::Disconnected { deadline, why } if deadline <= now => {
+                    Some((a.id.clone(), why))
+                }
+                _ => None,
+            })
             .collect();
-        for id in lost {
-            self.mark_unreachable(now, &id, "agent did not re-register in time");
+        for (id, why) in lost {
+            self.mark_unreachable(now, &id, why);
         }
         if now >= self.next_ping {
             self.next_ping = now + self.config.agent_ping_timeout;
