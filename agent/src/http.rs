@@ -1,7 +1,7 @@
 //! The agent's HTTP surface: the v1 executor API (`/api/v1/executor`, also
 //! `/slave(1)/api/v1/executor`), `/state`, `/health`, `/version`, and the
 //! files API over sandboxes (`/files/read`, `/files/download`,
-//! `/files/browse`), restricted to the work dir.
+//! `/files/browse`; see [`crate::files`]), restricted to the work dir.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use warp::Filter;
 
 use crate::actor::{Actor, Command, Settings};
+use crate::files;
 
 /// Executors get a heartbeat this often (Mesos: 30 minutes).
 const EXECUTOR_HEARTBEAT: Duration = Duration::from_secs(30 * 60);
@@ -116,44 +117,19 @@ async fn dispatch(
             json!({"version": agora_proto::MESOS_VERSION, "build_user": format!("agora {}", agora_proto::AGORA_VERSION)}),
         )),
         "/state" => Ok(json_reply(query(ctx, state_json).await?)),
-        "/files/read" | "/files/download" => {
+        "/files/read" => {
+            let offset = number(param("offset"), "offset")?;
+            let length = number(param("length"), "length")?;
             let file = sandbox_file(&ctx.settings.work_dir, &param("path").unwrap_or_default())?;
-            let data = tokio::fs::read(&file).await.map_err(|e| {
-                HttpError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("cannot read {}: {e}", file.display()),
-                )
-            })?;
-            if path == "/files/download" {
-                return Ok(h::body(StatusCode::OK, "application/octet-stream", data));
-            }
-            let offset: usize = param("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
-            let length: Option<usize> = param("length").and_then(|l| l.parse().ok());
-            let start = offset.min(data.len());
-            let end = length
-                .map(|l| (start + l).min(data.len()))
-                .unwrap_or(data.len());
-            let text = String::from_utf8_lossy(&data[start..end]).into_owned();
-            Ok(json_reply(json!({"data": text, "offset": start})))
+            Ok(json_reply(files::read(&file, offset, length).await?))
+        }
+        "/files/download" => {
+            let file = sandbox_file(&ctx.settings.work_dir, &param("path").unwrap_or_default())?;
+            files::download(&file).await
         }
         "/files/browse" => {
             let dir = sandbox_file(&ctx.settings.work_dir, &param("path").unwrap_or_default())?;
-            let mut out = Vec::new();
-            let mut entries = tokio::fs::read_dir(&dir).await.map_err(|e| {
-                HttpError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("cannot list {}: {e}", dir.display()),
-                )
-            })?;
-            while let Ok(Some(entry)) = entries.next_entry().await {
-                let meta = entry.metadata().await.ok();
-                out.push(json!({
-                    "path": entry.path().to_string_lossy(),
-                    "size": meta.as_ref().map(|m| m.len()).unwrap_or(0),
-                    "mode": if meta.as_ref().is_some_and(|m| m.is_dir()) { "drwxr-xr-x" } else { "-rw-r--r--" },
-                }));
-            }
-            Ok(json_reply(json!(out)))
+            Ok(json_reply(files::browse(&dir).await?))
         }
         _ => Err(HttpError::new(
             StatusCode::NOT_FOUND,
@@ -162,28 +138,35 @@ async fn dispatch(
     }
 }
 
-/// Resolves `path` and refuses anything outside the work dir.
+/// A signed number parameter, as Mesos reads `offset` and `length` (-1 or
+/// absent: not given).
+fn number(value: Option<String>, name: &str) -> Result<Option<u64>, HttpError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("-1") => Ok(None),
+        Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+            HttpError::bad_request(format!("Failed to parse {name}: '{v}' is not a number"))
+        }),
+    }
+}
+
+/// Resolves `path` within the work dir. A path that does not exist and one
+/// outside the work dir get the same 404, so the answer tells an outsider
+/// nothing about which files exist; no answer names a host path.
 fn sandbox_file(work_dir: &Path, path: &str) -> Result<PathBuf, HttpError> {
     if path.is_empty() {
-        return Err(HttpError::bad_request("Missing 'path' query parameter"));
+        return Err(HttpError::bad_request("Expecting 'path=value' in query"));
     }
-    let root = work_dir
-        .canonicalize()
-        .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let not_found = || HttpError::new(StatusCode::NOT_FOUND, "No such file or directory");
+    let root = work_dir.canonicalize().map_err(|_| not_found())?;
     let candidate = Path::new(path);
     let resolved = if candidate.is_absolute() {
         candidate.to_path_buf()
     } else {
         root.join(candidate)
     };
-    let resolved = resolved
-        .canonicalize()
-        .map_err(|_| HttpError::new(StatusCode::NOT_FOUND, format!("{path} does not exist")))?;
+    let resolved = resolved.canonicalize().map_err(|_| not_found())?;
     if !resolved.starts_with(&root) {
-        return Err(HttpError::new(
-            StatusCode::FORBIDDEN,
-            format!("{path} is outside the agent's work dir"),
-        ));
+        return Err(not_found());
     }
     Ok(resolved)
 }
@@ -321,16 +304,15 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("a"), "x").unwrap();
         assert!(sandbox_file(tmp.path(), "a").is_ok());
-        assert_eq!(
-            sandbox_file(tmp.path(), "/etc/passwd").unwrap_err().status,
-            StatusCode::FORBIDDEN
-        );
-        assert_eq!(
-            sandbox_file(tmp.path(), "../../etc/passwd")
-                .unwrap_err()
-                .status,
-            StatusCode::FORBIDDEN
-        );
+        // Outside the work dir, existing or not: the same answer as a
+        // missing file, naming no host path.
+        let missing = sandbox_file(tmp.path(), "nope").unwrap_err();
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+        for outside in ["/etc/passwd", "../../etc/passwd", "/etc/no-such-file"] {
+            let e = sandbox_file(tmp.path(), outside).unwrap_err();
+            assert_eq!((e.status, &e.message), (missing.status, &missing.message));
+        }
+        assert!(!missing.message.contains(&tmp.path().display().to_string()));
         assert_eq!(
             sandbox_file(tmp.path(), "").unwrap_err().status,
             StatusCode::BAD_REQUEST

@@ -22,6 +22,7 @@ pub mod command_executor;
 pub mod detect;
 pub mod docker;
 pub mod fetch;
+mod files;
 pub mod health;
 mod http;
 mod link;

@@ -273,3 +273,107 @@ mod futures_like {
         pub use futures::Stream;
     }
 }
+
+/// The agent's peak resident memory, MB.
+fn peak_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+/// Issue 12.4: `/files/read` and `/files/download` loaded the whole file (a
+/// 1 GiB file read with `length=16` took the agent to 1 GB). Four reads and
+/// four downloads of a 1 GiB sandbox file at once must leave the agent's
+/// peak memory far below the file's size, with Mesos' answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_serves_a_large_file_without_loading_it() {
+    let cluster = Cluster::start(0, "cpus:1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::cluster::free_port();
+    let agent = crate::cluster::AgentProcess::start(&cluster.master(), dir.path(), port);
+    let work = dir.path().join("agent");
+    crate::marathon::eventually("the agent serves", || async {
+        reqwest::get(format!("http://127.0.0.1:{port}/health"))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let big = work.join("big.log");
+    let size: u64 = 1 << 30;
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(size).unwrap();
+    drop(f);
+    let before = peak_mb(agent.pid());
+    let path = big.display().to_string();
+    let url = |what: &str, q: &str| format!("http://127.0.0.1:{port}/files/{what}?path={path}{q}");
+    let reads = (0..4).map(|i| {
+        let u = url("read", &format!("&offset={}&length=16", i * 1000));
+        async move {
+            reqwest::get(u)
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    });
+    let downloads = (0..4).map(|_| {
+        let u = url("download", "");
+        async move {
+            use futures::StreamExt as _;
+            let r = reqwest::get(u).await.unwrap();
+            assert_eq!(r.status(), 200);
+            let mut n = 0u64;
+            let mut body = r.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                n += chunk.unwrap().len() as u64;
+            }
+            n
+        }
+    });
+    let (reads, downloads) = tokio::join!(
+        futures::future::join_all(reads),
+        futures::future::join_all(downloads)
+    );
+    for (i, r) in reads.iter().enumerate() {
+        assert_eq!(r["offset"], i * 1000, "{r}");
+        assert_eq!(r["data"].as_str().unwrap().len(), 16, "{r}");
+    }
+    assert!(downloads.iter().all(|&n| n == size), "{downloads:?}");
+    // No offset: the size, as a pager asks first.
+    let r: serde_json::Value = reqwest::get(url("read", ""))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r["offset"].as_u64(), r["data"].as_str()),
+        (Some(size), Some(""))
+    );
+    let after = peak_mb(agent.pid());
+    eprintln!(
+        "agent peak memory: {before:.0} MB before, {after:.0} MB after 4 reads and 4 downloads of a 1 GiB file"
+    );
+    assert!(after < 256.0, "peak {after:.0} MB (before: {before:.0} MB)");
+    // A file outside the work dir is as missing as one that does not exist.
+    let outside = reqwest::get(format!(
+        "http://127.0.0.1:{port}/files/read?path=/etc/passwd&offset=0"
+    ))
+    .await
+    .unwrap();
+    let missing = reqwest::get(url("read", "x&offset=0")).await.unwrap();
+    assert_eq!(
+        (outside.status().as_u16(), missing.status().as_u16()),
+        (404, 404)
+    );
+    assert_eq!(outside.text().await.unwrap(), missing.text().await.unwrap());
+    drop(agent);
+    cluster.stop().await;
+}
