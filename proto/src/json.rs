@@ -31,6 +31,12 @@ use prost_reflect::{
 /// Nesting deeper than this is refused (Mesos messages nest about ten deep).
 pub const MAX_DEPTH: usize = 64;
 
+/// A body with more JSON values than this is refused before it is built:
+/// each value costs about a hundred bytes as a `serde_json::Value` and as
+/// much again as a message, so 16 MB of tiny labels once took 730 MB. An
+/// ACCEPT launching 2,000 tasks has about 120,000.
+pub const MAX_VALUES: usize = 250_000;
+
 static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
     #[allow(clippy::expect_used)]
     DescriptorPool::decode(include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin")).as_ref())
@@ -65,6 +71,9 @@ pub enum DecodeError {
     /// The value nests deeper than [`MAX_DEPTH`].
     #[error("JSON nests deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    /// The body has more than [`MAX_VALUES`] values.
+    #[error("JSON has more than {MAX_VALUES} values")]
+    TooManyValues,
 }
 
 fn descriptor<M: Name>() -> MessageDescriptor {
@@ -106,9 +115,124 @@ pub fn to_value<M: Message + Name>(msg: &M) -> serde_json::Value {
 
 /// Parses Mesos JSON into a message.
 pub fn from_slice<M: Message + Name + Default>(body: &[u8]) -> Result<M, DecodeError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| DecodeError::Syntax(e.to_string()))?;
-    from_value(&value)
+    from_value(&bounded::parse(body, MAX_VALUES)?)
+}
+
+/// JSON parsing that counts values as it builds them and stops at a limit.
+mod bounded {
+    use std::cell::Cell;
+    use std::fmt;
+
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Number, Value};
+
+    use super::DecodeError;
+
+    const TOO_MANY: &str = "agora: too many JSON values";
+
+    /// Parses `body`, refusing it once more than `max` values were seen.
+    pub fn parse(body: &[u8], max: usize) -> Result<Value, DecodeError> {
+        let left = Cell::new(max);
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let value = Counted(&left).deserialize(&mut de).map_err(|e| {
+            if e.to_string().starts_with(TOO_MANY) {
+                DecodeError::TooManyValues
+            } else {
+                DecodeError::Syntax(e.to_string())
+            }
+        })?;
+        de.end().map_err(|e| DecodeError::Syntax(e.to_string()))?;
+        Ok(value)
+    }
+
+    #[derive(Clone, Copy)]
+    struct Counted<'a>(&'a Cell<usize>);
+
+    impl Counted<'_> {
+        fn take<E: serde::de::Error>(self) -> Result<(), E> {
+            match self.0.get().checked_sub(1) {
+                Some(n) => {
+                    self.0.set(n);
+                    Ok(())
+                }
+                None => Err(E::custom(TOO_MANY)),
+            }
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Counted<'_> {
+        type Value = Value;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Counted<'_> {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::Bool(v))
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::Number(v.into()))
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::Number(v.into()))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+            self.take()?;
+            Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::String(v.to_owned()))
+        }
+
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::String(v))
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::Null)
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+            self.visit_unit()
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            self.take()?;
+            let mut items = Vec::new();
+            while let Some(v) = seq.next_element_seed(self)? {
+                items.push(v);
+            }
+            Ok(Value::Array(items))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            self.take()?;
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let value = map.next_value_seed(self)?;
+                out.insert(key, value);
+            }
+            Ok(Value::Object(out))
+        }
+    }
 }
 
 /// Converts an already parsed JSON value into a message.

@@ -377,3 +377,53 @@ async fn the_agent_serves_a_large_file_without_loading_it() {
     drop(agent);
     cluster.stop().await;
 }
+
+/// Issue 12.5: one SUBSCRIBE with 400,000 labels took the master to 748 MB.
+/// A body with too many JSON values is refused before it is built (400),
+/// and a FrameworkInfo over the bounds gets Mesos' ERROR event, naming the
+/// field; nothing of it stays in `/master/state`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_is_bounded() {
+    let cluster = Cluster::start(0, "cpus:1").await;
+    let url = cluster.url("/api/v1/scheduler");
+    let subscribe = |n: usize| {
+        let labels: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"key":"k{i}","value":"v"}}"#))
+            .collect();
+        format!(
+            r#"{{"type":"SUBSCRIBE","subscribe":{{"framework_info":{{"user":"u","name":"big","labels":{{"labels":[{}]}}}}}}}}"#,
+            labels.join(",")
+        )
+    };
+    let (code, body) = post(&url, Some("application/json"), subscribe(400_000)).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("more than 250000 values"), "{body}");
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .body(subscribe(1000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = tokio::time::timeout(Duration::from_secs(10), resp.text())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        text.contains("ERROR") && text.contains("'FrameworkInfo.labels' has 1000 entries"),
+        "{text}"
+    );
+    let state = reqwest::get(cluster.url("/master/state"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        state.len() < 100_000 && !state.contains("k999"),
+        "{} bytes",
+        state.len()
+    );
+    cluster.stop().await;
+}

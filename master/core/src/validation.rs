@@ -58,6 +58,7 @@ pub fn validate_framework_info(
     info: &v1::FrameworkInfo,
     whitelist: Option<&[String]>,
 ) -> Result<(), String> {
+    framework_info_bounds(info)?;
     let caps = Capabilities::of(info);
     if caps.multi_role {
         if info.role.is_some() {
@@ -97,6 +98,45 @@ pub fn validate_framework_info(
     }
     if info.user.chars().any(char::is_control) {
         return Err("'FrameworkInfo.user' contains control characters".into());
+    }
+    Ok(())
+}
+
+/// The most a FrameworkInfo may take, encoded. A master keeps every
+/// framework's info (50 completed ones too) and repeats it in `/state` and
+/// events; generous for package metadata in labels, far from gigabytes.
+pub const MAX_FRAMEWORK_INFO_BYTES: usize = 256 * 1024;
+/// The most labels, roles and capabilities a framework may declare.
+pub const MAX_FRAMEWORK_LABELS: usize = 256;
+/// See [`MAX_FRAMEWORK_LABELS`].
+pub const MAX_FRAMEWORK_ROLES: usize = 256;
+/// See [`MAX_FRAMEWORK_LABELS`]: there are fewer than 16 kinds.
+pub const MAX_FRAMEWORK_CAPABILITIES: usize = 32;
+
+/// Bounds on what one framework may make the master keep.
+fn framework_info_bounds(info: &v1::FrameworkInfo) -> Result<(), String> {
+    use prost::Message as _;
+    let labels = info.labels.as_ref().map_or(0, |l| l.labels.len());
+    for (what, n, max) in [
+        ("labels", labels, MAX_FRAMEWORK_LABELS),
+        ("roles", info.roles.len(), MAX_FRAMEWORK_ROLES),
+        (
+            "capabilities",
+            info.capabilities.len(),
+            MAX_FRAMEWORK_CAPABILITIES,
+        ),
+    ] {
+        if n > max {
+            return Err(format!(
+                "'FrameworkInfo.{what}' has {n} entries; at most {max} are allowed"
+            ));
+        }
+    }
+    let len = info.encoded_len();
+    if len > MAX_FRAMEWORK_INFO_BYTES {
+        return Err(format!(
+            "'FrameworkInfo' takes {len} bytes encoded; at most {MAX_FRAMEWORK_INFO_BYTES} are allowed"
+        ));
     }
     Ok(())
 }
@@ -267,6 +307,38 @@ mod tests {
         }
         let whitelisted = info(r#"{"user":"u","name":"n","role":"eng"}"#);
         assert!(validate_framework_info(&whitelisted, Some(&["ops".to_string()])).is_err());
+    }
+
+    /// Issue 12.5: one SUBSCRIBE with 400,000 labels took the master to
+    /// 748 MB. What a framework declares is bounded, with the field named.
+    #[test]
+    fn framework_info_is_bounded() {
+        let labels = |n: usize, value: &str| {
+            let l: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"key":"k{i}","value":"{value}"}}"#))
+                .collect();
+            info(&format!(
+                r#"{{"user":"u","name":"n","labels":{{"labels":[{}]}}}}"#,
+                l.join(",")
+            ))
+        };
+        assert!(validate_framework_info(&labels(256, "v"), None).is_ok());
+        let many = validate_framework_info(&labels(257, "v"), None).unwrap_err();
+        assert!(many.contains("labels") && many.contains("257"), "{many}");
+        // Few labels, but huge ones.
+        let big = "x".repeat(100_000);
+        let huge = validate_framework_info(&labels(3, &big), None).unwrap_err();
+        assert!(huge.contains("bytes"), "{huge}");
+        let roles: Vec<String> = (0..300).map(|i| format!(r#""r{i}""#)).collect();
+        let many_roles = info(&format!(
+            r#"{{"user":"u","name":"n","roles":[{}],"capabilities":[{{"type":"MULTI_ROLE"}}]}}"#,
+            roles.join(",")
+        ));
+        assert!(
+            validate_framework_info(&many_roles, None)
+                .unwrap_err()
+                .contains("roles")
+        );
     }
 
     #[test]

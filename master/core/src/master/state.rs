@@ -441,6 +441,11 @@ impl Master {
             ..Default::default()
         });
         self.removed_frameworks.insert(id.clone());
+        // A completed framework keeps its info and last tasks, for /state;
+        // nothing it ran is left to describe.
+        f.executors.clear();
+        f.offers.clear();
+        f.suppressed_roles.clear();
         self.completed_frameworks.push_back(f);
         while self.completed_frameworks.len() > self.config.max_completed_frameworks {
             self.completed_frameworks.pop_front();
