@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use warp::Filter;
 
 use crate::actor::{Actor, Command, Settings};
-use crate::files;
+use crate::{files, peer};
 
 /// Executors get a heartbeat this often (Mesos: 30 minutes).
 const EXECUTOR_HEARTBEAT: Duration = Duration::from_secs(30 * 60);
@@ -41,6 +41,7 @@ pub(crate) fn routes(
                 &req.query,
                 &req.headers,
                 req.body,
+                req.conn,
             )
             .await
             {
@@ -90,6 +91,7 @@ async fn dispatch(
     query_string: &str,
     headers: &HeaderMap,
     body: Result<Bytes, HttpError>,
+    conn: Option<h::Conn>,
 ) -> Result<warp::reply::Response, HttpError> {
     let path = normalize(path);
     if path == "/api/v1/executor" {
@@ -99,7 +101,7 @@ async fn dispatch(
                 "Expecting 'POST'",
             ));
         }
-        return executor_api(ctx, headers, body?).await;
+        return executor_api(ctx, headers, body?, conn).await;
     }
     if method != Method::GET && method != Method::HEAD {
         return Err(HttpError::new(
@@ -205,11 +207,15 @@ async fn executor_api(
     ctx: &Context,
     headers: &HeaderMap,
     body: Bytes,
+    conn: Option<h::Conn>,
 ) -> Result<warp::reply::Response, HttpError> {
     let encoding = h::request_encoding(headers)?;
     let call: executor::Call = encoding
         .decode(&body)
         .map_err(|e| HttpError::bad_request(format!("Failed to parse body into Call: {e}")))?;
+    if call.r#type() != executor::call::Type::Heartbeat {
+        from_the_executor(ctx, &call, conn).await?;
+    }
     if call.r#type() == executor::call::Type::Subscribe {
         let accept = h::response_encoding(headers)?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -242,6 +248,46 @@ async fn executor_api(
         .map_err(|_| unavailable())?;
     result.await.map_err(|_| unavailable())??;
     Ok(h::empty(StatusCode::ACCEPTED))
+}
+
+/// Refuses (403) a call that does not come from the executor it names: the
+/// client's socket must belong to the executor's process or its group
+/// ([`crate::peer`]). An unknown executor is left to the actor's answer.
+async fn from_the_executor(
+    ctx: &Context,
+    call: &executor::Call,
+    conn: Option<h::Conn>,
+) -> Result<(), HttpError> {
+    let key = (
+        call.framework_id.value.clone(),
+        call.executor_id.value.clone(),
+    );
+    let Some(pid) = query(ctx, move |a| a.executors.get(&key).map(|e| e.pid)).await? else {
+        return Ok(());
+    };
+    let genuine = match (pid, conn) {
+        (Some(pid), Some(conn)) => tokio::task::spawn_blocking(move || peer::from_group(pid, conn))
+            .await
+            .unwrap_or(false),
+        _ => false,
+    };
+    if genuine {
+        return Ok(());
+    }
+    tracing::warn!(
+        framework.id = %call.framework_id.value,
+        executor.id = %call.executor_id.value,
+        peer = ?conn.map(|c| c.peer),
+        call = ?call.r#type(),
+        "refused an executor call that did not come from the executor's process"
+    );
+    Err(HttpError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "Executor '{}' of framework '{}' accepts calls only from its own process",
+            call.executor_id.value, call.framework_id.value
+        ),
+    ))
 }
 
 fn state_json(a: &Actor) -> serde_json::Value {

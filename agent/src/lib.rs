@@ -26,6 +26,7 @@ mod files;
 pub mod health;
 mod http;
 mod link;
+mod peer;
 pub mod sandbox;
 pub mod updates;
 

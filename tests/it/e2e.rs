@@ -439,3 +439,78 @@ async fn a_master_restarted_on_its_work_dir_recovers_its_registry() {
     .await;
     master.stop().await;
 }
+
+/// Issue 12.6: any local process could POST a TASK_FAILED for a running task
+/// to the agent's executor API; the master believed it and the task kept
+/// running, untracked. Calls for an executor are taken only from its own
+/// process now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_executor_update_is_refused() {
+    let cluster = Cluster::start(1, "cpus:2;mem:2048").await;
+    let (scheduler, mut events) =
+        agora_sdk::subscribe(SchedulerConfig::new(&cluster.master(), "forged"))
+            .await
+            .unwrap();
+    let offer = next_matching(&mut events, |e| match e {
+        Event::Offers(o) => o.first().cloned(),
+        _ => None,
+    })
+    .await;
+    let task = TaskBuilder::new("victim", &offer)
+        .command("sleep 600")
+        .cpus(0.1)
+        .mem(16.0)
+        .build();
+    scheduler.launch(&offer, vec![task], 0.0).await.unwrap();
+    next_matching(&mut events, |e| {
+        matches!(e, Event::Update(s) if s.state() == TaskState::TaskRunning).then_some(())
+    })
+    .await;
+    let framework = scheduler.framework_id().unwrap().value;
+    let forged = serde_json::json!({
+        "type": "UPDATE",
+        "framework_id": {"value": framework},
+        "executor_id": {"value": "victim"},
+        "update": {"status": {
+            "task_id": {"value": "victim"},
+            "state": "TASK_FAILED",
+            "source": "SOURCE_EXECUTOR",
+            "uuid": "AAAAAAAAAAAAAAAAAAAAAA==",
+            "message": "forged"
+        }}
+    });
+    let agent = &cluster.agents[0];
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/executor", agent.addr))
+        .json(&forged)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("only from its own process"), "{body}");
+    // Nothing reaches the framework, and the master still has it running.
+    let more = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match events.recv().await {
+                Some(Event::Update(s)) => return s,
+                Some(_) => {}
+                None => std::future::pending().await,
+            }
+        }
+    })
+    .await;
+    assert!(more.is_err(), "an update got through: {more:?}");
+    let state: serde_json::Value = reqwest::get(cluster.url("/master/state"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        state["frameworks"][0]["tasks"][0]["state"], "TASK_RUNNING",
+        "{state}"
+    );
+    cluster.stop().await;
+}

@@ -216,6 +216,17 @@ pub struct Request {
     pub headers: HeaderMap,
     /// The body, or why it could not be read (413 over the limit).
     pub body: Result<Bytes, HttpError>,
+    /// The TCP connection it came on (None when not served by [`serve`]).
+    pub conn: Option<Conn>,
+}
+
+/// The two ends of the TCP connection a request came on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conn {
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// This server's address on the connection.
+    pub local: std::net::SocketAddr,
 }
 
 /// A warp filter that hands every request, body read up to `limit` bytes,
@@ -234,9 +245,10 @@ where
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<Conn>())
         .and(warp::body::stream())
         .then(
-            move |method, path: warp::path::FullPath, query, headers, body| {
+            move |method, path: warp::path::FullPath, query, headers, conn, body| {
                 let handler = handler.clone();
                 async move {
                     let body = read_body(body, limit).await;
@@ -246,6 +258,7 @@ where
                         query,
                         headers,
                         body,
+                        conn,
                     })
                     .await
                 }
@@ -448,15 +461,19 @@ pub async fn serve<F>(
             () = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        let Ok((stream, _)) = accepted else {
+        let Ok((stream, peer)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let conn = stream.local_addr().ok().map(|local| Conn { peer, local });
         let service = service.clone();
         connections.spawn(async move {
             let svc =
-                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                    if let Some(conn) = conn {
+                        req.extensions_mut().insert(conn);
+                    }
                     let mut s = service.clone();
                     async move { tower_call(&mut s, req).await }
                 });
