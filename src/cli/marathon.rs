@@ -52,6 +52,10 @@ pub struct MarathonArgs {
     /// (`zk://host:2181[,host:2181]/marathon`) instead of --work-dir.
     #[arg(long, value_parser = |s: &str| s.parse::<agora_rpc::zk::ZkUrl>())]
     pub zk: Option<agora_rpc::zk::ZkUrl>,
+    /// After an operator's TEARDOWN removed the framework, register a new one
+    /// and relaunch every app (without it, marathon-rs says so and waits).
+    #[arg(long)]
+    pub reregister_when_removed: bool,
     /// ZooKeeper session timeout: a leader cut off this long steps down.
     #[arg(long, default_value = "10s", value_parser = super::master::humantime_duration)]
     pub zk_session_timeout: std::time::Duration,
@@ -78,6 +82,7 @@ impl MarathonArgs {
         o.config.local_port_max = self.local_port_max;
         o.config.max_running_deployments = self.max_running_deployments;
         o.config.decline_offer_seconds = self.decline_offer_duration;
+        o.reregister_when_removed = self.reregister_when_removed;
         o.config.zk = self.zk.as_ref().map(|z| z.to_string());
         o.config.zk_session_timeout_ms = self.zk_session_timeout.as_millis() as u64;
         Ok(o)

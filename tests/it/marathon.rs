@@ -955,3 +955,86 @@ async fn an_app_in_backoff_does_not_spin_offers() {
     drop(m);
     cluster.stop().await;
 }
+
+/// Issue 12.7: after an operator's TEARDOWN marathon-rs kept showing its
+/// tasks running for minutes and retried "Framework has been removed"
+/// every 5 s. It must notice at once, show no task that no longer exists,
+/// say so, and register anew only when told to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_down_marathon_says_so_and_registers_anew_only_when_told() {
+    let cluster = Cluster::start(1, "cpus:2;mem:1024").await;
+    let mut m = Marathon::start(&cluster).await;
+    let app = json!({"id": "/torn", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "instances": 2});
+    assert_eq!(m.call("POST", "/v2/apps", Some(app)).await.0, 201);
+    m.settled("torn", 2).await;
+    let framework = m.get("/v2/info").await["frameworkId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = reqwest::Client::new()
+        .post(cluster.url("/api/v1"))
+        .json(&json!({"type": "TEARDOWN", "teardown": {"framework_id": {"value": framework}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let torn = std::time::Instant::now();
+    // At once, not after a reconciliation: within 5 s (the old code showed
+    // them for 70 s and more).
+    loop {
+        let tasks = m.tasks("torn").await;
+        let info = m.get("/v2/info").await;
+        if tasks.is_empty() && info["frameworkId"].is_null() {
+            break;
+        }
+        assert!(
+            torn.elapsed() < Duration::from_secs(5),
+            "still shown after the teardown: {tasks:?} {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "a torn-down marathon-rs dropped its tasks {:?} after the TEARDOWN",
+        torn.elapsed()
+    );
+    let metrics = m.get("/metrics").await;
+    assert_eq!(
+        metrics["gauges"]["agora.marathon.framework.removed"]["value"],
+        1.0
+    );
+    let page = reqwest::get(m.url("/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("The master removed framework"), "{page}");
+    // It stays that way (no new framework behind the operator's back).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let frameworks: Value = reqwest::get(cluster.url("/frameworks"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(frameworks["frameworks"], json!([]), "{frameworks}");
+    assert!(m.tasks("torn").await.is_empty());
+
+    // Told to, a restarted marathon-rs registers a new framework and
+    // relaunches the app.
+    m.running.take().unwrap().stop().await;
+    let mut o = MarathonOptions::new(&m.master, m.work_dir.path().to_path_buf());
+    o.tick = Duration::from_millis(200);
+    o.reregister_when_removed = true;
+    m.running = Some(
+        agora_marathon::start(o, TcpListener::bind("127.0.0.1:0").await.unwrap())
+            .await
+            .unwrap(),
+    );
+    m.settled("torn", 2).await;
+    let info = m.get("/v2/info").await;
+    let new = info["frameworkId"].as_str().unwrap();
+    assert_ne!(new, framework);
+    m.stop().await;
+    cluster.stop().await;
+}

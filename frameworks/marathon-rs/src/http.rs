@@ -425,6 +425,7 @@ fn metrics(m: &agora_marathon_core::marathon::Marathon, started: std::time::Inst
             "service.mesosphere.marathon.task.staged.count": gauge(staged as f64),
             "service.mesosphere.marathon.deployments.active": gauge(st.deployments.len() as f64),
             "service.mesosphere.marathon.uptime": gauge(started.elapsed().as_millis() as f64),
+            "agora.marathon.framework.removed": gauge(if st.framework_removed.is_some() { 1.0 } else { 0.0 }),
         },
         "counters": {},
         "histograms": {},

@@ -42,6 +42,9 @@ pub struct MarathonOptions {
     pub event_heartbeat: Duration,
     /// How often backoffs are re-checked and unsaved changes flushed.
     pub tick: Duration,
+    /// After an operator's TEARDOWN, register a new framework and relaunch
+    /// the apps (without it, marathon-rs says so and waits).
+    pub reregister_when_removed: bool,
 }
 
 impl MarathonOptions {
@@ -58,6 +61,7 @@ impl MarathonOptions {
             role: "*".into(),
             event_heartbeat: Duration::from_secs(10),
             tick: Duration::from_millis(500),
+            reregister_when_removed: false,
         }
     }
 }
@@ -256,6 +260,7 @@ pub fn start_with(
         webui_url: format!("http://{}", options.config.leader),
         failover_timeout: options.failover_timeout,
         role: options.role.clone(),
+        reregister_when_removed: options.reregister_when_removed,
     };
     let ctx = Arc::new(http::Context {
         marathon: handle.clone(),

@@ -12,7 +12,7 @@ use agora_marathon_core::marathon::Call;
 use agora_proto::v1;
 use agora_sdk::{Event, Scheduler, SchedulerConfig};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::driver::Handle;
 
@@ -34,6 +34,9 @@ pub struct Subscription {
     pub failover_timeout: f64,
     /// Role.
     pub role: String,
+    /// After the master removed the framework, register a new one (and so
+    /// relaunch every app) instead of waiting for an operator.
+    pub reregister_when_removed: bool,
 }
 
 fn current(slot: &Slot) -> Option<Scheduler> {
@@ -45,13 +48,40 @@ fn set(slot: &Slot, s: Option<Scheduler>) {
 }
 
 /// Subscribes (again and again), feeding events to the state machine, until
-/// the task is aborted.
+/// the task is aborted, or until the master has removed the framework (then
+/// it says so once and stops, unless told to register a new framework).
 pub async fn run(marathon: Handle, sub: Subscription, slot: Slot) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        let Ok(framework_id) = marathon.read(|m, _| m.state().framework_id.clone()).await else {
+        let Ok((framework_id, removed)) = marathon
+            .read(|m, _| {
+                let s = m.state();
+                (s.framework_id.clone(), s.framework_removed.clone())
+            })
+            .await
+        else {
             return;
         };
+        if let Some(removed) = removed {
+            if !sub.reregister_when_removed {
+                // Said once; subscribing again with this id cannot help.
+                error!(
+                    framework.id = %removed.framework_id,
+                    message = %removed.message,
+                    since = %removed.since,
+                    "the master removed marathon-rs' framework: its tasks are gone and its apps \
+                     wait; restart with --reregister-when-removed to register a new framework \
+                     and relaunch them"
+                );
+                return;
+            }
+            warn!(
+                framework.id = %removed.framework_id,
+                "the master removed the framework; registering a new one (--reregister-when-removed)"
+            );
+            marathon.input(|m, _| m.forget_framework());
+            continue;
+        }
         let mut config = SchedulerConfig::new(&sub.master, &sub.name);
         let fi = &mut config.framework_info;
         fi.id = framework_id.map(|value| v1::FrameworkId { value });
@@ -82,6 +112,11 @@ pub async fn run(marathon: Handle, sub: Subscription, slot: Slot) {
                 marathon.input(|m, _| m.disconnected());
                 warn!("the subscription ended; subscribing again");
             }
+            Err(e) if e.is_removal() => {
+                let message = e.to_string();
+                marathon.input(move |m, now| m.framework_removed(now, &message));
+                continue;
+            }
             Err(e) => {
                 warn!(error = %e, master = %sub.master, retry_in = ?backoff, "cannot subscribe");
             }
@@ -110,6 +145,9 @@ fn handle(marathon: &Handle, event: Event) {
         Event::Disconnected(reason) => {
             warn!(%reason, "disconnected from the master");
             marathon.input(|m, _| m.disconnected());
+        }
+        Event::Error(message) if agora_sdk::removed(&message) => {
+            marathon.input(move |m, now| m.framework_removed(now, &message));
         }
         Event::Error(message) => warn!(%message, "the master sent an error"),
         Event::Message { .. } | Event::Failure { .. } => {}

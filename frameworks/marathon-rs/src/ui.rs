@@ -45,6 +45,8 @@ struct Page {
     leader: String,
     master: String,
     framework_id: String,
+    /// Set when the master removed the framework: what to tell the reader.
+    removed: Option<String>,
     apps_count: usize,
     running: u64,
     wanted: u64,
@@ -76,9 +78,10 @@ pub async fn page(marathon: &Handle) -> warp::reply::Response {
             m.list_deployments().body,
             m.queue(now, &[]).body,
             m.info().body,
+            m.state().framework_removed.clone(),
         )
     });
-    let Ok((apps, deployments, queue, info)) = read.await else {
+    let Ok((apps, deployments, queue, info, removed)) = read.await else {
         return h::body(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain; charset=utf-8",
@@ -179,8 +182,20 @@ pub async fn page(marathon: &Handle) -> warp::reply::Response {
         master: s(&info["marathon_config"]["master"]),
         framework_id: info["frameworkId"]
             .as_str()
-            .unwrap_or("not subscribed yet")
+            .unwrap_or(if removed.is_some() {
+                "none"
+            } else {
+                "not subscribed yet"
+            })
             .to_string(),
+        removed: removed.map(|r| {
+            format!(
+                "The master removed framework {} at {} ({}): its tasks are gone and the apps \
+                 wait. Restart marathon-rs with --reregister-when-removed to register a new \
+                 framework and relaunch them.",
+                r.framework_id, r.since, r.message
+            )
+        }),
         apps_count: app_rows.len(),
         running,
         wanted,

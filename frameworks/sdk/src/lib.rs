@@ -25,6 +25,6 @@ mod builder;
 mod scheduler;
 
 pub use builder::{TaskBuilder, scalar};
-pub use scheduler::{Event, Scheduler, SchedulerConfig, SdkError, subscribe};
+pub use scheduler::{Event, Scheduler, SchedulerConfig, SdkError, removed, subscribe};
 
 pub use agora_proto::{scheduler as sched, v1};

@@ -26,6 +26,19 @@ pub enum SdkError {
     Ended(String),
 }
 
+impl SdkError {
+    /// Whether the master removed the framework (TEARDOWN, or its failover
+    /// timeout passed): its id can never subscribe again.
+    pub fn is_removal(&self) -> bool {
+        matches!(self, SdkError::Ended(m) if removed(m))
+    }
+}
+
+/// Whether an ERROR event's message says the framework was removed.
+pub fn removed(message: &str) -> bool {
+    message.contains("Framework has been removed")
+}
+
 /// How to subscribe.
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -189,6 +202,9 @@ async fn subscription_loop(
         None
     };
     let mut redirected = false;
+    // Redirects in a row: during a failover two masters can point at each
+    // other; the first is followed at once, the next ones after a backoff.
+    let mut redirects = 0u32;
     loop {
         if let Some(rx) = detector
             .as_mut()
@@ -238,7 +254,14 @@ async fn subscription_loop(
                     .next()
                     .unwrap_or("")
                     .to_string();
-                info!(leader = %host, "redirected to the leading master");
+                redirects += 1;
+                if redirects == 1 {
+                    info!(leader = %host, "redirected to the leading master");
+                } else {
+                    debug!(leader = %host, redirects, retry_in = ?backoff, "redirected again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(config.max_backoff);
+                }
                 session.lock().unwrap_or_else(|p| p.into_inner()).master = host;
                 redirected = true;
                 continue;
@@ -255,6 +278,7 @@ async fn subscription_loop(
             }
             Err(e) => e.to_string(),
             Ok((stream_id, mut stream)) => {
+                redirects = 0;
                 session.lock().unwrap_or_else(|p| p.into_inner()).stream_id = stream_id;
                 let mut heartbeat = Duration::from_secs(15);
 
@@ -342,7 +366,7 @@ async fn subscription_loop(
                         sched::event::Type::Error => {
                             let message = next.error.map(|e| e.message).unwrap_or_default();
                             let _ = events.send(Event::Error(message.clone()));
-                            if message.contains("removed") || message.contains("failed over") {
+                            if removed(&message) || message.contains("failed over") {
                                 // Resubscribing cannot help.
                                 session.lock().unwrap_or_else(|p| p.into_inner()).stopped = true;
                                 if let Some(r) = ready.take() {

@@ -656,3 +656,47 @@ fn unreachable_instances_are_replaced_after_inactive_and_forgotten_after_expunge
     h.status(&tasks[0].task_id.value, TaskState::TaskUnreachable, None);
     assert_eq!(h.offer_agents(&[("a2", "")]).len(), 1);
 }
+
+/// Issue 12.7: after an operator's TEARDOWN, marathon-rs showed 30 tasks
+/// running for minutes with no process behind them.
+#[test]
+fn a_removed_framework_shows_no_tasks_and_registers_anew_only_when_told() {
+    let mut h = Harness::new();
+    h.create(r#"{"id":"/web","cmd":"x","cpus":0.1,"mem":16,"instances":2}"#);
+    let tasks = h.offer_agents(&[("a1", "")]);
+    h.run_all(&tasks);
+    assert_eq!(
+        h.m.app_tasks("/web").body.unwrap()["tasks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    h.m.set_events(true);
+    let now = h.at(1000);
+    h.m.framework_removed(now, "Framework has been removed");
+    let out = h.m.take_outputs();
+    assert_eq!(
+        events(&out)
+            .iter()
+            .filter(|e| *e == "status_update_event")
+            .count(),
+        2
+    );
+    assert!(h.m.state().instances.is_empty());
+    assert_eq!(h.m.app_tasks("/web").body.unwrap()["tasks"], json!([]));
+    let removed = h.m.state().framework_removed.clone().unwrap();
+    assert_eq!(removed.framework_id, "fw-1");
+    assert_eq!(h.m.info().body.unwrap()["frameworkId"], Value::Null);
+    // Said once: a second notice changes nothing.
+    h.m.framework_removed(h.now, "Framework has been removed");
+    assert_eq!(h.m.state().framework_removed, Some(removed));
+    // The app is still defined, waiting; forgetting the framework lets a new
+    // one relaunch it.
+    assert_eq!(h.m.get_app("/web", &[]).status, 200);
+    h.m.forget_framework();
+    assert_eq!(h.m.state().framework_id, None);
+    let now = h.at(1000);
+    h.m.subscribed(now, "fw-2");
+    assert_eq!(h.offer_agents(&[("a1", "")]).len(), 2);
+}

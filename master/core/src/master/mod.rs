@@ -257,6 +257,10 @@ impl Task {
     }
 }
 
+/// What a removed framework is told, on its stream and when it subscribes
+/// again (Mesos' words; schedulers match on them).
+pub(crate) const FRAMEWORK_REMOVED: &str = "Framework has been removed";
+
 /// Where an agent is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum AgentState {

@@ -86,7 +86,7 @@ impl Master {
         if let Some(id) = &info.id {
             let id = FrameworkId::from(id);
             if self.removed_frameworks.contains(&id) {
-                self.stream_error(&stream, "Framework has been removed");
+                self.stream_error(&stream, super::FRAMEWORK_REMOVED);
                 return;
             }
         }
@@ -1289,7 +1289,7 @@ fn check_payload(call: &sched::Call) -> Result<(), CallError> {
     }
 }
 
-fn error_event(message: &str) -> sched::Event {
+pub(crate) fn error_event(message: &str) -> sched::Event {
     sched::Event {
         r#type: Some(sched::event::Type::Error as i32),
         error: Some(sched::event::Error {

@@ -391,7 +391,13 @@ impl Master {
         };
         let _ = why;
         if let Some(stream) = f.stream.take() {
+            // Tell the scheduler before closing its stream, so it knows
+            // resubscribing cannot help (Mesos' FrameworkErrorMessage).
             self.streams.remove(&stream);
+            self.out.push(Output::Event {
+                stream: stream.clone(),
+                event: Box::new(super::scheduler::error_event(super::FRAMEWORK_REMOVED)),
+            });
             self.out.push(Output::CloseStream { stream });
         }
         for offer in f.offers.iter().cloned().collect::<Vec<_>>() {

@@ -94,8 +94,23 @@ pub struct State {
     pub last_failure: BTreeMap<PathId, Value>,
     /// The framework id, once subscribed.
     pub framework_id: Option<String>,
+    /// Set when the master removed the framework (an operator's TEARDOWN):
+    /// its tasks are gone and its id can never subscribe again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framework_removed: Option<FrameworkRemoved>,
     /// The root group's version.
     pub root_version: String,
+}
+
+/// When and why the master removed marathon-rs' framework.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkRemoved {
+    /// The removed framework's id.
+    pub framework_id: String,
+    /// What the master said.
+    pub message: String,
+    /// When it was noticed (ISO 8601).
+    pub since: String,
 }
 
 /// Why an app is waiting in the queue.
@@ -301,6 +316,50 @@ impl Marathon {
     /// The subscription broke (the SDK resubscribes).
     pub fn disconnected(&mut self) {
         self.subscribed = false;
+    }
+
+    /// The master removed the framework (TEARDOWN): its tasks were killed
+    /// with it, so every instance ends (TASK_KILLED, with the master's
+    /// message) instead of being shown running; the apps stay defined and
+    /// wait until the framework registers anew ([`Self::forget_framework`]).
+    pub fn framework_removed(&mut self, now: Millis, message: &str) {
+        self.subscribed = false;
+        if self.state.framework_removed.is_some() {
+            return;
+        }
+        self.state.framework_removed = Some(FrameworkRemoved {
+            framework_id: self.state.framework_id.clone().unwrap_or_default(),
+            message: message.to_string(),
+            since: now.iso(),
+        });
+        self.dirty = true;
+        let tasks: Vec<(String, String)> = self
+            .state
+            .instances
+            .values()
+            .map(|i| (i.task_id.clone(), i.agent_id.clone()))
+            .collect();
+        for (task, agent) in tasks {
+            let status = v1::TaskStatus {
+                task_id: v1::TaskId { value: task },
+                state: TaskState::TaskKilled as i32,
+                message: Some(format!("the framework was removed: {message}")),
+                agent_id: Some(v1::AgentId { value: agent }),
+                ..Default::default()
+            };
+            self.status(now, &status);
+        }
+        // The instances did not fail: their apps owe no launch delay.
+        self.state.backoff.clear();
+    }
+
+    /// Forgets a removed framework, so that the next subscription registers
+    /// a new one (whose offers relaunch every app's instances).
+    pub fn forget_framework(&mut self) {
+        if self.state.framework_removed.take().is_some() {
+            self.state.framework_id = None;
+            self.dirty = true;
+        }
     }
 
     /// New offers: launch what apps need, decline the rest. Instances are

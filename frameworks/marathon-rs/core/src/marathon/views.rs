@@ -257,7 +257,9 @@ impl Marathon {
             "buildref": format!("agora-{}", agora_proto::AGORA_VERSION),
             "elected": true,
             "leader": c.leader,
-            "frameworkId": self.state.framework_id,
+            // No framework while the master has removed it (no key of its
+            // own: the `marathon` client refuses keys it does not know).
+            "frameworkId": if self.state.framework_removed.is_some() { None } else { self.state.framework_id.clone() },
             "marathon_config": {
                 "access_control_allow_origin": null, "checkpoint": true, "decline_offer_duration": (c.decline_offer_seconds * 1000.0) as u64,
                 "default_network_name": null, "env_vars_prefix": null, "executor": "//cmd", "failover_timeout": 604800,
