@@ -47,6 +47,9 @@ pub struct DnsOptions {
     pub resolvers: Vec<SocketAddr>,
     /// How long each resolver may take.
     pub timeout: Duration,
+    /// Principal and secret for the master (HTTP Basic on its state and
+    /// event stream, as Mesos-DNS' `mesosCredentials`).
+    pub credential: Option<agora_proto::auth::Credential>,
 }
 
 impl DnsOptions {
@@ -59,7 +62,25 @@ impl DnsOptions {
             refresh: Duration::from_secs(60),
             resolvers: Vec::new(),
             timeout: Duration::from_secs(5),
+            credential: None,
         }
+    }
+
+    /// `Authorization` for requests to the master.
+    fn authorization(&self) -> Option<String> {
+        self.credential.as_ref().map(|c| c.basic_header())
+    }
+
+    /// An HTTP client for the master, sending the credential.
+    fn http(&self) -> reqwest::ClientBuilder {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(v) = self
+            .authorization()
+            .and_then(|a| reqwest::header::HeaderValue::from_str(&a).ok())
+        {
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        reqwest::Client::builder().default_headers(headers)
     }
 }
 
@@ -167,8 +188,9 @@ pub fn masters(list: &str) -> Vec<String> {
 /// listed master that answers names the leader (`leader`, `master@ip:port`,
 /// in its `/master/state`; a standby in HA answers with a 307 to it); a
 /// leader elsewhere is used once it answers too.
-async fn find_leader(masters: &[String]) -> Option<String> {
-    let http = reqwest::Client::builder()
+async fn find_leader(options: &DnsOptions, masters: &[String]) -> Option<String> {
+    let http = options
+        .http()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(2))
         .build()
@@ -247,7 +269,7 @@ async fn rebuild(
 /// events, and every `refresh`; when the stream ends, finds the leader
 /// again (another listed master when this one is gone) and resubscribes.
 async fn follow(options: DnsOptions, zone: Arc<RwLock<Arc<Zone>>>) {
-    let http = reqwest::Client::new();
+    let http = options.http().build().unwrap_or_default();
     let masters = masters(&options.master);
     // `zk://…`: the leader ZooKeeper names (Mesos' election records).
     let mut detector = options
@@ -265,14 +287,15 @@ async fn follow(options: DnsOptions, zone: Arc<RwLock<Arc<Zone>>>) {
             Some(rx) => zk::current_leader(rx, Duration::from_secs(30))
                 .await
                 .map(|l| base(&l.address)),
-            None => find_leader(&masters).await,
+            None => find_leader(&options, &masters).await,
         };
         let Some(leader) = leader else {
             warn!(masters = %options.master, "no leading master; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
-        let api = ApiClient::new(format!("{leader}/api/v1"), Encoding::Protobuf);
+        let api = ApiClient::new(format!("{leader}/api/v1"), Encoding::Protobuf)
+            .with_authorization(options.authorization());
         let stream = api
             .subscribe::<operator::Call, operator::Event>(&subscribe)
             .await;

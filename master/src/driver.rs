@@ -24,12 +24,14 @@ pub(crate) enum Command {
     Subscribe {
         call: sched::Call,
         stream: StreamId,
+        principal: Option<String>,
         events: mpsc::UnboundedSender<sched::Event>,
         reply: Reply,
     },
     Call {
         call: sched::Call,
         stream: Option<StreamId>,
+        principal: Option<String>,
         reply: Reply,
     },
     StreamClosed(StreamId),
@@ -82,11 +84,13 @@ impl MasterHandle {
         &self,
         call: sched::Call,
         stream: StreamId,
+        principal: Option<String>,
         events: mpsc::UnboundedSender<sched::Event>,
     ) -> Result<Result<(), CallError>, Stopped> {
         self.ask(|reply| Command::Subscribe {
             call,
             stream,
+            principal,
             events,
             reply,
         })
@@ -97,10 +101,12 @@ impl MasterHandle {
         &self,
         call: sched::Call,
         stream: Option<StreamId>,
+        principal: Option<String>,
     ) -> Result<Result<(), CallError>, Stopped> {
         self.ask(|reply| Command::Call {
             call,
             stream,
+            principal,
             reply,
         })
         .await
@@ -211,6 +217,7 @@ impl Driver {
             Command::Subscribe {
                 call,
                 stream,
+                principal,
                 events,
                 reply,
             } => {
@@ -220,11 +227,13 @@ impl Driver {
                     request,
                     stream,
                     call,
+                    principal,
                 });
             }
             Command::Call {
                 call,
                 stream,
+                principal,
                 reply,
             } => {
                 let request = self.request(reply);
@@ -232,6 +241,7 @@ impl Driver {
                     request,
                     stream,
                     call,
+                    principal,
                 });
             }
             Command::StreamClosed(stream) => {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use agora_master_core::ids::{AgentId, FrameworkId, StreamId};
 use agora_master_core::{CallError, MasterView, OperatorCall};
+use agora_proto::auth::Realm;
 use agora_proto::operator::{self, response};
 use agora_proto::scheduler as sched;
 use agora_proto::v1;
@@ -22,6 +23,8 @@ use crate::legacy;
 
 /// What the HTTP handlers need besides the driver.
 pub(crate) struct Context {
+    /// Who may call what (realms and credentials).
+    pub auth: Arc<agora_rpc::auth::HttpAuth>,
     pub handle: MasterHandle,
     pub info: v1::MasterInfo,
     pub flags: Vec<(String, String)>,
@@ -96,6 +99,10 @@ async fn dispatch(
     body: Result<Bytes, HttpError>,
 ) -> Result<warp::reply::Response, HttpError> {
     let path = normalize(path);
+    let principal = match realm(&path) {
+        Some(realm) => ctx.auth.authenticate(realm, headers)?,
+        None => None,
+    };
     let not_post = || {
         let mut r = h::text(StatusCode::METHOD_NOT_ALLOWED, "Expecting 'POST'");
         r.headers_mut()
@@ -106,7 +113,7 @@ async fn dispatch(
         if method != Method::POST {
             return Ok(not_post());
         }
-        return scheduler(ctx, headers, body?).await;
+        return scheduler(ctx, headers, body?, principal).await;
     }
     if path == "/api/v1" || path.starts_with("/api/v1/") {
         if method != Method::POST {
@@ -243,6 +250,18 @@ async fn dispatch(
     }
 }
 
+/// The realm of a master endpoint, as Mesos groups them (None: never
+/// authenticated).
+pub(crate) fn realm(path: &str) -> Option<Realm> {
+    match path {
+        "/health" | "/version" | "/redirect" => None,
+        "/api/v1/scheduler" => Some(Realm::MasterScheduler),
+        "/teardown" => Some(Realm::MasterReadwrite),
+        p if p == "/api/v1" || p.starts_with("/api/v1/") => Some(Realm::MasterReadwrite),
+        _ => Some(Realm::MasterReadonly),
+    }
+}
+
 fn leader_address(info: &v1::MasterInfo) -> (String, u32) {
     let host = info
         .hostname
@@ -295,6 +314,7 @@ async fn scheduler(
     ctx: &Context,
     headers: &HeaderMap,
     body: Bytes,
+    principal: Option<String>,
 ) -> Result<warp::reply::Response, HttpError> {
     let encoding = h::request_encoding(headers)?;
     let call: sched::Call = encoding
@@ -307,7 +327,7 @@ async fn scheduler(
     if call.r#type() != sched::call::Type::Subscribe {
         let kind = call.r#type();
         ctx.handle
-            .call(call, stream_header)
+            .call(call, stream_header, principal)
             .await
             .map_err(stopped)?
             .map_err(call_error)?;
@@ -327,7 +347,7 @@ async fn scheduler(
     let stream = StreamId(uuid::Uuid::new_v4().to_string());
     let (tx, rx) = mpsc::unbounded_channel();
     ctx.handle
-        .subscribe(call, stream.clone(), tx)
+        .subscribe(call, stream.clone(), principal, tx)
         .await
         .map_err(stopped)?
         .map_err(call_error)?;

@@ -52,6 +52,8 @@ pub struct MasterOptions {
     pub advertise_ip: Option<IpAddr>,
     /// Where the registry is kept without ZooKeeper (none: in memory).
     pub work_dir: Option<std::path::PathBuf>,
+    /// Which HTTP realms require credentials, and the credentials.
+    pub auth: Arc<agora_rpc::auth::HttpAuth>,
 }
 
 /// A running master.
@@ -201,6 +203,7 @@ async fn start_leading(
     }
     let (handle, driver) = driver::spawn(master, clock, registry_tx);
     let ctx = Arc::new(http::Context {
+        auth: options.auth.clone(),
         handle: handle.clone(),
         info: info.clone(),
         flags: options.flags.clone(),
@@ -268,6 +271,7 @@ pub async fn run_contending(
     let standby = standby::serve(
         TcpListener::from_std(socket.try_clone()?)?,
         agora_rpc::zk::detect(zk.clone()),
+        options.auth.clone(),
     );
     info!(%zk, node = candidacy.node(), "standing by");
     let epoch = tokio::select! {

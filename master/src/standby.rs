@@ -80,10 +80,23 @@ fn respond(leader: Option<&Leader>, path: &str, query: &str) -> warp::reply::Res
 }
 
 /// Serves the standby answers on `listener` until stopped.
-pub(crate) fn serve(listener: TcpListener, leader: watch::Receiver<Option<Leader>>) -> Standby {
+/// Credentials are checked first, as Mesos authenticates before it
+/// redirects: a standby answers 401 as the leader would.
+pub(crate) fn serve(
+    listener: TcpListener,
+    leader: watch::Receiver<Option<Leader>>,
+    auth: std::sync::Arc<agora_rpc::auth::HttpAuth>,
+) -> Standby {
     let routes = h::handle(h::MAX_BODY, move |req: h::Request| {
         let leader = leader.borrow().clone();
-        async move { respond(leader.as_ref(), &req.path, &req.query) }
+        let checked = crate::http::realm(&normalize(&req.path))
+            .map(|realm| auth.authenticate(realm, &req.headers));
+        async move {
+            match checked {
+                Some(Err(e)) => e.into_response(),
+                _ => respond(leader.as_ref(), &req.path, &req.query),
+            }
+        }
     });
     let http = warp::service(routes);
     let grpc = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {

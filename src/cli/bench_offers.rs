@@ -84,6 +84,7 @@ pub fn master_decline_offers(
                 request: RequestId(next()),
                 stream: stream.clone(),
                 call,
+                principal: None,
             },
         );
         let id = out
@@ -120,6 +121,7 @@ pub fn master_decline_offers(
                     request: RequestId(next()),
                     stream: Some(stream.clone()),
                     call,
+                    principal: None,
                 },
             );
         }

@@ -53,7 +53,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let master_args = MasterArgs::try_parse_defaults()?;
-    let mut options = master_args.options();
+    let mut options = master_args.options()?;
     options.hostname = Some("localhost".into());
     options.work_dir = Some(args.work_dir.join("master"));
     let addr = SocketAddr::new(ip, args.port);

@@ -46,6 +46,10 @@ pub struct DnsArgs {
     /// How long each resolver may take.
     #[arg(long, default_value = "5s", value_parser = humantime_duration)]
     pub timeout: Duration,
+    /// A file with the principal and secret for the master
+    /// (`{"principal": "dns", "secret": "…"}`), as Mesos-DNS' `mesosCredentials`.
+    #[arg(long, value_parser = super::credential_file)]
+    pub credential: Option<agora_proto::auth::Credential>,
 }
 
 fn parse_resolver(s: &str) -> Result<SocketAddr, String> {
@@ -74,6 +78,7 @@ impl DnsArgs {
         o.refresh = self.refresh;
         o.resolvers = self.resolvers.clone();
         o.timeout = self.timeout;
+        o.credential = self.credential.clone();
         o
     }
 }

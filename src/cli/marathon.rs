@@ -56,6 +56,26 @@ pub struct MarathonArgs {
     /// and relaunch every app (without it, marathon-rs says so and waits).
     #[arg(long)]
     pub reregister_when_removed: bool,
+    /// The principal marathon-rs registers with (`FrameworkInfo.principal`)
+    /// and authenticates as, with the secret below.
+    #[arg(long, alias = "mesos_authentication_principal")]
+    pub mesos_authentication_principal: Option<String>,
+    /// A file holding the secret, read raw (a trailing newline is part of
+    /// it, as Marathon reads it).
+    #[arg(
+        long,
+        alias = "mesos_authentication_secret_file",
+        conflicts_with = "mesos_authentication_secret"
+    )]
+    pub mesos_authentication_secret_file: Option<PathBuf>,
+    /// The secret itself (prefer the file: flags show in `ps`).
+    #[arg(
+        long,
+        alias = "mesos_authentication_secret",
+        env = "AGORA_MESOS_AUTHENTICATION_SECRET",
+        hide_env_values = true
+    )]
+    pub mesos_authentication_secret: Option<String>,
     /// ZooKeeper session timeout: a leader cut off this long steps down.
     #[arg(long, default_value = "10s", value_parser = super::master::humantime_duration)]
     pub zk_session_timeout: std::time::Duration,
@@ -83,9 +103,34 @@ impl MarathonArgs {
         o.config.max_running_deployments = self.max_running_deployments;
         o.config.decline_offer_seconds = self.decline_offer_duration;
         o.reregister_when_removed = self.reregister_when_removed;
+        o.credential = self.credential()?;
         o.config.zk = self.zk.as_ref().map(|z| z.to_string());
         o.config.zk_session_timeout_ms = self.zk_session_timeout.as_millis() as u64;
         Ok(o)
+    }
+}
+
+impl MarathonArgs {
+    fn credential(&self) -> anyhow::Result<Option<agora_proto::auth::Credential>> {
+        let secret = match (
+            &self.mesos_authentication_secret_file,
+            &self.mesos_authentication_secret,
+        ) {
+            (Some(path), _) => Some(std::fs::read_to_string(path).with_context(|| {
+                format!("--mesos-authentication-secret-file {}", path.display())
+            })?),
+            (None, s) => s.clone(),
+        };
+        match (&self.mesos_authentication_principal, secret) {
+            (Some(p), secret) => Ok(Some(agora_proto::auth::Credential {
+                principal: p.clone(),
+                secret: agora_proto::auth::Secret::new(secret.unwrap_or_default()),
+            })),
+            (None, Some(_)) => anyhow::bail!(
+                "a Mesos authentication secret needs --mesos-authentication-principal"
+            ),
+            (None, None) => Ok(None),
+        }
     }
 }
 

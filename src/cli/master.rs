@@ -56,6 +56,70 @@ pub struct MasterArgs {
     /// survives restarts; without it and without --zk it is kept in memory.
     #[arg(long, env = "AGORA_MASTER_WORK_DIR")]
     pub work_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub auth: MasterAuthArgs,
+}
+
+/// Authentication flags (Mesos' names; `_` spellings accepted).
+#[derive(Args, Debug, Clone, Default)]
+pub struct MasterAuthArgs {
+    /// Mesos credentials JSON (`{"credentials":[{"principal":…,"secret":…}]}`),
+    /// re-read on SIGHUP. With it, every realm below requires credentials
+    /// unless turned off.
+    #[arg(long, alias = "credentials_file")]
+    pub credentials: Option<std::path::PathBuf>,
+    /// Require credentials on /api/v1/scheduler (realm mesos-master-scheduler).
+    #[arg(long, alias = "authenticate_http_frameworks", num_args = 0..=1, default_missing_value = "true")]
+    pub authenticate_http_frameworks: Option<bool>,
+    /// Require credentials on the operator API and /teardown (mesos-master-readwrite).
+    #[arg(long, alias = "authenticate_http_readwrite", num_args = 0..=1, default_missing_value = "true")]
+    pub authenticate_http_readwrite: Option<bool>,
+    /// Require credentials on /state, /metrics and the other reads, and the UI
+    /// (mesos-master-readonly).
+    #[arg(long, alias = "authenticate_http_readonly", num_args = 0..=1, default_missing_value = "true")]
+    pub authenticate_http_readonly: Option<bool>,
+}
+
+impl MasterAuthArgs {
+    /// The realms and credentials these flags describe.
+    pub fn http_auth(&self) -> anyhow::Result<agora_rpc::auth::HttpAuth> {
+        use agora_proto::auth::Realm;
+        let on = self.credentials.is_some();
+        let realms: Vec<Realm> = [
+            (
+                self.authenticate_http_frameworks,
+                Realm::MasterScheduler,
+                "--authenticate-http-frameworks",
+            ),
+            (
+                self.authenticate_http_readwrite,
+                Realm::MasterReadwrite,
+                "--authenticate-http-readwrite",
+            ),
+            (
+                self.authenticate_http_readonly,
+                Realm::MasterReadonly,
+                "--authenticate-http-readonly",
+            ),
+        ]
+        .into_iter()
+        .map(|(flag, realm, name)| match (flag.unwrap_or(on), on) {
+            (true, false) => Err(anyhow::anyhow!(
+                "{name} needs --credentials (a Mesos credentials file)"
+            )),
+            (wanted, _) => Ok(wanted.then_some(realm)),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+        match &self.credentials {
+            Some(path) => {
+                Ok(agora_rpc::auth::HttpAuth::from_file(realms, path).context("--credentials")?)
+            }
+            None => Ok(agora_rpc::auth::HttpAuth::open()),
+        }
+    }
 }
 
 fn parse_zk(s: &str) -> Result<agora_rpc::zk::ZkUrl, String> {
@@ -138,20 +202,31 @@ impl MasterArgs {
     }
 
     /// The master options.
-    pub fn options(&self) -> MasterOptions {
+    pub fn options(&self) -> anyhow::Result<MasterOptions> {
         let config = self.config();
+        let auth = std::sync::Arc::new(self.auth.http_auth()?);
+        let on = |r| auth.requires(r).to_string();
+        use agora_proto::auth::Realm;
         let flags = flags_of(
             &config,
-            &[("port", self.port.to_string()), ("ip", self.ip.to_string())],
+            &[
+                ("port", self.port.to_string()),
+                ("ip", self.ip.to_string()),
+                ("authenticate_http_frameworks", on(Realm::MasterScheduler)),
+                ("authenticate_http_readwrite", on(Realm::MasterReadwrite)),
+                ("authenticate_http_readonly", on(Realm::MasterReadonly)),
+            ],
         );
-        MasterOptions {
+        agora_rpc::auth::reload_on_sighup(auth.clone());
+        Ok(MasterOptions {
             config,
             hostname: self.hostname.clone(),
             flags,
             seed: 0,
             advertise_ip: self.advertise_ip,
             work_dir: self.work_dir.clone(),
-        }
+            auth,
+        })
     }
 }
 
@@ -163,7 +238,7 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     if let Some(zk) = args.zk.clone() {
         eprintln!("agora master listening on http://{addr}, contending in {zk}");
         agora_master::run_contending(
-            args.options(),
+            args.options()?,
             listener,
             zk,
             args.zk_session_timeout,
@@ -173,7 +248,7 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         .context("leadership lost")?;
         return Ok(());
     }
-    let master = agora_master::start(args.options(), listener).await?;
+    let master = agora_master::start(args.options()?, listener).await?;
     eprintln!("agora master listening on http://{}", master.addr);
     super::shutdown_signal().await;
     master.stop().await;

@@ -128,3 +128,13 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
 }
+
+/// A `--credential` flag: a file with one Mesos credential
+/// (`{"principal": "p", "secret": "s"}`).
+pub fn credential_file(path: &str) -> Result<agora_proto::auth::Credential, String> {
+    let bytes = std::fs::read(agora_rpc::auth::strip_file_scheme(std::path::Path::new(
+        path,
+    )))
+    .map_err(|e| format!("cannot read {path}: {e}"))?;
+    agora_proto::auth::parse_credential(&bytes).map_err(|e| format!("{path}: {e}"))
+}

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod api;
+mod auth;
 mod cluster;
 mod dns;
 mod docker;

@@ -16,6 +16,17 @@ pub(crate) async fn run_scheduler(
     mode: &str,
     count: usize,
 ) -> serde_json::Value {
+    run_scheduler_as(python, master, mode, count, None).await
+}
+
+/// [`run_scheduler`], authenticating as `(principal, secret)` when given.
+pub(crate) async fn run_scheduler_as(
+    python: &PathBuf,
+    master: &str,
+    mode: &str,
+    count: usize,
+    credential: Option<(&str, &str)>,
+) -> serde_json::Value {
     let script = repo().join("tests/python/pymesos_scheduler.py");
     let executor = repo().join("tests/python/pymesos_executor.py");
     let mut cmd = tokio::process::Command::new(python);
@@ -25,6 +36,10 @@ pub(crate) async fn run_scheduler(
         .arg(count.to_string())
         .arg(&executor)
         .kill_on_drop(true);
+    if let Some((principal, secret)) = credential {
+        cmd.env("PYMESOS_PRINCIPAL", principal)
+            .env("PYMESOS_SECRET", secret);
+    }
     let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
         .await
         .expect("pymesos scheduler finishes")

@@ -3,6 +3,9 @@ tests. It launches N tasks (command tasks, or tasks under a pymesos custom
 executor), acknowledges updates implicitly, and prints a JSON summary.
 
 usage: pymesos_scheduler.py MASTER (command|executor) N [EXECUTOR_SCRIPT]
+
+With PYMESOS_PRINCIPAL and PYMESOS_SECRET set, it authenticates with them
+(HTTP Basic on every call, as pymesos does given principal and secret).
 """
 import json
 import logging
@@ -76,8 +79,14 @@ framework.user = os.environ.get("USER", "root")
 framework.name = "pymesos-compat-%s" % mode
 framework.hostname = "localhost"
 
+principal = os.environ.get("PYMESOS_PRINCIPAL")
+secret = os.environ.get("PYMESOS_SECRET")
+if principal is not None:
+    framework.principal = principal
+
 runner = Runner()
-driver = MesosSchedulerDriver(runner, framework, master, use_addict=True)
+driver = MesosSchedulerDriver(runner, framework, master, use_addict=True,
+                              principal=principal, secret=secret)
 driver.start()
 ok = runner.done.wait(90)
 time.sleep(0.5)  # let the last acknowledgements go out

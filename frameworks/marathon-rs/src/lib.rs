@@ -45,6 +45,9 @@ pub struct MarathonOptions {
     /// After an operator's TEARDOWN, register a new framework and relaunch
     /// the apps (without it, marathon-rs says so and waits).
     pub reregister_when_removed: bool,
+    /// The principal (and secret) marathon-rs registers and authenticates
+    /// with (`--mesos_authentication_principal`).
+    pub credential: Option<agora_proto::auth::Credential>,
 }
 
 impl MarathonOptions {
@@ -62,6 +65,7 @@ impl MarathonOptions {
             event_heartbeat: Duration::from_secs(10),
             tick: Duration::from_millis(500),
             reregister_when_removed: false,
+            credential: None,
         }
     }
 }
@@ -261,6 +265,7 @@ pub fn start_with(
         failover_timeout: options.failover_timeout,
         role: options.role.clone(),
         reregister_when_removed: options.reregister_when_removed,
+        credential: options.credential.clone(),
     };
     let ctx = Arc::new(http::Context {
         marathon: handle.clone(),

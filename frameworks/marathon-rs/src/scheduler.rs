@@ -37,6 +37,8 @@ pub struct Subscription {
     /// After the master removed the framework, register a new one (and so
     /// relaunch every app) instead of waiting for an operator.
     pub reregister_when_removed: bool,
+    /// Principal and secret for the master.
+    pub credential: Option<agora_proto::auth::Credential>,
 }
 
 fn current(slot: &Slot) -> Option<Scheduler> {
@@ -83,6 +85,7 @@ pub async fn run(marathon: Handle, sub: Subscription, slot: Slot) {
             continue;
         }
         let mut config = SchedulerConfig::new(&sub.master, &sub.name);
+        config.credential = sub.credential.clone();
         let fi = &mut config.framework_info;
         fi.id = framework_id.map(|value| v1::FrameworkId { value });
         fi.failover_timeout = Some(sub.failover_timeout);

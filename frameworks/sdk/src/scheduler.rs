@@ -55,6 +55,10 @@ pub struct SchedulerConfig {
     pub heartbeat_intervals: f64,
     /// Longest wait between resubscription attempts.
     pub max_backoff: Duration,
+    /// The framework's principal and secret, sent as HTTP Basic on every
+    /// call (a master with `--authenticate-http-frameworks` requires it);
+    /// the principal becomes `FrameworkInfo.principal` when that is unset.
+    pub credential: Option<agora_proto::auth::Credential>,
 }
 
 impl SchedulerConfig {
@@ -72,6 +76,7 @@ impl SchedulerConfig {
             auto_acknowledge: true,
             heartbeat_intervals: 2.0,
             max_backoff: Duration::from_secs(5),
+            credential: None,
         }
     }
 }
@@ -133,6 +138,8 @@ struct Session {
 pub struct Scheduler {
     session: Arc<Mutex<Session>>,
     encoding: Encoding,
+    /// `Authorization` for every call (from [`SchedulerConfig::credential`]).
+    authorization: Option<String>,
     stop: Arc<tokio::sync::Notify>,
 }
 
@@ -149,8 +156,13 @@ fn api_url(master: &str) -> String {
 /// Subscribes and returns the call handle and the event channel. Returns
 /// once the first SUBSCRIBED has arrived (or the master refused).
 pub async fn subscribe(
-    config: SchedulerConfig,
+    mut config: SchedulerConfig,
 ) -> Result<(Scheduler, mpsc::UnboundedReceiver<Event>), SdkError> {
+    if let Some(c) = &config.credential
+        && config.framework_info.principal.is_none()
+    {
+        config.framework_info.principal = Some(c.principal.clone());
+    }
     let session = Arc::new(Mutex::new(Session {
         master: config.master.clone(),
         framework_id: config.framework_info.id.clone(),
@@ -159,6 +171,7 @@ pub async fn subscribe(
     let scheduler = Scheduler {
         session: session.clone(),
         encoding: config.encoding,
+        authorization: config.credential.as_ref().map(|c| c.basic_header()),
         stop: Arc::new(tokio::sync::Notify::new()),
     };
     let (tx, rx) = mpsc::unbounded_channel();
@@ -228,7 +241,8 @@ async fn subscription_loop(
         if stopped || events.is_closed() {
             return;
         }
-        let client = ApiClient::new(api_url(&master), config.encoding);
+        let client = ApiClient::new(api_url(&master), config.encoding)
+            .with_authorization(scheduler.authorization.clone());
         let mut info = config.framework_info.clone();
         info.id = framework_id.clone();
         let call = sched::Call {
@@ -406,7 +420,10 @@ impl Scheduler {
             let mut s = self.session.lock().unwrap_or_else(|p| p.into_inner());
             let url = api_url(&s.master);
             if s.client.as_ref().is_none_or(|c| c.url() != url) {
-                s.client = Some(ApiClient::new(url, self.encoding));
+                s.client = Some(
+                    ApiClient::new(url, self.encoding)
+                        .with_authorization(self.authorization.clone()),
+                );
             }
             (
                 s.framework_id.clone(),

@@ -54,6 +54,8 @@ pub struct ApiClient {
     http: reqwest::Client,
     url: String,
     encoding: Encoding,
+    /// The `Authorization` header sent with every request.
+    authorization: Option<std::sync::Arc<str>>,
 }
 
 impl ApiClient {
@@ -69,6 +71,26 @@ impl ApiClient {
             http,
             url: url.into(),
             encoding,
+            authorization: None,
+        }
+    }
+
+    /// The same client, sending `Authorization: <value>` with every request
+    /// (e.g. [`agora_proto::auth::Credential::basic_header`]).
+    pub fn with_authorization(mut self, value: Option<String>) -> Self {
+        self.authorization = value.map(Into::into);
+        self
+    }
+
+    fn post(&self) -> reqwest::RequestBuilder {
+        let req = self
+            .http
+            .post(&self.url)
+            .header("Content-Type", self.encoding.content_type())
+            .header("Accept", self.encoding.content_type());
+        match &self.authorization {
+            Some(a) => req.header("Authorization", &**a),
+            None => req,
         }
     }
 
@@ -89,11 +111,8 @@ impl ApiClient {
         stream_id: Option<&str>,
     ) -> Result<Bytes, ClientError> {
         let mut req = self
-            .http
-            .post(&self.url)
+            .post()
             .timeout(Duration::from_secs(30))
-            .header("Content-Type", self.encoding.content_type())
-            .header("Accept", self.encoding.content_type())
             .body(self.encoding.encode(call));
         if let Some(id) = stream_id {
             req = req.header("Mesos-Stream-Id", id);
@@ -130,10 +149,7 @@ impl ApiClient {
         call: &C,
     ) -> Result<(Option<String>, EventStream<E>), ClientError> {
         let resp = self
-            .http
-            .post(&self.url)
-            .header("Content-Type", self.encoding.content_type())
-            .header("Accept", self.encoding.content_type())
+            .post()
             .body(self.encoding.encode(call))
             .send()
             .await

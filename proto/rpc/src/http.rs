@@ -66,6 +66,8 @@ pub struct HttpError {
     pub status: StatusCode,
     /// The message (the body).
     pub message: String,
+    /// A `WWW-Authenticate` challenge (401s).
+    pub challenge: Option<String>,
 }
 
 impl HttpError {
@@ -74,7 +76,14 @@ impl HttpError {
         HttpError {
             status,
             message: message.into(),
+            challenge: None,
         }
+    }
+
+    /// The same error with a `WWW-Authenticate` challenge.
+    pub fn with_challenge(mut self, challenge: impl Into<String>) -> Self {
+        self.challenge = Some(challenge.into());
+        self
     }
 
     /// 400.
@@ -84,7 +93,14 @@ impl HttpError {
 
     /// The error as a warp reply.
     pub fn into_response(self) -> warp::reply::Response {
-        text(self.status, self.message)
+        let mut r = text(self.status, self.message);
+        if let Some(v) = self
+            .challenge
+            .and_then(|c| header::HeaderValue::from_str(&c).ok())
+        {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        r
     }
 }
 

@@ -9,6 +9,7 @@
 //!   Accept negotiation, JSON or protobuf bodies, RecordIO framed streams,
 //!   request size limits and plain-text errors.
 
+pub mod auth;
 pub mod client;
 pub mod http;
 pub mod zk;

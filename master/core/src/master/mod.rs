@@ -90,6 +90,8 @@ pub enum Input {
         stream: StreamId,
         /// The call.
         call: sched::Call,
+        /// Who the shell authenticated (None: the realm is open).
+        principal: Option<String>,
     },
     /// Any other scheduler call.
     Call {
@@ -99,6 +101,8 @@ pub enum Input {
         stream: Option<StreamId>,
         /// The call.
         call: sched::Call,
+        /// Who the shell authenticated (None: the realm is open).
+        principal: Option<String>,
     },
     /// A subscription stream was closed by the client or the network.
     StreamClosed {
@@ -408,13 +412,15 @@ impl Master {
                 request,
                 stream,
                 call,
-            } => self.subscribe(now, request, stream, call),
+                principal,
+            } => self.subscribe(now, request, stream, call, principal),
             Input::Call {
                 request,
                 stream,
                 call,
+                principal,
             } => {
-                let result = self.call(now, stream, call);
+                let result = self.call(now, stream, call, principal.as_deref());
                 self.out.push(Output::Reply { request, result });
             }
             Input::StreamClosed { stream } => self.stream_closed(now, &stream),

@@ -37,6 +37,13 @@ fn filter_duration(filters: Option<&v1::Filters>, interval: Duration) -> Option<
     Some(d.max(interval))
 }
 
+/// Mesos' words when the authenticated principal is not the framework's.
+fn principal_mismatch(authenticated: &str, declared: &str) -> String {
+    format!(
+        "Failed to validate scheduler::Call: Authenticated principal '{authenticated}' does not match principal '{declared}' set in `FrameworkInfo`"
+    )
+}
+
 fn bad(message: impl Into<String>) -> CallError {
     CallError::BadRequest(message.into())
 }
@@ -50,6 +57,7 @@ impl Master {
         request: RequestId,
         stream: StreamId,
         call: sched::Call,
+        principal: Option<String>,
     ) {
         let Some(subscribe) = call.subscribe.clone() else {
             self.out.push(Output::Reply {
@@ -71,6 +79,19 @@ impl Master {
             }
             (Some(a), None) => info.id = Some(a.clone()),
             _ => {}
+        }
+        // An authenticated framework is who it authenticated as (Mesos §1.6).
+        if let Some(p) = principal {
+            match &info.principal {
+                Some(q) if *q != p => {
+                    self.out.push(Output::Reply {
+                        request,
+                        result: Err(bad(principal_mismatch(&p, q))),
+                    });
+                    return;
+                }
+                _ => info.principal = Some(p),
+            }
         }
         // From here on the answer is 200 with a stream; problems are ERROR events.
         self.out.push(Output::Reply {
@@ -228,6 +249,7 @@ impl Master {
         now: Time,
         stream: Option<StreamId>,
         call: sched::Call,
+        principal: Option<&str>,
     ) -> Result<(), CallError> {
         let kind = call.r#type();
         if kind == CallType::Unknown {
@@ -247,6 +269,12 @@ impl Master {
         let Some(framework) = self.frameworks.get(&framework_id) else {
             return Err(bad("Framework cannot be found"));
         };
+        if let Some(p) = principal {
+            let registered = framework.info.principal.as_deref().unwrap_or_default();
+            if p != registered {
+                return Err(bad(principal_mismatch(p, registered)));
+            }
+        }
         let Some(current) = &framework.stream else {
             return Err(CallError::Forbidden("Framework is not subscribed".into()));
         };

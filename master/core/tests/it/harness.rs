@@ -31,6 +31,8 @@ pub struct Harness {
     pub log: Vec<Output>,
     /// Simulated agents answer pings (off: they stay silent).
     pub auto_pong: bool,
+    /// Who scheduler calls are authenticated as (None: an open realm).
+    pub principal: Option<String>,
 }
 
 impl Harness {
@@ -54,6 +56,7 @@ impl Harness {
             next: 0,
             log: Vec::new(),
             auto_pong: false,
+            principal: None,
         }
     }
 
@@ -165,6 +168,7 @@ impl Harness {
             request,
             stream: stream.clone(),
             call,
+            principal: self.principal.clone(),
         });
         let id = events(&out, &stream)
             .into_iter()
@@ -198,6 +202,7 @@ impl Harness {
             request,
             stream,
             call,
+            principal: self.principal.clone(),
         });
         let result = out
             .iter()

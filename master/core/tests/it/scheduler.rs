@@ -57,6 +57,7 @@ fn framework_id_mismatch_is_400() {
         request: agora_master_core::ids::RequestId(1),
         stream: StreamId("s".into()),
         call,
+        principal: None,
     });
     assert!(matches!(&out[0], Output::Reply { result: Err(e), .. } if e.status() == 400));
 }

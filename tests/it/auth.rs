@@ -1,0 +1,255 @@
+//! Authentication with the clients that speak it: a master whose realms
+//! require Mesos credentials (HTTP Basic) against the SDK, marathon-rs,
+//! pymesos 0.3.15 with principal and secret, agora dns and curl-like
+//! requests; Mesos' 401 answers with the realm.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_proto::auth::{Credential, Credentials, Realm, Secret};
+use agora_proto::v1::TaskState;
+use agora_rpc::auth::HttpAuth;
+use agora_sdk::{Event, SchedulerConfig, TaskBuilder};
+use serde_json::{Value, json};
+
+use crate::cluster::{Cluster, missing, start_agent};
+use crate::e2e::next_matching;
+
+fn credential(principal: &str, secret: &str) -> Credential {
+    Credential {
+        principal: principal.into(),
+        secret: Secret::new(secret),
+    }
+}
+
+/// A master whose three realms require one of `fw`, `ops`, `dns`, `marathon`
+/// (secret: the name and `-secret`), with one agent.
+pub(crate) async fn authenticated_cluster() -> Cluster {
+    let credentials = Credentials::of(
+        ["fw", "ops", "dns", "marathon"].map(|p| credential(p, &format!("{p}-secret"))),
+    );
+    let auth = HttpAuth::new(
+        [
+            Realm::MasterScheduler,
+            Realm::MasterReadonly,
+            Realm::MasterReadwrite,
+        ],
+        credentials,
+    );
+    let options = agora_master::MasterOptions {
+        config: agora_master_core::Config {
+            allocation_interval: Duration::from_millis(200),
+            ..Default::default()
+        },
+        hostname: Some("127.0.0.1".into()),
+        seed: 7,
+        auth: Arc::new(auth),
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let master = agora_master::start(options, listener).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start_agent(
+        &master.address(),
+        dir.path(),
+        1,
+        "cpus:2;mem:1024;ports:[36000-36099]",
+    )
+    .await;
+    Cluster {
+        master,
+        agents: vec![agent],
+        dir,
+    }
+}
+
+async fn get(url: &str, user: Option<(&str, &str)>) -> reqwest::Response {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some((u, p)) = user {
+        req = req.basic_auth(u, Some(p));
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_requires_credentials_in_mesos_realms() {
+    let cluster = authenticated_cluster().await;
+    // Read-only endpoints: 401 with the realm, without or with wrong
+    // credentials; 200 with right ones. /health and /version stay open.
+    for path in ["/master/state", "/metrics/snapshot", "/slaves", "/"] {
+        for user in [None, Some(("ops", "wrong")), Some(("nobody", "ops-secret"))] {
+            let r = get(&cluster.url(path), user).await;
+            assert_eq!(r.status(), 401, "{path} as {user:?}");
+            assert_eq!(
+                r.headers()["www-authenticate"],
+                "Basic realm=\"mesos-master-readonly\"",
+                "{path}"
+            );
+            assert_eq!(r.text().await.unwrap(), "401 Unauthorized.");
+        }
+        assert_eq!(
+            get(&cluster.url(path), Some(("ops", "ops-secret")))
+                .await
+                .status(),
+            200,
+            "{path}"
+        );
+    }
+    for path in ["/health", "/version"] {
+        assert_eq!(get(&cluster.url(path), None).await.status(), 200, "{path}");
+    }
+    // The operator API is the read-write realm, reads included.
+    let operator = |user: Option<(&str, &str)>| {
+        let mut req = reqwest::Client::new()
+            .post(cluster.url("/api/v1"))
+            .header("Content-Type", "application/json")
+            .body(r#"{"type":"GET_HEALTH"}"#);
+        if let Some((u, p)) = user {
+            req = req.basic_auth(u, Some(p));
+        }
+        req.send()
+    };
+    let r = operator(None).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Basic realm=\"mesos-master-readwrite\""
+    );
+    assert_eq!(
+        operator(Some(("ops", "ops-secret")))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // The scheduler API: a framework with its credential runs a task.
+    let mut config = SchedulerConfig::new(&cluster.master(), "authenticated");
+    config.credential = Some(credential("fw", "fw-secret"));
+    let (scheduler, mut events) = agora_sdk::subscribe(config).await.unwrap();
+    let offer = next_matching(&mut events, |e| match e {
+        Event::Offers(o) => o.first().cloned(),
+        _ => None,
+    })
+    .await;
+    let task = TaskBuilder::new("t1", &offer)
+        .command("true")
+        .cpus(0.1)
+        .mem(16.0)
+        .build();
+    scheduler.launch(&offer, vec![task], 0.0).await.unwrap();
+    next_matching(&mut events, |e| {
+        matches!(e, Event::Update(s) if s.state() == TaskState::TaskFinished).then_some(())
+    })
+    .await;
+    // Its principal is the one it authenticated as.
+    let state: Value = get(&cluster.url("/master/state"), Some(("ops", "ops-secret")))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["frameworks"][0]["principal"], "fw", "{state}");
+
+    // Without credentials, or with wrong ones, SUBSCRIBE is refused.
+    for cred in [None, Some(credential("fw", "nope"))] {
+        let mut config = SchedulerConfig::new(&cluster.master(), "intruder");
+        config.credential = cred.clone();
+        let err = agora_sdk::subscribe(config).await.err().unwrap();
+        assert!(err.to_string().contains("401"), "{cred:?}: {err}");
+    }
+    // A framework may not claim another principal than its own.
+    let r = reqwest::Client::new()
+        .post(cluster.url("/api/v1/scheduler"))
+        .basic_auth("fw", Some("fw-secret"))
+        .header("Content-Type", "application/json")
+        .body(
+            json!({"type": "SUBSCRIBE", "subscribe": {"framework_info":
+                {"user": "u", "name": "spoof", "principal": "ops"}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("Authenticated principal 'fw' does not match principal 'ops'"),
+        "{body}"
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymesos_with_principal_and_secret_runs_tasks_on_an_authenticated_master() {
+    let Some(python) = crate::pymesos::python() else {
+        return missing("pymesos in .venv (run tests/python/setup-venv.sh)");
+    };
+    let cluster = authenticated_cluster().await;
+    let summary = crate::pymesos::run_scheduler_as(
+        &python,
+        &cluster.master(),
+        "command",
+        2,
+        Some(("fw", "fw-secret")),
+    )
+    .await;
+    assert_eq!(summary["completed"], true, "{summary}");
+    for i in 0..2 {
+        let states = summary["states"][format!("py-{i}")].to_string();
+        assert!(states.contains("TASK_FINISHED"), "py-{i}: {states}");
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marathon_rs_and_agora_dns_authenticate_to_the_master() {
+    let cluster = authenticated_cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = agora_marathon::MarathonOptions::new(&cluster.master(), dir.path().into());
+    o.tick = Duration::from_millis(200);
+    o.credential = Some(credential("marathon", "marathon-secret"));
+    let marathon = agora_marathon::start(
+        o,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", marathon.addr);
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v2/apps"))
+        .json(
+            &json!({"id": "/secure/web", "cmd": "sleep 600", "cpus": 0.1, "mem": 16,
+                      "instances": 1}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    crate::marathon::eventually("the app's task runs", || async {
+        let v: Value = reqwest::get(format!("{base}/v2/apps/secure/web/tasks"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v["tasks"][0]["state"] == "TASK_RUNNING").then_some(())
+    })
+    .await;
+    // agora dns follows the master with its credential.
+    let mut d = agora_dns::DnsOptions::new(cluster.master());
+    d.credential = Some(credential("dns", "dns-secret"));
+    let (udp, tcp) = agora_dns::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dns = agora_dns::start(d, udp, tcp, None).await.unwrap();
+    if crate::dns::dig_available() {
+        crate::marathon::eventually("agora dns names the task", || async {
+            let out = crate::dns::dig(&dns, &["web-secure.marathon.mesos", "A"]);
+            (!out.is_empty()).then_some(())
+        })
+        .await;
+    }
+    dns.stop().await;
+    marathon.stop().await;
+    cluster.stop().await;
+}
