@@ -46,6 +46,7 @@ pub(crate) enum Command {
     AgentClosed(ConnId),
     Operator {
         call: OperatorCall,
+        principal: Option<String>,
         reply: Reply,
     },
     OperatorSubscribe {
@@ -115,8 +116,14 @@ impl MasterHandle {
     pub(crate) async fn operator(
         &self,
         call: OperatorCall,
+        principal: Option<String>,
     ) -> Result<Result<(), CallError>, Stopped> {
-        self.ask(|reply| Command::Operator { call, reply }).await
+        self.ask(|reply| Command::Operator {
+            call,
+            principal,
+            reply,
+        })
+        .await
     }
 
     /// Runs a read-only closure on the master core and returns its result.
@@ -256,9 +263,17 @@ impl Driver {
                 self.agents.remove(&conn);
                 self.input(Input::AgentClosed { conn });
             }
-            Command::Operator { call, reply } => {
+            Command::Operator {
+                call,
+                principal,
+                reply,
+            } => {
                 let request = self.request(reply);
-                self.input(Input::Operator { request, call });
+                self.input(Input::Operator {
+                    request,
+                    call,
+                    principal,
+                });
             }
             Command::OperatorSubscribe { events, heartbeat } => {
                 self.master.set_operator_events(true);

@@ -119,7 +119,7 @@ async fn dispatch(
         if method != Method::POST {
             return Ok(not_post());
         }
-        return operator_api(ctx, headers, body?).await;
+        return operator_api(ctx, headers, body?, principal).await;
     }
     if method != Method::GET && method != Method::HEAD && path != "/teardown" {
         return Err(HttpError::new(
@@ -174,11 +174,7 @@ async fn dispatch(
             ))
         }
         "/state" | "/state-summary" | "/slaves" | "/frameworks" | "/tasks" | "/roles" => {
-            let (state, roles, epoch) = ctx
-                .handle
-                .query(|m| (m.get_state(), m.get_roles(), m.epoch()))
-                .await
-                .map_err(stopped)?;
+            let (state, roles, epoch) = visible_state(ctx, principal.clone()).await?;
             let view = legacy::View {
                 info: &ctx.info,
                 flags: &ctx.flags,
@@ -217,18 +213,14 @@ async fn dispatch(
                 ));
             };
             ctx.handle
-                .operator(OperatorCall::Teardown(FrameworkId::new(id)))
+                .operator(OperatorCall::Teardown(FrameworkId::new(id)), principal)
                 .await
                 .map_err(stopped)?
                 .map_err(call_error)?;
             Ok(h::empty(StatusCode::OK))
         }
         "/" => {
-            let (state, roles, epoch) = ctx
-                .handle
-                .query(|m| (m.get_state(), m.get_roles(), m.epoch()))
-                .await
-                .map_err(stopped)?;
+            let (state, roles, epoch) = visible_state(ctx, principal.clone()).await?;
             let view = legacy::View {
                 info: &ctx.info,
                 flags: &ctx.flags,
@@ -260,6 +252,21 @@ pub(crate) fn realm(path: &str) -> Option<Realm> {
         p if p == "/api/v1" || p.starts_with("/api/v1/") => Some(Realm::MasterReadwrite),
         _ => Some(Realm::MasterReadonly),
     }
+}
+
+/// The state as `principal` may see it, with the roles and the epoch.
+async fn visible_state(
+    ctx: &Context,
+    principal: Option<String>,
+) -> Result<(response::GetState, response::GetRoles, u64), HttpError> {
+    ctx.handle
+        .query(move |m| {
+            let mut state = m.get_state();
+            m.viewer(principal.as_deref()).state(&mut state);
+            (state, m.get_roles(), m.epoch())
+        })
+        .await
+        .map_err(stopped)
 }
 
 fn leader_address(info: &v1::MasterInfo) -> (String, u32) {
@@ -369,6 +376,7 @@ async fn operator_api(
     ctx: &Context,
     headers: &HeaderMap,
     body: Bytes,
+    principal: Option<String>,
 ) -> Result<warp::reply::Response, HttpError> {
     use operator::call::Type as C;
     use operator::response::Type as R;
@@ -387,9 +395,10 @@ async fn operator_api(
     let query = |f: Box<dyn FnOnce(&agora_master_core::Master) -> operator::Response + Send>| async move {
         ctx.handle.query(f).await.map_err(stopped)
     };
+    let viewer = principal.clone();
     let write = |call: OperatorCall| async move {
         ctx.handle
-            .operator(call)
+            .operator(call, principal)
             .await
             .map_err(stopped)?
             .map_err(call_error)?;
@@ -448,10 +457,14 @@ async fn operator_api(
             })
         }
         C::GetState => respond(
-            query(Box::new(|m| operator::Response {
-                r#type: Some(R::GetState as i32),
-                get_state: Some(m.get_state()),
-                ..Default::default()
+            query(Box::new(move |m| {
+                let mut s = m.get_state();
+                m.viewer(viewer.as_deref()).state(&mut s);
+                operator::Response {
+                    r#type: Some(R::GetState as i32),
+                    get_state: Some(s),
+                    ..Default::default()
+                }
             }))
             .await?,
         ),
@@ -464,26 +477,38 @@ async fn operator_api(
             .await?,
         ),
         C::GetFrameworks => respond(
-            query(Box::new(|m| operator::Response {
-                r#type: Some(R::GetFrameworks as i32),
-                get_frameworks: Some(m.get_frameworks()),
-                ..Default::default()
+            query(Box::new(move |m| {
+                let mut f = m.get_frameworks();
+                m.viewer(viewer.as_deref()).frameworks(&mut f);
+                operator::Response {
+                    r#type: Some(R::GetFrameworks as i32),
+                    get_frameworks: Some(f),
+                    ..Default::default()
+                }
             }))
             .await?,
         ),
         C::GetExecutors => respond(
-            query(Box::new(|m| operator::Response {
-                r#type: Some(R::GetExecutors as i32),
-                get_executors: Some(m.get_executors()),
-                ..Default::default()
+            query(Box::new(move |m| {
+                let mut e = m.get_executors();
+                m.viewer(viewer.as_deref()).executors(&mut e);
+                operator::Response {
+                    r#type: Some(R::GetExecutors as i32),
+                    get_executors: Some(e),
+                    ..Default::default()
+                }
             }))
             .await?,
         ),
         C::GetTasks => respond(
-            query(Box::new(|m| operator::Response {
-                r#type: Some(R::GetTasks as i32),
-                get_tasks: Some(m.get_tasks()),
-                ..Default::default()
+            query(Box::new(move |m| {
+                let mut t = m.get_tasks();
+                m.viewer(viewer.as_deref()).tasks(&mut t);
+                operator::Response {
+                    r#type: Some(R::GetTasks as i32),
+                    get_tasks: Some(t),
+                    ..Default::default()
+                }
             }))
             .await?,
         ),

@@ -17,6 +17,7 @@
 //! This crate does no I/O and is used by the deterministic cores as much as by
 //! the shells.
 
+pub mod acl;
 pub mod auth;
 pub mod ids;
 pub mod json;

@@ -78,6 +78,22 @@ pub struct MasterAuthArgs {
     /// (mesos-master-readonly).
     #[arg(long, alias = "authenticate_http_readonly", num_args = 0..=1, default_missing_value = "true")]
     pub authenticate_http_readonly: Option<bool>,
+    /// Mesos ACLs: inline JSON or a file (`/p`, `file:///p`), e.g.
+    /// `{"permissive": false, "run_tasks": [...]}`. Without it everything
+    /// is allowed.
+    #[arg(long, value_parser = parse_acls)]
+    pub acls: Option<agora_proto::acl::Acls>,
+}
+
+fn parse_acls(s: &str) -> Result<agora_proto::acl::Acls, String> {
+    let text = s.trim_start();
+    let json = if text.starts_with('{') {
+        text.as_bytes().to_vec()
+    } else {
+        let path = agora_rpc::auth::strip_file_scheme(std::path::Path::new(s));
+        std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+    };
+    agora_proto::acl::Acls::parse(&json).map_err(|e| e.to_string())
 }
 
 impl MasterAuthArgs {
@@ -197,6 +213,7 @@ impl MasterArgs {
             offer_timeout: self.offer_timeout,
             weights: self.weights.clone().map(|w| w.0).unwrap_or_default(),
             roles: self.roles.clone(),
+            acls: self.auth.acls.clone().unwrap_or_default(),
             ..Config::default()
         }
     }

@@ -25,6 +25,11 @@ fn credential(principal: &str, secret: &str) -> Credential {
 /// A master whose three realms require one of `fw`, `ops`, `dns`, `marathon`
 /// (secret: the name and `-secret`), with one agent.
 pub(crate) async fn authenticated_cluster() -> Cluster {
+    authorized_cluster(agora_proto::acl::Acls::default()).await
+}
+
+/// [`authenticated_cluster`] with `acls`.
+pub(crate) async fn authorized_cluster(acls: agora_proto::acl::Acls) -> Cluster {
     let credentials = Credentials::of(
         ["fw", "ops", "dns", "marathon"].map(|p| credential(p, &format!("{p}-secret"))),
     );
@@ -39,6 +44,7 @@ pub(crate) async fn authenticated_cluster() -> Cluster {
     let options = agora_master::MasterOptions {
         config: agora_master_core::Config {
             allocation_interval: Duration::from_millis(200),
+            acls,
             ..Default::default()
         },
         hostname: Some("127.0.0.1".into()),
@@ -251,5 +257,68 @@ async fn marathon_rs_and_agora_dns_authenticate_to_the_master() {
     }
     dns.stop().await;
     marathon.stop().await;
+    cluster.stop().await;
+}
+
+/// Mesos ACLs over HTTP: writes refused with 403 naming the action, reads
+/// filtered per principal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acls_refuse_operator_writes_and_filter_state_reads() {
+    let acls = agora_proto::acl::Acls::parse(
+        br#"{"permissive": false,
+            "register_frameworks": [{"principals":{"type":"ANY"},"roles":{"type":"ANY"}}],
+            "run_tasks": [{"principals":{"type":"ANY"},"users":{"type":"ANY"}}],
+            "teardown_frameworks": [{"principals":{"values":["ops"]},"framework_principals":{"type":"ANY"}}],
+            "view_frameworks": [{"principals":{"values":["ops","fw"]},"users":{"type":"ANY"}}],
+            "view_tasks": [{"principals":{"values":["ops","fw"]},"users":{"type":"ANY"}}]}"#,
+    )
+    .unwrap();
+    let cluster = authorized_cluster(acls).await;
+    let mut config = SchedulerConfig::new(&cluster.master(), "watched");
+    config.credential = Some(credential("fw", "fw-secret"));
+    let (scheduler, mut events) = agora_sdk::subscribe(config).await.unwrap();
+    let offer = next_matching(&mut events, |e| match e {
+        Event::Offers(o) => o.first().cloned(),
+        _ => None,
+    })
+    .await;
+    let task = TaskBuilder::new("long", &offer)
+        .command("sleep 60")
+        .cpus(0.1)
+        .mem(16.0)
+        .build();
+    scheduler.launch(&offer, vec![task], 0.0).await.unwrap();
+    next_matching(&mut events, |e| {
+        matches!(e, Event::Update(s) if s.state() == TaskState::TaskRunning).then_some(())
+    })
+    .await;
+    let frameworks = |who: (&'static str, &'static str)| {
+        let url = cluster.url("/master/state");
+        async move {
+            let state: Value = get(&url, Some(who)).await.json().await.unwrap();
+            (
+                state["frameworks"].as_array().unwrap().len(),
+                state["frameworks"][0]["tasks"]
+                    .as_array()
+                    .map_or(0, Vec::len),
+            )
+        }
+    };
+    assert_eq!(frameworks(("ops", "ops-secret")).await, (1, 1));
+    // `dns` is authenticated but may view nothing: filtered, not refused.
+    assert_eq!(frameworks(("dns", "dns-secret")).await, (0, 0));
+    let framework = scheduler.framework_id().unwrap().value;
+    let teardown = |who: (&'static str, &'static str)| {
+        reqwest::Client::new()
+            .post(cluster.url("/api/v1"))
+            .basic_auth(who.0, Some(who.1))
+            .json(&json!({"type": "TEARDOWN", "teardown": {"framework_id": {"value": framework}}}))
+            .send()
+    };
+    let r = teardown(("fw", "fw-secret")).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("teardown_frameworks"), "{body}");
+    assert_eq!(teardown(("ops", "ops-secret")).await.unwrap().status(), 200);
     cluster.stop().await;
 }

@@ -14,4 +14,4 @@ pub use time::Time;
 pub mod master;
 pub mod validation;
 
-pub use master::{CallError, Config, Input, Master, MasterView, OperatorCall, Output};
+pub use master::{CallError, Config, Input, Master, MasterView, OperatorCall, Output, Viewer};

@@ -7,6 +7,7 @@
 //! [`Input::Tick`]; [`Master::next_deadline`] says when the next one is due.
 
 mod agents;
+mod authz;
 mod scheduler;
 mod state;
 mod views;
@@ -23,6 +24,7 @@ use crate::ids::{AgentId, ConnId, ExecutorId, FrameworkId, OfferId, RequestId, S
 use crate::time::Time;
 use crate::validation::Capabilities;
 
+pub use authz::Viewer;
 pub use views::MasterView;
 
 /// Master settings (Mesos flag names in the docs).
@@ -55,6 +57,8 @@ pub struct Config {
     pub weights: Vec<(String, f64)>,
     /// Allocator settings.
     pub allocator: AllocatorConfig,
+    /// `--acls`: who may do what (the default allows everything).
+    pub acls: agora_proto::acl::Acls,
 }
 
 impl Default for Config {
@@ -72,6 +76,7 @@ impl Default for Config {
             roles: None,
             weights: Vec::new(),
             allocator: AllocatorConfig::default(),
+            acls: agora_proto::acl::Acls::default(),
         }
     }
 }
@@ -127,6 +132,8 @@ pub enum Input {
         request: RequestId,
         /// The call.
         call: OperatorCall,
+        /// Who the shell authenticated (None: the realm is open).
+        principal: Option<String>,
     },
 }
 
@@ -426,8 +433,12 @@ impl Master {
             Input::StreamClosed { stream } => self.stream_closed(now, &stream),
             Input::Agent { conn, message } => self.agent_message(now, conn, message),
             Input::AgentClosed { conn } => self.agent_closed(now, conn),
-            Input::Operator { request, call } => {
-                let result = self.operator_call(now, call);
+            Input::Operator {
+                request,
+                call,
+                principal,
+            } => {
+                let result = self.operator_call(now, call, principal.as_deref());
                 self.out.push(Output::Reply { request, result });
             }
         }

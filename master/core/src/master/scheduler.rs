@@ -18,6 +18,7 @@ use crate::allocator::MAX_FILTER;
 use crate::ids::{AgentId, ExecutorId, FrameworkId, OfferId, RequestId, StreamId, TaskId};
 use crate::time::Time;
 use crate::validation::{self, Capabilities};
+use agora_proto::acl::Action;
 
 /// Filters: the default `refuse_seconds` (Mesos' proto default).
 const DEFAULT_REFUSE: Duration = Duration::from_secs(5);
@@ -101,6 +102,10 @@ impl Master {
         if let Err(message) =
             validation::validate_framework_info(&info, self.config.roles.as_deref())
         {
+            self.stream_error(&stream, &message);
+            return;
+        }
+        if let Err(message) = self.may_register(&info) {
             self.stream_error(&stream, &message);
             return;
         }
@@ -435,6 +440,7 @@ impl Master {
             ));
         }
         validation::validate_framework_info(&info, self.config.roles.as_deref()).map_err(bad)?;
+        self.may_register(&info).map_err(CallError::Forbidden)?;
         let f = self.frameworks.get(id).expect("checked by caller");
         if info.user != f.info.user {
             return Err(bad("'FrameworkInfo.user' cannot be changed"));
@@ -707,6 +713,57 @@ impl Master {
 
     /// Validates one task against the framework and what is left of the
     /// offer; on success launches it. `group_executor` is set for LAUNCH_GROUP.
+    /// register_frameworks: every role of the framework must be allowed to
+    /// its principal (Mesos' message on refusal).
+    fn may_register(&self, info: &v1::FrameworkInfo) -> Result<(), String> {
+        let roles = validation::framework_roles(info);
+        let principal = info.principal.as_deref();
+        if roles
+            .iter()
+            .all(|r| self.allows(Action::RegisterFrameworks, principal, Some(r)))
+        {
+            return Ok(());
+        }
+        let name = info
+            .id
+            .as_ref()
+            .map_or_else(|| info.name.clone(), |id| id.value.clone());
+        Err(format!(
+            "Not authorized to register framework {name} with roles {{ {} }}",
+            roles.join(", ")
+        ))
+    }
+
+    /// run_tasks: the task's user (its command's, else its executor's, else
+    /// the framework's) must be allowed to the framework's principal.
+    fn may_run(
+        &self,
+        framework: &FrameworkId,
+        task: &v1::TaskInfo,
+        group_executor: Option<&v1::ExecutorInfo>,
+    ) -> Result<(), String> {
+        let Some(f) = self.frameworks.get(framework) else {
+            return Ok(());
+        };
+        let executor = group_executor.or(task.executor.as_ref());
+        let user = task
+            .command
+            .as_ref()
+            .and_then(|c| c.user.as_deref())
+            .or_else(|| executor.and_then(|e| e.command.as_ref()?.user.as_deref()))
+            .unwrap_or(&f.info.user);
+        let principal = f.info.principal.as_deref();
+        if self.allows(Action::RunTasks, principal, Some(user)) {
+            return Ok(());
+        }
+        // Mesos' message, its typo included.
+        Err(format!(
+            "Principal '{}' no authorized to launch task {} of framework {framework} under user '{user}'",
+            principal.unwrap_or(""),
+            task.task_id.value
+        ))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn launch(
         &mut self,
@@ -727,6 +784,15 @@ impl Master {
         };
         if let Err(message) = self.check_task_against(framework, agent, &task) {
             self.task_error(now, framework, &task, Reason::TaskInvalid, message);
+            return false;
+        }
+        if let Err(message) = self.may_run(framework, &task, group_executor) {
+            let reason = if group_executor.is_some() {
+                Reason::TaskGroupUnauthorized
+            } else {
+                Reason::TaskUnauthorized
+            };
+            self.task_error(now, framework, &task, reason, message);
             return false;
         }
         // A new executor's resources come out of the offer as well.
@@ -1161,7 +1227,35 @@ impl Master {
 
     // --------------------------------------------------------------- operator
 
-    pub(crate) fn operator_call(&mut self, now: Time, call: OperatorCall) -> Result<(), CallError> {
+    pub(crate) fn operator_call(
+        &mut self,
+        now: Time,
+        call: OperatorCall,
+        principal: Option<&str>,
+    ) -> Result<(), CallError> {
+        match &call {
+            OperatorCall::Teardown(id) => {
+                let target = self
+                    .frameworks
+                    .get(id)
+                    .and_then(|f| f.info.principal.clone());
+                self.authorize(Action::TeardownFrameworks, principal, target.as_deref())?;
+            }
+            OperatorCall::UpdateWeights(weights) => {
+                for (role, _) in weights {
+                    self.authorize(Action::UpdateWeights, principal, Some(role))?;
+                }
+            }
+            OperatorCall::MarkAgentGone(_) => {
+                self.authorize(Action::MarkAgentsGone, principal, None)?;
+            }
+            OperatorCall::DeactivateAgent(_) => {
+                self.authorize(Action::DeactivateAgents, principal, None)?;
+            }
+            OperatorCall::ReactivateAgent(_) => {
+                self.authorize(Action::ReactivateAgents, principal, None)?;
+            }
+        }
         match call {
             OperatorCall::Teardown(id) => {
                 if !self.frameworks.contains_key(&id) {

@@ -281,6 +281,7 @@ fn marking_an_agent_gone_ends_its_tasks_and_refuses_it_later() {
     let offer = h.offers_for(&fw).remove(0);
     h.launch(&fw, &offer, "t1", "cpus:1", "sleep 600");
     let out = h.handle(Input::Operator {
+        principal: None,
         request: agora_master_core::ids::RequestId(77),
         call: agora_master_core::OperatorCall::MarkAgentGone(ag.id.clone()),
     });
@@ -318,10 +319,12 @@ fn a_master_recovered_from_the_registry_expects_its_agents_back_and_keeps_the_re
     assert!(h.master.take_registry_changed());
     assert!(!h.master.take_registry_changed(), "asked once, told once");
     h.handle(Input::Operator {
+        principal: None,
         request: agora_master_core::ids::RequestId(1),
         call: agora_master_core::OperatorCall::MarkAgentGone(gone.id.clone()),
     });
     h.handle(Input::Operator {
+        principal: None,
         request: agora_master_core::ids::RequestId(2),
         call: agora_master_core::OperatorCall::UpdateWeights(vec![("web".into(), 3.0)]),
     });

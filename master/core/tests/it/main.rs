@@ -4,6 +4,7 @@
 //! clock with simulated agents and frameworks.
 
 mod agents;
+mod authz;
 mod harness;
 mod properties;
 mod scheduler;
