@@ -18,6 +18,10 @@ pub struct AppArgs {
     /// marathon-rs' address.
     #[arg(long, env = "AGORA_MARATHON", default_value = "http://localhost:8080")]
     pub marathon: String,
+    /// Credentials for marathon-rs, `user:pass`.
+    #[arg(long, env = "AGORA_MARATHON_CREDENTIALS", hide_env_values = true,
+          value_parser = super::auth_credentials)]
+    pub auth_credentials: Option<(String, String)>,
     #[command(subcommand)]
     pub command: AppCommand,
 }
@@ -89,7 +93,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(base: &str) -> anyhow::Result<Client> {
+    fn new(base: &str, credentials: Option<&(String, String)>) -> anyhow::Result<Client> {
         let b = base.trim().trim_end_matches('/');
         let base = if b.starts_with("http://") || b.starts_with("https://") {
             b.to_string()
@@ -97,7 +101,7 @@ impl Client {
             format!("http://{b}")
         };
         reqwest::Url::parse(&base).with_context(|| format!("--marathon '{base}' is not a URL"))?;
-        let http = reqwest::Client::builder()
+        let http = super::marathon_client(credentials)?
             .timeout(Duration::from_secs(30))
             .build()?;
         Ok(Client { base, http })
@@ -247,7 +251,7 @@ fn task_table(tasks: &[Value], checked: bool) -> Table {
 }
 
 pub async fn run(args: AppArgs) -> anyhow::Result<()> {
-    let c = Client::new(&args.marathon)?;
+    let c = Client::new(&args.marathon, args.auth_credentials.as_ref())?;
     match args.command {
         AppCommand::List => {
             let apps = c

@@ -75,9 +75,38 @@ pub struct LbArgs {
     /// Full resync from `/v2/apps` at least this often.
     #[arg(long, default_value = "30s", value_parser = humantime_duration)]
     pub resync: Duration,
+    /// Credentials for marathon-rs, `user:pass` (marathon-lb's flag).
+    #[arg(long, env = "AGORA_MARATHON_CREDENTIALS", hide_env_values = true,
+          value_parser = super::auth_credentials)]
+    pub auth_credentials: Option<(String, String)>,
+    /// A file whose first line is `user:pass` (takes precedence, as in marathon-lb).
+    #[arg(long)]
+    pub marathon_auth_credential_file: Option<PathBuf>,
 }
 
 impl LbArgs {
+    /// The client for marathon-rs, with the credentials.
+    fn client(&self) -> anyhow::Result<reqwest::Client> {
+        let from_file = match &self.marathon_auth_credential_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("--marathon-auth-credential-file {}", path.display())
+                })?;
+                let line = text
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end_matches(['\r', '\n']);
+                Some(super::auth_credentials(line).map_err(|e| {
+                    anyhow::anyhow!("--marathon-auth-credential-file {}: {e}", path.display())
+                })?)
+            }
+            None => None,
+        };
+        let credentials = from_file.or_else(|| self.auth_credentials.clone());
+        Ok(super::marathon_client(credentials.as_ref())?.build()?)
+    }
+
     fn settings(&self) -> anyhow::Result<agora_lb::Settings> {
         let templates = match &self.templates {
             Some(dir) => {
@@ -151,6 +180,8 @@ impl LbArgs {
             haproxy_map: false,
             templates: None,
             resync: Duration::from_secs(30),
+            auth_credentials: None,
+            marathon_auth_credential_file: None,
         }
     }
 }
@@ -360,7 +391,7 @@ pub async fn run(args: LbArgs) -> anyhow::Result<()> {
     if args.dry_run {
         let base = args.marathon.trim_end_matches('/');
         let settings = args.settings()?;
-        let (svcs, errors) = services(&reqwest::Client::new(), base, &settings).await?;
+        let (svcs, errors) = services(&args.client()?, base, &settings).await?;
         for e in &errors {
             eprintln!("left out: {e}");
         }
@@ -374,7 +405,7 @@ pub async fn run(args: LbArgs) -> anyhow::Result<()> {
 pub async fn follow(args: LbArgs, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let base = args.marathon.trim_end_matches('/').to_string();
     let settings = args.settings()?;
-    let client = reqwest::Client::new();
+    let client = args.client()?;
     for path in [&args.socket, &args.state_file, &args.haproxy_config] {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)

@@ -56,6 +56,18 @@ pub struct MarathonArgs {
     /// and relaunch every app (without it, marathon-rs says so and waits).
     #[arg(long)]
     pub reregister_when_removed: bool,
+    /// `user:password` required on every HTTP request (Basic), as
+    /// Marathon's flag (split at the last `:`).
+    #[arg(long, alias = "http_credentials", env = "MESOSPHERE_HTTP_CREDENTIALS", hide_env_values = true,
+          value_parser = agora_marathon::auth::parse_user_password)]
+    pub http_credentials: Option<(String, agora_proto::auth::Secret)>,
+    /// The realm named in 401 answers.
+    #[arg(long, alias = "http_realm", default_value = "Mesosphere")]
+    pub http_realm: String,
+    /// A file of bearer tokens, one a line, also accepted on every request
+    /// (`Authorization: Bearer <t>`, or `token=<t>` as the `marathon` client sends).
+    #[arg(long, alias = "http_tokens_file")]
+    pub http_tokens_file: Option<PathBuf>,
     /// The principal marathon-rs registers with (`FrameworkInfo.principal`)
     /// and authenticates as, with the secret below.
     #[arg(long, alias = "mesos_authentication_principal")]
@@ -104,6 +116,21 @@ impl MarathonArgs {
         o.config.decline_offer_seconds = self.decline_offer_duration;
         o.reregister_when_removed = self.reregister_when_removed;
         o.credential = self.credential()?;
+        let tokens = match &self.http_tokens_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("--http-tokens-file {}", path.display()))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(agora_proto::auth::Secret::new)
+                .collect(),
+            None => Vec::new(),
+        };
+        o.http_auth = std::sync::Arc::new(agora_marathon::auth::HttpAuth::new(
+            self.http_credentials.clone(),
+            tokens,
+            &self.http_realm,
+        ));
         o.config.zk = self.zk.as_ref().map(|z| z.to_string());
         o.config.zk_session_timeout_ms = self.zk_session_timeout.as_millis() as u64;
         Ok(o)

@@ -138,3 +138,30 @@ pub fn credential_file(path: &str) -> Result<agora_proto::auth::Credential, Stri
     .map_err(|e| format!("cannot read {path}: {e}"))?;
     agora_proto::auth::parse_credential(&bytes).map_err(|e| format!("{path}: {e}"))
 }
+
+/// marathon-lb's `--auth-credentials user:pass`: exactly one `:`.
+pub fn auth_credentials(s: &str) -> Result<(String, String), String> {
+    let mut parts = s.split(':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(u), Some(p), None) if !u.is_empty() => Ok((u.to_string(), p.to_string())),
+        _ => Err("Please provide marathon credentials in user:pass format".into()),
+    }
+}
+
+/// An HTTP client for marathon-rs that sends `credentials` (HTTP Basic)
+/// with every request, the event stream included.
+pub fn marathon_client(
+    credentials: Option<&(String, String)>,
+) -> anyhow::Result<reqwest::ClientBuilder> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some((user, password)) = credentials {
+        let c = agora_proto::auth::Credential {
+            principal: user.clone(),
+            secret: agora_proto::auth::Secret::new(password.clone()),
+        };
+        let mut v = reqwest::header::HeaderValue::from_str(&c.basic_header())?;
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    Ok(reqwest::Client::builder().default_headers(headers))
+}

@@ -322,3 +322,106 @@ async fn acls_refuse_operator_writes_and_filter_state_reads() {
     assert_eq!(teardown(("ops", "ops-secret")).await.unwrap().status(), 200);
     cluster.stop().await;
 }
+
+/// marathon-rs with `--http_credentials` and a token: every path needs them
+/// (401 with the realm), and the clients that send them work: the
+/// `marathon` client from PyPI (username/password and auth_token), `agora
+/// app` and `agora lb` (`--auth-credentials`, marathon-lb's form).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marathon_rs_requires_its_credentials_and_its_clients_send_them() {
+    let cluster = Cluster::start(1, "cpus:2;mem:1024").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = agora_marathon::MarathonOptions::new(&cluster.master(), dir.path().into());
+    o.tick = Duration::from_millis(200);
+    o.http_auth = Arc::new(agora_marathon::auth::HttpAuth::new(
+        Some(("admin".into(), Secret::new("s3cret"))),
+        vec![Secret::new("tok-123")],
+        "Mesosphere",
+    ));
+    let marathon = agora_marathon::start(
+        o,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", marathon.addr);
+    for path in ["/ping", "/v2/apps", "/v2/info", "/"] {
+        let r = get(&format!("{base}{path}"), None).await;
+        assert_eq!(r.status(), 401, "{path}");
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            "Basic realm=\"Mesosphere\""
+        );
+        let wrong = get(&format!("{base}{path}"), Some(("admin", "nope"))).await;
+        assert_eq!(wrong.status(), 401, "{path}");
+        let right = get(&format!("{base}{path}"), Some(("admin", "s3cret"))).await;
+        assert_eq!(right.status(), 200, "{path}");
+    }
+    let r = reqwest::Client::new()
+        .get(format!("{base}/v2/apps"))
+        .bearer_auth("tok-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    match crate::cluster::venv_python("marathon") {
+        Some(python) => {
+            let script = "import sys\nfrom marathon import MarathonClient, MarathonApp\n\
+                from marathon.exceptions import MarathonHttpError\n\
+                c = MarathonClient(sys.argv[1], username='admin', password='s3cret')\n\
+                c.create_app('secure-app', MarathonApp(cmd='sleep 600', cpus=0.1, mem=16, instances=1))\n\
+                t = MarathonClient(sys.argv[1], auth_token='tok-123')\n\
+                ids = [a.id for a in t.list_apps()]\n\
+                try:\n    MarathonClient(sys.argv[1], username='admin', password='wrong').list_apps()\n    refused = False\n\
+                except MarathonHttpError as e:\n    refused = e.status_code == 401\n\
+                print(ids, refused)";
+            let out = tokio::process::Command::new(python)
+                .args(["-c", script, &base])
+                .output()
+                .await
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.trim() == "['/secure-app'] True",
+                "{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        None => missing("the marathon client in .venv (run tests/python/setup-venv.sh)"),
+    }
+    // agora app and agora lb with --auth-credentials; without, a clear error.
+    let app = |creds: Option<&str>| {
+        let mut cmd = std::process::Command::new(crate::cluster::agora_bin());
+        cmd.args(["app", "--marathon", &base]);
+        if let Some(c) = creds {
+            cmd.args(["--auth-credentials", c]);
+        }
+        cmd.arg("list").output().unwrap()
+    };
+    let ok = app(Some("admin:s3cret"));
+    assert!(
+        ok.status.success() && String::from_utf8_lossy(&ok.stdout).contains("/secure-app"),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let refused = app(None);
+    assert!(!refused.status.success());
+    let lb = |creds: &[&str]| {
+        std::process::Command::new(crate::cluster::agora_bin())
+            .args(["lb", "--dry-run", "--marathon", &base])
+            .args(creds)
+            .output()
+            .unwrap()
+    };
+    assert!(!lb(&[]).status.success());
+    let lb = lb(&["--auth-credentials", "admin:s3cret"]);
+    assert!(
+        lb.status.success() && String::from_utf8_lossy(&lb.stdout).contains("defaults"),
+        "{}\n{}",
+        String::from_utf8_lossy(&lb.stdout),
+        String::from_utf8_lossy(&lb.stderr)
+    );
+    marathon.stop().await;
+    cluster.stop().await;
+}

@@ -22,6 +22,8 @@ pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// What the handlers need.
 pub struct Context {
+    /// Who may call (checked before anything else).
+    pub auth: Arc<crate::auth::HttpAuth>,
     /// The state machine's driver.
     pub marathon: Handle,
     /// When this marathon-rs started (for `/metrics`).
@@ -39,6 +41,9 @@ pub fn routes(
     h::handle(MAX_BODY, move |req: h::Request| {
         let ctx = ctx.clone();
         async move {
+            if let Err(refused) = ctx.auth.check(&req.headers) {
+                return refused;
+            }
             let body = match req.body {
                 Ok(b) => b,
                 Err(e) => return json_response(&Reply::error(e.status.as_u16(), e.message)),
@@ -578,6 +583,7 @@ pub fn standby(
     listener: tokio::net::TcpListener,
     me: String,
     leader: tokio::sync::watch::Receiver<Option<agora_rpc::zk::Leader>>,
+    auth: Arc<crate::auth::HttpAuth>,
 ) -> Standby {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -586,7 +592,11 @@ pub fn standby(
     let routes = h::handle(MAX_BODY, move |req: h::Request| {
         let leader = leader.borrow().as_ref().map(|l| l.address.clone());
         let (client, me) = (client.clone(), me.clone());
+        let refused = auth.check(&req.headers).err();
         async move {
+            if let Some(r) = refused {
+                return r;
+            }
             match standby_reply(leader.as_deref(), &req.headers, &req.path) {
                 Some(r) => r,
                 None => forward(&client, leader.as_deref().unwrap_or_default(), &me, req).await,

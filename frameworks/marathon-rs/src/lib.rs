@@ -6,6 +6,7 @@
 //! through `agora-sdk` ([`scheduler`]), and the embedded store ([`store`]).
 //! [`start`] runs it all on a listener.
 
+pub mod auth;
 pub mod driver;
 pub mod events;
 pub mod http;
@@ -48,6 +49,8 @@ pub struct MarathonOptions {
     /// The principal (and secret) marathon-rs registers and authenticates
     /// with (`--mesos_authentication_principal`).
     pub credential: Option<agora_proto::auth::Credential>,
+    /// Who may use the HTTP API (`--http_credentials`, tokens).
+    pub http_auth: Arc<auth::HttpAuth>,
 }
 
 impl MarathonOptions {
@@ -66,6 +69,7 @@ impl MarathonOptions {
             tick: Duration::from_millis(500),
             reregister_when_removed: false,
             credential: None,
+            http_auth: Arc::new(auth::HttpAuth::open()),
         }
     }
 }
@@ -186,6 +190,7 @@ pub async fn run_contending(
             listen(&socket)?,
             me.clone(),
             detect_in(Election::marathon(zk.clone())),
+            options.http_auth.clone(),
         );
         info!(%zk, node = candidacy.node(), "standing by");
         let elected = tokio::select! {
@@ -268,6 +273,7 @@ pub fn start_with(
         credential: options.credential.clone(),
     };
     let ctx = Arc::new(http::Context {
+        auth: options.http_auth.clone(),
         marathon: handle.clone(),
         started: Instant::now(),
         event_heartbeat: options.event_heartbeat,
