@@ -68,17 +68,17 @@ impl HttpAuth {
         token.is_some_and(|t| self.tokens.iter().any(|s| s.matches(t)))
     }
 
-    /// Ok, or the 401 to answer (`WWW-Authenticate: Basic realm="…"`).
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), warp::reply::Response> {
+    /// None, or the 401 to answer (`WWW-Authenticate: Basic realm="…"`).
+    pub fn refusal(&self, headers: &HeaderMap) -> Option<warp::reply::Response> {
         if self.is_open() {
-            return Ok(());
+            return None;
         }
         let ok = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| self.accepts(v));
         if ok {
-            return Ok(());
+            return None;
         }
         let mut r = agora_rpc::http::body(
             StatusCode::UNAUTHORIZED,
@@ -88,7 +88,7 @@ impl HttpAuth {
         if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{}\"", self.realm)) {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
-        Err(r)
+        Some(r)
     }
 }
 
@@ -120,22 +120,22 @@ mod tests {
                 base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
             )
         };
-        assert!(auth.check(&with(&basic("admin", "s3cret"))).is_ok());
-        assert!(auth.check(&with("Bearer tok-1")).is_ok());
-        assert!(auth.check(&with("token=tok-1")).is_ok());
+        assert!(auth.refusal(&with(&basic("admin", "s3cret"))).is_none());
+        assert!(auth.refusal(&with("Bearer tok-1")).is_none());
+        assert!(auth.refusal(&with("token=tok-1")).is_none());
         for bad in [
             basic("admin", "wrong"),
             basic("root", "s3cret"),
             "Bearer tok-2".into(),
         ] {
-            assert!(auth.check(&with(&bad)).is_err(), "{bad}");
+            assert!(auth.refusal(&with(&bad)).is_some(), "{bad}");
         }
-        let r = auth.check(&HeaderMap::new()).unwrap_err();
+        let r = auth.refusal(&HeaderMap::new()).unwrap();
         assert_eq!(r.status(), 401);
         assert_eq!(
             r.headers()[header::WWW_AUTHENTICATE],
             "Basic realm=\"Mesosphere\""
         );
-        assert!(HttpAuth::open().check(&HeaderMap::new()).is_ok());
+        assert!(HttpAuth::open().refusal(&HeaderMap::new()).is_none());
     }
 }

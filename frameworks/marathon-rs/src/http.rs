@@ -41,7 +41,7 @@ pub fn routes(
     h::handle(MAX_BODY, move |req: h::Request| {
         let ctx = ctx.clone();
         async move {
-            if let Err(refused) = ctx.auth.check(&req.headers) {
+            if let Some(refused) = ctx.auth.refusal(&req.headers) {
                 return refused;
             }
             let body = match req.body {
@@ -592,7 +592,7 @@ pub fn standby(
     let routes = h::handle(MAX_BODY, move |req: h::Request| {
         let leader = leader.borrow().as_ref().map(|l| l.address.clone());
         let (client, me) = (client.clone(), me.clone());
-        let refused = auth.check(&req.headers).err();
+        let refused = auth.refusal(&req.headers);
         async move {
             if let Some(r) = refused {
                 return r;
