@@ -62,6 +62,20 @@ pub struct Settings {
     pub cgroups_enable_cfs: bool,
     /// The Docker API version negotiated at start (executors use it as is).
     pub docker_api_version: Option<String>,
+    /// The key executors' tokens are signed with.
+    pub jwt_key: JwtKey,
+    /// Executor calls must carry their token.
+    pub authenticate_http_executors: bool,
+}
+
+/// The raw bytes executors' tokens are signed with (never printed).
+#[derive(Clone)]
+pub struct JwtKey(pub Vec<u8>);
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtKey(…)")
+    }
 }
 
 /// What the actor is asked to do.
@@ -859,6 +873,17 @@ impl Actor {
             (
                 "MESOS_RECOVERY_TIMEOUT".into(),
                 mesos_duration(self.settings.recovery_timeout),
+            ),
+            (
+                "MESOS_EXECUTOR_AUTHENTICATION_TOKEN".into(),
+                agora_proto::auth::executor_token(
+                    &self.settings.jwt_key.0,
+                    &agora_proto::auth::ExecutorClaims {
+                        fid: framework.to_string(),
+                        eid: eid.to_string(),
+                        cid: container.clone(),
+                    },
+                ),
             ),
         ];
         let mut env = env;

@@ -126,10 +126,13 @@ pub async fn run() -> Result<(), ExecutorError> {
     let framework_id = env("MESOS_FRAMEWORK_ID")?;
     let executor_id = env("MESOS_EXECUTOR_ID")?;
     let directory = PathBuf::from(env("MESOS_DIRECTORY")?);
+    // The agent's token for this executor, sent with every call.
+    let token = std::env::var("MESOS_EXECUTOR_AUTHENTICATION_TOKEN").ok();
     let client = ApiClient::new(
         format!("http://{endpoint}/api/v1/executor"),
         Encoding::Protobuf,
-    );
+    )
+    .with_authorization(token.map(|t| format!("Bearer {t}")));
     let (exits_tx, mut exits) = mpsc::unbounded_channel();
     let (checks_tx, mut checks) = mpsc::unbounded_channel();
     let (docker_exits_tx, mut docker_exits) = mpsc::unbounded_channel();

@@ -18,11 +18,14 @@ use warp::Filter;
 
 use crate::actor::{Actor, Command, Settings};
 use crate::{files, peer};
+use agora_proto::auth::Realm;
 
 /// Executors get a heartbeat this often (Mesos: 30 minutes).
 const EXECUTOR_HEARTBEAT: Duration = Duration::from_secs(30 * 60);
 
 pub(crate) struct Context {
+    /// Which realms require credentials.
+    pub auth: Arc<agora_rpc::auth::HttpAuth>,
     pub actor: mpsc::UnboundedSender<Command>,
     pub settings: Arc<Settings>,
     pub generation: AtomicU64,
@@ -94,6 +97,12 @@ async fn dispatch(
     conn: Option<h::Conn>,
 ) -> Result<warp::reply::Response, HttpError> {
     let path = normalize(path);
+    if matches!(
+        path.as_str(),
+        "/state" | "/files/read" | "/files/download" | "/files/browse"
+    ) {
+        ctx.auth.authenticate(Realm::AgentReadonly, headers)?;
+    }
     if path == "/api/v1/executor" {
         if method != Method::POST {
             return Err(HttpError::new(
@@ -214,7 +223,14 @@ async fn executor_api(
         .decode(&body)
         .map_err(|e| HttpError::bad_request(format!("Failed to parse body into Call: {e}")))?;
     if call.r#type() != executor::call::Type::Heartbeat {
-        from_the_executor(ctx, &call, conn).await?;
+        match bearer(headers) {
+            Some(token) => token_of_the_executor(ctx, &call, token).await?,
+            None if ctx.settings.authenticate_http_executors => {
+                return Err(HttpError::new(StatusCode::UNAUTHORIZED, "")
+                    .with_challenge(format!("Bearer realm=\"{}\"", Realm::AgentExecutor.name())));
+            }
+            None => from_the_executor(ctx, &call, conn).await?,
+        }
     }
     if call.r#type() == executor::call::Type::Subscribe {
         let accept = h::response_encoding(headers)?;
@@ -248,6 +264,59 @@ async fn executor_api(
         .map_err(|_| unavailable())?;
     result.await.map_err(|_| unavailable())??;
     Ok(h::empty(StatusCode::ACCEPTED))
+}
+
+/// The token of `Authorization: Bearer <token>`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+/// Checks an executor's token as Mesos' agent does: signed with this
+/// agent's key (else 401), and naming the call's framework and executor
+/// and the executor's current container (else 403).
+async fn token_of_the_executor(
+    ctx: &Context,
+    call: &executor::Call,
+    token: &str,
+) -> Result<(), HttpError> {
+    let claims = agora_proto::auth::verify_executor_token(&ctx.settings.jwt_key.0, token).map_err(
+        |why| {
+            HttpError::new(StatusCode::UNAUTHORIZED, "").with_challenge(format!(
+                "Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"{why}\"",
+                Realm::AgentExecutor.name()
+            ))
+        },
+    )?;
+    let key = (
+        call.framework_id.value.clone(),
+        call.executor_id.value.clone(),
+    );
+    let container = query(ctx, move |a| {
+        a.executors.get(&key).map(|e| e.container.clone())
+    })
+    .await?;
+    let mismatch = |claim: &str, what: &str, want: &str| {
+        HttpError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Authenticated principal does not contain a '{claim}' claim with the {what} '{want}'"
+            ),
+        )
+    };
+    if claims.fid != call.framework_id.value {
+        return Err(mismatch("fid", "framework ID", &call.framework_id.value));
+    }
+    if claims.eid != call.executor_id.value {
+        return Err(mismatch("eid", "executor ID", &call.executor_id.value));
+    }
+    match container {
+        Some(cid) if cid != claims.cid => Err(mismatch("cid", "container ID", &cid)),
+        _ => Ok(()),
+    }
 }
 
 /// Refuses (403) a call that does not come from the executor it names: the

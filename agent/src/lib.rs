@@ -82,6 +82,17 @@ pub struct AgentOptions {
     /// Enforce `cpus` as a hard limit (CFS quota), not only a weight, for
     /// process and Docker tasks (Mesos' `--cgroups_enable_cfs`, off by default).
     pub cgroups_enable_cfs: bool,
+    /// The key executors' tokens are signed with (`--jwt_secret_key`); when
+    /// unset, one made at first start in `<work_dir>/meta/jwt_secret_key`.
+    pub jwt_secret_key: Option<PathBuf>,
+    /// Executor calls must carry their token (`--authenticate_http_executors`);
+    /// without it a call with no token is taken from the executor's own
+    /// process only.
+    pub authenticate_http_executors: bool,
+    /// Which of the agent's HTTP realms require credentials.
+    pub http_auth: Arc<agora_rpc::auth::HttpAuth>,
+    /// What the agent presents to the master (`--credential`).
+    pub credential: Option<agora_proto::auth::Credential>,
 }
 
 impl AgentOptions {
@@ -108,6 +119,10 @@ impl AgentOptions {
             recovery_timeout: Duration::from_secs(15 * 60),
             cgroups: true,
             cgroups_enable_cfs: false,
+            jwt_secret_key: None,
+            authenticate_http_executors: false,
+            http_auth: Arc::new(agora_rpc::auth::HttpAuth::open()),
+            credential: None,
         }
     }
 }
@@ -199,6 +214,36 @@ impl RunningAgent {
     }
 }
 
+/// The agent's own key for executor tokens: made at first start (32 random
+/// bytes, hex, mode 0600) and kept, so adopted executors' tokens stay valid.
+fn jwt_key(work_dir: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = work_dir.join("meta").join("jwt_secret_key");
+    match std::fs::read(&path) {
+        Ok(key) if !key.is_empty() => return Ok(key),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let key = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(key.as_bytes())?;
+    Ok(key.into_bytes())
+}
+
 fn advertise_ip(listen: IpAddr, hostname: &str) -> IpAddr {
     if !listen.is_unspecified() {
         return listen;
@@ -266,7 +311,18 @@ pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Res
             }
         }
     }
+    let jwt_key = match &options.jwt_secret_key {
+        Some(path) => std::fs::read(agora_rpc::auth::strip_file_scheme(path)).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("--jwt-secret-key {}: {e}", path.display()),
+            )
+        })?,
+        None => jwt_key(&work_dir)?,
+    };
     let settings = Arc::new(Settings {
+        jwt_key: actor::JwtKey(jwt_key),
+        authenticate_http_executors: options.authenticate_http_executors,
         work_dir: work_dir.clone(),
         hostname: options.hostname.clone(),
         advertise,
@@ -287,6 +343,7 @@ pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Res
     let actor = actor::Actor::new(settings.clone(), tx.clone(), previous.clone());
     let actor_task = tokio::spawn(actor.run(rx));
     let ctx = Arc::new(http::Context {
+        auth: options.http_auth.clone(),
         actor: tx.clone(),
         settings: settings.clone(),
         generation: AtomicU64::new(1),
@@ -296,7 +353,12 @@ pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Res
         let _ = stop_rx.await;
     }));
     let (stop_link, link_rx) = watch::channel(false);
-    let link_task = tokio::spawn(link::run(options.master.clone(), tx.clone(), link_rx));
+    let link_task = tokio::spawn(link::run(
+        options.master.clone(),
+        options.credential.clone(),
+        tx.clone(),
+        link_rx,
+    ));
     info!(
         %addr,
         hostname = %settings.hostname,

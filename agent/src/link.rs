@@ -27,9 +27,14 @@ pub fn master_url(master: &str) -> String {
 /// master, each connection goes to the leader ZooKeeper names at the time.
 pub(crate) async fn run(
     master: String,
+    credential: Option<agora_proto::auth::Credential>,
     actor: mpsc::UnboundedSender<Command>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // `--credential`, presented on every session (Basic, as metadata).
+    let authorization = credential
+        .map(|c| c.basic_header())
+        .and_then(|h| tonic::metadata::MetadataValue::try_from(h).ok());
     let mut leader = if zk::is_zk(&master) {
         match master.parse::<zk::ZkUrl>() {
             Ok(url) => Some(zk::detect(url)),
@@ -72,10 +77,14 @@ pub(crate) async fn run(
             actor
                 .send(Command::MasterConnected { tx })
                 .map_err(|_| "agent stopped".to_string())?;
+            let mut request = tonic::Request::new(UnboundedReceiverStream::new(rx));
+            if let Some(a) = &authorization {
+                request.metadata_mut().insert("authorization", a.clone());
+            }
             let response = client
-                .session(UnboundedReceiverStream::new(rx))
+                .session(request)
                 .await
-                .map_err(|s| format!("the master refused the session: {s}"))?;
+                .map_err(|s| format!("the master refused the session: {}", s.message()))?;
             let mut inbound = response.into_inner();
             info!(master = %url, "connected to the master");
             established = true;

@@ -79,8 +79,10 @@ pub fn command(spec: &Spec<'_>) -> io::Result<tokio::process::Command> {
         c.args(args);
         c
     };
-    // Set for our executor's allocator by the agent; not for what it runs.
+    // Set for our executor by the agent; not for what it runs (a task must
+    // not speak for its executor).
     c.env_remove("MIMALLOC_ALLOW_THP");
+    c.env_remove("MESOS_EXECUTOR_AUTHENTICATION_TOKEN");
     for (k, v) in spec.env {
         c.env(k, v);
     }

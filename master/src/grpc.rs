@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
 use crate::driver::{Command, MasterHandle};
+use agora_proto::acl::Action;
 
 /// Largest agent message accepted (a re-registration lists every task).
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -22,13 +23,23 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 pub(crate) struct Service {
     handle: MasterHandle,
     next_conn: Arc<AtomicU64>,
+    /// The credentials agents present (`authorization` metadata, Basic).
+    auth: Arc<agora_rpc::auth::HttpAuth>,
+    /// Agents must present credentials (`--authenticate-agents`).
+    authenticate_agents: bool,
 }
 
 impl Service {
-    pub(crate) fn server(handle: MasterHandle) -> AgentServiceServer<Service> {
+    pub(crate) fn server(
+        handle: MasterHandle,
+        auth: Arc<agora_rpc::auth::HttpAuth>,
+        authenticate_agents: bool,
+    ) -> AgentServiceServer<Service> {
         AgentServiceServer::new(Service {
             handle,
             next_conn: Arc::new(AtomicU64::new(1)),
+            auth,
+            authenticate_agents,
         })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
@@ -45,6 +56,33 @@ impl AgentService for Service {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Outbound>, Status> {
+        // Who the agent is (its `--credential`), then whether it may
+        // register (register_agents, decided by the core's ACLs).
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let principal = self.auth.principal_of(presented);
+        if self.authenticate_agents && principal.is_none() {
+            return Err(Status::unauthenticated(
+                "the master requires agent credentials (agent --credential)",
+            ));
+        }
+        let who = principal.clone();
+        let allowed = self
+            .handle
+            .query(move |m| m.allows(Action::RegisterAgents, who.as_deref(), None))
+            .await
+            .map_err(|_| Status::unavailable("the master is stopping"))?;
+        if !allowed {
+            return Err(Status::permission_denied(format!(
+                "{} is not authorized to register_agents",
+                principal.map_or_else(
+                    || "an unauthenticated agent".into(),
+                    |p| format!("principal '{p}'")
+                )
+            )));
+        }
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let peer = request.remote_addr();
         let (tx, rx) = mpsc::unbounded_channel();

@@ -54,6 +54,8 @@ pub struct MasterOptions {
     pub work_dir: Option<std::path::PathBuf>,
     /// Which HTTP realms require credentials, and the credentials.
     pub auth: Arc<agora_rpc::auth::HttpAuth>,
+    /// Agents must present credentials from `auth` (`--authenticate-agents`).
+    pub authenticate_agents: bool,
 }
 
 /// A running master.
@@ -215,7 +217,12 @@ async fn start_leading(
         start_time: now.as_secs_f64(),
     });
     let http_service = warp::service(http::routes(ctx));
-    let grpc_service = tonic::service::Routes::new(grpc::Service::server(handle.clone())).prepare();
+    let grpc_service = tonic::service::Routes::new(grpc::Service::server(
+        handle.clone(),
+        options.auth.clone(),
+        options.authenticate_agents,
+    ))
+    .prepare();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(listener, http_service, grpc_service, async {
         let _ = stop_rx.await;

@@ -284,3 +284,112 @@ mod tests {
         }
     }
 }
+
+/// The claims of an executor's token, as Mesos' agent signs them: the
+/// framework, executor and container ids (strings, no expiry: the token
+/// lives as long as the agent's key).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct ExecutorClaims {
+    /// FrameworkID.
+    pub fid: String,
+    /// ExecutorID.
+    pub eid: String,
+    /// ContainerID of the executor's container.
+    pub cid: String,
+}
+
+fn b64url() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+}
+
+fn hs256(key: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+    // HMAC takes keys of any length.
+    <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"))
+}
+
+/// Signs `claims` (HS256 with `key`): `MESOS_EXECUTOR_AUTHENTICATION_TOKEN`,
+/// `b64url(header).b64url(claims).b64url(HMAC-SHA256)` without padding.
+pub fn executor_token(key: &[u8], claims: &ExecutorClaims) -> String {
+    use hmac::Mac as _;
+    let header = b64url().encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = b64url().encode(serde_json::to_vec(claims).unwrap_or_default());
+    let signed = format!("{header}.{payload}");
+    let mut mac = hs256(key);
+    mac.update(signed.as_bytes());
+    let signature = b64url().encode(mac.finalize().into_bytes());
+    format!("{signed}.{signature}")
+}
+
+/// The claims of `token` if `key` signed it with HS256: the header must
+/// say `HS256` (so `none` is refused) and name no `crit` extension, the
+/// signature is checked in constant time.
+pub fn verify_executor_token(key: &[u8], token: &str) -> Result<ExecutorClaims, String> {
+    use hmac::Mac as _;
+    let invalid = |why: &str| format!("Invalid JWT: {why}");
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid("expected three parts"));
+    };
+    let header: serde_json::Value = b64url()
+        .decode(header)
+        .ok()
+        .and_then(|h| serde_json::from_slice(&h).ok())
+        .ok_or_else(|| invalid("unreadable header"))?;
+    if header["alg"] != "HS256" {
+        return Err(invalid("only HS256 is accepted"));
+    }
+    if header.get("crit").is_some() {
+        return Err(invalid("'crit' is not supported"));
+    }
+    let signature = b64url()
+        .decode(signature)
+        .map_err(|_| invalid("unreadable signature"))?;
+    let signed = token.rsplit_once('.').map_or("", |(signed, _)| signed);
+    let mut mac = hs256(key);
+    mac.update(signed.as_bytes());
+    mac.verify_slice(&signature)
+        .map_err(|_| invalid("signature mismatch"))?;
+    let claims = b64url()
+        .decode(payload)
+        .map_err(|_| invalid("unreadable payload"))?;
+    serde_json::from_slice(&claims).map_err(|_| "JWT claims missing".to_string())
+}
+
+#[cfg(test)]
+mod jwt_tests {
+    use super::*;
+
+    #[test]
+    fn executor_tokens_verify_only_with_their_key_and_hs256() {
+        let claims = ExecutorClaims {
+            fid: "f".into(),
+            eid: "e".into(),
+            cid: "c".into(),
+        };
+        let token = executor_token(b"key-1", &claims);
+        assert_eq!(token.split('.').count(), 3);
+        assert_eq!(verify_executor_token(b"key-1", &token), Ok(claims.clone()));
+        assert!(verify_executor_token(b"key-2", &token).is_err());
+        // alg: none, same claims, no signature.
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s.as_bytes());
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(r#"{"fid":"f","eid":"e","cid":"c"}"#)
+        );
+        assert!(verify_executor_token(b"key-1", &none).is_err());
+        assert!(verify_executor_token(b"key-1", "garbage").is_err());
+        // A changed payload breaks the signature.
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(r#"{"fid":"f","eid":"other","cid":"c"}"#),
+            parts[2]
+        );
+        assert!(verify_executor_token(b"key-1", &forged).is_err());
+    }
+}

@@ -69,6 +69,28 @@ pub struct AgentArgs {
     /// tasks; without it cpus are a relative weight (cpu shares), as in Mesos.
     #[arg(long)]
     pub cgroups_enable_cfs: bool,
+    /// A file with the agent's principal and secret for the master
+    /// (`{"principal": "agent", "secret": "…"}`, Mesos' `--credential`).
+    #[arg(long, value_parser = super::credential_file)]
+    pub credential: Option<agora_proto::auth::Credential>,
+    /// Mesos credentials JSON for the agent's own HTTP endpoints; with it
+    /// `/state` and `/files/*` require credentials (realm mesos-agent-readonly).
+    #[arg(long, alias = "http_credentials")]
+    pub http_credentials: Option<std::path::PathBuf>,
+    /// Require credentials on `/state` and `/files/*` (needs --http-credentials;
+    /// on by default with it).
+    #[arg(long, alias = "authenticate_http_readonly", num_args = 0..=1, default_missing_value = "true")]
+    pub authenticate_http_readonly: Option<bool>,
+    /// Executor calls must carry the token the agent gave the executor
+    /// (MESOS_EXECUTOR_AUTHENTICATION_TOKEN). Executors that cannot send it
+    /// (pymesos') then fail, as with Mesos; without it such calls are taken
+    /// only from the executor's own process.
+    #[arg(long, alias = "authenticate_http_executors")]
+    pub authenticate_http_executors: bool,
+    /// The key executors' tokens are signed with (raw bytes of the file);
+    /// default: one made at first start in `<work-dir>/meta/jwt_secret_key`.
+    #[arg(long, alias = "jwt_secret_key")]
+    pub jwt_secret_key: Option<std::path::PathBuf>,
 }
 
 /// Parsed `--attributes`.
@@ -117,6 +139,23 @@ impl AgentArgs {
         o.recovery_timeout = self.recovery_timeout;
         o.cgroups = self.isolation == "cgroups";
         o.cgroups_enable_cfs = self.cgroups_enable_cfs;
+        o.credential = self.credential.clone();
+        o.authenticate_http_executors = self.authenticate_http_executors;
+        o.jwt_secret_key = self.jwt_secret_key.clone();
+        let readonly = match (self.authenticate_http_readonly, &self.http_credentials) {
+            (Some(true), None) => {
+                anyhow::bail!("--authenticate-http-readonly needs --http-credentials")
+            }
+            (flag, creds) => flag.unwrap_or(creds.is_some()),
+        };
+        if let Some(path) = &self.http_credentials {
+            let realms = readonly.then_some(agora_proto::auth::Realm::AgentReadonly);
+            let auth =
+                agora_rpc::auth::HttpAuth::from_file(realms, path).context("--http-credentials")?;
+            let auth = std::sync::Arc::new(auth);
+            agora_rpc::auth::reload_on_sighup(auth.clone());
+            o.http_auth = auth;
+        }
         Ok(o)
     }
 }

@@ -78,6 +78,10 @@ pub struct MasterAuthArgs {
     /// (mesos-master-readonly).
     #[arg(long, alias = "authenticate_http_readonly", num_args = 0..=1, default_missing_value = "true")]
     pub authenticate_http_readonly: Option<bool>,
+    /// Agents must present credentials from --credentials (agent
+    /// `--credential`); on by default with --credentials.
+    #[arg(long, alias = "authenticate_agents", num_args = 0..=1, default_missing_value = "true")]
+    pub authenticate_agents: Option<bool>,
     /// Mesos ACLs: inline JSON or a file (`/p`, `file:///p`), e.g.
     /// `{"permissive": false, "run_tasks": [...]}`. Without it everything
     /// is allowed.
@@ -235,7 +239,12 @@ impl MasterArgs {
             ],
         );
         agora_rpc::auth::reload_on_sighup(auth.clone());
+        let authenticate_agents = match (self.auth.authenticate_agents, &self.auth.credentials) {
+            (Some(true), None) => anyhow::bail!("--authenticate-agents needs --credentials"),
+            (flag, creds) => flag.unwrap_or(creds.is_some()),
+        };
         Ok(MasterOptions {
+            authenticate_agents,
             config,
             hostname: self.hostname.clone(),
             flags,

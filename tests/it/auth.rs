@@ -266,6 +266,7 @@ async fn marathon_rs_and_agora_dns_authenticate_to_the_master() {
 async fn acls_refuse_operator_writes_and_filter_state_reads() {
     let acls = agora_proto::acl::Acls::parse(
         br#"{"permissive": false,
+            "register_agents": [{"principals":{"type":"ANY"},"agents":{"type":"ANY"}}],
             "register_frameworks": [{"principals":{"type":"ANY"},"roles":{"type":"ANY"}}],
             "run_tasks": [{"principals":{"type":"ANY"},"users":{"type":"ANY"}}],
             "teardown_frameworks": [{"principals":{"values":["ops"]},"framework_principals":{"type":"ANY"}}],
@@ -424,4 +425,235 @@ async fn marathon_rs_requires_its_credentials_and_its_clients_send_them() {
     );
     marathon.stop().await;
     cluster.stop().await;
+}
+
+/// Executors carry a token signed by their agent (HS256, Mesos' fid/eid/cid
+/// claims, in MESOS_EXECUTOR_AUTHENTICATION_TOKEN); with
+/// --authenticate-http-executors every executor call needs it. Tasks never
+/// see it. A token signed with another key is 401; one naming another
+/// executor 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executors_authenticate_with_their_agents_token() {
+    let master = crate::cluster::start_master(
+        agora_master_core::Config {
+            allocation_interval: Duration::from_millis(200),
+            ..Default::default()
+        },
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = agora_agent::AgentOptions::new(
+        master.address(),
+        dir.path().join("agent"),
+        crate::cluster::agora_bin(),
+    );
+    o.hostname = "agent-jwt".into();
+    o.resources = Some(
+        agora_proto::resources::Resources::parse("cpus:2;mem:1024;ports:[36100-36199]", "*")
+            .unwrap(),
+    );
+    o.authenticate_http_executors = true;
+    let agent = agora_agent::start(
+        o,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap();
+    agent.registered(Duration::from_secs(10)).await.unwrap();
+    let (scheduler, mut events) =
+        agora_sdk::subscribe(SchedulerConfig::new(&master.address(), "tokens"))
+            .await
+            .unwrap();
+    let offer = next_matching(&mut events, |e| match e {
+        Event::Offers(o) => o.first().cloned(),
+        _ => None,
+    })
+    .await;
+    let task = TaskBuilder::new("tokened", &offer)
+        .command("env > env.txt; sleep 60")
+        .cpus(0.1)
+        .mem(16.0)
+        .build();
+    scheduler.launch(&offer, vec![task], 0.0).await.unwrap();
+    // The executor authenticated: its task runs.
+    next_matching(&mut events, |e| {
+        matches!(e, Event::Update(s) if s.state() == TaskState::TaskRunning).then_some(())
+    })
+    .await;
+    let env_file = crate::marathon::eventually("the task wrote its environment", || async {
+        find(dir.path(), "env.txt")
+    })
+    .await;
+    let env = std::fs::read_to_string(env_file).unwrap();
+    assert!(env.contains("MESOS_TASK_ID=tokened"), "{env}");
+    assert!(
+        !env.contains("MESOS_EXECUTOR_AUTHENTICATION_TOKEN"),
+        "{env}"
+    );
+
+    let framework = scheduler.framework_id().unwrap().value;
+    let call = |token: Option<String>| {
+        let body = json!({
+            "type": "UPDATE",
+            "framework_id": {"value": framework},
+            "executor_id": {"value": "tokened"},
+            "update": {"status": {"task_id": {"value": "tokened"}, "state": "TASK_FAILED",
+                                  "uuid": "AAAAAAAAAAAAAAAAAAAAAA=="}}
+        });
+        let mut req = reqwest::Client::new()
+            .post(format!("http://{}/api/v1/executor", agent.addr))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    let r = call(None).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer realm=\"mesos-agent-executor\""
+    );
+    let claims = |eid: &str| agora_proto::auth::ExecutorClaims {
+        fid: framework.clone(),
+        eid: eid.into(),
+        cid: "whatever".into(),
+    };
+    let wrong_key = agora_proto::auth::executor_token(b"not the agent's key", &claims("tokened"));
+    let r = call(Some(wrong_key)).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    // Signed by the agent, but for another executor.
+    let key = std::fs::read(dir.path().join("agent/meta/jwt_secret_key")).unwrap();
+    let other = agora_proto::auth::executor_token(&key, &claims("someone-else"));
+    let r = call(Some(other)).await.unwrap();
+    assert_eq!(r.status(), 403, "{}", r.text().await.unwrap());
+    // Nothing reached the framework: the task still runs.
+    let state: Value = reqwest::get(format!("http://{}/master/state", master.address()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["frameworks"][0]["tasks"][0]["state"], "TASK_RUNNING");
+    agent.stop().await;
+    master.stop().await;
+}
+
+fn find(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.file_name().is_some_and(|n| n == name) {
+            return Some(p);
+        }
+        if e.file_type().is_ok_and(|t| t.is_dir() && !t.is_symlink())
+            && let Some(f) = find(&p, name)
+        {
+            return Some(f);
+        }
+    }
+    None
+}
+
+/// Agents authenticate to the master (`--credential`; the master's
+/// `--credentials` turn `--authenticate-agents` on) and guard their own
+/// `/state` and `/files` (`--http-credentials`): real processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_present_credentials_and_guard_their_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let credentials = write(
+        "credentials.json",
+        r#"{"credentials":[{"principal":"ops","secret":"ops-secret"},
+                           {"principal":"agent","secret":"agent-secret"}]}"#,
+    );
+    let agent_credential = write(
+        "agent.json",
+        r#"{"principal":"agent","secret":"agent-secret"}"#,
+    );
+    let wrong_credential = write("wrong.json", r#"{"principal":"agent","secret":"guess"}"#);
+    let port = crate::cluster::free_port();
+    let mut master = tokio::process::Command::new(crate::cluster::agora_bin())
+        .args(["master", "--ip", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--credentials", &credentials])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let master_address = format!("127.0.0.1:{port}");
+    let agent = |name: &str, credential: Option<&str>| {
+        let own = crate::cluster::free_port();
+        let mut cmd = tokio::process::Command::new(crate::cluster::agora_bin());
+        cmd.args(["agent", "--master", &master_address])
+            .args([
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                &own.to_string(),
+                "--hostname",
+                name,
+            ])
+            .args(["--resources", "cpus:1;mem:256;ports:[36200-36209]"])
+            .arg("--work-dir")
+            .arg(dir.path().join(name))
+            .args(["--http-credentials", &credentials])
+            .kill_on_drop(true);
+        if let Some(c) = credential {
+            cmd.args(["--credential", c]);
+        }
+        (cmd.spawn().unwrap(), own)
+    };
+    let (_good, good_port) = agent("agent-good", Some(&agent_credential));
+    let (_wrong, _) = agent("agent-wrong", Some(&wrong_credential));
+    let (_none, _) = agent("agent-none", None);
+    let slaves = || async {
+        let r = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/master/slaves"))
+            .basic_auth("ops", Some("ops-secret"))
+            .send()
+            .await
+            .ok()?;
+        let v: Value = r.json().await.ok()?;
+        let names: Vec<String> = v["slaves"]
+            .as_array()?
+            .iter()
+            .filter_map(|s| s["hostname"].as_str().map(str::to_string))
+            .collect();
+        Some(names)
+    };
+    crate::marathon::eventually("the agent with credentials registers", || async {
+        (slaves().await? == ["agent-good"]).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        slaves().await.unwrap(),
+        ["agent-good"],
+        "only the agent with credentials"
+    );
+    // The agent's own endpoints.
+    let state = format!("http://127.0.0.1:{good_port}/state");
+    let r = get(&state, None).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Basic realm=\"mesos-agent-readonly\""
+    );
+    assert_eq!(get(&state, Some(("ops", "ops-secret"))).await.status(), 200);
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{good_port}/health"), None)
+            .await
+            .status(),
+        200
+    );
+    master.kill().await.unwrap();
 }

@@ -136,6 +136,18 @@ impl HttpAuth {
         Ok(())
     }
 
+    /// The principal whose credentials an `Authorization: Basic …` value
+    /// carries, whatever the realms (agents authenticating over gRPC).
+    pub fn principal_of(&self, authorization: Option<&str>) -> Option<String> {
+        let (principal, secret) = parse_basic(authorization?)?;
+        let credentials = self
+            .credentials
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        credentials.verify(&principal, &secret).then_some(principal)
+    }
+
     /// The authenticated principal of a request in `realm`: None when the
     /// realm is open, a 401 naming the realm when the credentials are
     /// missing or wrong.
