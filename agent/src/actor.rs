@@ -66,6 +66,10 @@ pub struct Settings {
     pub jwt_key: JwtKey,
     /// Executor calls must carry their token.
     pub authenticate_http_executors: bool,
+    /// The cluster name in certificate names.
+    pub cluster: String,
+    /// With TLS: the cluster CA's file, which executors trust.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// The raw bytes executors' tokens are signed with (never printed).
@@ -874,6 +878,7 @@ impl Actor {
                 "MESOS_RECOVERY_TIMEOUT".into(),
                 mesos_duration(self.settings.recovery_timeout),
             ),
+            ("AGORA_CLUSTER".into(), self.settings.cluster.clone()),
             (
                 "MESOS_EXECUTOR_AUTHENTICATION_TOKEN".into(),
                 agora_proto::auth::executor_token(
@@ -887,6 +892,11 @@ impl Actor {
             ),
         ];
         let mut env = env;
+        if let Some(ca) = &self.settings.tls_ca {
+            // Mesos' names: executors that speak TLS reach the agent with it.
+            env.push(("LIBPROCESS_SSL_ENABLED".into(), "true".into()));
+            env.push(("LIBPROCESS_SSL_CA_FILE".into(), ca.display().to_string()));
+        }
         if !matches!(kind, Kind::Custom) {
             // Our executor's allocator: no transparent huge pages. Zeroing
             // them at start was most of the kernel time of a 1,000-task

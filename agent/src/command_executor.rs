@@ -35,6 +35,9 @@ pub enum ExecutorError {
         "environment variable {0} is not set (agora executor is started by the agent, not by hand)"
     )]
     Env(&'static str),
+    /// An environment variable is unusable.
+    #[error("{0}")]
+    BadEnv(String),
     /// The agent could not be reached for too long.
     #[error("lost the agent: {0}")]
     AgentLost(String),
@@ -120,6 +123,38 @@ pub fn parse_mesos_duration(s: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(secs).ok()
 }
 
+/// The client of the agent's executor API: plain HTTP, or with
+/// `LIBPROCESS_SSL_ENABLED` TLS trusting `LIBPROCESS_SSL_CA_FILE`, the agent
+/// verified by its cluster-scoped name (`agent.<AGORA_CLUSTER>`) at its
+/// endpoint's address.
+fn agent_client(endpoint: &str) -> Result<ApiClient, ExecutorError> {
+    let tls = std::env::var("LIBPROCESS_SSL_ENABLED").is_ok_and(|v| v == "true" || v == "1");
+    if !tls {
+        return Ok(ApiClient::new(
+            format!("http://{endpoint}/api/v1/executor"),
+            Encoding::Protobuf,
+        ));
+    }
+    let ca = PathBuf::from(env("LIBPROCESS_SSL_CA_FILE")?);
+    let cluster = std::env::var("AGORA_CLUSTER")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| agora_rpc::tls::DEFAULT_CLUSTER.into());
+    let name = agora_rpc::tls::Role::Agent.name(&cluster);
+    let addr: std::net::SocketAddr = endpoint.parse().map_err(|_| {
+        ExecutorError::BadEnv(format!("MESOS_AGENT_ENDPOINT '{endpoint}' is not ip:port"))
+    })?;
+    let builder = agora_rpc::tls::ClientTls::load(&ca, None)
+        .and_then(|t| t.reqwest())
+        .map_err(|e| ExecutorError::BadEnv(format!("LIBPROCESS_SSL_CA_FILE: {e}")))?
+        .resolve(&name, addr);
+    Ok(ApiClient::with_builder(
+        format!("https://{name}:{}/api/v1/executor", addr.port()),
+        Encoding::Protobuf,
+        builder,
+    ))
+}
+
 /// Runs the executor until its tasks are done.
 pub async fn run() -> Result<(), ExecutorError> {
     let endpoint = env("MESOS_AGENT_ENDPOINT")?;
@@ -128,11 +163,7 @@ pub async fn run() -> Result<(), ExecutorError> {
     let directory = PathBuf::from(env("MESOS_DIRECTORY")?);
     // The agent's token for this executor, sent with every call.
     let token = std::env::var("MESOS_EXECUTOR_AUTHENTICATION_TOKEN").ok();
-    let client = ApiClient::new(
-        format!("http://{endpoint}/api/v1/executor"),
-        Encoding::Protobuf,
-    )
-    .with_authorization(token.map(|t| format!("Bearer {t}")));
+    let client = agent_client(&endpoint)?.with_authorization(token.map(|t| format!("Bearer {t}")));
     let (exits_tx, mut exits) = mpsc::unbounded_channel();
     let (checks_tx, mut checks) = mpsc::unbounded_channel();
     let (docker_exits_tx, mut docker_exits) = mpsc::unbounded_channel();

@@ -97,6 +97,17 @@ async fn dispatch(
     conn: Option<h::Conn>,
 ) -> Result<warp::reply::Response, HttpError> {
     let path = normalize(path);
+    // With TLS, plain text is taken only from executors (which may not
+    // speak TLS, as pymesos'; their calls are authenticated anyway).
+    let plain = !conn.as_ref().is_some_and(|c| c.tls);
+    if ctx.settings.tls_ca.is_some()
+        && plain
+        && !matches!(path.as_str(), "/api/v1/executor" | "/health")
+    {
+        return Err(HttpError::bad_request(
+            "This port speaks TLS: use https:// (and the cluster CA)",
+        ));
+    }
     if matches!(
         path.as_str(),
         "/state" | "/files/read" | "/files/download" | "/files/browse"
@@ -334,10 +345,13 @@ async fn from_the_executor(
     let Some(pid) = query(ctx, move |a| a.executors.get(&key).map(|e| e.pid)).await? else {
         return Ok(());
     };
+    let peer = conn.as_ref().map(|c| c.peer);
     let genuine = match (pid, conn) {
-        (Some(pid), Some(conn)) => tokio::task::spawn_blocking(move || peer::from_group(pid, conn))
-            .await
-            .unwrap_or(false),
+        (Some(pid), Some(conn)) => {
+            tokio::task::spawn_blocking(move || peer::from_group(pid, conn.peer, conn.local))
+                .await
+                .unwrap_or(false)
+        }
         _ => false,
     };
     if genuine {
@@ -346,7 +360,7 @@ async fn from_the_executor(
     tracing::warn!(
         framework.id = %call.framework_id.value,
         executor.id = %call.executor_id.value,
-        peer = ?conn.map(|c| c.peer),
+        peer = ?peer,
         call = ?call.r#type(),
         "refused an executor call that did not come from the executor's process"
     );

@@ -93,6 +93,12 @@ pub struct AgentOptions {
     pub http_auth: Arc<agora_rpc::auth::HttpAuth>,
     /// What the agent presents to the master (`--credential`).
     pub credential: Option<agora_proto::auth::Credential>,
+    /// Its certificate (for `agent.<cluster>`), key and the cluster CA: TLS
+    /// on its HTTP port (executors may still use plain text, which only the
+    /// executor API takes), and mutual TLS to the master.
+    pub tls: Option<Arc<agora_rpc::tls::Tls>>,
+    /// The cluster name in certificate names (empty: `agora`).
+    pub cluster: String,
 }
 
 impl AgentOptions {
@@ -123,6 +129,8 @@ impl AgentOptions {
             authenticate_http_executors: false,
             http_auth: Arc::new(agora_rpc::auth::HttpAuth::open()),
             credential: None,
+            tls: None,
+            cluster: String::new(),
         }
     }
 }
@@ -320,7 +328,24 @@ pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Res
         })?,
         None => jwt_key(&work_dir)?,
     };
+    let cluster = if options.cluster.is_empty() {
+        agora_rpc::tls::DEFAULT_CLUSTER.to_string()
+    } else {
+        options.cluster.clone()
+    };
+    // Executors trust the cluster CA from a file in the work dir.
+    let tls_ca = match &options.tls {
+        Some(tls) => {
+            let path = work_dir.join("meta").join("ca.pem");
+            std::fs::create_dir_all(work_dir.join("meta"))?;
+            std::fs::write(&path, tls.ca_pem())?;
+            Some(path)
+        }
+        None => None,
+    };
     let settings = Arc::new(Settings {
+        cluster,
+        tls_ca,
         jwt_key: actor::JwtKey(jwt_key),
         authenticate_http_executors: options.authenticate_http_executors,
         work_dir: work_dir.clone(),
@@ -349,13 +374,26 @@ pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Res
         generation: AtomicU64::new(1),
     });
     let (stop_server, stop_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(agora_rpc::http::serve(listener, http::routes(ctx), async {
-        let _ = stop_rx.await;
-    }));
+    let transport = match &options.tls {
+        Some(tls) => agora_rpc::serve::Transport::tls(tls.clone(), true),
+        None => agora_rpc::serve::Transport::plain(),
+    };
+    let server = tokio::spawn(agora_rpc::http::serve_with(
+        listener,
+        transport,
+        http::routes(ctx),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     let (stop_link, link_rx) = watch::channel(false);
     let link_task = tokio::spawn(link::run(
         options.master.clone(),
         options.credential.clone(),
+        options
+            .tls
+            .as_ref()
+            .map(|t| t.tonic(&agora_rpc::tls::Role::Master.name(&settings.cluster))),
         tx.clone(),
         link_rx,
     ));

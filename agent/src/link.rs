@@ -28,6 +28,7 @@ pub fn master_url(master: &str) -> String {
 pub(crate) async fn run(
     master: String,
     credential: Option<agora_proto::auth::Credential>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
     actor: mpsc::UnboundedSender<Command>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -53,15 +54,22 @@ pub(crate) async fn run(
         }
         let mut established = false;
         let attempt = async {
+            let tls_on = tls.is_some();
             let url = match leader.as_mut() {
-                None => master_url(&master),
+                None => agora_rpc::tls::base_url(&master, tls_on),
                 Some(rx) => match zk::current_leader(rx, Duration::from_secs(10)).await {
-                    Some(l) => master_url(&l.address),
+                    Some(l) => agora_rpc::tls::base_url(&l.address, tls_on),
                     None => return Err(format!("no leading master in {master}")),
                 },
             };
-            let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
-                .map_err(|e| format!("invalid --master {master}: {e}"))?
+            let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+                .map_err(|e| format!("invalid --master {master}: {e}"))?;
+            if let Some(tls) = &tls {
+                endpoint = endpoint
+                    .tls_config(tls.clone())
+                    .map_err(|e| format!("TLS to the master: {e}"))?;
+            }
+            let endpoint = endpoint
                 .connect_timeout(Duration::from_secs(5))
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_timeout(Duration::from_secs(20));

@@ -13,12 +13,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use agora_rpc::http::Conn;
-
-/// Whether the client end of `conn` (a connection to this agent) is a
-/// socket held by process `pid` or a process of the group it leads.
-pub fn from_group(pid: u32, conn: Conn) -> bool {
-    let Some(inode) = client_inode(pid, conn) else {
+/// Whether the client end of a connection to this agent (`peer` → `local`)
+/// is a socket held by process `pid` or a process of the group it leads.
+pub fn from_group(pid: u32, peer: SocketAddr, local: SocketAddr) -> bool {
+    let Some(inode) = client_inode(pid, peer, local) else {
         return false;
     };
     let target = format!("socket:[{inode}]");
@@ -28,10 +26,10 @@ pub fn from_group(pid: u32, conn: Conn) -> bool {
     group_members(pid).any(|member| holds(member, &target))
 }
 
-/// The inode of the socket whose local end is `conn.peer` and remote end
-/// `conn.local`, in the network namespace of `pid`.
-fn client_inode(pid: u32, conn: Conn) -> Option<u64> {
-    let want = (canonical(conn.peer), canonical(conn.local));
+/// The inode of the socket whose local end is `peer` and remote end
+/// `local`, in the network namespace of `pid`.
+fn client_inode(pid: u32, peer: SocketAddr, local: SocketAddr) -> Option<u64> {
+    let want = (canonical(peer), canonical(local));
     ["tcp", "tcp6"].iter().find_map(|table| {
         let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok()?;
         text.lines().skip(1).find_map(|line| {
@@ -118,17 +116,14 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (_server, peer) = listener.accept().await.unwrap();
-        let conn = Conn {
-            peer,
-            local: listener.local_addr().unwrap(),
-        };
-        assert!(from_group(std::process::id(), conn));
+        let local = listener.local_addr().unwrap();
+        assert!(from_group(std::process::id(), peer, local));
         // Another process (a child of ours, in our group or not) does not hold it.
         let mut other = std::process::Command::new("sleep")
             .arg("5")
             .spawn()
             .unwrap();
-        assert!(!from_group(other.id(), conn));
+        assert!(!from_group(other.id(), peer, local));
         let _ = other.kill();
         let _ = other.wait();
         drop(client);

@@ -50,6 +50,9 @@ pub struct DnsOptions {
     /// Principal and secret for the master (HTTP Basic on its state and
     /// event stream, as Mesos-DNS' `mesosCredentials`).
     pub credential: Option<agora_proto::auth::Credential>,
+    /// TLS to the master (`https://`, the cluster CA), as Mesos-DNS'
+    /// `mesosHTTPSOn` with `caCertFile`, always verified.
+    pub tls: Option<agora_rpc::tls::ClientTls>,
 }
 
 impl DnsOptions {
@@ -63,6 +66,7 @@ impl DnsOptions {
             resolvers: Vec::new(),
             timeout: Duration::from_secs(5),
             credential: None,
+            tls: None,
         }
     }
 
@@ -80,7 +84,15 @@ impl DnsOptions {
         {
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
-        reqwest::Client::builder().default_headers(headers)
+        let builder = match self.tls.as_ref().map(agora_rpc::tls::ClientTls::reqwest) {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                warn!(error = %e, "unusable TLS settings");
+                reqwest::Client::builder().https_only(true)
+            }
+            None => reqwest::Client::builder(),
+        };
+        builder.default_headers(headers)
     }
 }
 
@@ -167,20 +179,16 @@ pub async fn start(
     })
 }
 
-fn base(master: &str) -> String {
-    if master.starts_with("http://") || master.starts_with("https://") {
-        master.trim_end_matches('/').to_string()
-    } else {
-        format!("http://{master}")
-    }
+fn base(master: &str, tls: bool) -> String {
+    agora_rpc::tls::base_url(master, tls)
 }
 
 /// The masters `--master` lists (comma separated), as base URLs, in order.
-pub fn masters(list: &str) -> Vec<String> {
+pub fn masters(list: &str, tls: bool) -> Vec<String> {
     list.split(',')
         .map(str::trim)
         .filter(|m| !m.is_empty())
-        .map(base)
+        .map(|m| base(m, tls))
         .collect()
 }
 
@@ -207,7 +215,7 @@ async fn find_leader(options: &DnsOptions, masters: &[String]) -> Option<String>
                     .trim_start_matches("//")
                     .split('/')
                     .next()?;
-                return Some(Err(base(host)));
+                return Some(Err(base(host, options.tls.is_some())));
             }
             r.json::<serde_json::Value>().await.ok().map(Ok)
         }
@@ -222,7 +230,7 @@ async fn find_leader(options: &DnsOptions, masters: &[String]) -> Option<String>
                     return Some(m.clone());
                 }
                 match leader.split_once('@') {
-                    Some((_, addr)) => base(addr),
+                    Some((_, addr)) => base(addr, options.tls.is_some()),
                     None => continue,
                 }
             }
@@ -270,7 +278,7 @@ async fn rebuild(
 /// again (another listed master when this one is gone) and resubscribes.
 async fn follow(options: DnsOptions, zone: Arc<RwLock<Arc<Zone>>>) {
     let http = options.http().build().unwrap_or_default();
-    let masters = masters(&options.master);
+    let masters = masters(&options.master, options.tls.is_some());
     // `zk://…`: the leader ZooKeeper names (Mesos' election records).
     let mut detector = options
         .master
@@ -286,7 +294,7 @@ async fn follow(options: DnsOptions, zone: Arc<RwLock<Arc<Zone>>>) {
         let leader = match detector.as_mut() {
             Some(rx) => zk::current_leader(rx, Duration::from_secs(30))
                 .await
-                .map(|l| base(&l.address)),
+                .map(|l| base(&l.address, options.tls.is_some())),
             None => find_leader(&options, &masters).await,
         };
         let Some(leader) = leader else {
@@ -294,8 +302,12 @@ async fn follow(options: DnsOptions, zone: Arc<RwLock<Arc<Zone>>>) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
-        let api = ApiClient::new(format!("{leader}/api/v1"), Encoding::Protobuf)
-            .with_authorization(options.authorization());
+        let api = ApiClient::with_tls(
+            format!("{leader}/api/v1"),
+            Encoding::Protobuf,
+            options.tls.as_ref(),
+        )
+        .with_authorization(options.authorization());
         let stream = api
             .subscribe::<operator::Call, operator::Event>(&subscribe)
             .await;
@@ -338,7 +350,7 @@ async fn follow(options: DnsOptions, zone: Arc<RwLock<Arc<Zone>>>) {
                         warn!(error = %e, "cannot read the master's state");
                     }
                 }
-                () = leader_moved(detector.as_mut(), &leader) => {
+                () = leader_moved(detector.as_mut(), &leader, options.tls.is_some()) => {
                     info!(%leader, "ZooKeeper names another leader");
                     break;
                 }
@@ -350,12 +362,16 @@ async fn follow(options: DnsOptions, zone: Arc<RwLock<Arc<Zone>>>) {
 
 /// Resolves once ZooKeeper names a leader other than `current` (never
 /// without ZooKeeper).
-async fn leader_moved(detector: Option<&mut watch::Receiver<Option<zk::Leader>>>, current: &str) {
+async fn leader_moved(
+    detector: Option<&mut watch::Receiver<Option<zk::Leader>>>,
+    current: &str,
+    tls: bool,
+) {
     let Some(rx) = detector else {
         return std::future::pending().await;
     };
     let moved = rx
-        .wait_for(|l| l.as_ref().is_some_and(|l| base(&l.address) != current))
+        .wait_for(|l| l.as_ref().is_some_and(|l| base(&l.address, tls) != current))
         .await
         .is_ok();
     if !moved {

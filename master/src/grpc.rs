@@ -27,6 +27,9 @@ pub(crate) struct Service {
     auth: Arc<agora_rpc::auth::HttpAuth>,
     /// Agents must present credentials (`--authenticate-agents`).
     authenticate_agents: bool,
+    /// With TLS: the cluster whose `agent.<cluster>` certificate a session
+    /// must come with.
+    agent_certificates: Option<String>,
 }
 
 impl Service {
@@ -34,12 +37,14 @@ impl Service {
         handle: MasterHandle,
         auth: Arc<agora_rpc::auth::HttpAuth>,
         authenticate_agents: bool,
+        agent_certificates: Option<String>,
     ) -> AgentServiceServer<Service> {
         AgentServiceServer::new(Service {
             handle,
             next_conn: Arc::new(AtomicU64::new(1)),
             auth,
             authenticate_agents,
+            agent_certificates,
         })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
@@ -56,6 +61,20 @@ impl AgentService for Service {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Outbound>, Status> {
+        // With TLS, only agents with an agent certificate from the cluster
+        // CA (verified in the handshake) open sessions.
+        if let Some(cluster) = &self.agent_certificates {
+            let conn = request.extensions().get::<agora_rpc::serve::Conn>();
+            let certified = conn
+                .and_then(|c| c.client_cert.as_ref())
+                .is_some_and(|c| agora_rpc::tls::has_role(c, agora_rpc::tls::Role::Agent, cluster));
+            if !certified {
+                return Err(Status::unauthenticated(format!(
+                    "agents need a certificate for {} from the cluster CA",
+                    agora_rpc::tls::Role::Agent.name(cluster)
+                )));
+            }
+        }
         // Who the agent is (its `--credential`), then whether it may
         // register (register_agents, decided by the core's ACLs).
         let presented = request

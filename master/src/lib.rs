@@ -56,6 +56,12 @@ pub struct MasterOptions {
     pub auth: Arc<agora_rpc::auth::HttpAuth>,
     /// Agents must present credentials from `auth` (`--authenticate-agents`).
     pub authenticate_agents: bool,
+    /// TLS (certificates) and whether plain HTTP is served too; with TLS,
+    /// agents' gRPC sessions need a certificate for `agent.<cluster>`.
+    pub transport: agora_rpc::serve::Transport,
+    /// The cluster name in certificate names (`agent.<cluster>`; empty:
+    /// `agora`).
+    pub cluster: String,
 }
 
 /// A running master.
@@ -221,12 +227,25 @@ async fn start_leading(
         handle.clone(),
         options.auth.clone(),
         options.authenticate_agents,
+        options.transport.tls.is_some().then(|| {
+            if options.cluster.is_empty() {
+                agora_rpc::tls::DEFAULT_CLUSTER.to_string()
+            } else {
+                options.cluster.clone()
+            }
+        }),
     ))
     .prepare();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(server::serve(listener, http_service, grpc_service, async {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(server::serve(
+        listener,
+        options.transport.clone(),
+        http_service,
+        grpc_service,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     info!(%addr, master.id = %info.id, epoch, "master started");
     Ok(RunningMaster {
         addr,
@@ -279,6 +298,7 @@ pub async fn run_contending(
         TcpListener::from_std(socket.try_clone()?)?,
         agora_rpc::zk::detect(zk.clone()),
         options.auth.clone(),
+        options.transport.clone(),
     );
     info!(%zk, node = candidacy.node(), "standing by");
     let epoch = tokio::select! {

@@ -10,20 +10,18 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tower::Service;
-use tracing::debug;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Serves `http` (a warp filter service) and `grpc` (tonic routes) on
-/// `listener` until `shutdown` completes; then open connections are dropped.
+/// `listener` over `transport` until `shutdown` completes; then open
+/// connections are dropped.
 pub async fn serve<H, G>(
     listener: TcpListener,
+    transport: agora_rpc::serve::Transport,
     http: H,
     grpc: G,
     shutdown: impl Future<Output = ()>,
@@ -31,6 +29,7 @@ pub async fn serve<H, G>(
     H: Service<http::Request<Incoming>, Response = warp::reply::Response, Error = Infallible>
         + Clone
         + Send
+        + Sync
         + 'static,
     H::Future: Send,
     G: Service<
@@ -39,54 +38,27 @@ pub async fn serve<H, G>(
             Error = Infallible,
         > + Clone
         + Send
+        + Sync
         + 'static,
     G::Future: Send,
 {
-    let mut connections = JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            () = &mut shutdown => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                debug!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let http = http.clone();
-        let grpc = grpc.clone();
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                let grpc_call = req
-                    .headers()
-                    .get(http::header::CONTENT_TYPE)
-                    .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-                let mut http = http.clone();
-                let mut grpc = grpc.clone();
-                async move {
-                    let response: http::Response<Body> = if grpc_call {
-                        let r = grpc.call(req).await.unwrap_or_else(|e| match e {});
-                        r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync())
-                    } else {
-                        let r = http.call(req).await.unwrap_or_else(|e| match e {});
-                        r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync())
-                    };
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    connections.abort_all();
+    let handler = move |req: http::Request<Incoming>| {
+        let grpc_call = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let mut http = http.clone();
+        let mut grpc = grpc.clone();
+        async move {
+            let response: http::Response<Body> = if grpc_call {
+                let r = grpc.call(req).await.unwrap_or_else(|e| match e {});
+                r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync())
+            } else {
+                let r = http.call(req).await.unwrap_or_else(|e| match e {});
+                r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync())
+            };
+            response
+        }
+    };
+    agora_rpc::serve::serve(listener, transport, handler, shutdown).await
 }

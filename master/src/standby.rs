@@ -86,6 +86,7 @@ pub(crate) fn serve(
     listener: TcpListener,
     leader: watch::Receiver<Option<Leader>>,
     auth: std::sync::Arc<agora_rpc::auth::HttpAuth>,
+    transport: agora_rpc::serve::Transport,
 ) -> Standby {
     let routes = h::handle(h::MAX_BODY, move |req: h::Request| {
         let leader = leader.borrow().clone();
@@ -105,7 +106,7 @@ pub(crate) fn serve(
         )
     });
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(server::serve(listener, http, grpc, async {
+    let server = tokio::spawn(server::serve(listener, transport, http, grpc, async {
         let _ = stopped.await;
     }));
     Standby { stop, server }

@@ -91,6 +91,8 @@ pub struct AgentArgs {
     /// default: one made at first start in `<work-dir>/meta/jwt_secret_key`.
     #[arg(long, alias = "jwt_secret_key")]
     pub jwt_secret_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
 }
 
 /// Parsed `--attributes`.
@@ -142,6 +144,8 @@ impl AgentArgs {
         o.credential = self.credential.clone();
         o.authenticate_http_executors = self.authenticate_http_executors;
         o.jwt_secret_key = self.jwt_secret_key.clone();
+        o.tls = self.tls.tls()?;
+        o.cluster = self.tls.cluster.clone();
         let readonly = match (self.authenticate_http_readonly, &self.http_credentials) {
             (Some(true), None) => {
                 anyhow::bail!("--authenticate-http-readonly needs --http-credentials")

@@ -22,6 +22,9 @@ pub struct AppArgs {
     #[arg(long, env = "AGORA_MARATHON_CREDENTIALS", hide_env_values = true,
           value_parser = super::auth_credentials)]
     pub auth_credentials: Option<(String, String)>,
+    /// The cluster CA, for an `https://` --marathon.
+    #[arg(long, env = "AGORA_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: AppCommand,
 }
@@ -93,7 +96,11 @@ struct Client {
 }
 
 impl Client {
-    fn new(base: &str, credentials: Option<&(String, String)>) -> anyhow::Result<Client> {
+    fn new(
+        base: &str,
+        credentials: Option<&(String, String)>,
+        ca: Option<&std::path::Path>,
+    ) -> anyhow::Result<Client> {
         let b = base.trim().trim_end_matches('/');
         let base = if b.starts_with("http://") || b.starts_with("https://") {
             b.to_string()
@@ -101,7 +108,7 @@ impl Client {
             format!("http://{b}")
         };
         reqwest::Url::parse(&base).with_context(|| format!("--marathon '{base}' is not a URL"))?;
-        let http = super::marathon_client(credentials)?
+        let http = super::marathon_client(credentials, ca)?
             .timeout(Duration::from_secs(30))
             .build()?;
         Ok(Client { base, http })
@@ -251,7 +258,11 @@ fn task_table(tasks: &[Value], checked: bool) -> Table {
 }
 
 pub async fn run(args: AppArgs) -> anyhow::Result<()> {
-    let c = Client::new(&args.marathon, args.auth_credentials.as_ref())?;
+    let c = Client::new(
+        &args.marathon,
+        args.auth_credentials.as_ref(),
+        args.ca_file.as_deref(),
+    )?;
     match args.command {
         AppCommand::List => {
             let apps = c

@@ -50,6 +50,9 @@ pub struct DnsArgs {
     /// (`{"principal": "dns", "secret": "…"}`), as Mesos-DNS' `mesosCredentials`.
     #[arg(long, value_parser = super::credential_file)]
     pub credential: Option<agora_proto::auth::Credential>,
+    /// The cluster CA (PEM): reach the master over TLS, verified against it.
+    #[arg(long, env = "LIBPROCESS_SSL_CA_FILE")]
+    pub ssl_ca_file: Option<std::path::PathBuf>,
 }
 
 fn parse_resolver(s: &str) -> Result<SocketAddr, String> {
@@ -81,6 +84,13 @@ impl DnsArgs {
         o.credential = self.credential.clone();
         o
     }
+
+    fn client_tls(&self) -> anyhow::Result<Option<agora_rpc::tls::ClientTls>> {
+        self.ssl_ca_file
+            .as_ref()
+            .map(|ca| agora_rpc::tls::ClientTls::load(ca, None).context("--ssl-ca-file"))
+            .transpose()
+    }
 }
 
 pub async fn run(args: DnsArgs) -> anyhow::Result<()> {
@@ -98,7 +108,9 @@ pub async fn run(args: DnsArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {addr} (--http-port, 0 to skip)"))?,
         )
     };
-    let dns = agora_dns::start(args.options(), udp, tcp, http).await?;
+    let mut options = args.options();
+    options.tls = args.client_tls()?;
+    let dns = agora_dns::start(options, udp, tcp, http).await?;
     eprintln!(
         "agora dns on {} (UDP and TCP), domain {}, master {}{}",
         dns.addr,

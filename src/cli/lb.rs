@@ -82,6 +82,11 @@ pub struct LbArgs {
     /// A file whose first line is `user:pass` (takes precedence, as in marathon-lb).
     #[arg(long)]
     pub marathon_auth_credential_file: Option<PathBuf>,
+    /// The CA marathon-rs' certificate is verified against, for
+    /// `https://` (marathon-lb's flag; unlike marathon-lb, an https URL is
+    /// never used unverified).
+    #[arg(long)]
+    pub marathon_ca_cert: Option<PathBuf>,
 }
 
 impl LbArgs {
@@ -104,7 +109,10 @@ impl LbArgs {
             None => None,
         };
         let credentials = from_file.or_else(|| self.auth_credentials.clone());
-        Ok(super::marathon_client(credentials.as_ref())?.build()?)
+        Ok(
+            super::marathon_client(credentials.as_ref(), self.marathon_ca_cert.as_deref())?
+                .build()?,
+        )
     }
 
     fn settings(&self) -> anyhow::Result<agora_lb::Settings> {
@@ -182,6 +190,7 @@ impl LbArgs {
             resync: Duration::from_secs(30),
             auth_credentials: None,
             marathon_auth_credential_file: None,
+            marathon_ca_cert: None,
         }
     }
 }

@@ -88,6 +88,8 @@ pub struct MarathonArgs {
         hide_env_values = true
     )]
     pub mesos_authentication_secret: Option<String>,
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
     /// ZooKeeper session timeout: a leader cut off this long steps down.
     #[arg(long, default_value = "10s", value_parser = super::master::humantime_duration)]
     pub zk_session_timeout: std::time::Duration,
@@ -116,6 +118,8 @@ impl MarathonArgs {
         o.config.decline_offer_seconds = self.decline_offer_duration;
         o.reregister_when_removed = self.reregister_when_removed;
         o.credential = self.credential()?;
+        o.transport = self.tls.transport()?;
+        o.client_tls = self.tls.client()?;
         let tokens = match &self.http_tokens_file {
             Some(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("--http-tokens-file {}", path.display()))?

@@ -58,6 +58,8 @@ pub struct MasterArgs {
     pub work_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub auth: MasterAuthArgs,
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
 }
 
 /// Authentication flags (Mesos' names; `_` spellings accepted).
@@ -244,6 +246,8 @@ impl MasterArgs {
             (flag, creds) => flag.unwrap_or(creds.is_some()),
         };
         Ok(MasterOptions {
+            transport: self.tls.transport()?,
+            cluster: self.tls.cluster.clone(),
             authenticate_agents,
             config,
             hostname: self.hostname.clone(),

@@ -12,6 +12,7 @@ mod bench_docker;
 mod bench_lb;
 mod bench_marathon;
 mod bench_offers;
+mod ca;
 mod dev;
 mod dns;
 mod lb;
@@ -44,6 +45,8 @@ enum Command {
     App(app::AppArgs),
     /// Measure allocation and launch latency (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// A cluster CA and its certificates (masters, agents, clients).
+    Ca(ca::CaArgs),
     /// The command executor (started by agents, not by hand).
     #[command(hide = true)]
     Executor,
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
             Command::App(args) => app::run(args).await,
             Command::Executor => agent::executor().await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Ca(args) => ca::run(args),
         }
     });
     match result {
@@ -152,6 +156,7 @@ pub fn auth_credentials(s: &str) -> Result<(String, String), String> {
 /// with every request, the event stream included.
 pub fn marathon_client(
     credentials: Option<&(String, String)>,
+    ca: Option<&std::path::Path>,
 ) -> anyhow::Result<reqwest::ClientBuilder> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some((user, password)) = credentials {
@@ -163,5 +168,69 @@ pub fn marathon_client(
         v.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, v);
     }
-    Ok(reqwest::Client::builder().default_headers(headers))
+    let builder = match ca {
+        Some(ca) => agora_rpc::tls::ClientTls::load(ca, None)?.reqwest()?,
+        None => reqwest::Client::builder(),
+    };
+    Ok(builder.default_headers(headers))
+}
+
+/// TLS flags of the daemons (Mesos' `LIBPROCESS_SSL_*` names as environment
+/// variables).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// This node's certificate chain (PEM) from the cluster CA (`agora ca issue`).
+    #[arg(long, env = "LIBPROCESS_SSL_CERT_FILE", requires_all = ["ssl_key_file", "ssl_ca_file"])]
+    pub ssl_cert_file: Option<std::path::PathBuf>,
+    /// Its key (PEM).
+    #[arg(long, env = "LIBPROCESS_SSL_KEY_FILE", requires = "ssl_cert_file")]
+    pub ssl_key_file: Option<std::path::PathBuf>,
+    /// The cluster CA (PEM): peers are verified against it alone.
+    #[arg(long, env = "LIBPROCESS_SSL_CA_FILE")]
+    pub ssl_ca_file: Option<std::path::PathBuf>,
+    /// With TLS, also serve plain HTTP on the same port (for clients that
+    /// cannot speak TLS, such as pymesos); gRPC to agents stays TLS.
+    #[arg(long, env = "LIBPROCESS_SSL_SUPPORT_DOWNGRADE")]
+    pub ssl_support_downgrade: bool,
+    /// The cluster name in certificate names (`master.<cluster>`, …).
+    #[arg(long, default_value = agora_rpc::tls::DEFAULT_CLUSTER)]
+    pub cluster: String,
+}
+
+impl TlsArgs {
+    /// This node's certificates, when given.
+    pub fn tls(&self) -> anyhow::Result<Option<std::sync::Arc<agora_rpc::tls::Tls>>> {
+        use anyhow::Context as _;
+        match (&self.ssl_cert_file, &self.ssl_key_file, &self.ssl_ca_file) {
+            (Some(cert), Some(key), Some(ca)) => Ok(Some(std::sync::Arc::new(
+                agora_rpc::tls::Tls::load(cert, key, ca)
+                    .context("--ssl-cert-file/--ssl-key-file/--ssl-ca-file")?,
+            ))),
+            (None, None, _) => Ok(None),
+            _ => anyhow::bail!("--ssl-cert-file, --ssl-key-file and --ssl-ca-file go together"),
+        }
+    }
+
+    /// How the node's listener speaks.
+    pub fn transport(&self) -> anyhow::Result<agora_rpc::serve::Transport> {
+        Ok(match self.tls()? {
+            Some(tls) => agora_rpc::serve::Transport::tls(tls, self.ssl_support_downgrade),
+            None => agora_rpc::serve::Transport::plain(),
+        })
+    }
+
+    /// What the node needs as a client: the CA, and its own certificate
+    /// when it has one.
+    pub fn client(&self) -> anyhow::Result<Option<agora_rpc::tls::ClientTls>> {
+        use anyhow::Context as _;
+        if let Some(tls) = self.tls()? {
+            return Ok(Some(tls.client()));
+        }
+        match &self.ssl_ca_file {
+            Some(ca) => Ok(Some(
+                agora_rpc::tls::ClientTls::load(ca, None).context("--ssl-ca-file")?,
+            )),
+            None => Ok(None),
+        }
+    }
 }

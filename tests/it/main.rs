@@ -14,3 +14,4 @@ mod lb;
 mod marathon;
 mod pymesos;
 mod recovery;
+mod tls;

@@ -516,7 +516,7 @@ async fn forward(
     } else {
         format!("?{}", req.query)
     };
-    let url = format!("http://{leader}{}{query}", req.path);
+    let url = format!("{leader}{}{query}", req.path);
     let body = match req.body {
         Ok(b) => b,
         Err(e) => return json_response(&Reply::error(e.status.as_u16(), e.message)),
@@ -584,8 +584,16 @@ pub fn standby(
     me: String,
     leader: tokio::sync::watch::Receiver<Option<agora_rpc::zk::Leader>>,
     auth: Arc<crate::auth::HttpAuth>,
+    transport: agora_rpc::serve::Transport,
+    client_tls: Option<agora_rpc::tls::ClientTls>,
 ) -> Standby {
-    let client = reqwest::Client::builder()
+    // The leader speaks as this standby does (TLS with the cluster CA).
+    let tls = transport.tls.is_some();
+    let builder = match client_tls.as_ref().map(agora_rpc::tls::ClientTls::reqwest) {
+        Some(Ok(b)) => b,
+        _ => reqwest::Client::builder(),
+    };
+    let client = builder
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default();
@@ -599,12 +607,16 @@ pub fn standby(
             }
             match standby_reply(leader.as_deref(), &req.headers, &req.path) {
                 Some(r) => r,
-                None => forward(&client, leader.as_deref().unwrap_or_default(), &me, req).await,
+                None => {
+                    let leader =
+                        agora_rpc::tls::base_url(leader.as_deref().unwrap_or_default(), tls);
+                    forward(&client, &leader, &me, req).await
+                }
             }
         }
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(h::serve(listener, routes, async {
+    let server = tokio::spawn(h::serve_with(listener, transport, routes, async {
         let _ = stopped.await;
     }));
     Standby { stop, server }

@@ -51,6 +51,10 @@ pub struct MarathonOptions {
     pub credential: Option<agora_proto::auth::Credential>,
     /// Who may use the HTTP API (`--http_credentials`, tokens).
     pub http_auth: Arc<auth::HttpAuth>,
+    /// How the API listener speaks (TLS with certificates).
+    pub transport: agora_rpc::serve::Transport,
+    /// TLS to the master (and to the leader, from a standby).
+    pub client_tls: Option<agora_rpc::tls::ClientTls>,
 }
 
 impl MarathonOptions {
@@ -70,6 +74,8 @@ impl MarathonOptions {
             reregister_when_removed: false,
             credential: None,
             http_auth: Arc::new(auth::HttpAuth::open()),
+            transport: agora_rpc::serve::Transport::plain(),
+            client_tls: None,
         }
     }
 }
@@ -191,6 +197,8 @@ pub async fn run_contending(
             me.clone(),
             detect_in(Election::marathon(zk.clone())),
             options.http_auth.clone(),
+            options.transport.clone(),
+            options.client_tls.clone(),
         );
         info!(%zk, node = candidacy.node(), "standing by");
         let elected = tokio::select! {
@@ -271,6 +279,7 @@ pub fn start_with(
         role: options.role.clone(),
         reregister_when_removed: options.reregister_when_removed,
         credential: options.credential.clone(),
+        tls: options.client_tls.clone(),
     };
     let ctx = Arc::new(http::Context {
         auth: options.http_auth.clone(),
@@ -281,8 +290,9 @@ pub fn start_with(
     });
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(agora_rpc::http::serve(
+    tasks.push(tokio::spawn(agora_rpc::http::serve_with(
         listener,
+        options.transport.clone(),
         http::routes(ctx),
         async {
             let _ = stop_rx.await;

@@ -39,6 +39,8 @@ pub struct Subscription {
     pub reregister_when_removed: bool,
     /// Principal and secret for the master.
     pub credential: Option<agora_proto::auth::Credential>,
+    /// TLS to the master.
+    pub tls: Option<agora_rpc::tls::ClientTls>,
 }
 
 fn current(slot: &Slot) -> Option<Scheduler> {
@@ -86,6 +88,7 @@ pub async fn run(marathon: Handle, sub: Subscription, slot: Slot) {
         }
         let mut config = SchedulerConfig::new(&sub.master, &sub.name);
         config.credential = sub.credential.clone();
+        config.tls = sub.tls.clone();
         let fi = &mut config.framework_info;
         fi.id = framework_id.map(|value| v1::FrameworkId { value });
         fi.failover_timeout = Some(sub.failover_timeout);

@@ -59,6 +59,8 @@ pub struct SchedulerConfig {
     /// call (a master with `--authenticate-http-frameworks` requires it);
     /// the principal becomes `FrameworkInfo.principal` when that is unset.
     pub credential: Option<agora_proto::auth::Credential>,
+    /// TLS to the master (`https://`), trusting the cluster CA.
+    pub tls: Option<agora_rpc::tls::ClientTls>,
 }
 
 impl SchedulerConfig {
@@ -77,6 +79,7 @@ impl SchedulerConfig {
             heartbeat_intervals: 2.0,
             max_backoff: Duration::from_secs(5),
             credential: None,
+            tls: None,
         }
     }
 }
@@ -140,17 +143,13 @@ pub struct Scheduler {
     encoding: Encoding,
     /// `Authorization` for every call (from [`SchedulerConfig::credential`]).
     authorization: Option<String>,
+    /// TLS to the master.
+    tls: Option<agora_rpc::tls::ClientTls>,
     stop: Arc<tokio::sync::Notify>,
 }
 
-fn api_url(master: &str) -> String {
-    let m = master.trim().trim_end_matches('/');
-    let base = if m.starts_with("http://") || m.starts_with("https://") {
-        m.to_string()
-    } else {
-        format!("http://{m}")
-    };
-    format!("{base}/api/v1/scheduler")
+fn api_url(master: &str, tls: bool) -> String {
+    format!("{}/api/v1/scheduler", agora_rpc::tls::base_url(master, tls))
 }
 
 /// Subscribes and returns the call handle and the event channel. Returns
@@ -172,6 +171,7 @@ pub async fn subscribe(
         session: session.clone(),
         encoding: config.encoding,
         authorization: config.credential.as_ref().map(|c| c.basic_header()),
+        tls: config.tls.clone(),
         stop: Arc::new(tokio::sync::Notify::new()),
     };
     let (tx, rx) = mpsc::unbounded_channel();
@@ -241,8 +241,12 @@ async fn subscription_loop(
         if stopped || events.is_closed() {
             return;
         }
-        let client = ApiClient::new(api_url(&master), config.encoding)
-            .with_authorization(scheduler.authorization.clone());
+        let client = ApiClient::with_tls(
+            api_url(&master, config.tls.is_some()),
+            config.encoding,
+            config.tls.as_ref(),
+        )
+        .with_authorization(scheduler.authorization.clone());
         let mut info = config.framework_info.clone();
         info.id = framework_id.clone();
         let call = sched::Call {
@@ -263,6 +267,7 @@ async fn subscription_loop(
                 // Follow the leader: keep only host:port of `//host:port/...`.
                 let host = location
                     .trim_start_matches("http://")
+                    .trim_start_matches("https://")
                     .trim_start_matches("//")
                     .split('/')
                     .next()
@@ -418,10 +423,10 @@ impl Scheduler {
     async fn call(&self, kind: C, fill: impl FnOnce(&mut sched::Call)) -> Result<(), SdkError> {
         let (framework_id, stream_id, client) = {
             let mut s = self.session.lock().unwrap_or_else(|p| p.into_inner());
-            let url = api_url(&s.master);
+            let url = api_url(&s.master, self.tls.is_some());
             if s.client.as_ref().is_none_or(|c| c.url() != url) {
                 s.client = Some(
-                    ApiClient::new(url, self.encoding)
+                    ApiClient::with_tls(url, self.encoding, self.tls.as_ref())
                         .with_authorization(self.authorization.clone()),
                 );
             }

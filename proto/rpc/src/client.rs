@@ -61,7 +61,35 @@ pub struct ApiClient {
 impl ApiClient {
     /// A client for `url` speaking `encoding`.
     pub fn new(url: impl Into<String>, encoding: Encoding) -> Self {
-        let http = reqwest::Client::builder()
+        Self::with_builder(url, encoding, reqwest::Client::builder())
+    }
+
+    /// A client for `url` speaking `encoding`, over TLS with `tls` when given
+    /// (the URL should then be `https://`).
+    pub fn with_tls(
+        url: impl Into<String>,
+        encoding: Encoding,
+        tls: Option<&crate::tls::ClientTls>,
+    ) -> Self {
+        let builder = match tls.map(crate::tls::ClientTls::reqwest) {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "unusable TLS settings; requests will fail");
+                reqwest::Client::builder().https_only(true)
+            }
+            None => reqwest::Client::builder(),
+        };
+        Self::with_builder(url, encoding, builder)
+    }
+
+    /// A client for `url` from `builder` (TLS, name resolution…), with the
+    /// timeouts and redirect policy of every API client.
+    pub fn with_builder(
+        url: impl Into<String>,
+        encoding: Encoding,
+        builder: reqwest::ClientBuilder,
+    ) -> Self {
+        let http = builder
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))

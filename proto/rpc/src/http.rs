@@ -236,14 +236,7 @@ pub struct Request {
     pub conn: Option<Conn>,
 }
 
-/// The two ends of the TCP connection a request came on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conn {
-    /// The client's address.
-    pub peer: std::net::SocketAddr,
-    /// This server's address on the connection.
-    pub local: std::net::SocketAddr,
-}
+pub use crate::serve::Conn;
 
 /// A warp filter that hands every request, body read up to `limit` bytes,
 /// to `handler`: the one route of the master, the agent and marathon-rs,
@@ -457,8 +450,8 @@ impl HeartbeatEvent for executor::Event {
     }
 }
 
-/// Serves a warp filter on `listener` (HTTP/1.1 and HTTP/2) until
-/// `shutdown` completes; open connections are then dropped.
+/// Serves a warp filter on `listener` (HTTP/1.1 and HTTP/2, plain text)
+/// until `shutdown` completes; open connections are then dropped.
 pub async fn serve<F>(
     listener: tokio::net::TcpListener,
     filter: F,
@@ -467,41 +460,30 @@ pub async fn serve<F>(
     F: warp::Filter + Clone + Send + Sync + 'static,
     F::Extract: warp::Reply,
 {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    serve_with(listener, crate::serve::Transport::plain(), filter, shutdown).await
+}
+
+/// [`serve`] over `transport` (TLS when it has certificates).
+pub async fn serve_with<F>(
+    listener: tokio::net::TcpListener,
+    transport: crate::serve::Transport,
+    filter: F,
+    shutdown: impl std::future::Future<Output = ()>,
+) where
+    F: warp::Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
     let service = warp::service(filter);
-    let mut connections = tokio::task::JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            () = &mut shutdown => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        let Ok((stream, peer)) = accepted else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let conn = stream.local_addr().ok().map(|local| Conn { peer, local });
-        let service = service.clone();
-        connections.spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                    if let Some(conn) = conn {
-                        req.extensions_mut().insert(conn);
-                    }
-                    let mut s = service.clone();
-                    async move { tower_call(&mut s, req).await }
-                });
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    connections.abort_all();
+    crate::serve::serve(
+        listener,
+        transport,
+        move |req| {
+            let mut s = service.clone();
+            async move { tower_call(&mut s, req).await.unwrap_or_else(|e| match e {}) }
+        },
+        shutdown,
+    )
+    .await
 }
 
 async fn tower_call<S>(

@@ -12,6 +12,8 @@
 pub mod auth;
 pub mod client;
 pub mod http;
+pub mod serve;
+pub mod tls;
 pub mod zk;
 
 #[allow(missing_docs, clippy::all, clippy::unwrap_used)]
