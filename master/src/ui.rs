@@ -43,6 +43,8 @@ struct Page {
     pid: String,
     version: String,
     epoch: u64,
+    /// Run with --insecure: said on the page.
+    insecure: bool,
     agents: usize,
     active_agents: usize,
     frameworks_count: usize,
@@ -174,6 +176,10 @@ pub(crate) fn render(view: &View<'_>) -> String {
         pid: view.info.pid.clone().unwrap_or_default(),
         version: agora_proto::MESOS_VERSION.to_string(),
         epoch: view.epoch,
+        insecure: view
+            .flags
+            .iter()
+            .any(|(k, v)| k == "insecure" && v == "true"),
         agents: s.agents,
         active_agents: s.active_agents,
         frameworks_count: s.frameworks,

@@ -93,6 +93,9 @@ pub struct AgentArgs {
     pub jwt_secret_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub tls: super::TlsArgs,
+    /// Run without TLS or without credentials for its endpoints (logged).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// Parsed `--attributes`.
@@ -165,6 +168,14 @@ impl AgentArgs {
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    if args.tls.ssl_cert_file.is_none() {
+        missing.push("TLS (--ssl-cert-file, --ssl-key-file, --ssl-ca-file)");
+    }
+    if args.http_credentials.is_none() {
+        missing.push("credentials for /state and /files (--http-credentials)");
+    }
+    super::secure_or_insecure("agent", args.insecure, &missing)?;
     let options = args.options()?;
     let addr = SocketAddr::new(args.ip, args.port);
     let listener = tokio::net::TcpListener::bind(addr)

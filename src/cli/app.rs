@@ -16,8 +16,14 @@ use serde_json::{Value, json};
 #[derive(Args, Debug, Clone)]
 pub struct AppArgs {
     /// marathon-rs' address.
-    #[arg(long, env = "AGORA_MARATHON", default_value = "http://localhost:8080")]
-    pub marathon: String,
+    /// Default: the `agora dev` cluster in AGORA_WORK_DIR (/tmp/agora-dev),
+    /// with its CA and admin credentials, else `http://localhost:8080`.
+    #[arg(long, env = "AGORA_MARATHON")]
+    pub marathon: Option<String>,
+    /// Where `agora dev` keeps its state (its `secrets/cli.json` is read
+    /// when --marathon is not given).
+    #[arg(long, env = "AGORA_WORK_DIR", default_value = "/tmp/agora-dev")]
+    pub work_dir: std::path::PathBuf,
     /// Credentials for marathon-rs, `user:pass`.
     #[arg(long, env = "AGORA_MARATHON_CREDENTIALS", hide_env_values = true,
           value_parser = super::auth_credentials)]
@@ -258,8 +264,24 @@ fn task_table(tasks: &[Value], checked: bool) -> Table {
 }
 
 pub async fn run(args: AppArgs) -> anyhow::Result<()> {
+    let mut args = args;
+    if args.marathon.is_none() {
+        // The dev cluster on this machine, with its CA and credentials.
+        if let Some(dev) = super::dev_secrets::cli_json(&args.work_dir) {
+            let s = |k: &str| dev[k].as_str().map(str::to_string);
+            args.marathon = s("marathon");
+            args.ca_file = args.ca_file.or_else(|| s("ca").map(Into::into));
+            args.auth_credentials = args
+                .auth_credentials
+                .or_else(|| s("user").zip(s("password")));
+        }
+    }
+    let marathon = args
+        .marathon
+        .clone()
+        .unwrap_or_else(|| "http://localhost:8080".into());
     let c = Client::new(
-        &args.marathon,
+        &marathon,
         args.auth_credentials.as_ref(),
         args.ca_file.as_deref(),
     )?;

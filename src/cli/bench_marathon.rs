@@ -114,6 +114,8 @@ pub async fn run(scenarios: &[(usize, usize)], agents: usize) -> anyhow::Result<
     let mut child = tokio::process::Command::new(&exe)
         .args([
             "marathon",
+            // The benchmark measures deployment, on loopback.
+            "--insecure",
             "--master",
             &master.address(),
             "--http-address",

@@ -12,6 +12,12 @@ use agora_proto::resources::{Resources, parse_attributes};
 use anyhow::Context as _;
 use clap::Args;
 
+use std::sync::Arc;
+
+use agora_proto::auth::Realm;
+use agora_rpc::auth::HttpAuth;
+use agora_rpc::serve::Transport;
+
 use super::agent::{executor_path, parse_resources};
 use super::master::MasterArgs;
 
@@ -52,10 +58,32 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         anyhow::bail!("--agents must be at least 1");
     }
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    // TLS and authentication, as every Agora cluster: made here at the
+    // first start, reused afterwards.
+    let secrets = super::dev_secrets::load_or_make(&args.work_dir, args.port, args.marathon_port)?;
+    let realms = |r: &[Realm]| -> anyhow::Result<Arc<HttpAuth>> {
+        let auth = Arc::new(HttpAuth::from_file(
+            r.iter().copied(),
+            &secrets.credentials,
+        )?);
+        agora_rpc::auth::reload_on_sighup(auth.clone());
+        Ok(auth)
+    };
     let master_args = MasterArgs::try_parse_defaults()?;
     let mut options = master_args.options()?;
     options.hostname = Some("localhost".into());
     options.work_dir = Some(args.work_dir.join("master"));
+    options.auth = realms(&[
+        Realm::MasterScheduler,
+        Realm::MasterReadwrite,
+        Realm::MasterReadonly,
+    ])?;
+    options.authenticate_agents = true;
+    // Plain HTTP is served too, for clients that cannot speak TLS (pymesos);
+    // they still authenticate.
+    options.transport = Transport::tls(secrets.master.clone(), true);
+    options.flags.retain(|(k, _)| k != "insecure");
+    let agent_auth = realms(&[Realm::AgentReadonly])?;
     let addr = SocketAddr::new(ip, args.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -78,6 +106,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         );
         o.hostname = format!("agent-{i}");
         o.advertise_ip = Some(ip);
+        o.tls = Some(secrets.agent.clone());
+        o.credential = Some(secrets.agent_credential.clone());
+        o.http_auth = agent_auth.clone();
         o.resources = Some(resources);
         o.attributes = parse_attributes(&format!("rack:r{i}"))?;
         let agent_addr = SocketAddr::new(ip, args.port + i);
@@ -96,8 +127,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on {addr} for marathon-rs (--marathon-port, 0 to skip)")
         })?;
-        let options =
+        let mut options =
             agora_marathon::MarathonOptions::new(&master.address(), args.work_dir.join("marathon"));
+        options.transport = Transport::tls(secrets.marathon.clone(), false);
+        options.client_tls = Some(secrets.marathon.client());
+        options.credential = Some(secrets.framework.clone());
+        options.http_auth = Arc::new(agora_marathon::auth::HttpAuth::new(
+            Some((
+                secrets.admin.principal.clone(),
+                secrets.admin.secret.clone(),
+            )),
+            Vec::new(),
+            "Mesosphere",
+        ));
         Some(agora_marathon::start(options, listener).await?)
     };
     let dns = if args.dns_port == 0 {
@@ -111,7 +153,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let http = tokio::net::TcpListener::bind(SocketAddr::new(ip, 8123))
             .await
             .ok();
-        Some(agora_dns::start(agora_dns::DnsOptions::new(master.address()), udp, tcp, http).await?)
+        let mut options = agora_dns::DnsOptions::new(master.address());
+        options.credential = Some(secrets.dns.clone());
+        options.tls = Some(agora_rpc::tls::ClientTls::load(&secrets.ca, None)?);
+        Some(agora_dns::start(options, udp, tcp, http).await?)
     };
     let haproxy_installed = std::process::Command::new("haproxy")
         .arg("-v")
@@ -121,8 +166,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let lb = match &marathon {
         Some(m) if args.lb_http_port != 0 && haproxy_installed => {
             let mut lb_args =
-                super::lb::LbArgs::dev(format!("http://{}", m.addr), &args.work_dir.join("lb"));
+                super::lb::LbArgs::dev(format!("https://{}", m.addr), &args.work_dir.join("lb"));
             lb_args.bind_http_port = args.lb_http_port;
+            lb_args.marathon_ca_cert = Some(secrets.ca.clone());
+            lb_args.auth_credentials = Some((
+                secrets.admin.principal.clone(),
+                secrets.admin.secret.expose().to_string(),
+            ));
             let ports = (lb_args.bind_http_port, lb_args.stats_port);
             let task = tokio::spawn(super::lb::follow(lb_args, async {
                 let _ = lb_stopped.await;
@@ -131,14 +181,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    println!("Agora dev cluster is up:");
+    println!("Agora dev cluster is up (TLS and authentication on):");
     println!(
-        "  master    http://{}          (UI, Mesos v1 scheduler and operator APIs)",
+        "  master    https://{}         (UI, Mesos v1 scheduler and operator APIs)",
         master.addr
     );
     for (i, a) in agents.iter().enumerate() {
         println!(
-            "  agent-{}   http://{}          rack:r{}  {}",
+            "  agent-{}   https://{}         rack:r{}  {}",
             i + 1,
             a.addr,
             i + 1,
@@ -147,7 +197,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     if let Some(m) = &marathon {
         println!(
-            "  marathon  http://{}          (UI, Marathon v2 REST API, /v2/events)",
+            "  marathon  https://{}         (UI, Marathon v2 REST API, /v2/events)",
             m.addr
         );
     }
@@ -171,7 +221,32 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
         None => {}
     }
-    println!("  work dir  {}", args.work_dir.display());
+    println!(
+        "  work dir  {} (certificates and credentials in {})",
+        args.work_dir.display(),
+        secrets.dir.display()
+    );
+    let (user, password) = (&secrets.admin.principal, secrets.admin.secret.expose());
+    let ca = secrets.ca.display();
+    println!(
+        "Log in as {user} / {password} (all principals: {}).",
+        secrets.credentials.display()
+    );
+    println!(
+        "  curl --cacert {ca} -u {user}:{password} https://{}/master/state",
+        master.addr
+    );
+    println!(
+        "  agora app list                      (finds marathon-rs, the CA and {user} by itself)"
+    );
+    println!(
+        "  pymesos: MesosSchedulerDriver(sched, framework, '{}', principal='{user}', secret='{password}')   (plain HTTP is served for it)",
+        master.addr
+    );
+    println!(
+        "  marathon client: MarathonClient('https://127.0.0.1:{}', username='{user}', password='{password}', verify='{ca}')",
+        args.marathon_port
+    );
     println!("Press Ctrl-C to stop (running tasks are killed).");
     super::shutdown_signal().await;
     eprintln!("stopping: killing tasks and shutting down");

@@ -90,6 +90,10 @@ pub struct MarathonArgs {
     pub mesos_authentication_secret: Option<String>,
     #[command(flatten)]
     pub tls: super::TlsArgs,
+    /// Run without TLS or without credentials on the REST API (logged, and
+    /// shown on the UI).
+    #[arg(long)]
+    pub insecure: bool,
     /// ZooKeeper session timeout: a leader cut off this long steps down.
     #[arg(long, default_value = "10s", value_parser = super::master::humantime_duration)]
     pub zk_session_timeout: std::time::Duration,
@@ -120,6 +124,7 @@ impl MarathonArgs {
         o.credential = self.credential()?;
         o.transport = self.tls.transport()?;
         o.client_tls = self.tls.client()?;
+        o.insecure = !self.missing().is_empty();
         let tokens = match &self.http_tokens_file {
             Some(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("--http-tokens-file {}", path.display()))?
@@ -142,6 +147,18 @@ impl MarathonArgs {
 }
 
 impl MarathonArgs {
+    /// What security is missing from these flags.
+    fn missing(&self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if self.tls.ssl_cert_file.is_none() {
+            missing.push("TLS (--ssl-cert-file, --ssl-key-file, --ssl-ca-file)");
+        }
+        if self.http_credentials.is_none() && self.http_tokens_file.is_none() {
+            missing.push("credentials (--http-credentials or --http-tokens-file)");
+        }
+        missing
+    }
+
     fn credential(&self) -> anyhow::Result<Option<agora_proto::auth::Credential>> {
         let secret = match (
             &self.mesos_authentication_secret_file,
@@ -166,6 +183,7 @@ impl MarathonArgs {
 }
 
 pub async fn run(args: MarathonArgs) -> anyhow::Result<()> {
+    super::secure_or_insecure("marathon", args.insecure, &args.missing())?;
     let options = args.options()?;
     let addr = SocketAddr::new(args.http_address, args.http_port);
     let listener = tokio::net::TcpListener::bind(addr)

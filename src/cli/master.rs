@@ -60,6 +60,10 @@ pub struct MasterArgs {
     pub auth: MasterAuthArgs,
     #[command(flatten)]
     pub tls: super::TlsArgs,
+    /// Run without TLS or without credentials (logged, and shown on the UI
+    /// and in /flags).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// Authentication flags (Mesos' names; `_` spellings accepted).
@@ -224,6 +228,18 @@ impl MasterArgs {
         }
     }
 
+    /// What security is missing from these flags.
+    fn missing(&self) -> Vec<&'static str> {
+        let mut m = Vec::new();
+        if self.tls.ssl_cert_file.is_none() {
+            m.push("TLS (--ssl-cert-file, --ssl-key-file, --ssl-ca-file)");
+        }
+        if self.auth.credentials.is_none() {
+            m.push("credentials (--credentials)");
+        }
+        m
+    }
+
     /// The master options.
     pub fn options(&self) -> anyhow::Result<MasterOptions> {
         let config = self.config();
@@ -238,6 +254,7 @@ impl MasterArgs {
                 ("authenticate_http_frameworks", on(Realm::MasterScheduler)),
                 ("authenticate_http_readwrite", on(Realm::MasterReadwrite)),
                 ("authenticate_http_readonly", on(Realm::MasterReadonly)),
+                ("insecure", (!self.missing().is_empty()).to_string()),
             ],
         );
         agora_rpc::auth::reload_on_sighup(auth.clone());
@@ -261,6 +278,7 @@ impl MasterArgs {
 }
 
 pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
+    super::secure_or_insecure("master", args.insecure, &args.missing())?;
     let addr = SocketAddr::new(args.ip, args.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -14,6 +14,7 @@ mod bench_marathon;
 mod bench_offers;
 mod ca;
 mod dev;
+mod dev_secrets;
 mod dns;
 mod lb;
 mod marathon;
@@ -233,4 +234,25 @@ impl TlsArgs {
             None => Ok(None),
         }
     }
+}
+
+/// Security is on by default: a daemon without `missing` refuses to start
+/// unless `--insecure` says so, in which case it says so loudly.
+pub fn secure_or_insecure(daemon: &str, insecure: bool, missing: &[&str]) -> anyhow::Result<()> {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if insecure {
+        tracing::warn!(
+            missing = %missing.join(", "),
+            "agora {daemon} runs INSECURE (--insecure): anyone who reaches it may use it"
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "agora {daemon} runs with TLS and authentication unless told otherwise; missing: {}. \
+         Make certificates with `agora ca init` and `agora ca issue`, or run with --insecure \
+         to go without (`agora dev` sets everything up by itself)",
+        missing.join(", ")
+    )
 }

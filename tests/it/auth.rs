@@ -584,7 +584,14 @@ async fn agents_present_credentials_and_guard_their_endpoints() {
     let wrong_credential = write("wrong.json", r#"{"principal":"agent","secret":"guess"}"#);
     let port = crate::cluster::free_port();
     let mut master = tokio::process::Command::new(crate::cluster::agora_bin())
-        .args(["master", "--ip", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "master",
+            "--insecure",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
         .args(["--credentials", &credentials])
         .kill_on_drop(true)
         .spawn()
@@ -593,7 +600,7 @@ async fn agents_present_credentials_and_guard_their_endpoints() {
     let agent = |name: &str, credential: Option<&str>| {
         let own = crate::cluster::free_port();
         let mut cmd = tokio::process::Command::new(crate::cluster::agora_bin());
-        cmd.args(["agent", "--master", &master_address])
+        cmd.args(["agent", "--insecure", "--master", &master_address])
             .args([
                 "--ip",
                 "127.0.0.1",

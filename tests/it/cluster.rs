@@ -165,6 +165,7 @@ impl AgentProcess {
     pub fn start(master: &str, dir: &std::path::Path, port: u16) -> AgentProcess {
         let args: Vec<String> = [
             "agent",
+            "--insecure",
             "--master",
             master,
             "--ip",

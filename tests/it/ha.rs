@@ -89,7 +89,14 @@ struct MasterProcess {
 fn spawn_master(zk: &str) -> MasterProcess {
     let port = free_port();
     let child = tokio::process::Command::new(agora_bin())
-        .args(["master", "--ip", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "master",
+            "--insecure",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
         .args(["--zk", zk, "--zk-session-timeout", "2s"])
         .args(["--allocation-interval", "200ms"])
         .kill_on_drop(true)
@@ -320,7 +327,14 @@ fn spawn_marathon(master: &str, zk: &str) -> MarathonProcess {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let child = tokio::process::Command::new(agora_bin())
-        .args(["marathon", "--master", master, "--hostname", "127.0.0.1"])
+        .args([
+            "marathon",
+            "--insecure",
+            "--master",
+            master,
+            "--hostname",
+            "127.0.0.1",
+        ])
         .args([
             "--http-address",
             "127.0.0.1",

@@ -85,9 +85,16 @@ async fn mutual_tls_between_agents_and_the_master_and_verified_clients() {
     );
     let port = free_port();
     let master = format!("127.0.0.1:{port}");
-    let mut args: Vec<String> = ["master", "--ip", "127.0.0.1", "--port", &port.to_string()]
-        .map(String::from)
-        .to_vec();
+    let mut args: Vec<String> = [
+        "master",
+        "--insecure",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
     args.extend(["--allocation-interval".into(), "200ms".into()]);
     args.extend(ssl_flags(&pki, "master-1"));
     let _master = spawn(&args, dir.path().join("master.log"));
@@ -95,6 +102,7 @@ async fn mutual_tls_between_agents_and_the_master_and_verified_clients() {
         let own = free_port();
         let mut args: Vec<String> = vec![
             "agent".into(),
+            "--insecure".into(),
             "--master".into(),
             master.clone(),
             "--ip".into(),
@@ -199,4 +207,178 @@ async fn mutual_tls_between_agents_and_the_master_and_verified_clients() {
     })
     .await;
     assert_eq!(end.state(), TaskState::TaskFinished, "{end:?}");
+}
+
+/// `agora dev`, the README's first command, runs secured by default: TLS
+/// everywhere with a CA it makes, credentials it makes, and `agora app`
+/// finding both by itself; curl with `--cacert` and `-u`; pymesos with its
+/// principal and secret over plain HTTP (which pymesos needs and dev
+/// allows); no anonymous access. Restarted, it keeps its secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agora_dev_is_secure_by_default_and_its_clients_find_their_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("dev");
+    // The master takes --port and its agents the next ports.
+    let port = loop {
+        let p = free_port();
+        if (1..=2).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            break p;
+        }
+    };
+    let (marathon_port, dns_port) = (free_port(), free_port());
+    let args: Vec<String> = [
+        "dev",
+        "--agents",
+        "2",
+        "--port",
+        &port.to_string(),
+        "--marathon-port",
+        &marathon_port.to_string(),
+        "--dns-port",
+        &dns_port.to_string(),
+        "--lb-http-port",
+        "0",
+        "--agent-resources",
+        "cpus:2;mem:1024",
+        "--work-dir",
+        &work.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let log = dir.path().join("dev.log");
+    let mut dev = spawn(&args, log.clone());
+    eventually("agora dev is up", || async {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .contains("Agora dev cluster is up")
+            .then_some(())
+    })
+    .await;
+    let secrets = work.join("secrets");
+    let mode = |f: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(secrets.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(
+        (mode("credentials.json"), mode("ca-key.pem")),
+        (0o600, 0o600)
+    );
+    let cli: Value =
+        serde_json::from_str(&std::fs::read_to_string(secrets.join("cli.json")).unwrap()).unwrap();
+    let (user, password) = (
+        cli["user"].as_str().unwrap().to_string(),
+        cli["password"].as_str().unwrap().to_string(),
+    );
+    let ca_file = secrets.join("ca.pem").display().to_string();
+    let master = format!("https://127.0.0.1:{port}");
+    // curl: anonymous 401, with the admin's credentials 200.
+    let (_, out) = curl(&[
+        "--cacert",
+        &ca_file,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{master}/master/state"),
+    ]);
+    assert_eq!(out, "401");
+    let (ok, out) = curl(&[
+        "--cacert",
+        &ca_file,
+        "-u",
+        &format!("{user}:{password}"),
+        &format!("{master}/master/slaves"),
+    ]);
+    assert!(ok && out.contains("agent-2"), "{out}");
+    // agora app finds marathon-rs, the CA and the credentials by itself.
+    let file = dir.path().join("app.json");
+    std::fs::write(
+        &file,
+        r#"{"id": "/dev/web", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "instances": 2}"#,
+    )
+    .unwrap();
+    let app = |args: &[&str]| {
+        std::process::Command::new(agora_bin())
+            .arg("app")
+            .args(args)
+            .env_remove("AGORA_MARATHON")
+            .env("AGORA_WORK_DIR", &work)
+            .output()
+            .unwrap()
+    };
+    let out = tokio::task::block_in_place(|| app(&["deploy", file.to_str().unwrap()]));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("(2/2 running)"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // marathon-rs refuses anonymous requests.
+    let (_, out) = curl(&[
+        "--cacert",
+        &ca_file,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("https://127.0.0.1:{marathon_port}/v2/apps"),
+    ]);
+    assert_eq!(out, "401");
+    // pymesos with the admin's principal and secret.
+    match crate::pymesos::python() {
+        Some(python) => {
+            let summary = crate::pymesos::run_scheduler_as(
+                &python,
+                &format!("127.0.0.1:{port}"),
+                "command",
+                1,
+                Some((&user, &password)),
+            )
+            .await;
+            assert_eq!(summary["completed"], true, "{summary}");
+        }
+        None => crate::cluster::missing("pymesos in .venv (run tests/python/setup-venv.sh)"),
+    }
+    // agora dns (which authenticates to the master over TLS) names the app.
+    if crate::dns::dig_available() {
+        eventually("agora dns names the app", || async {
+            let out = std::process::Command::new("dig")
+                .args([
+                    "@127.0.0.1",
+                    "-p",
+                    &dns_port.to_string(),
+                    "+short",
+                    "web-dev.marathon.mesos",
+                ])
+                .output()
+                .ok()?;
+            (!String::from_utf8_lossy(&out.stdout).trim().is_empty()).then_some(())
+        })
+        .await;
+    }
+    // Stopped and started again, it keeps its secrets.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dev.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(30), dev.wait()).await;
+    let before = std::fs::read(secrets.join("credentials.json")).unwrap();
+    std::fs::write(&log, "").unwrap();
+    let _dev = spawn(&args, log.clone());
+    eventually("agora dev is up again", || async {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .contains("Agora dev cluster is up")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(secrets.join("credentials.json")).unwrap(),
+        before
+    );
 }

@@ -22,6 +22,8 @@ pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// What the handlers need.
 pub struct Context {
+    /// Run with --insecure (the status page says so).
+    pub insecure: bool,
     /// Who may call (checked before anything else).
     pub auth: Arc<crate::auth::HttpAuth>,
     /// The state machine's driver.
@@ -207,7 +209,7 @@ async fn dispatch(
     let path = normalize(raw_path);
     let s = &ctx.marathon;
     match path.as_str() {
-        "/" | "/ui" => return ui::page(s).await,
+        "/" | "/ui" => return ui::page(s, ctx.insecure).await,
         "/ping" => return ping(headers),
         "/v2/events" if *method == Method::GET => return events::stream(ctx, &q, headers),
         _ => {}

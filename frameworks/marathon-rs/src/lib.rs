@@ -55,6 +55,8 @@ pub struct MarathonOptions {
     pub transport: agora_rpc::serve::Transport,
     /// TLS to the master (and to the leader, from a standby).
     pub client_tls: Option<agora_rpc::tls::ClientTls>,
+    /// Run with --insecure (said on the status page).
+    pub insecure: bool,
 }
 
 impl MarathonOptions {
@@ -76,6 +78,7 @@ impl MarathonOptions {
             http_auth: Arc::new(auth::HttpAuth::open()),
             transport: agora_rpc::serve::Transport::plain(),
             client_tls: None,
+            insecure: false,
         }
     }
 }
@@ -282,6 +285,7 @@ pub fn start_with(
         tls: options.client_tls.clone(),
     };
     let ctx = Arc::new(http::Context {
+        insecure: options.insecure,
         auth: options.http_auth.clone(),
         marathon: handle.clone(),
         started: Instant::now(),

@@ -47,6 +47,8 @@ struct Page {
     framework_id: String,
     /// Set when the master removed the framework: what to tell the reader.
     removed: Option<String>,
+    /// Run with --insecure.
+    insecure: bool,
     apps_count: usize,
     running: u64,
     wanted: u64,
@@ -71,7 +73,7 @@ fn list(v: &Value) -> &[Value] {
 }
 
 /// The rendered page.
-pub async fn page(marathon: &Handle) -> warp::reply::Response {
+pub async fn page(marathon: &Handle, insecure: bool) -> warp::reply::Response {
     let read = marathon.read(|m, now| {
         (
             m.list_apps(None, None, None, &[]).body,
@@ -188,6 +190,7 @@ pub async fn page(marathon: &Handle) -> warp::reply::Response {
                 "not subscribed yet"
             })
             .to_string(),
+        insecure,
         removed: removed.map(|r| {
             format!(
                 "The master removed framework {} at {} ({}): its tasks are gone and the apps \
