@@ -133,6 +133,19 @@ pub fn load_or_make(
         })
         .to_string(),
     )?;
+    // `source <work-dir>/secrets/env`: the CLI, the examples and scripts
+    // find the cluster, the CA and the admin's credentials.
+    write_private(
+        &dir.join("env"),
+        &format!(
+            "export AGORA_PRINCIPAL={p}\nexport AGORA_SECRET={s}\nexport AGORA_CA_FILE={ca}\n\
+             export AGORA_MARATHON=https://127.0.0.1:{marathon_port}\n\
+             export AGORA_MARATHON_CREDENTIALS={p}:{s}\n",
+            p = admin.principal,
+            s = admin.secret.expose(),
+            ca = ca_cert.display(),
+        ),
+    )?;
     Ok(DevSecrets {
         ca: ca_cert,
         master,

@@ -30,6 +30,8 @@ async fn two_hundred_tasks_all_finish() {
     let cluster = Cluster::start(3, "cpus:4;mem:4096").await;
     let commands: Vec<String> = (0..200).map(|i| format!("test {i} -ge 0")).collect();
     let outcomes = run_commands(RunCommands {
+        credential: None,
+        tls: None,
         master: cluster.master(),
         name: "two-hundred".into(),
         commands,
@@ -64,6 +66,8 @@ async fn two_hundred_tasks_all_finish() {
 async fn failing_command_reports_its_exit_status() {
     let cluster = Cluster::start(3, "cpus:2;mem:2048").await;
     let outcomes = run_commands(RunCommands {
+        credential: None,
+        tls: None,
         master: cluster.master(),
         name: "exit3".into(),
         commands: vec!["exit 3".into(), "echo fine".into()],

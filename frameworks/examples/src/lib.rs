@@ -27,6 +27,10 @@ pub struct RunCommands {
     pub mem: f64,
     /// Give up after this long.
     pub timeout: Duration,
+    /// Principal and secret, when the master requires them.
+    pub credential: Option<agora_proto::auth::Credential>,
+    /// The cluster CA, to reach the master over TLS.
+    pub tls: Option<agora_rpc::tls::ClientTls>,
 }
 
 /// How one command ended.
@@ -59,6 +63,8 @@ fn scalar(offer: &v1::Offer, name: &str) -> f64 {
 /// Runs the commands; returns their outcomes in command order.
 pub async fn run_commands(config: RunCommands) -> Result<Vec<Outcome>, SdkError> {
     let mut sc = SchedulerConfig::new(&config.master, &config.name);
+    sc.credential = config.credential.clone();
+    sc.tls = config.tls.clone();
     sc.framework_info.failover_timeout = Some(0.0);
     let (scheduler, mut events) = agora_sdk::subscribe(sc).await?;
     let mut pending: Vec<usize> = (0..config.commands.len()).rev().collect();

@@ -30,6 +30,12 @@ struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// The principal to authenticate as (with AGORA_SECRET).
+    #[arg(long, env = "AGORA_PRINCIPAL")]
+    principal: Option<String>,
+    /// The cluster CA: reach the master over TLS (https).
+    #[arg(long, env = "AGORA_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// The commands (each runs with `sh -c`).
     #[arg(required = true)]
     commands: Vec<String>,
@@ -55,7 +61,29 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let credential = args
+        .principal
+        .map(|principal| agora_proto::auth::Credential {
+            principal,
+            secret: agora_proto::auth::Secret::new(
+                std::env::var("AGORA_SECRET").unwrap_or_default(),
+            ),
+        });
+    let tls = match args
+        .ca_file
+        .as_deref()
+        .map(|ca| agora_rpc::tls::ClientTls::load(ca, None))
+    {
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            eprintln!("error: --ca-file: {e}");
+            return ExitCode::FAILURE;
+        }
+        None => None,
+    };
     let config = RunCommands {
+        credential,
+        tls,
         master: args.master,
         name: args.name,
         commands: args.commands,
