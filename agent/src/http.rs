@@ -442,6 +442,10 @@ mod tests {
             assert_eq!((e.status, &e.message), (missing.status, &missing.message));
         }
         assert!(!missing.message.contains(&tmp.path().display().to_string()));
+        // A task's symlink out of its sandbox is followed, then refused.
+        std::os::unix::fs::symlink("/etc/passwd", tmp.path().join("leak")).unwrap();
+        let e = sandbox_file(tmp.path(), "leak").unwrap_err();
+        assert_eq!((e.status, &e.message), (missing.status, &missing.message));
         assert_eq!(
             sandbox_file(tmp.path(), "").unwrap_err().status,
             StatusCode::BAD_REQUEST
