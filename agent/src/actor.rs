@@ -70,6 +70,8 @@ pub struct Settings {
     pub cluster: String,
     /// With TLS: the cluster CA's file, which executors trust.
     pub tls_ca: Option<PathBuf>,
+    /// Tasks run as their users (the agent is root and `--switch-user`).
+    pub switch_user: bool,
 }
 
 /// The raw bytes executors' tokens are signed with (never printed).
@@ -918,6 +920,32 @@ impl Actor {
             if self.settings.docker_allow_privileged {
                 env.push(("AGORA_DOCKER_ALLOW_PRIVILEGED".into(), "1".into()));
             }
+            if self.settings.switch_user {
+                env.push(("AGORA_SWITCH_USER".into(), "1".into()));
+            }
+        }
+        // A custom executor runs as its user itself (the command executor
+        // stays root and switches each task).
+        let user = match kind {
+            Kind::Custom if self.settings.switch_user => {
+                let name = info
+                    .command
+                    .as_ref()
+                    .and_then(|c| c.user.clone())
+                    .or_else(|| fw.map(|f| f.user.clone()))
+                    .filter(|u| !u.is_empty());
+                match name {
+                    Some(name) => {
+                        let u = crate::users::lookup(&name).map_err(std::io::Error::other)?;
+                        (u.uid != nix::unistd::Uid::effective()).then_some(u)
+                    }
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some(u) = &user {
+            u.own(&dir)?;
         }
         let command = match kind {
             Kind::Custom => info.command.clone().unwrap_or_default(),
@@ -929,6 +957,9 @@ impl Actor {
             dir: &dir,
         })?;
         process.stdout(stdout).stderr(stderr);
+        if let Some(u) = &user {
+            u.switch_on_spawn(&mut process);
+        }
         let mut child = process.spawn()?;
         let pid = child.id();
         info!(framework.id = %framework, executor.id = %eid, pid, sandbox = %dir.display(), "executor launched");

@@ -25,7 +25,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::{cgroups, docker, fetch, health, sandbox};
+use crate::{cgroups, docker, fetch, health, sandbox, users};
 
 /// Why the executor could not run.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +74,8 @@ struct Task {
     cgroup: Option<cgroups::Cgroup>,
     /// The memory it was given, in bytes.
     memory: u64,
+    /// The user it runs as (when it is not the executor's own).
+    user: Option<users::TaskUser>,
 }
 
 struct Executor {
@@ -382,6 +384,7 @@ impl Executor {
                 ip: None,
                 cgroup: None,
                 memory: 0,
+                user: None,
             },
         );
         if is_docker(&task) {
@@ -394,10 +397,27 @@ impl Executor {
             return;
         };
         let env = task_env(&task, &self.directory.to_string_lossy());
+        let user = match self.task_user(&task) {
+            Ok(u) => u,
+            Err(message) => {
+                warn!(task = %id, %message, "cannot run the task as its user");
+                self.fail_to_start(&id, message, Reason::ContainerLaunchFailed)
+                    .await;
+                return;
+            }
+        };
         if !command.uris.is_empty()
             && let Err(message) = fetch::fetch_all(&command.uris, &self.directory).await
         {
             warn!(task = %id, %message, "fetching failed");
+            self.fail_to_start(&id, message, Reason::ContainerLaunchFailed)
+                .await;
+            return;
+        }
+        if let Some(u) = &user
+            && let Err(e) = u.own(&self.directory)
+        {
+            let message = format!("cannot give the sandbox to user '{}': {e}", u.name);
             self.fail_to_start(&id, message, Reason::ContainerLaunchFailed)
                 .await;
             return;
@@ -411,6 +431,9 @@ impl Executor {
         .and_then(|mut c| {
             if let Some(cg) = &cgroup {
                 cg.join_on_spawn(&mut c);
+            }
+            if let Some(u) = &user {
+                u.switch_on_spawn(&mut c);
             }
             c.spawn()
         });
@@ -441,6 +464,7 @@ impl Executor {
             t.pgid = Some(pid as i32);
             t.memory = (docker::scalar(&task, "mem") * 1024.0 * 1024.0) as u64;
             t.cgroup = cgroup;
+            t.user = user;
             if let Some(hc) = task.health_check.clone() {
                 let mut check_env = env.clone();
                 if let Some(e) = &command.environment {
@@ -462,6 +486,27 @@ impl Executor {
             }
         });
         self.update(&id, TaskState::TaskRunning, None, None).await;
+    }
+
+    /// The user a process task runs as, when the agent switches users
+    /// (`AGORA_SWITCH_USER`, and this executor is root) and it is not the
+    /// executor's own: its command's, else its framework's.
+    fn task_user(&self, task: &v1::TaskInfo) -> Result<Option<users::TaskUser>, String> {
+        let switch = std::env::var("AGORA_SWITCH_USER").is_ok_and(|v| v == "1");
+        if !switch || !users::can_switch() {
+            return Ok(None);
+        }
+        let name = task
+            .command
+            .as_ref()
+            .and_then(|c| c.user.clone())
+            .or_else(|| self.framework_info.as_ref().map(|f| f.user.clone()))
+            .filter(|u| !u.is_empty());
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        let user = users::lookup(&name)?;
+        Ok((user.uid != nix::unistd::Uid::effective()).then_some(user))
     }
 
     /// A cgroup with the task's cpu and memory, when isolation is on; a
@@ -612,11 +657,12 @@ impl Executor {
             if t.killed || t.state != TaskState::TaskRunning || !checker.due(now) {
                 continue;
             }
-            let (spec, env, dir, timeout) = (
+            let (spec, env, dir, timeout, user) = (
                 checker.spec.clone(),
                 t.check_env.clone(),
                 self.directory.clone(),
                 checker.timeout(),
+                t.user.clone(),
             );
             let (id, results) = (id.clone(), self.checks.clone());
             // COMMAND checks of a Docker task run inside its container.
@@ -639,7 +685,7 @@ impl Executor {
                             Err(_) => Err(format!("health check timed out after {timeout:?}")),
                         }
                     }
-                    None => health::probe(&spec, &env, &dir, timeout).await,
+                    None => health::probe(&spec, &env, &dir, timeout, user.as_ref()).await,
                 };
                 let _ = results.send((id, r));
             });

@@ -131,8 +131,9 @@ pub async fn probe(
     env: &[(String, String)],
     dir: &Path,
     timeout: Duration,
+    user: Option<&crate::users::TaskUser>,
 ) -> Result<(), String> {
-    match tokio::time::timeout(timeout, attempt(spec, env, dir)).await {
+    match tokio::time::timeout(timeout, attempt(spec, env, dir, user)).await {
         Ok(r) => r,
         Err(_) => Err(format!("health check timed out after {timeout:?}")),
     }
@@ -142,6 +143,7 @@ async fn attempt(
     spec: &v1::HealthCheck,
     env: &[(String, String)],
     dir: &Path,
+    user: Option<&crate::users::TaskUser>,
 ) -> Result<(), String> {
     match spec.r#type() {
         Type::Command => {
@@ -151,6 +153,10 @@ async fn attempt(
                 .ok_or("COMMAND health check without a command")?;
             let mut c = sandbox::command(&sandbox::Spec { command, env, dir })
                 .map_err(|e| e.to_string())?;
+            // A command check runs as its task does.
+            if let Some(u) = user {
+                u.switch_on_spawn(&mut c);
+            }
             c.kill_on_drop(true)
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
@@ -285,12 +291,12 @@ mod tests {
             port,
             protocol: None,
         });
-        assert_eq!(probe(&tcp, &[], dir.path(), t).await, Ok(()));
+        assert_eq!(probe(&tcp, &[], dir.path(), t, None).await, Ok(()));
         tcp.tcp = Some(v1::health_check::TcpCheckInfo {
             port: 1,
             protocol: None,
         });
-        assert!(probe(&tcp, &[], dir.path(), t).await.is_err());
+        assert!(probe(&tcp, &[], dir.path(), t, None).await.is_err());
 
         let mut web = spec(Type::Http);
         web.http = Some(v1::health_check::HttpCheckInfo {
@@ -298,9 +304,9 @@ mod tests {
             path: Some("/health".into()),
             ..Default::default()
         });
-        assert_eq!(probe(&web, &[], dir.path(), t).await, Ok(()));
+        assert_eq!(probe(&web, &[], dir.path(), t, None).await, Ok(()));
         web.http.as_mut().unwrap().path = Some("/sick".into());
-        let err = probe(&web, &[], dir.path(), t).await.unwrap_err();
+        let err = probe(&web, &[], dir.path(), t, None).await.unwrap_err();
         assert!(err.contains("503"), "{err}");
 
         let mut cmd = spec(Type::Command);
@@ -309,10 +315,10 @@ mod tests {
             ..Default::default()
         });
         let env = [("X".to_string(), "yes".to_string())];
-        assert_eq!(probe(&cmd, &env, dir.path(), t).await, Ok(()));
-        assert!(probe(&cmd, &[], dir.path(), t).await.is_err());
+        assert_eq!(probe(&cmd, &env, dir.path(), t, None).await, Ok(()));
+        assert!(probe(&cmd, &[], dir.path(), t, None).await.is_err());
         cmd.command.as_mut().unwrap().value = Some("sleep 5".into());
-        let err = probe(&cmd, &[], dir.path(), Duration::from_millis(200))
+        let err = probe(&cmd, &[], dir.path(), Duration::from_millis(200), None)
             .await
             .unwrap_err();
         assert!(err.contains("timed out"), "{err}");

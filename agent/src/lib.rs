@@ -29,6 +29,7 @@ mod link;
 mod peer;
 pub mod sandbox;
 pub mod updates;
+pub mod users;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -99,6 +100,9 @@ pub struct AgentOptions {
     pub tls: Option<Arc<agora_rpc::tls::Tls>>,
     /// The cluster name in certificate names (empty: `agora`).
     pub cluster: String,
+    /// Run tasks as the users their frameworks name (Mesos' `--switch_user`;
+    /// needs root, and is off with a warning without it).
+    pub switch_user: bool,
 }
 
 impl AgentOptions {
@@ -131,6 +135,7 @@ impl AgentOptions {
             credential: None,
             tls: None,
             cluster: String::new(),
+            switch_user: true,
         }
     }
 }
@@ -343,7 +348,14 @@ pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Res
         }
         None => None,
     };
+    let switch_user = options.switch_user && users::can_switch();
+    if options.switch_user && !switch_user {
+        warn!(
+            "the agent is not root: tasks run as its own user, not as the users their frameworks name"
+        );
+    }
     let settings = Arc::new(Settings {
+        switch_user,
         cluster,
         tls_ca,
         jwt_key: actor::JwtKey(jwt_key),

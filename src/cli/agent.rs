@@ -93,6 +93,10 @@ pub struct AgentArgs {
     pub jwt_secret_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub tls: super::TlsArgs,
+    /// Run tasks as the users their frameworks name (needs root; Mesos'
+    /// `--switch_user`). `--switch-user=false`: everything runs as the agent.
+    #[arg(long, alias = "switch_user", default_value_t = true, action = clap::ArgAction::Set)]
+    pub switch_user: bool,
     /// Run without TLS or without credentials for its endpoints (logged).
     #[arg(long)]
     pub insecure: bool,
@@ -147,6 +151,7 @@ impl AgentArgs {
         o.credential = self.credential.clone();
         o.authenticate_http_executors = self.authenticate_http_executors;
         o.jwt_secret_key = self.jwt_secret_key.clone();
+        o.switch_user = self.switch_user;
         o.tls = self.tls.tls()?;
         o.cluster = self.tls.cluster.clone();
         let readonly = match (self.authenticate_http_readonly, &self.http_credentials) {

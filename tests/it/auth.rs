@@ -664,3 +664,91 @@ async fn agents_present_credentials_and_guard_their_endpoints() {
     );
     master.kill().await.unwrap();
 }
+
+/// Tasks run as the user their framework names (`CommandInfo.user`, else
+/// `FrameworkInfo.user`; Mesos' `--switch_user`), with their sandbox theirs;
+/// a user the agent does not have fails the task, naming it. Marathon apps
+/// take `user`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_run_as_their_users() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return missing("root (the agent switches users only as root)");
+    }
+    let cluster = Cluster::start(1, "cpus:2;mem:1024").await;
+    let (scheduler, mut events) =
+        agora_sdk::subscribe(SchedulerConfig::new(&cluster.master(), "users"))
+            .await
+            .unwrap();
+    let offer = next_matching(&mut events, |e| match e {
+        Event::Offers(o) => o.first().cloned(),
+        _ => None,
+    })
+    .await;
+    let as_user = |id: &str, user: &str, cmd: &str| {
+        let mut t = TaskBuilder::new(id, &offer)
+            .command(cmd)
+            .cpus(0.1)
+            .mem(16.0)
+            .build();
+        if let Some(c) = t.command.as_mut() {
+            c.user = Some(user.into());
+        }
+        t
+    };
+    let tasks = vec![
+        as_user("as-nobody", "nobody", "id -un > who; touch mine"),
+        as_user("as-ghost", "no-such-user-here", "true"),
+    ];
+    scheduler.launch(&offer, tasks, 0.0).await.unwrap();
+    let mut ends = std::collections::BTreeMap::new();
+    while ends.len() < 2 {
+        let s = next_matching(&mut events, |e| match e {
+            Event::Update(s) if agora_proto::status::is_terminal(s.state()) => Some(s.clone()),
+            _ => None,
+        })
+        .await;
+        ends.insert(s.task_id.value.clone(), s);
+    }
+    assert_eq!(
+        ends["as-nobody"].state(),
+        TaskState::TaskFinished,
+        "{:?}",
+        ends["as-nobody"]
+    );
+    let ghost = &ends["as-ghost"];
+    assert_eq!(ghost.state(), TaskState::TaskFailed);
+    assert!(
+        ghost.message().contains("No such user 'no-such-user-here'"),
+        "{ghost:?}"
+    );
+    let who = find(cluster.dir.path(), "who").expect("the task wrote who it was");
+    assert_eq!(std::fs::read_to_string(&who).unwrap().trim(), "nobody");
+    use std::os::unix::fs::MetadataExt as _;
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let mine = who.with_file_name("mine");
+    assert_eq!(std::fs::metadata(mine).unwrap().uid(), nobody.uid.as_raw());
+    // A Marathon app with `user` (the first framework goes, and its offers
+    // with it).
+    scheduler.teardown().await.unwrap();
+    let m = crate::marathon::Marathon::start(&cluster).await;
+    let (status, r) = m
+        .call(
+            "POST",
+            "/v2/apps",
+            Some(
+                json!({"id": "/as/nobody", "cmd": "id -un > app-who; sleep 600",
+                        "user": "nobody", "cpus": 0.1, "mem": 16}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{r}");
+    let who = crate::marathon::eventually("the app wrote who it runs as", || async {
+        let f = find(cluster.dir.path(), "app-who")?;
+        let text = std::fs::read_to_string(f).ok()?;
+        (!text.trim().is_empty()).then(|| text.trim().to_string())
+    })
+    .await;
+    assert_eq!(who, "nobody");
+    m.stop().await;
+    cluster.stop().await;
+}
