@@ -53,6 +53,9 @@ pub struct DnsOptions {
     /// TLS to the master (`https://`, the cluster CA), as Mesos-DNS'
     /// `mesosHTTPSOn` with `caCertFile`, always verified.
     pub tls: Option<agora_rpc::tls::ClientTls>,
+    /// How the HTTP API speaks (TLS with certificates; DNS itself stays
+    /// open, as Mesos-DNS').
+    pub http_transport: agora_rpc::serve::Transport,
 }
 
 impl DnsOptions {
@@ -67,6 +70,7 @@ impl DnsOptions {
             timeout: Duration::from_secs(5),
             credential: None,
             tls: None,
+            http_transport: agora_rpc::serve::Transport::plain(),
         }
     }
 
@@ -164,8 +168,9 @@ pub async fn start(
             dns_port: addr.port(),
         });
         let routes = agora_rpc::http::handle(64 * 1024, move |req| http::route(ctx.clone(), req));
-        tasks.push(tokio::spawn(agora_rpc::http::serve(
+        tasks.push(tokio::spawn(agora_rpc::http::serve_with(
             listener,
+            options.http_transport.clone(),
             routes,
             std::future::pending(),
         )));

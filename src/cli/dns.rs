@@ -50,9 +50,10 @@ pub struct DnsArgs {
     /// (`{"principal": "dns", "secret": "…"}`), as Mesos-DNS' `mesosCredentials`.
     #[arg(long, value_parser = super::credential_file)]
     pub credential: Option<agora_proto::auth::Credential>,
-    /// The cluster CA (PEM): reach the master over TLS, verified against it.
-    #[arg(long, env = "LIBPROCESS_SSL_CA_FILE")]
-    pub ssl_ca_file: Option<std::path::PathBuf>,
+    /// TLS: the cluster CA to reach the master with, and with a
+    /// certificate and key, TLS on the HTTP API too.
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
 }
 
 fn parse_resolver(s: &str) -> Result<SocketAddr, String> {
@@ -86,10 +87,7 @@ impl DnsArgs {
     }
 
     fn client_tls(&self) -> anyhow::Result<Option<agora_rpc::tls::ClientTls>> {
-        self.ssl_ca_file
-            .as_ref()
-            .map(|ca| agora_rpc::tls::ClientTls::load(ca, None).context("--ssl-ca-file"))
-            .transpose()
+        self.tls.client()
     }
 }
 
@@ -110,6 +108,7 @@ pub async fn run(args: DnsArgs) -> anyhow::Result<()> {
     };
     let mut options = args.options();
     options.tls = args.client_tls()?;
+    options.http_transport = args.tls.transport()?;
     let dns = agora_dns::start(options, udp, tcp, http).await?;
     eprintln!(
         "agora dns on {} (UDP and TCP), domain {}, master {}{}",

@@ -87,6 +87,9 @@ pub struct LbArgs {
     /// never used unverified).
     #[arg(long)]
     pub marathon_ca_cert: Option<PathBuf>,
+    /// TLS for `/metrics` and `/status` (certificate, key, CA).
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
 }
 
 impl LbArgs {
@@ -191,6 +194,7 @@ impl LbArgs {
             auth_credentials: None,
             marathon_auth_credential_file: None,
             marathon_ca_cert: None,
+            tls: super::TlsArgs::default(),
         }
     }
 }
@@ -360,7 +364,11 @@ fn status_json(s: &Status) -> serde_json::Value {
     })
 }
 
-async fn serve_metrics(port: u16, status: Arc<Mutex<Status>>) -> anyhow::Result<SocketAddr> {
+async fn serve_metrics(
+    port: u16,
+    status: Arc<Mutex<Status>>,
+    transport: agora_rpc::serve::Transport,
+) -> anyhow::Result<SocketAddr> {
     let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -388,8 +396,9 @@ async fn serve_metrics(port: u16, status: Arc<Mutex<Status>>) -> anyhow::Result<
             }
         }
     });
-    tokio::spawn(agora_rpc::http::serve(
+    tokio::spawn(agora_rpc::http::serve_with(
         listener,
+        transport,
         routes,
         std::future::pending(),
     ));
@@ -431,7 +440,7 @@ pub async fn follow(args: LbArgs, stop: impl Future<Output = ()>) -> anyhow::Res
     }
     let status = Arc::new(Mutex::new(Status::default()));
     if args.metrics_port != 0 {
-        serve_metrics(args.metrics_port, status.clone()).await?;
+        serve_metrics(args.metrics_port, status.clone(), args.tls.transport()?).await?;
     }
     let mut haproxy = Haproxy::new(&args.haproxy_bin, &args.haproxy_config, &args.socket);
     info!(

@@ -382,3 +382,32 @@ async fn agora_dev_is_secure_by_default_and_its_clients_find_their_way() {
         before
     );
 }
+
+/// agora dns' HTTP API speaks TLS with a certificate (its DNS stays open,
+/// as Mesos-DNS').
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dns_http_api_speaks_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    ca(dir.path(), &["init"]);
+    ca(
+        dir.path(),
+        &["issue", "--role", "client", "dns-1", "127.0.0.1"],
+    );
+    let p = |f: &str| dir.path().join(f);
+    let tls =
+        agora_rpc::tls::Tls::load(&p("dns-1.pem"), &p("dns-1-key.pem"), &p("ca.pem")).unwrap();
+    let mut o = agora_dns::DnsOptions::new("127.0.0.1:1");
+    o.http_transport = agora_rpc::serve::Transport::tls(std::sync::Arc::new(tls), false);
+    let (udp, tcp) = agora_dns::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dns = agora_dns::start(o, udp, tcp, Some(http)).await.unwrap();
+    let url = format!("https://{}/v1/version", dns.http_addr.unwrap());
+    let ca_file = p("ca.pem").display().to_string();
+    let (ok, out) = curl(&["--cacert", &ca_file, &url]);
+    assert!(ok && out.contains("Service"), "{out}");
+    let (_, out) = curl(&[&url.replace("https", "http")]);
+    assert!(out.contains("speaks TLS"), "{out}");
+    dns.stop().await;
+}
