@@ -622,3 +622,38 @@ mod tests {
         assert!(r.hosts.contains_key("web-group.marathon.slave.mesos."));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! The master's state, as agora dns reads it, with random shapes and
+    //! names: records are built from what makes sense, nothing panics.
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof!["[a-z0-9.-]{0,30}", "\\PC{0,30}", Just("a".repeat(300))]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_state_builds_records_without_panicking(
+            fw in name(), task in name(), host in name(), ip in name(),
+            ports in prop::collection::vec(any::<i64>(), 0..3),
+            junk in prop_oneof![Just(Value::Null), Just(json!(3)), Just(json!("x")), Just(json!([1, {}]))],
+        ) {
+            let state = json!({
+                "leader": format!("master@{ip}:5050"), "hostname": host, "pid": junk,
+                "slaves": [{"id": "S1", "hostname": host, "pid": format!("slave(1)@{ip}:5051")}, junk],
+                "frameworks": [{"name": fw, "id": "F1", "tasks": [
+                    {"id": task, "name": task, "state": "TASK_RUNNING", "slave_id": "S1",
+                     "resources": {"ports": format!("[{}-{}]", ports.first().copied().unwrap_or(0), ports.last().copied().unwrap_or(0))},
+                     "discovery": {"name": task, "ports": {"ports": ports.iter().map(|p| json!({"number": p, "name": fw})).collect::<Vec<_>>()}},
+                     "statuses": [{"state": "TASK_RUNNING", "container_status": {"network_infos": [{"ip_addresses": [{"ip_address": ip}]}]}}]},
+                    junk]}],
+            });
+            let _ = super::build(&state, &super::Config::default());
+        }
+    }
+}

@@ -86,3 +86,6 @@ pub const MESOS_VERSION: &str = "1.11.0";
 
 /// Agora's own version.
 pub const AGORA_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[cfg(test)]
+mod parsers_fuzz;

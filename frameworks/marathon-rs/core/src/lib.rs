@@ -18,3 +18,6 @@ pub mod offers;
 pub mod path;
 pub mod planner;
 pub mod time;
+
+#[cfg(test)]
+mod fuzz_tests;
