@@ -103,6 +103,12 @@ async fn dispatch(
         Some(realm) => ctx.auth.authenticate(realm, headers)?,
         None => None,
     };
+    if route(&path).is_none() {
+        return Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            format!("No such endpoint: {path}"),
+        ));
+    }
     let not_post = || {
         let mut r = h::text(StatusCode::METHOD_NOT_ALLOWED, "Expecting 'POST'");
         r.headers_mut()
@@ -245,13 +251,69 @@ async fn dispatch(
 /// The realm of a master endpoint, as Mesos groups them (None: never
 /// authenticated).
 pub(crate) fn realm(path: &str) -> Option<Realm> {
-    match path {
-        "/health" | "/version" | "/redirect" => None,
-        "/api/v1/scheduler" => Some(Realm::MasterScheduler),
-        "/teardown" => Some(Realm::MasterReadwrite),
-        p if p == "/api/v1" || p.starts_with("/api/v1/") => Some(Realm::MasterReadwrite),
-        _ => Some(Realm::MasterReadonly),
+    match route(path) {
+        Some(r) => r.realm,
+        // Unknown paths are answered 404, after authentication.
+        None => Some(Realm::MasterReadonly),
     }
+}
+
+/// One endpoint of the master: the route list the dispatcher serves (a
+/// path not listed is 404) and the authentication matrix test walks.
+#[derive(Clone, Copy, Debug)]
+pub struct Route {
+    /// The path (after Mesos' aliasing: `/master/x` is `/x`).
+    pub path: &'static str,
+    /// Its realm (None: never authenticated).
+    pub realm: Option<Realm>,
+    /// The ACL action a write needs (reads are filtered, not refused).
+    pub action: Option<agora_proto::acl::Action>,
+}
+
+const fn r(path: &'static str, realm: Option<Realm>) -> Route {
+    Route {
+        path,
+        realm,
+        action: None,
+    }
+}
+
+/// Every endpoint the master serves.
+pub const ROUTES: &[Route] = &[
+    r("/health", None),
+    r("/version", None),
+    r("/redirect", None),
+    r("/api/v1/scheduler", Some(Realm::MasterScheduler)),
+    Route {
+        path: "/api/v1",
+        realm: Some(Realm::MasterReadwrite),
+        action: Some(agora_proto::acl::Action::TeardownFrameworks),
+    },
+    Route {
+        path: "/teardown",
+        realm: Some(Realm::MasterReadwrite),
+        action: Some(agora_proto::acl::Action::TeardownFrameworks),
+    },
+    r("/state", Some(Realm::MasterReadonly)),
+    r("/state-summary", Some(Realm::MasterReadonly)),
+    r("/slaves", Some(Realm::MasterReadonly)),
+    r("/frameworks", Some(Realm::MasterReadonly)),
+    r("/tasks", Some(Realm::MasterReadonly)),
+    r("/roles", Some(Realm::MasterReadonly)),
+    r("/flags", Some(Realm::MasterReadonly)),
+    r("/metrics/snapshot", Some(Realm::MasterReadonly)),
+    r("/metrics", Some(Realm::MasterReadonly)),
+    r("/", Some(Realm::MasterReadonly)),
+];
+
+/// The route of a (normalised) path.
+pub fn route(path: &str) -> Option<&'static Route> {
+    let path = if path.starts_with("/api/v1/") && path != "/api/v1/scheduler" {
+        "/api/v1"
+    } else {
+        path
+    };
+    ROUTES.iter().find(|r| r.path == path)
 }
 
 /// The state as `principal` may see it, with the roles and the epoch.

@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 pub use clock::Clock;
+pub use http::{ROUTES, Route};
 pub use driver::{MasterHandle, Stopped};
 pub use registry::{RegistryError, RegistryStore};
 

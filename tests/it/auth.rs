@@ -752,3 +752,101 @@ async fn tasks_run_as_their_users() {
     m.stop().await;
     cluster.stop().await;
 }
+
+/// The authentication matrix of the master, walked from its own route list
+/// (`agora_master::ROUTES`, which its dispatcher serves: a path not listed
+/// is 404, so a new endpoint is in this walk or unreachable): every
+/// endpoint × {no credentials, wrong credentials, valid but not authorized,
+/// authorized} → 401 / 401 / 403 for writes (reads are filtered, as Mesos) /
+/// 2xx; endpoints outside every realm answer everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_master_endpoint_answers_the_authentication_matrix() {
+    let acls = agora_proto::acl::Acls::parse(
+        br#"{"permissive": false,
+            "register_agents": [{"principals":{"type":"ANY"},"agents":{"type":"ANY"}}],
+            "register_frameworks": [{"principals":{"type":"ANY"},"roles":{"type":"ANY"}}],
+            "teardown_frameworks": [{"principals":{"values":["ops"]},"framework_principals":{"type":"ANY"}}],
+            "view_frameworks": [{"principals":{"values":["ops"]},"users":{"type":"ANY"}}]}"#,
+    )
+    .unwrap();
+    let cluster = authorized_cluster(acls).await;
+    // Frameworks for the writes to tear down.
+    let mut victims = Vec::new();
+    for i in 0..4 {
+        let mut config = SchedulerConfig::new(&cluster.master(), &format!("victim-{i}"));
+        config.credential = Some(credential("fw", "fw-secret"));
+        let (s, _events) = agora_sdk::subscribe(config).await.unwrap();
+        victims.push((s.framework_id().unwrap().value, _events));
+    }
+    let mut victim = victims.iter().map(|(id, _)| id.clone());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for route in agora_master::ROUTES {
+        // What each endpoint is sent: writes name a framework that exists.
+        let request = |who: Option<(&str, &str)>, framework: &str| {
+            let url = cluster.url(route.path);
+            let req = match route.path {
+                "/api/v1/scheduler" => client
+                    .post(url)
+                    .header("Content-Type", "application/json")
+                    .body(r#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"u","name":"m"}}}"#),
+                "/api/v1" => client.post(url).json(
+                    &json!({"type": "TEARDOWN", "teardown": {"framework_id": {"value": framework}}}),
+                ),
+                "/teardown" => client
+                    .post(url)
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(format!("frameworkId={framework}")),
+                _ => client.get(url),
+            };
+            let req = match who {
+                Some((u, p)) => req.basic_auth(u, Some(p)),
+                None => req,
+            };
+            async move {
+                let r = req.send().await.unwrap();
+                r.status().as_u16()
+            }
+        };
+        let ok = |s: u16| (200..400).contains(&s);
+        let target = if route.action.is_some() {
+            victim.next().unwrap()
+        } else {
+            String::new()
+        };
+        let none = request(None, &target).await;
+        let wrong = request(Some(("ops", "not-the-secret")), &target).await;
+        let unauthorized = request(Some(("dns", "dns-secret")), &target).await;
+        let authorized = request(Some(("ops", "ops-secret")), &target).await;
+        let cells = (none, wrong, unauthorized, authorized);
+        match (route.realm, route.action) {
+            (None, _) => assert!(
+                ok(none) && ok(wrong) && ok(unauthorized) && ok(authorized),
+                "{}: {cells:?}",
+                route.path
+            ),
+            (Some(_), Some(_)) => assert!(
+                none == 401 && wrong == 401 && unauthorized == 403 && ok(authorized),
+                "{}: {cells:?}",
+                route.path
+            ),
+            (Some(_), None) => assert!(
+                none == 401 && wrong == 401 && ok(unauthorized) && ok(authorized),
+                "{}: {cells:?}",
+                route.path
+            ),
+        }
+    }
+    // Off the list: 404 once authenticated, 401 before.
+    assert_eq!(get(&cluster.url("/no/such/endpoint"), None).await.status(), 401);
+    assert_eq!(
+        get(&cluster.url("/no/such/endpoint"), Some(("ops", "ops-secret")))
+            .await
+            .status(),
+        404
+    );
+    drop(victims);
+    cluster.stop().await;
+}
