@@ -72,6 +72,8 @@ pub struct Settings {
     pub tls_ca: Option<PathBuf>,
     /// Tasks run as their users (the agent is root and `--switch-user`).
     pub switch_user: bool,
+    /// `--acls`: who may read which sandboxes (the default allows all).
+    pub acls: agora_proto::acl::Acls,
 }
 
 /// The raw bytes executors' tokens are signed with (never printed).

@@ -18,6 +18,7 @@ use warp::Filter;
 
 use crate::actor::{Actor, Command, Settings};
 use crate::{files, peer};
+use agora_proto::acl::Action;
 use agora_proto::auth::Realm;
 
 /// Executors get a heartbeat this often (Mesos: 30 minutes).
@@ -108,12 +109,14 @@ async fn dispatch(
             "This port speaks TLS: use https:// (and the cluster CA)",
         ));
     }
-    if matches!(
+    let principal = if matches!(
         path.as_str(),
         "/state" | "/files/read" | "/files/download" | "/files/browse"
     ) {
-        ctx.auth.authenticate(Realm::AgentReadonly, headers)?;
-    }
+        ctx.auth.authenticate(Realm::AgentReadonly, headers)?
+    } else {
+        None
+    };
     if path == "/api/v1/executor" {
         if method != Method::POST {
             return Err(HttpError::new(
@@ -143,20 +146,70 @@ async fn dispatch(
             let offset = number(param("offset"), "offset")?;
             let length = number(param("length"), "length")?;
             let file = sandbox_file(&ctx.settings.work_dir, &param("path").unwrap_or_default())?;
+            may_access(ctx, principal.as_deref(), &file).await?;
             Ok(json_reply(files::read(&file, offset, length).await?))
         }
         "/files/download" => {
             let file = sandbox_file(&ctx.settings.work_dir, &param("path").unwrap_or_default())?;
+            may_access(ctx, principal.as_deref(), &file).await?;
             files::download(&file).await
         }
         "/files/browse" => {
             let dir = sandbox_file(&ctx.settings.work_dir, &param("path").unwrap_or_default())?;
+            may_access(ctx, principal.as_deref(), &dir).await?;
             Ok(json_reply(files::browse(&dir).await?))
         }
         _ => Err(HttpError::new(
             StatusCode::NOT_FOUND,
             format!("No such endpoint: {path}"),
         )),
+    }
+}
+
+/// access_sandboxes: whether `principal` may read what is under `path`,
+/// decided on the user of the sandbox's executor (its command's, else its
+/// framework's), as Mesos. A path outside any sandbox is decided with no
+/// user (ANY). Refusals are 403 with an empty body, as Mesos' files API.
+async fn may_access(ctx: &Context, principal: Option<&str>, path: &Path) -> Result<(), HttpError> {
+    if ctx.settings.acls.is_open(Action::AccessSandboxes) {
+        return Ok(());
+    }
+    // <work-dir>/slaves/<agent>/frameworks/<fw>/executors/<ex>/…
+    let parts: Vec<String> = path
+        .strip_prefix(ctx.settings.work_dir.canonicalize().unwrap_or_default())
+        .map(|rest| {
+            rest.components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let ids = match parts.as_slice() {
+        [s, _, f, fw, e, ex, ..] if s == "slaves" && f == "frameworks" && e == "executors" => {
+            Some((fw.clone(), ex.clone()))
+        }
+        _ => None,
+    };
+    let user = match ids {
+        Some((fw, ex)) => {
+            query(ctx, move |a| {
+                let executor_user = a
+                    .executors
+                    .get(&(fw.clone(), ex))
+                    .and_then(|e| e.info.command.as_ref()?.user.clone());
+                executor_user.or_else(|| a.frameworks.get(&fw).map(|f| f.user.clone()))
+            })
+            .await?
+        }
+        None => None,
+    };
+    if ctx
+        .settings
+        .acls
+        .allows(Action::AccessSandboxes, principal, user.as_deref())
+    {
+        Ok(())
+    } else {
+        Err(HttpError::new(StatusCode::FORBIDDEN, ""))
     }
 }
 

@@ -103,6 +103,8 @@ pub struct AgentOptions {
     /// Run tasks as the users their frameworks name (Mesos' `--switch_user`;
     /// needs root, and is off with a warning without it).
     pub switch_user: bool,
+    /// Mesos ACLs for the agent's endpoints (access_sandboxes).
+    pub acls: agora_proto::acl::Acls,
 }
 
 impl AgentOptions {
@@ -136,6 +138,7 @@ impl AgentOptions {
             tls: None,
             cluster: String::new(),
             switch_user: true,
+            acls: agora_proto::acl::Acls::default(),
         }
     }
 }
@@ -355,6 +358,7 @@ pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Res
         );
     }
     let settings = Arc::new(Settings {
+        acls: options.acls.clone(),
         switch_user,
         cluster,
         tls_ca,

@@ -103,11 +103,28 @@ async fn dispatch(
         Some(realm) => ctx.auth.authenticate(realm, headers)?,
         None => None,
     };
-    if route(&path).is_none() {
+    let Some(this) = route(&path) else {
         return Err(HttpError::new(
             StatusCode::NOT_FOUND,
             format!("No such endpoint: {path}"),
         ));
+    };
+    // get_endpoints: Mesos authorizes some GETs by path (here the metrics).
+    if this.action == Some(agora_proto::acl::Action::GetEndpoints) {
+        let (who, p) = (principal.clone(), path.clone());
+        let allowed = ctx
+            .handle
+            .query(move |m| {
+                m.allows(agora_proto::acl::Action::GetEndpoints, who.as_deref(), Some(&p))
+            })
+            .await
+            .map_err(stopped)?;
+        if !allowed {
+            return Err(HttpError::new(
+                StatusCode::FORBIDDEN,
+                format!("403 Forbidden. Not authorized to get_endpoints '{path}'"),
+            ));
+        }
     }
     let not_post = || {
         let mut r = h::text(StatusCode::METHOD_NOT_ALLOWED, "Expecting 'POST'");
@@ -301,8 +318,16 @@ pub const ROUTES: &[Route] = &[
     r("/tasks", Some(Realm::MasterReadonly)),
     r("/roles", Some(Realm::MasterReadonly)),
     r("/flags", Some(Realm::MasterReadonly)),
-    r("/metrics/snapshot", Some(Realm::MasterReadonly)),
-    r("/metrics", Some(Realm::MasterReadonly)),
+    Route {
+        path: "/metrics/snapshot",
+        realm: Some(Realm::MasterReadonly),
+        action: Some(agora_proto::acl::Action::GetEndpoints),
+    },
+    Route {
+        path: "/metrics",
+        realm: Some(Realm::MasterReadonly),
+        action: Some(agora_proto::acl::Action::GetEndpoints),
+    },
     r("/", Some(Realm::MasterReadonly)),
 ];
 

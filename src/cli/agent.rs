@@ -97,6 +97,10 @@ pub struct AgentArgs {
     /// `--switch_user`). `--switch-user=false`: everything runs as the agent.
     #[arg(long, alias = "switch_user", default_value_t = true, action = clap::ArgAction::Set)]
     pub switch_user: bool,
+    /// Mesos ACLs for this agent's endpoints (access_sandboxes: who may read
+    /// which sandboxes by their user): inline JSON or a file.
+    #[arg(long, value_parser = super::master::parse_acls)]
+    pub acls: Option<agora_proto::acl::Acls>,
     /// Run without TLS or without credentials for its endpoints (logged).
     #[arg(long)]
     pub insecure: bool,
@@ -152,6 +156,7 @@ impl AgentArgs {
         o.authenticate_http_executors = self.authenticate_http_executors;
         o.jwt_secret_key = self.jwt_secret_key.clone();
         o.switch_user = self.switch_user;
+        o.acls = self.acls.clone().unwrap_or_default();
         o.tls = self.tls.tls()?;
         o.cluster = self.tls.cluster.clone();
         let readonly = match (self.authenticate_http_readonly, &self.http_credentials) {

@@ -95,7 +95,7 @@ pub struct MasterAuthArgs {
     pub acls: Option<agora_proto::acl::Acls>,
 }
 
-fn parse_acls(s: &str) -> Result<agora_proto::acl::Acls, String> {
+pub(super) fn parse_acls(s: &str) -> Result<agora_proto::acl::Acls, String> {
     let text = s.trim_start();
     let json = if text.starts_with('{') {
         text.as_bytes().to_vec()

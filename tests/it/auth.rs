@@ -766,6 +766,7 @@ async fn every_master_endpoint_answers_the_authentication_matrix() {
             "register_agents": [{"principals":{"type":"ANY"},"agents":{"type":"ANY"}}],
             "register_frameworks": [{"principals":{"type":"ANY"},"roles":{"type":"ANY"}}],
             "teardown_frameworks": [{"principals":{"values":["ops"]},"framework_principals":{"type":"ANY"}}],
+            "get_endpoints": [{"principals":{"values":["ops"]},"paths":{"type":"ANY"}}],
             "view_frameworks": [{"principals":{"values":["ops"]},"users":{"type":"ANY"}}]}"#,
     )
     .unwrap();
@@ -811,7 +812,7 @@ async fn every_master_endpoint_answers_the_authentication_matrix() {
             }
         };
         let ok = |s: u16| (200..400).contains(&s);
-        let target = if route.action.is_some() {
+        let target = if route.action == Some(agora_proto::acl::Action::TeardownFrameworks) {
             victim.next().unwrap()
         } else {
             String::new()
@@ -849,4 +850,77 @@ async fn every_master_endpoint_answers_the_authentication_matrix() {
     );
     drop(victims);
     cluster.stop().await;
+}
+
+/// access_sandboxes on an agent: a principal reads the sandboxes of the
+/// users it may, and gets Mesos' empty 403 for the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxes_are_read_by_whom_the_acls_allow() {
+    let master = crate::cluster::start_master(
+        agora_master_core::Config {
+            allocation_interval: Duration::from_millis(200),
+            ..Default::default()
+        },
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = agora_agent::AgentOptions::new(
+        master.address(),
+        dir.path().join("agent"),
+        crate::cluster::agora_bin(),
+    );
+    o.resources = Some(
+        agora_proto::resources::Resources::parse("cpus:2;mem:1024;ports:[36400-36409]", "*")
+            .unwrap(),
+    );
+    o.http_auth = Arc::new(HttpAuth::new(
+        [Realm::AgentReadonly],
+        Credentials::of(["ops", "dev"].map(|p| credential(p, &format!("{p}-secret")))),
+    ));
+    o.acls = agora_proto::acl::Acls::parse(
+        br#"{"permissive": false,
+             "access_sandboxes": [{"principals":{"values":["ops"]},"users":{"type":"ANY"}},
+                                  {"principals":{"values":["dev"]},"users":{"values":["dev-user"]}}]}"#,
+    )
+    .unwrap();
+    let agent = agora_agent::start(o, tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .await
+        .unwrap();
+    agent.registered(Duration::from_secs(10)).await.unwrap();
+    let (scheduler, mut events) =
+        agora_sdk::subscribe(SchedulerConfig::new(&master.address(), "sandboxes"))
+            .await
+            .unwrap();
+    let offer = next_matching(&mut events, |e| match e {
+        Event::Offers(o) => o.first().cloned(),
+        _ => None,
+    })
+    .await;
+    let task = TaskBuilder::new("readable", &offer)
+        .command("echo secret-output")
+        .cpus(0.1)
+        .mem(16.0)
+        .build();
+    scheduler.launch(&offer, vec![task], 0.0).await.unwrap();
+    next_matching(&mut events, |e| {
+        matches!(e, Event::Update(s) if s.state() == TaskState::TaskFinished).then_some(())
+    })
+    .await;
+    let stdout = find(&dir.path().join("agent/slaves"), "stdout").unwrap();
+    let url = format!(
+        "http://{}/files/read?path={}&offset=0",
+        agent.addr,
+        stdout.display()
+    );
+    let r = get(&url, Some(("ops", "ops-secret"))).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("secret-output"));
+    // dev may read only dev-user's sandboxes; this one is the framework's user's.
+    let r = get(&url, Some(("dev", "dev-secret"))).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.text().await.unwrap(), "");
+    assert_eq!(get(&url, None).await.status(), 401);
+    agent.stop().await;
+    master.stop().await;
 }
