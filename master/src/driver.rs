@@ -51,6 +51,7 @@ pub(crate) enum Command {
     },
     OperatorSubscribe {
         events: mpsc::UnboundedSender<operator::Event>,
+        principal: Option<String>,
         heartbeat: std::time::Duration,
     },
     Query(Box<dyn FnOnce(&Master) + Send>),
@@ -176,7 +177,8 @@ struct Driver {
     /// Open agent connections (held by their gRPC sessions).
     agents: HashMap<ConnId, mpsc::UnboundedSender<MasterMessage>>,
     /// Operator API SUBSCRIBE streams.
-    operator: Vec<mpsc::UnboundedSender<operator::Event>>,
+    /// With the principal each may see things as.
+    operator: Vec<(mpsc::UnboundedSender<operator::Event>, Option<String>)>,
 }
 
 impl Driver {
@@ -275,12 +277,18 @@ impl Driver {
                     principal,
                 });
             }
-            Command::OperatorSubscribe { events, heartbeat } => {
+            Command::OperatorSubscribe {
+                events,
+                principal,
+                heartbeat,
+            } => {
                 self.master.set_operator_events(true);
+                let mut state = self.master.get_state();
+                self.master.viewer(principal.as_deref()).state(&mut state);
                 let subscribed = operator::Event {
                     r#type: Some(operator::event::Type::Subscribed as i32),
                     subscribed: Some(operator::event::Subscribed {
-                        get_state: Some(self.master.get_state()),
+                        get_state: Some(state),
                         heartbeat_interval_seconds: Some(heartbeat.as_secs_f64()),
                     }),
                     ..Default::default()
@@ -290,7 +298,7 @@ impl Driver {
                     ..Default::default()
                 };
                 if events.send(subscribed).is_ok() && events.send(heartbeat).is_ok() {
-                    self.operator.push(events);
+                    self.operator.push((events, principal));
                 }
             }
             Command::Query(f) => f(&self.master),
@@ -333,7 +341,11 @@ impl Driver {
                 self.agents.remove(&conn);
             }
             Output::OperatorEvent(event) => {
-                self.operator.retain(|tx| tx.send((*event).clone()).is_ok());
+                let master = &self.master;
+                self.operator.retain(|(tx, principal)| {
+                    !master.viewer(principal.as_deref()).operator_event(&event)
+                        || tx.send((*event).clone()).is_ok()
+                });
                 if self.operator.is_empty() {
                     self.master.set_operator_events(false);
                 }

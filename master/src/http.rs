@@ -115,7 +115,11 @@ async fn dispatch(
         let allowed = ctx
             .handle
             .query(move |m| {
-                m.allows(agora_proto::acl::Action::GetEndpoints, who.as_deref(), Some(&p))
+                m.allows(
+                    agora_proto::acl::Action::GetEndpoints,
+                    who.as_deref(),
+                    Some(&p),
+                )
             })
             .await
             .map_err(stopped)?;
@@ -483,6 +487,7 @@ async fn operator_api(
         ctx.handle.query(f).await.map_err(stopped)
     };
     let viewer = principal.clone();
+    let subscriber = principal.clone();
     let write = |call: OperatorCall| async move {
         ctx.handle
             .operator(call, principal)
@@ -634,7 +639,7 @@ async fn operator_api(
             }))
             .await?,
         ),
-        C::Subscribe => operator_subscribe(ctx, accept).await,
+        C::Subscribe => operator_subscribe(ctx, accept, subscriber).await,
         C::Teardown => {
             let id = call
                 .teardown
@@ -685,12 +690,14 @@ async fn operator_api(
 async fn operator_subscribe(
     ctx: &Context,
     accept: Encoding,
+    principal: Option<String>,
 ) -> Result<warp::reply::Response, HttpError> {
     let (tx, rx) = mpsc::unbounded_channel();
     // The driver puts SUBSCRIBED (a snapshot) and a HEARTBEAT first, then
     // every event after that snapshot.
     ctx.handle.send(Command::OperatorSubscribe {
         events: tx,
+        principal,
         heartbeat: ctx.heartbeat,
     });
     Ok(h::stream_response(

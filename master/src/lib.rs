@@ -33,8 +33,8 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 pub use clock::Clock;
-pub use http::{ROUTES, Route};
 pub use driver::{MasterHandle, Stopped};
+pub use http::{ROUTES, Route};
 pub use registry::{RegistryError, RegistryStore};
 
 /// How to run a master.

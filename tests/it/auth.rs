@@ -841,11 +841,17 @@ async fn every_master_endpoint_answers_the_authentication_matrix() {
         }
     }
     // Off the list: 404 once authenticated, 401 before.
-    assert_eq!(get(&cluster.url("/no/such/endpoint"), None).await.status(), 401);
     assert_eq!(
-        get(&cluster.url("/no/such/endpoint"), Some(("ops", "ops-secret")))
-            .await
-            .status(),
+        get(&cluster.url("/no/such/endpoint"), None).await.status(),
+        401
+    );
+    assert_eq!(
+        get(
+            &cluster.url("/no/such/endpoint"),
+            Some(("ops", "ops-secret"))
+        )
+        .await
+        .status(),
         404
     );
     drop(victims);
@@ -884,9 +890,12 @@ async fn sandboxes_are_read_by_whom_the_acls_allow() {
                                   {"principals":{"values":["dev"]},"users":{"values":["dev-user"]}}]}"#,
     )
     .unwrap();
-    let agent = agora_agent::start(o, tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
-        .await
-        .unwrap();
+    let agent = agora_agent::start(
+        o,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap();
     agent.registered(Duration::from_secs(10)).await.unwrap();
     let (scheduler, mut events) =
         agora_sdk::subscribe(SchedulerConfig::new(&master.address(), "sandboxes"))

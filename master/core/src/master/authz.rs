@@ -185,4 +185,44 @@ impl Viewer<'_> {
     pub fn framework_id(&self, id: &v1::FrameworkId) -> bool {
         self.framework_visible(Some(id))
     }
+
+    /// Whether the operator API SUBSCRIBE stream may carry `e` to this
+    /// principal: events about frameworks and tasks it may not see are left
+    /// out (agents are for everyone), as Mesos filters its event stream.
+    pub fn operator_event(&self, e: &agora_proto::operator::Event) -> bool {
+        if self.sees_everything() {
+            return true;
+        }
+        if let Some(t) = &e.task_added {
+            return self.task(&t.task);
+        }
+        if let Some(u) = &e.task_updated {
+            let task = crate::ids::FrameworkId::from(&u.framework_id);
+            let id = crate::ids::TaskId::from(&u.status.task_id);
+            let found = self.master.frameworks.get(&task).and_then(|f| {
+                f.tasks
+                    .get(&id)
+                    .or_else(|| f.unreachable_tasks.get(&id))
+                    .or_else(|| {
+                        f.completed_tasks
+                            .iter()
+                            .find(|t| t.proto.task_id == u.status.task_id)
+                    })
+            });
+            return match found {
+                Some(t) => self.task(&t.proto),
+                None => self.framework_visible(Some(&u.framework_id)),
+            };
+        }
+        if let Some(f) = &e.framework_added {
+            return self.framework(&f.framework.framework_info);
+        }
+        if let Some(f) = &e.framework_updated {
+            return self.framework(&f.framework.framework_info);
+        }
+        if let Some(f) = &e.framework_removed {
+            return self.framework(&f.framework_info);
+        }
+        true
+    }
 }

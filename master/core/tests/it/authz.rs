@@ -159,3 +159,28 @@ fn state_reads_are_filtered_not_refused() {
     // Unauthenticated: nothing (not permissive).
     assert_eq!(seen(None), (vec![], 0));
 }
+
+#[test]
+fn the_operator_event_stream_is_filtered_per_principal() {
+    let mut h = harness();
+    h.master.set_operator_events(true);
+    h.register_agent("agent-1", "cpus:4;mem:1024");
+    let (batch, _) = subscribe_as(&mut h, "batch", "nobody");
+    let offer = h.offers_for(&batch).remove(0);
+    let out = h.launch(&batch, &offer, "b1", "cpus:1", "sleep 9");
+    let events: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::OperatorEvent(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    let task_added = events
+        .iter()
+        .find(|e| e.task_added.is_some())
+        .expect("TASK_ADDED");
+    assert!(h.master.viewer(Some("ops")).operator_event(task_added));
+    // web may see only www's frameworks; batch runs as nobody.
+    assert!(!h.master.viewer(Some("web")).operator_event(task_added));
+    assert!(!h.master.viewer(None).operator_event(task_added));
+}
