@@ -58,6 +58,18 @@ enum Bench {
         #[arg(long)]
         through_master: bool,
     },
+    /// What TLS and authentication cost: registration, launch, GET_STATE, with and without.
+    Security {
+        /// Tasks launched one at a time (and then in the state).
+        #[arg(long, default_value_t = 1000)]
+        tasks: usize,
+        /// Agents registered one after another.
+        #[arg(long, default_value_t = 20)]
+        registrations: usize,
+        /// GET_STATE requests.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+    },
     /// The offer rate of one Marathon app in launch backoff (`master/offers_made`).
     Backoff {
         /// Seconds measured.
@@ -177,6 +189,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Bench::Backoff { seconds } => super::bench_offers::backoff(seconds).await,
+        Bench::Security {
+            tasks,
+            registrations,
+            requests,
+        } => super::bench_security::run(tasks, registrations, requests).await,
         Bench::Launch {
             tasks,
             executor_path,
@@ -370,34 +387,15 @@ fn allocator_decline_offers(
     (times.first().map(|t| t.0).unwrap_or_default(), times)
 }
 
-async fn launch_latency(
+/// Launches `tasks` tasks running `true`, one at a time, each on an offer as
+/// it comes; returns the times from ACCEPT to TASK_RUNNING and to
+/// TASK_FINISHED.
+pub(super) async fn one_at_a_time(
+    scheduler: &agora_sdk::Scheduler,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<agora_sdk::Event>,
     tasks: usize,
-    executor_path: Option<std::path::PathBuf>,
-) -> anyhow::Result<()> {
-    use agora_sdk::{Event, SchedulerConfig, TaskBuilder};
-    // Bare spawn of the same command, for reference.
-    let mut bare = Vec::new();
-    for _ in 0..tasks.min(200) {
-        let t = Instant::now();
-        tokio::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg("true")
-            .status()
-            .await?;
-        bare.push(t.elapsed());
-    }
-    let dir = std::env::temp_dir().join(format!("agora-bench-{}", std::process::id()));
-    let master = local_master().await?;
-    let exe = super::agent::executor_path(executor_path)?;
-    let mut o = agora_agent::AgentOptions::new(master.address(), dir.join("agent"), exe);
-    o.resources = Some(Resources::parse("cpus:8;mem:8192", "*")?);
-    let agent = agora_agent::start(o, tokio::net::TcpListener::bind("127.0.0.1:0").await?).await?;
-    agent
-        .registered(Duration::from_secs(10))
-        .await
-        .context("the agent did not register")?;
-    let (scheduler, mut events) =
-        agora_sdk::subscribe(SchedulerConfig::new(&master.address(), "bench-launch")).await?;
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    use agora_sdk::{Event, TaskBuilder};
     let mut running = Vec::with_capacity(tasks);
     let mut finished = Vec::with_capacity(tasks);
     let mut offer = None;
@@ -439,12 +437,44 @@ async fn launch_latency(
                     }
                     _ => {}
                 },
-                Some(Event::Offers(os)) => keep_one_offer(&scheduler, &mut offer, os).await?,
+                Some(Event::Offers(os)) => keep_one_offer(scheduler, &mut offer, os).await?,
                 Some(_) => {}
                 None => anyhow::bail!("event stream ended"),
             }
         }
     }
+    Ok((running, finished))
+}
+
+async fn launch_latency(
+    tasks: usize,
+    executor_path: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    use agora_sdk::SchedulerConfig;
+    // Bare spawn of the same command, for reference.
+    let mut bare = Vec::new();
+    for _ in 0..tasks.min(200) {
+        let t = Instant::now();
+        tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg("true")
+            .status()
+            .await?;
+        bare.push(t.elapsed());
+    }
+    let dir = std::env::temp_dir().join(format!("agora-bench-{}", std::process::id()));
+    let master = local_master().await?;
+    let exe = super::agent::executor_path(executor_path)?;
+    let mut o = agora_agent::AgentOptions::new(master.address(), dir.join("agent"), exe);
+    o.resources = Some(Resources::parse("cpus:8;mem:8192", "*")?);
+    let agent = agora_agent::start(o, tokio::net::TcpListener::bind("127.0.0.1:0").await?).await?;
+    agent
+        .registered(Duration::from_secs(10))
+        .await
+        .context("the agent did not register")?;
+    let (scheduler, mut events) =
+        agora_sdk::subscribe(SchedulerConfig::new(&master.address(), "bench-launch")).await?;
+    let (running, finished) = one_at_a_time(&scheduler, &mut events, tasks).await?;
     scheduler.teardown().await.ok();
     agent.stop().await;
     master.stop().await;

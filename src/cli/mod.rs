@@ -12,6 +12,7 @@ mod bench_docker;
 mod bench_lb;
 mod bench_marathon;
 mod bench_offers;
+mod bench_security;
 mod ca;
 mod dev;
 mod dev_secrets;

@@ -84,6 +84,18 @@ pub enum TlsError {
     Config(String),
 }
 
+/// The cryptography of every TLS connection Agora makes or takes: *ring*.
+/// (aws-lc-rs, rustls' default, spends about 25 ms initialising in each new
+/// process, the first handshake of every executor: 40 ms more per task
+/// launch, measured with `agora bench security`.)
+#[allow(
+    deprecated,
+    reason = "ring has no post-quantum key exchange; TLS 1.2/1.3 with X25519 and P-256 as before"
+)]
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.to_path_buf(),
@@ -124,7 +136,10 @@ pub fn client_config(
     identity: Option<(&[u8], &[u8])>,
 ) -> Result<rustls::ClientConfig, TlsError> {
     let roots = roots(&certs(ca_pem, "the CA")?)?;
-    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots);
     match identity {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
@@ -232,11 +247,13 @@ impl Tls {
         // Client certificates are checked when presented and optional at
         // the TLS level: HTTP clients need none; agents' gRPC sessions are
         // refused without one (see `peer_roles`).
-        let verifier = WebPkiClientVerifier::builder(roots)
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
             .allow_unauthenticated()
             .build()
             .map_err(|e| TlsError::Config(e.to_string()))?;
-        let mut server = rustls::ServerConfig::builder()
+        let mut server = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)
             .map_err(|e| TlsError::Config(e.to_string()))?;
