@@ -1435,6 +1435,16 @@ impl Actor {
                     });
                 }
                 let task_id = status.task_id.clone();
+                // An executor speaks only for its own tasks.
+                let elsewhere = self.executors.iter().any(|((f, ex), other)| {
+                    *f == fid && *ex != eid && other.tasks.contains_key(&task_id.value)
+                });
+                if elsewhere {
+                    return Err(HttpError::new(
+                        StatusCode::FORBIDDEN,
+                        format!("Task '{}' is not a task of executor '{eid}'", task_id.value),
+                    ));
+                }
                 let state = status.state();
                 let cp = self.checkpoints();
                 if let Some(e) = self.executors.get_mut(&key)

@@ -317,6 +317,34 @@ async fn agora_dev_is_secure_by_default_and_its_clients_find_their_way() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The marathon client from PyPI over TLS, verifying against the CA.
+    match crate::cluster::venv_python("marathon") {
+        Some(python) => {
+            let script = "import sys\nfrom marathon import MarathonClient\n\
+                c = MarathonClient(sys.argv[1], username=sys.argv[2], password=sys.argv[3], verify=sys.argv[4])\n\
+                print([a.id for a in c.list_apps()])";
+            let out = std::process::Command::new(python)
+                .args([
+                    "-c",
+                    script,
+                    &format!("https://127.0.0.1:{marathon_port}"),
+                    &user,
+                    &password,
+                    &ca_file,
+                ])
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("/dev/web"),
+                "{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        None => {
+            crate::cluster::missing("the marathon client in .venv (run tests/python/setup-venv.sh)")
+        }
+    }
     // marathon-rs refuses anonymous requests.
     let (_, out) = curl(&[
         "--cacert",
