@@ -13,7 +13,7 @@ use agora_sdk::{Event, SchedulerConfig, TaskBuilder};
 use serde_json::{Value, json};
 
 use crate::cluster::{Cluster, missing, start_agent};
-use crate::e2e::next_matching;
+use crate::e2e::{first_offer, next_matching, run_until};
 
 fn credential(principal: &str, secret: &str) -> Credential {
     Credential {
@@ -133,20 +133,14 @@ async fn a_master_requires_credentials_in_mesos_realms() {
     let mut config = SchedulerConfig::new(&cluster.master(), "authenticated");
     config.credential = Some(credential("fw", "fw-secret"));
     let (scheduler, mut events) = agora_sdk::subscribe(config).await.unwrap();
-    let offer = next_matching(&mut events, |e| match e {
-        Event::Offers(o) => o.first().cloned(),
-        _ => None,
-    })
-    .await;
-    let task = TaskBuilder::new("t1", &offer)
-        .command("true")
-        .cpus(0.1)
-        .mem(16.0)
-        .build();
-    scheduler.launch(&offer, vec![task], 0.0).await.unwrap();
-    next_matching(&mut events, |e| {
-        matches!(e, Event::Update(s) if s.state() == TaskState::TaskFinished).then_some(())
-    })
+    let offer = first_offer(&mut events).await;
+    run_until(
+        &scheduler,
+        &mut events,
+        &offer,
+        ("t1", "true"),
+        TaskState::TaskFinished,
+    )
     .await;
     // Its principal is the one it authenticated as.
     let state: Value = get(&cluster.url("/master/state"), Some(("ops", "ops-secret")))
@@ -278,20 +272,14 @@ async fn acls_refuse_operator_writes_and_filter_state_reads() {
     let mut config = SchedulerConfig::new(&cluster.master(), "watched");
     config.credential = Some(credential("fw", "fw-secret"));
     let (scheduler, mut events) = agora_sdk::subscribe(config).await.unwrap();
-    let offer = next_matching(&mut events, |e| match e {
-        Event::Offers(o) => o.first().cloned(),
-        _ => None,
-    })
-    .await;
-    let task = TaskBuilder::new("long", &offer)
-        .command("sleep 60")
-        .cpus(0.1)
-        .mem(16.0)
-        .build();
-    scheduler.launch(&offer, vec![task], 0.0).await.unwrap();
-    next_matching(&mut events, |e| {
-        matches!(e, Event::Update(s) if s.state() == TaskState::TaskRunning).then_some(())
-    })
+    let offer = first_offer(&mut events).await;
+    run_until(
+        &scheduler,
+        &mut events,
+        &offer,
+        ("long", "sleep 60"),
+        TaskState::TaskRunning,
+    )
     .await;
     let frameworks = |who: (&'static str, &'static str)| {
         let url = cluster.url("/master/state");
@@ -465,21 +453,15 @@ async fn executors_authenticate_with_their_agents_token() {
         agora_sdk::subscribe(SchedulerConfig::new(&master.address(), "tokens"))
             .await
             .unwrap();
-    let offer = next_matching(&mut events, |e| match e {
-        Event::Offers(o) => o.first().cloned(),
-        _ => None,
-    })
-    .await;
-    let task = TaskBuilder::new("tokened", &offer)
-        .command("env > env.txt; sleep 60")
-        .cpus(0.1)
-        .mem(16.0)
-        .build();
-    scheduler.launch(&offer, vec![task], 0.0).await.unwrap();
+    let offer = first_offer(&mut events).await;
     // The executor authenticated: its task runs.
-    next_matching(&mut events, |e| {
-        matches!(e, Event::Update(s) if s.state() == TaskState::TaskRunning).then_some(())
-    })
+    run_until(
+        &scheduler,
+        &mut events,
+        &offer,
+        ("tokened", "env > env.txt; sleep 60"),
+        TaskState::TaskRunning,
+    )
     .await;
     let env_file = crate::marathon::eventually("the task wrote its environment", || async {
         find(dir.path(), "env.txt")
@@ -679,11 +661,7 @@ async fn tasks_run_as_their_users() {
         agora_sdk::subscribe(SchedulerConfig::new(&cluster.master(), "users"))
             .await
             .unwrap();
-    let offer = next_matching(&mut events, |e| match e {
-        Event::Offers(o) => o.first().cloned(),
-        _ => None,
-    })
-    .await;
+    let offer = first_offer(&mut events).await;
     let as_user = |id: &str, user: &str, cmd: &str| {
         let mut t = TaskBuilder::new(id, &offer)
             .command(cmd)
@@ -901,20 +879,14 @@ async fn sandboxes_are_read_by_whom_the_acls_allow() {
         agora_sdk::subscribe(SchedulerConfig::new(&master.address(), "sandboxes"))
             .await
             .unwrap();
-    let offer = next_matching(&mut events, |e| match e {
-        Event::Offers(o) => o.first().cloned(),
-        _ => None,
-    })
-    .await;
-    let task = TaskBuilder::new("readable", &offer)
-        .command("echo secret-output")
-        .cpus(0.1)
-        .mem(16.0)
-        .build();
-    scheduler.launch(&offer, vec![task], 0.0).await.unwrap();
-    next_matching(&mut events, |e| {
-        matches!(e, Event::Update(s) if s.state() == TaskState::TaskFinished).then_some(())
-    })
+    let offer = first_offer(&mut events).await;
+    run_until(
+        &scheduler,
+        &mut events,
+        &offer,
+        ("readable", "echo secret-output"),
+        TaskState::TaskFinished,
+    )
     .await;
     let stdout = find(&dir.path().join("agent/slaves"), "stdout").unwrap();
     let url = format!(

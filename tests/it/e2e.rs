@@ -25,6 +25,46 @@ pub(crate) async fn next_matching<T>(
     .expect("expected event within 30 s")
 }
 
+/// The first offers' first offer.
+pub(crate) async fn first_offer(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+) -> agora_proto::v1::Offer {
+    next_matching(events, |e| match e {
+        Event::Offers(o) => o.first().cloned(),
+        _ => None,
+    })
+    .await
+}
+
+/// Waits until some task reaches `state`.
+pub(crate) async fn until_state(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+    state: TaskState,
+) {
+    next_matching(events, |e| {
+        matches!(e, Event::Update(s) if s.state() == state).then_some(())
+    })
+    .await
+}
+
+/// Launches one command task (0.1 cpus, 16 MB) `id` on `offer`, then waits
+/// until it reaches `state`.
+pub(crate) async fn run_until(
+    scheduler: &agora_sdk::Scheduler,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+    offer: &agora_proto::v1::Offer,
+    (id, command): (&str, &str),
+    state: TaskState,
+) {
+    let task = TaskBuilder::new(id, offer)
+        .command(command)
+        .cpus(0.1)
+        .mem(16.0)
+        .build();
+    scheduler.launch(offer, vec![task], 0.0).await.unwrap();
+    until_state(events, state).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_tasks_all_finish() {
     let cluster = Cluster::start(3, "cpus:4;mem:4096").await;
@@ -94,11 +134,7 @@ async fn kill_ends_a_sleeping_task_and_its_process() {
             .await
             .unwrap();
     let marker = format!("agora-kill-test-{}", std::process::id());
-    let offer = next_matching(&mut events, |e| match e {
-        Event::Offers(o) => o.first().cloned(),
-        _ => None,
-    })
-    .await;
+    let offer = first_offer(&mut events).await;
     let task = TaskBuilder::new("sleeper", &offer)
         .command(&format!("sleep 600 # {marker}"))
         .cpus(0.1)
@@ -171,11 +207,7 @@ async fn a_task_bigger_than_any_agent_is_never_launched() {
     }
     assert!(offers_seen >= 3, "offers keep coming ({offers_seen})");
     // Asking for it anyway is refused with TASK_ERROR and nothing runs.
-    let offer = next_matching(&mut events, |e| match e {
-        Event::Offers(o) => o.first().cloned(),
-        _ => None,
-    })
-    .await;
+    let offer = first_offer(&mut events).await;
     let _ = last;
     let task = TaskBuilder::new("huge", &offer)
         .command("true")
@@ -257,11 +289,7 @@ async fn a_task_group_runs_under_the_default_executor() {
         agora_sdk::subscribe(SchedulerConfig::new(&cluster.master(), "grouper"))
             .await
             .unwrap();
-    let offer = next_matching(&mut events, |e| match e {
-        Event::Offers(o) => o.first().cloned(),
-        _ => None,
-    })
-    .await;
+    let offer = first_offer(&mut events).await;
     let executor = v1::ExecutorInfo {
         r#type: Some(v1::executor_info::Type::Default as i32),
         executor_id: v1::ExecutorId {
@@ -326,11 +354,7 @@ async fn a_task_with_a_shutdown_delay_is_killing_before_it_is_signalled() {
             ),
         });
     let (scheduler, mut events) = agora_sdk::subscribe(config).await.unwrap();
-    let offer = next_matching(&mut events, |e| match e {
-        Event::Offers(o) => o.first().cloned(),
-        _ => None,
-    })
-    .await;
+    let offer = first_offer(&mut events).await;
     let dir = tempfile::tempdir().unwrap();
     let termed = dir.path().join("termed");
     let mut task = TaskBuilder::new("drained", &offer)
@@ -455,20 +479,14 @@ async fn a_forged_executor_update_is_refused() {
         agora_sdk::subscribe(SchedulerConfig::new(&cluster.master(), "forged"))
             .await
             .unwrap();
-    let offer = next_matching(&mut events, |e| match e {
-        Event::Offers(o) => o.first().cloned(),
-        _ => None,
-    })
-    .await;
-    let task = TaskBuilder::new("victim", &offer)
-        .command("sleep 600")
-        .cpus(0.1)
-        .mem(16.0)
-        .build();
-    scheduler.launch(&offer, vec![task], 0.0).await.unwrap();
-    next_matching(&mut events, |e| {
-        matches!(e, Event::Update(s) if s.state() == TaskState::TaskRunning).then_some(())
-    })
+    let offer = first_offer(&mut events).await;
+    run_until(
+        &scheduler,
+        &mut events,
+        &offer,
+        ("victim", "sleep 600"),
+        TaskState::TaskRunning,
+    )
     .await;
     let framework = scheduler.framework_id().unwrap().value;
     let forged = serde_json::json!({
