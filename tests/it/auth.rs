@@ -415,13 +415,13 @@ async fn marathon_rs_requires_its_credentials_and_its_clients_send_them() {
     cluster.stop().await;
 }
 
-/// Executors carry a token signed by their agent (HS256, Mesos' fid/eid/cid
-/// claims, in MESOS_EXECUTOR_AUTHENTICATION_TOKEN); with
-/// --authenticate-http-executors every executor call needs it. Tasks never
-/// see it. A token signed with another key is 401; one naming another
-/// executor 403.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn executors_authenticate_with_their_agents_token() {
+/// A master and one agent whose options `configure` sets (in `dir/agent`,
+/// with `resources`).
+async fn master_and_agent(
+    dir: &std::path::Path,
+    resources: &str,
+    configure: impl FnOnce(&mut agora_agent::AgentOptions),
+) -> (agora_master::RunningMaster, agora_agent::RunningAgent) {
     let master = crate::cluster::start_master(
         agora_master_core::Config {
             allocation_interval: Duration::from_millis(200),
@@ -430,18 +430,13 @@ async fn executors_authenticate_with_their_agents_token() {
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
     let mut o = agora_agent::AgentOptions::new(
         master.address(),
-        dir.path().join("agent"),
+        dir.join("agent"),
         crate::cluster::agora_bin(),
     );
-    o.hostname = "agent-jwt".into();
-    o.resources = Some(
-        agora_proto::resources::Resources::parse("cpus:2;mem:1024;ports:[36100-36199]", "*")
-            .unwrap(),
-    );
-    o.authenticate_http_executors = true;
+    o.resources = Some(agora_proto::resources::Resources::parse(resources, "*").unwrap());
+    configure(&mut o);
     let agent = agora_agent::start(
         o,
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -449,6 +444,23 @@ async fn executors_authenticate_with_their_agents_token() {
     .await
     .unwrap();
     agent.registered(Duration::from_secs(10)).await.unwrap();
+    (master, agent)
+}
+
+/// Executors carry a token signed by their agent (HS256, Mesos' fid/eid/cid
+/// claims, in MESOS_EXECUTOR_AUTHENTICATION_TOKEN); with
+/// --authenticate-http-executors every executor call needs it. Tasks never
+/// see it. A token signed with another key is 401; one naming another
+/// executor 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executors_authenticate_with_their_agents_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, agent) =
+        master_and_agent(dir.path(), "cpus:2;mem:1024;ports:[36100-36199]", |o| {
+            o.hostname = "agent-jwt".into();
+            o.authenticate_http_executors = true;
+        })
+        .await;
     let (scheduler, mut events) =
         agora_sdk::subscribe(SchedulerConfig::new(&master.address(), "tokens"))
             .await
@@ -840,41 +852,21 @@ async fn every_master_endpoint_answers_the_authentication_matrix() {
 /// users it may, and gets Mesos' empty 403 for the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandboxes_are_read_by_whom_the_acls_allow() {
-    let master = crate::cluster::start_master(
-        agora_master_core::Config {
-            allocation_interval: Duration::from_millis(200),
-            ..Default::default()
-        },
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await;
     let dir = tempfile::tempdir().unwrap();
-    let mut o = agora_agent::AgentOptions::new(
-        master.address(),
-        dir.path().join("agent"),
-        crate::cluster::agora_bin(),
-    );
-    o.resources = Some(
-        agora_proto::resources::Resources::parse("cpus:2;mem:1024;ports:[36400-36409]", "*")
-            .unwrap(),
-    );
-    o.http_auth = Arc::new(HttpAuth::new(
-        [Realm::AgentReadonly],
-        Credentials::of(["ops", "dev"].map(|p| credential(p, &format!("{p}-secret")))),
-    ));
-    o.acls = agora_proto::acl::Acls::parse(
-        br#"{"permissive": false,
-             "access_sandboxes": [{"principals":{"values":["ops"]},"users":{"type":"ANY"}},
-                                  {"principals":{"values":["dev"]},"users":{"values":["dev-user"]}}]}"#,
-    )
-    .unwrap();
-    let agent = agora_agent::start(
-        o,
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap();
-    agent.registered(Duration::from_secs(10)).await.unwrap();
+    let (master, agent) =
+        master_and_agent(dir.path(), "cpus:2;mem:1024;ports:[36400-36409]", |o| {
+            o.http_auth = Arc::new(HttpAuth::new(
+                [Realm::AgentReadonly],
+                Credentials::of(["ops", "dev"].map(|p| credential(p, &format!("{p}-secret")))),
+            ));
+            o.acls = agora_proto::acl::Acls::parse(
+                br#"{"permissive": false,
+                     "access_sandboxes": [{"principals":{"values":["ops"]},"users":{"type":"ANY"}},
+                                          {"principals":{"values":["dev"]},"users":{"values":["dev-user"]}}]}"#,
+            )
+            .unwrap();
+        })
+        .await;
     let (scheduler, mut events) =
         agora_sdk::subscribe(SchedulerConfig::new(&master.address(), "sandboxes"))
             .await
