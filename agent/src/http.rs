@@ -109,13 +109,15 @@ async fn dispatch(
             "This port speaks TLS: use https:// (and the cluster CA)",
         ));
     }
-    let principal = if matches!(
-        path.as_str(),
-        "/state" | "/files/read" | "/files/download" | "/files/browse"
-    ) {
-        ctx.auth.authenticate(Realm::AgentReadonly, headers)?
-    } else {
-        None
+    let Some(route) = ROUTES.iter().find(|r| r.path == path) else {
+        return Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            format!("No such endpoint: {path}"),
+        ));
+    };
+    let principal = match route.realm {
+        Some(Realm::AgentReadonly) => ctx.auth.authenticate(Realm::AgentReadonly, headers)?,
+        _ => None,
     };
     if path == "/api/v1/executor" {
         if method != Method::POST {
@@ -212,6 +214,58 @@ async fn may_access(ctx: &Context, principal: Option<&str>, path: &Path) -> Resu
         Err(HttpError::new(StatusCode::FORBIDDEN, ""))
     }
 }
+
+/// One endpoint of the agent: the route list the dispatcher serves (a path
+/// not listed is 404) and the authentication matrix test walks.
+#[derive(Clone, Copy, Debug)]
+pub struct Route {
+    /// The path (after aliasing: `/slave(1)/x` is `/x`).
+    pub path: &'static str,
+    /// Its realm (None: never authenticated; the executor realm takes
+    /// executors' tokens).
+    pub realm: Option<Realm>,
+    /// The ACL action it needs.
+    pub action: Option<Action>,
+}
+
+/// Every endpoint the agent serves.
+pub const ROUTES: &[Route] = &[
+    Route {
+        path: "/health",
+        realm: None,
+        action: None,
+    },
+    Route {
+        path: "/version",
+        realm: None,
+        action: None,
+    },
+    Route {
+        path: "/state",
+        realm: Some(Realm::AgentReadonly),
+        action: None,
+    },
+    Route {
+        path: "/files/read",
+        realm: Some(Realm::AgentReadonly),
+        action: Some(Action::AccessSandboxes),
+    },
+    Route {
+        path: "/files/download",
+        realm: Some(Realm::AgentReadonly),
+        action: Some(Action::AccessSandboxes),
+    },
+    Route {
+        path: "/files/browse",
+        realm: Some(Realm::AgentReadonly),
+        action: Some(Action::AccessSandboxes),
+    },
+    Route {
+        path: "/api/v1/executor",
+        realm: Some(Realm::AgentExecutor),
+        action: None,
+    },
+];
 
 /// A signed number parameter, as Mesos reads `offset` and `length` (-1 or
 /// absent: not given).

@@ -45,6 +45,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use actor::{Settings, mesos_duration, recorded_id};
+pub use http::{ROUTES, Route};
 pub use link::master_url;
 
 /// How to run an agent.

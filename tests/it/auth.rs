@@ -897,3 +897,170 @@ async fn sandboxes_are_read_by_whom_the_acls_allow() {
     agent.stop().await;
     master.stop().await;
 }
+
+/// The agent's authentication matrix, walked from its route list
+/// (`agora_agent::ROUTES`, which its dispatcher serves): {no credentials,
+/// wrong credentials, valid but not authorized, authorized} → 401 / 401 /
+/// 403 (where an ACL action applies; else 2xx) / 2xx. The executor API's
+/// credentials are executors' tokens: none or forged → 401, another
+/// executor's → 403, its own → 202.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_agent_endpoint_answers_the_authentication_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, agent) =
+        master_and_agent(dir.path(), "cpus:2;mem:1024;ports:[36500-36509]", |o| {
+            o.http_auth = Arc::new(HttpAuth::new(
+                [Realm::AgentReadonly],
+                Credentials::of(["ops", "dev"].map(|p| credential(p, &format!("{p}-secret")))),
+            ));
+            o.acls = agora_proto::acl::Acls::parse(
+                br#"{"permissive": false,
+                     "access_sandboxes": [{"principals":{"values":["ops"]},"users":{"type":"ANY"}}]}"#,
+            )
+            .unwrap();
+            o.authenticate_http_executors = true;
+        })
+        .await;
+    let (scheduler, mut events) =
+        agora_sdk::subscribe(SchedulerConfig::new(&master.address(), "matrix"))
+            .await
+            .unwrap();
+    let offer = first_offer(&mut events).await;
+    run_until(
+        &scheduler,
+        &mut events,
+        &offer,
+        ("m1", "echo hi; sleep 60"),
+        TaskState::TaskRunning,
+    )
+    .await;
+    let stdout = crate::marathon::eventually("the task's stdout", || async {
+        find(&dir.path().join("agent/slaves"), "stdout")
+    })
+    .await;
+    let run = stdout.parent().unwrap();
+    let cid = run.file_name().unwrap().to_string_lossy().to_string();
+    let framework = scheduler.framework_id().unwrap().value;
+    let key = std::fs::read(dir.path().join("agent/meta/jwt_secret_key")).unwrap();
+    let token = |eid: &str| {
+        agora_proto::auth::executor_token(
+            &key,
+            &agora_proto::auth::ExecutorClaims {
+                fid: framework.clone(),
+                eid: eid.into(),
+                cid: cid.clone(),
+            },
+        )
+    };
+    let client = reqwest::Client::new();
+    for route in agora_agent::ROUTES {
+        let url = |q: &str| format!("http://{}{}{q}", agent.addr, route.path);
+        let cells = if route.realm == Some(Realm::AgentExecutor) {
+            let call = |bearer: Option<String>| {
+                let body = json!({"type": "MESSAGE", "framework_id": {"value": framework},
+                                  "executor_id": {"value": "m1"}, "message": {"data": "aGk="}});
+                let mut req = client.post(url("")).json(&body);
+                if let Some(b) = bearer {
+                    req = req.bearer_auth(b);
+                }
+                async move { req.send().await.unwrap().status().as_u16() }
+            };
+            (
+                call(None).await,
+                call(Some("not.a.token".into())).await,
+                call(Some(token("someone-else"))).await,
+                call(Some(token("m1"))).await,
+            )
+        } else {
+            let q = match route.path {
+                "/files/browse" => format!("?path={}", run.display()),
+                p if p.starts_with("/files/") => format!("?path={}&offset=0", stdout.display()),
+                _ => String::new(),
+            };
+            let get = |who: Option<(&str, &str)>| {
+                let mut req = client.get(url(&q));
+                if let Some((u, p)) = who {
+                    req = req.basic_auth(u, Some(p));
+                }
+                async move { req.send().await.unwrap().status().as_u16() }
+            };
+            (
+                get(None).await,
+                get(Some(("ops", "wrong"))).await,
+                get(Some(("dev", "dev-secret"))).await,
+                get(Some(("ops", "ops-secret"))).await,
+            )
+        };
+        let ok = |s: u16| (200..300).contains(&s);
+        let (none, wrong, unauthorized, authorized) = cells;
+        let want_unauthorized = |s: u16| match (route.realm, route.action) {
+            (None, _) => ok(s),
+            (Some(Realm::AgentExecutor), _) | (Some(_), Some(_)) => s == 403,
+            (Some(_), None) => ok(s),
+        };
+        let open = route.realm.is_none();
+        assert!(
+            (if open {
+                ok(none) && ok(wrong)
+            } else {
+                none == 401 && wrong == 401
+            }) && want_unauthorized(unauthorized)
+                && ok(authorized),
+            "{}: {cells:?}",
+            route.path
+        );
+    }
+    agent.stop().await;
+    master.stop().await;
+}
+
+/// marathon-rs authenticates every request before routing; each of its
+/// routes (`agora_marathon::http::ROUTES`) answers 401 without or with wrong
+/// credentials, and is served with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_marathon_route_needs_its_credentials() {
+    let cluster = Cluster::start(1, "cpus:1;mem:256").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = agora_marathon::MarathonOptions::new(&cluster.master(), dir.path().into());
+    o.http_auth = Arc::new(agora_marathon::auth::HttpAuth::new(
+        Some(("admin".into(), Secret::new("s3cret"))),
+        Vec::new(),
+        "Mesosphere",
+    ));
+    let marathon = agora_marathon::start(
+        o,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    for (method, path) in agora_marathon::http::ROUTES {
+        let call = |who: Option<(&str, &str)>| {
+            let mut req = client
+                .request(
+                    reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                    format!("http://{}{path}", marathon.addr),
+                )
+                .header("Accept", "text/event-stream, application/json")
+                .header("Content-Type", "application/json");
+            if *method != "GET" {
+                req = req.body("{}");
+            }
+            if let Some((u, p)) = who {
+                req = req.basic_auth(u, Some(p));
+            }
+            async move { req.send().await.unwrap().status().as_u16() }
+        };
+        let cells = (
+            call(None).await,
+            call(Some(("admin", "wrong"))).await,
+            call(Some(("admin", "s3cret"))).await,
+        );
+        assert!(
+            cells.0 == 401 && cells.1 == 401 && cells.2 != 401 && cells.2 != 403 && cells.2 < 500,
+            "{method} {path}: {cells:?}"
+        );
+    }
+    marathon.stop().await;
+    cluster.stop().await;
+}

@@ -17,6 +17,34 @@ use crate::ui;
 use agora_marathon_core::marathon::Marathon;
 use agora_marathon_core::time::Millis;
 
+/// A request of each route marathon-rs serves (method, path): what the
+/// authentication tests walk. Every request is authenticated before it is
+/// routed, so no route can skip it.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/ping"),
+    ("GET", "/metrics"),
+    ("GET", "/v2/info"),
+    ("GET", "/v2/leader"),
+    ("DELETE", "/v2/leader"),
+    ("GET", "/v2/apps"),
+    ("POST", "/v2/apps"),
+    ("GET", "/v2/apps/x"),
+    ("PUT", "/v2/apps/x"),
+    ("DELETE", "/v2/apps/x"),
+    ("POST", "/v2/apps/x/restart"),
+    ("GET", "/v2/apps/x/tasks"),
+    ("GET", "/v2/apps/x/versions"),
+    ("GET", "/v2/tasks"),
+    ("POST", "/v2/tasks/delete"),
+    ("GET", "/v2/deployments"),
+    ("DELETE", "/v2/deployments/d"),
+    ("GET", "/v2/queue"),
+    ("DELETE", "/v2/queue/x/delay"),
+    ("GET", "/v2/groups"),
+    ("GET", "/v2/events"),
+];
+
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
