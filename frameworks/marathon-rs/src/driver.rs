@@ -12,7 +12,9 @@
 //! the driver: a REST mutation's reply, and a launch (so a restarted
 //! marathon-rs knows every task it launched) together with every call after
 //! it, so calls still leave in the order they were decided. Changes nobody
-//! waits for (status updates) are written at the next tick.
+//! waits for (status updates) are written within `tick`. The state machine
+//! is ticked at its own next deadline (`Marathon::next_deadline`), and every
+//! 30 s as a sweep.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -140,8 +142,9 @@ impl Handle {
 }
 
 /// Starts the driver of `marathon`: its calls go to `calls`, its state to
-/// `store`; `tick` is how often timers (backoffs, unreachable instances)
-/// are looked at and unsaved changes written.
+/// `store`. Timers (backoffs, unreachable instances) fire at the state
+/// machine's own deadline; `tick` is how long changes nobody waits for
+/// (status updates) may stay unwritten.
 pub fn spawn(
     marathon: Marathon,
     store: Store,
@@ -165,6 +168,7 @@ pub fn spawn(
         replies: VecDeque::new(),
         held: VecDeque::new(),
         flushes: Vec::new(),
+        flush_at: None,
     };
     (Handle { tx, events }, tokio::spawn(driver.run()))
 }
@@ -193,14 +197,27 @@ struct Driver {
     /// decided after it).
     held: VecDeque<(u64, Call)>,
     flushes: Vec<(u64, oneshot::Sender<()>)>,
+    /// When changes nobody waits for are written.
+    flush_at: Option<tokio::time::Instant>,
 }
+
+/// Every app is reconciled at least this often, besides the state
+/// machine's own deadlines.
+const SWEEP: Duration = Duration::from_secs(30);
 
 impl Driver {
     async fn run(mut self) {
-        let mut ticks = tokio::time::interval(self.tick);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A slow sweep besides the deadlines: every app is reconciled at
+        // least this often, whatever happens.
+        let mut sweep = tokio::time::interval(SWEEP);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let retry = self.retry;
+            let flush = self.flush_at;
+            let deadline = self.marathon.next_deadline(now()).map(|t| {
+                let wait = u64::try_from(t.0 - now().0).unwrap_or(0);
+                tokio::time::Instant::now() + Duration::from_millis(wait)
+            });
             tokio::select! {
                 command = self.rx.recv() => {
                     let Some(command) = command else { break };
@@ -220,10 +237,21 @@ impl Driver {
                 () = async { tokio::time::sleep_until(retry.expect("guarded")).await }, if retry.is_some() => {
                     self.retry = None;
                 }
-                _ = ticks.tick() => {
+                () = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                    self.input(Box::new(|m, now| m.tick(now)));
+                }
+                () = async { tokio::time::sleep_until(flush.expect("guarded")).await }, if flush.is_some() => {
+                    self.flush_at = None;
+                    self.save(true);
+                }
+                _ = sweep.tick() => {
                     self.input(Box::new(|m, now| m.tick(now)));
                     self.save(true);
                 }
+            }
+            // Changes nobody waits for are written within `tick`.
+            if self.version > self.stored && self.flush_at.is_none() {
+                self.flush_at = Some(tokio::time::Instant::now() + self.tick);
             }
             self.save(false);
         }

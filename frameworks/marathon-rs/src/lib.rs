@@ -41,7 +41,8 @@ pub struct MarathonOptions {
     pub role: String,
     /// Heartbeats on `/v2/events`.
     pub event_heartbeat: Duration,
-    /// How often backoffs are re-checked and unsaved changes flushed.
+    /// How long changes nobody waits for (status updates) may stay
+    /// unwritten (timers fire at the state machine's own deadlines).
     pub tick: Duration,
     /// After an operator's TEARDOWN, register a new framework and relaunch
     /// the apps (without it, marathon-rs says so and waits).

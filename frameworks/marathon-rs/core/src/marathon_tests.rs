@@ -242,6 +242,9 @@ fn scaling_down_kills_and_a_failed_task_is_replaced_after_backoff() {
         h.offer_agents(&[("a1", "")]).is_empty(),
         "launched during backoff"
     );
+    // The shell is woken when the backoff ends, not polled.
+    let until = h.m.state().backoff[&path("/w")].until;
+    assert_eq!(h.m.next_deadline(h.now), Some(Millis(until)));
     let queue = h.m.queue(h.now, &[]).body.unwrap();
     assert_eq!(queue["queue"][0]["count"], json!(1), "{queue}");
     assert_eq!(
@@ -251,6 +254,8 @@ fn scaling_down_kills_and_a_failed_task_is_replaced_after_backoff() {
     );
     h.at(2500);
     assert_eq!(h.offer_agents(&[("a1", "")]).len(), 1);
+    // Nothing waits any more: nothing is timed.
+    assert_eq!(h.m.next_deadline(h.now), None);
 }
 
 #[test]
@@ -619,8 +624,11 @@ fn unreachable_instances_are_replaced_after_inactive_and_forgotten_after_expunge
     h.run_all(&tasks);
     let lost = tasks[0].task_id.value.clone();
     h.status(&lost, TaskState::TaskUnreachable, None);
-    // Still counted: nothing is launched yet.
+    // Still counted: nothing is launched yet; the shell wakes when it turns
+    // inactive.
     assert!(h.offer_agents(&[("a2", "")]).is_empty());
+    let since = h.m.state().instances[&lost].unreachable_since.unwrap();
+    assert_eq!(h.m.next_deadline(h.now), Some(since.plus(10_000)));
     h.at(11_000);
     let now = h.now;
     h.m.tick(now);

@@ -717,6 +717,36 @@ impl Marathon {
         self.reconcile(now);
     }
 
+    /// When [`Self::tick`] must next run (after `now`): a launch backoff
+    /// ending for an app that waits to launch, or an unreachable instance
+    /// turning inactive or expunged. None: nothing is timed.
+    pub fn next_deadline(&self, now: Millis) -> Option<Millis> {
+        let backoffs = self
+            .state
+            .backoff
+            .iter()
+            .filter(|(app, b)| b.until > now.0 && self.needs.get(*app).is_some_and(|n| *n > 0))
+            .map(|(_, b)| Millis(b.until));
+        let unreachable = self.state.instances.values().filter_map(|i| {
+            let since = i.unreachable_since?;
+            let UnreachableStrategy::Enabled {
+                inactive_after_seconds,
+                expunge_after_seconds,
+            } = self.state.apps.get(&i.app_id)?.unreachable_strategy.clone()
+            else {
+                return None;
+            };
+            let at = |secs: f64| since.plus((secs * 1000.0) as i64);
+            let inactive = (!i.inactive).then(|| at(inactive_after_seconds));
+            let expunge = at(expunge_after_seconds.max(inactive_after_seconds));
+            Some(inactive.map_or(expunge, |i| i.min(expunge)))
+        });
+        backoffs
+            .chain(unreachable)
+            .map(|t| t.max(Millis(now.0 + 1)))
+            .min()
+    }
+
     // ------------------------------------------------------------ reconcile
 
     /// The definition `app` should have now: the deployment's view while one
