@@ -7,6 +7,7 @@
 //! [`render`] writes `haproxy.cfg` from them with an askama template. Both
 //! are pure: the same apps give the same text.
 
+pub mod daemon;
 pub mod haproxy;
 pub mod templates;
 
