@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use agora_rpc::agent_service_client::AgentServiceClient;
-use agora_rpc::zk;
+use agora_zk as zk;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::{info, warn};

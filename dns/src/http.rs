@@ -50,11 +50,11 @@ pub async fn route(ctx: Arc<Context>, req: Request) -> warp::reply::Response {
         })),
         ["v1", "config"] => {
             let o = &ctx.options;
-            let zk = agora_rpc::zk::is_zk(&o.master);
+            let zk = agora_zk::is_zk(&o.master);
             // Mesos-DNS shows the ZooKeeper URL without credentials.
             let zk_url = o
                 .master
-                .parse::<agora_rpc::zk::ZkUrl>()
+                .parse::<agora_zk::ZkUrl>()
                 .ok()
                 .filter(|_| zk)
                 .map(|u| u.to_string())

@@ -22,7 +22,7 @@ use std::time::Duration;
 use agora_proto::operator;
 use agora_rpc::client::ApiClient;
 use agora_rpc::http::Encoding;
-use agora_rpc::zk;
+use agora_zk as zk;
 use hickory_server::ServerFuture;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;

@@ -265,7 +265,7 @@ pub enum HaError {
     /// ZooKeeper failed, or the session holding leadership ended (the
     /// process should exit, as a Mesos master aborts).
     #[error(transparent)]
-    Zk(#[from] agora_rpc::zk::ZkError),
+    Zk(#[from] agora_zk::ZkError),
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
@@ -284,20 +284,20 @@ pub enum HaError {
 pub async fn run_contending(
     options: MasterOptions,
     listener: TcpListener,
-    zk: agora_rpc::zk::ZkUrl,
+    zk: agora_zk::ZkUrl,
     session_timeout: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), HaError> {
     let mut stop = std::pin::pin!(stop);
     let info = master_info(&options, listener.local_addr()?);
     let record = agora_proto::json::to_value(&info).to_string();
-    let mut candidacy = agora_rpc::zk::contend(&zk, record.as_bytes(), session_timeout).await?;
+    let mut candidacy = agora_zk::contend(&zk, record.as_bytes(), session_timeout).await?;
     // The standby and the leader share one socket, so no connection is
     // refused in between.
     let socket = listener.into_std()?;
     let standby = standby::serve(
         TcpListener::from_std(socket.try_clone()?)?,
-        agora_rpc::zk::detect(zk.clone()),
+        agora_zk::detect(zk.clone()),
         options.auth.clone(),
         options.transport.clone(),
     );
@@ -315,7 +315,7 @@ pub async fn run_contending(
         Ok(e) => e,
         Err(e) => return Err(e.into()),
     };
-    let registry = RegistryStore::Zk(Arc::new(agora_rpc::zk::Document::new(
+    let registry = RegistryStore::Zk(Arc::new(agora_zk::Document::new(
         candidacy.client().clone(),
         &zk,
         format!("{}-registry", zk.path),

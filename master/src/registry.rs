@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use agora_proto::internal::Registry;
-use agora_rpc::zk;
+use agora_zk as zk;
 use prost::Message as _;
 use tokio::sync::{Notify, watch};
 use tracing::{error, warn};

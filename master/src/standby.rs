@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 
 use agora_rpc::http::{self as h};
-use agora_rpc::zk::Leader;
+use agora_zk::Leader;
 use http::{StatusCode, header};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};

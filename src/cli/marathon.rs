@@ -50,8 +50,8 @@ pub struct MarathonArgs {
     pub decline_offer_duration: f64,
     /// Run highly available: elect a leader and keep the state in ZooKeeper
     /// (`zk://host:2181[,host:2181]/marathon`) instead of --work-dir.
-    #[arg(long, value_parser = |s: &str| s.parse::<agora_rpc::zk::ZkUrl>())]
-    pub zk: Option<agora_rpc::zk::ZkUrl>,
+    #[arg(long, value_parser = |s: &str| s.parse::<agora_zk::ZkUrl>())]
+    pub zk: Option<agora_zk::ZkUrl>,
     /// After an operator's TEARDOWN removed the framework, register a new one
     /// and relaunch every app (without it, marathon-rs says so and waits).
     #[arg(long)]

@@ -44,7 +44,7 @@ pub struct MasterArgs {
     /// Contend for leadership in ZooKeeper (`zk://host:2181[,host:2181]/mesos`):
     /// a standby redirects to the leader until it is elected.
     #[arg(long, value_parser = parse_zk)]
-    pub zk: Option<agora_rpc::zk::ZkUrl>,
+    pub zk: Option<agora_zk::ZkUrl>,
     /// ZooKeeper session timeout: a leader cut off from ZooKeeper this long
     /// stops leading (the process exits).
     #[arg(long, default_value = "10s", value_parser = humantime_duration)]
@@ -148,7 +148,7 @@ impl MasterAuthArgs {
     }
 }
 
-fn parse_zk(s: &str) -> Result<agora_rpc::zk::ZkUrl, String> {
+fn parse_zk(s: &str) -> Result<agora_zk::ZkUrl, String> {
     s.parse()
 }
 

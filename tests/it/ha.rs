@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use agora_proto::v1::TaskState;
-use agora_rpc::zk;
 use agora_sdk::{Event, SchedulerConfig, TaskBuilder};
+use agora_zk as zk;
 
 use crate::cluster::{agora_bin, free_port, missing, start_agent};
 use crate::dns::{dig, dig_available};

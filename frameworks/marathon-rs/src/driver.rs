@@ -350,7 +350,7 @@ impl Driver {
                 self.stored = version;
                 self.release();
             }
-            Ok((_, Err(StoreError::Zk(agora_rpc::zk::ZkError::Fenced(_))))) => {
+            Ok((_, Err(StoreError::Zk(agora_zk::ZkError::Fenced(_))))) => {
                 // The store has told the leader loop, which stops us.
                 self.retry = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
             }

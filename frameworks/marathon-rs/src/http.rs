@@ -612,7 +612,7 @@ impl Standby {
 pub fn standby(
     listener: tokio::net::TcpListener,
     me: String,
-    leader: tokio::sync::watch::Receiver<Option<agora_rpc::zk::Leader>>,
+    leader: tokio::sync::watch::Receiver<Option<agora_zk::Leader>>,
     auth: Arc<crate::auth::HttpAuth>,
     transport: agora_rpc::serve::Transport,
     client_tls: Option<agora_rpc::tls::ClientTls>,

@@ -155,7 +155,7 @@ pub enum HaError {
     /// ZooKeeper failed, the session holding leadership ended, or another
     /// leader wrote the state: the process should exit, as Marathon does.
     #[error(transparent)]
-    Zk(#[from] agora_rpc::zk::ZkError),
+    Zk(#[from] agora_zk::ZkError),
     /// The state could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -172,11 +172,11 @@ pub enum HaError {
 pub async fn run_contending(
     mut options: MarathonOptions,
     listener: tokio::net::TcpListener,
-    zk: agora_rpc::zk::ZkUrl,
+    zk: agora_zk::ZkUrl,
     session_timeout: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), HaError> {
-    use agora_rpc::zk::{Election, contend_in, detect_in};
+    use agora_zk::{Election, contend_in, detect_in};
     let mut stop = std::pin::pin!(stop);
     let addr = listener.local_addr().map_err(io_error(&options))?;
     let me = advertised(&mut options, addr);

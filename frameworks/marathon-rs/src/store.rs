@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use agora_marathon_core::marathon::State;
-use agora_rpc::zk;
+use agora_zk as zk;
 use tracing::error;
 
 /// What can go wrong with the store.

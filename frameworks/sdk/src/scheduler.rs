@@ -6,7 +6,7 @@ use std::time::Duration;
 use agora_proto::{scheduler as sched, v1};
 use agora_rpc::client::{ApiClient, ClientError};
 use agora_rpc::http::Encoding;
-use agora_rpc::zk;
+use agora_zk as zk;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 

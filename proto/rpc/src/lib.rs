@@ -14,7 +14,6 @@ pub mod client;
 pub mod http;
 pub mod serve;
 pub mod tls;
-pub mod zk;
 
 #[allow(missing_docs, clippy::all, clippy::unwrap_used)]
 mod generated {

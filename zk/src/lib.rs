@@ -1,6 +1,8 @@
-//! Leader election and detection in ZooKeeper, in Mesos' layout
-//! (`shared/specs/mesos-v1-http-api.md` §6), so Mesos tools find Agora's
-//! leading master and Agora finds theirs.
+//! ZooKeeper for Agora: leader election and detection in Mesos' layout
+//! (`<path>/json.info_NNNNNNNNNN` records holding MasterInfo as JSON), so
+//! Mesos tools find Agora's leading master and Agora finds theirs; Curator's
+//! leader latch for marathon-rs; and fenced documents ([`Document`]) for the
+//! registry and marathon-rs' state.
 //!
 //! Every contending master holds an ephemeral sequential
 //! `<path>/json.info_NNNNNNNNNN` with its MasterInfo as JSON; the member with
