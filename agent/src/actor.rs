@@ -875,12 +875,12 @@ impl Actor {
             ("MESOS_HTTP_COMMAND_EXECUTOR".into(), "1".into()),
             (
                 "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD".into(),
-                mesos_duration(grace),
+                agora_proto::duration::format(grace),
             ),
             ("LIBPROCESS_PORT".into(), "0".into()),
             (
                 "MESOS_RECOVERY_TIMEOUT".into(),
-                mesos_duration(self.settings.recovery_timeout),
+                agora_proto::duration::format(self.settings.recovery_timeout),
             ),
             ("AGORA_CLUSTER".into(), self.settings.cluster.clone()),
             (
@@ -1587,17 +1587,6 @@ fn describe_wait(status: Option<i32>) -> String {
         None => "unknown status".into(),
         Some(s) if s & 0x7f == 0 => format!("exited with status {}", (s >> 8) & 0xff),
         Some(s) => format!("terminated by signal {}", s & 0x7f),
-    }
-}
-
-/// A duration as Mesos writes it (`5secs`, `250ms`).
-pub fn mesos_duration(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}secs", d.as_secs())
-    } else if d.as_nanos().is_multiple_of(1_000_000) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{}ns", d.as_nanos())
     }
 }
 

@@ -105,26 +105,6 @@ fn env(name: &'static str) -> Result<String, ExecutorError> {
     std::env::var(name).map_err(|_| ExecutorError::Env(name))
 }
 
-/// Parses a Mesos duration string (`5secs`, `250ms`, `1mins`).
-pub fn parse_mesos_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let idx = s.find(|c: char| c.is_ascii_alphabetic())?;
-    let (n, unit) = s.split_at(idx);
-    let n: f64 = n.parse().ok()?;
-    let secs = match unit {
-        "ns" => n / 1e9,
-        "us" => n / 1e6,
-        "ms" => n / 1e3,
-        "secs" => n,
-        "mins" => n * 60.0,
-        "hrs" => n * 3600.0,
-        "days" => n * 86400.0,
-        "weeks" => n * 604800.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(secs).ok()
-}
-
 /// The client of the agent's executor API: plain HTTP, or with
 /// `LIBPROCESS_SSL_ENABLED` TLS trusting `LIBPROCESS_SSL_CA_FILE`, the agent
 /// verified by its cluster-scoped name (`agent.<AGORA_CLUSTER>`) at its
@@ -192,7 +172,7 @@ pub async fn run() -> Result<(), ExecutorError> {
     let window = if std::env::var("MESOS_CHECKPOINT").is_ok_and(|v| v == "1") {
         std::env::var("MESOS_RECOVERY_TIMEOUT")
             .ok()
-            .and_then(|s| parse_mesos_duration(&s))
+            .and_then(|s| agora_proto::duration::parse(&s).ok())
             .unwrap_or(Duration::from_secs(15 * 60))
     } else {
         RECONNECT_WINDOW
@@ -340,7 +320,7 @@ impl Executor {
                 info!("shutdown requested");
                 let grace = std::env::var("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD")
                     .ok()
-                    .and_then(|s| parse_mesos_duration(&s))
+                    .and_then(|s| agora_proto::duration::parse(&s).ok())
                     .unwrap_or(Duration::from_secs(5));
                 self.shutting_down = Some(Instant::now() + grace);
                 let ids: Vec<String> = self.tasks.keys().cloned().collect();
@@ -1164,16 +1144,5 @@ mod tests {
         for bad in ["0", "-1", "soon", "NaN", "inf", ""] {
             assert_eq!(shutdown_delay(&with(Some(bad))), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn mesos_durations() {
-        assert_eq!(parse_mesos_duration("5secs"), Some(Duration::from_secs(5)));
-        assert_eq!(
-            parse_mesos_duration("250ms"),
-            Some(Duration::from_millis(250))
-        );
-        assert_eq!(parse_mesos_duration("1mins"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_mesos_duration("5s"), None);
     }
 }

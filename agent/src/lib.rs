@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-pub use actor::{Settings, mesos_duration, recorded_id};
+pub use actor::{Settings, recorded_id};
 pub use http::{ROUTES, Route};
 pub use link::master_url;
 

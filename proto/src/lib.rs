@@ -19,6 +19,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod duration;
 pub mod ids;
 pub mod json;
 pub mod recordio;

@@ -10,8 +10,6 @@ use agora_proto::v1;
 use anyhow::Context as _;
 use clap::Args;
 
-use super::master::humantime_duration;
-
 /// Flags of `agora agent` (Mesos names where Mesos users know them).
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
@@ -45,10 +43,10 @@ pub struct AgentArgs {
     #[arg(long)]
     pub executor_path: Option<PathBuf>,
     /// How long an executor may take to subscribe.
-    #[arg(long, default_value = "1m", value_parser = humantime_duration)]
+    #[arg(long, default_value = "1m", value_parser = agora_proto::duration::parse)]
     pub executor_registration_timeout: Duration,
     /// How long an executor has to exit after SHUTDOWN.
-    #[arg(long, default_value = "5s", value_parser = humantime_duration)]
+    #[arg(long, default_value = "5s", value_parser = agora_proto::duration::parse)]
     pub executor_shutdown_grace_period: Duration,
     /// Containerizers, comma separated: `docker` (tasks with a DOCKER
     /// ContainerInfo) and `process` (everything else).
@@ -59,7 +57,7 @@ pub struct AgentArgs {
     pub docker_allow_privileged: bool,
     /// How long executors of checkpointing frameworks wait for a restarted
     /// agent before they kill their tasks.
-    #[arg(long, default_value = "15m", value_parser = humantime_duration)]
+    #[arg(long, default_value = "15m", value_parser = agora_proto::duration::parse)]
     pub recovery_timeout: Duration,
     /// Process task isolation: `cgroups` (cpu and memory limits, v2 or v1;
     /// without writable cgroups the agent says so and runs without) or `none`.

@@ -7,8 +7,6 @@ use agora_dns::{DnsOptions, IpSource};
 use anyhow::Context as _;
 use clap::Args;
 
-use super::master::humantime_duration;
-
 /// Flags of `agora dns` (Mesos-DNS' names and defaults where it has them).
 #[derive(Args, Debug, Clone)]
 pub struct DnsArgs {
@@ -37,14 +35,14 @@ pub struct DnsArgs {
     pub ip_sources: Vec<IpSource>,
     /// Full rebuild from the master's state at least this often (events
     /// rebuild it at once).
-    #[arg(long, default_value = "60s", value_parser = humantime_duration)]
+    #[arg(long, default_value = "60s", value_parser = agora_proto::duration::parse)]
     pub refresh: Duration,
     /// Resolvers for names outside the domain, tried in order (`ip` or
     /// `ip:port`, comma separated); without any such names are REFUSED.
     #[arg(long, value_delimiter = ',', value_parser = parse_resolver)]
     pub resolvers: Vec<SocketAddr>,
     /// How long each resolver may take.
-    #[arg(long, default_value = "5s", value_parser = humantime_duration)]
+    #[arg(long, default_value = "5s", value_parser = agora_proto::duration::parse)]
     pub timeout: Duration,
     /// A file with the principal and secret for the master
     /// (`{"principal": "dns", "secret": "…"}`), as Mesos-DNS' `mesosCredentials`.

@@ -10,8 +10,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 
-use super::master::humantime_duration;
-
 /// Flags of `agora lb` (marathon-lb's names where it has them).
 #[derive(Args, Debug, Clone)]
 pub struct LbArgs {
@@ -68,7 +66,7 @@ pub struct LbArgs {
     #[arg(long)]
     pub templates: Option<PathBuf>,
     /// Full resync from `/v2/apps` at least this often.
-    #[arg(long, default_value = "30s", value_parser = humantime_duration)]
+    #[arg(long, default_value = "30s", value_parser = agora_proto::duration::parse)]
     pub resync: Duration,
     /// Credentials for marathon-rs, `user:pass` (marathon-lb's flag).
     #[arg(long, env = "AGORA_MARATHON_CREDENTIALS", hide_env_values = true,

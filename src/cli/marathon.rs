@@ -95,7 +95,7 @@ pub struct MarathonArgs {
     #[arg(long)]
     pub insecure: bool,
     /// ZooKeeper session timeout: a leader cut off this long steps down.
-    #[arg(long, default_value = "10s", value_parser = super::master::humantime_duration)]
+    #[arg(long, default_value = "10s", value_parser = agora_proto::duration::parse)]
     pub zk_session_timeout: std::time::Duration,
 }
 

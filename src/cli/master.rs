@@ -21,19 +21,19 @@ pub struct MasterArgs {
     #[arg(long, env = "AGORA_MASTER_HOSTNAME")]
     pub hostname: Option<String>,
     /// Batch allocation interval, e.g. `1s`, `500ms`.
-    #[arg(long, default_value = "1s", value_parser = humantime_duration)]
+    #[arg(long, default_value = "1s", value_parser = agora_proto::duration::parse)]
     pub allocation_interval: Duration,
     /// How often agents are pinged.
-    #[arg(long, default_value = "15s", value_parser = humantime_duration)]
+    #[arg(long, default_value = "15s", value_parser = agora_proto::duration::parse)]
     pub agent_ping_timeout: Duration,
     /// Missed pings before an agent is unreachable.
     #[arg(long, default_value_t = 5)]
     pub max_agent_ping_timeouts: u32,
     /// How long an agent admitted before a master failover may take to re-register (an agent whose connection closes has its ping budget: --agent-ping-timeout x --max-agent-ping-timeouts).
-    #[arg(long, default_value = "10m", value_parser = humantime_duration)]
+    #[arg(long, default_value = "10m", value_parser = agora_proto::duration::parse)]
     pub agent_reregister_timeout: Duration,
     /// Rescind offers older than this (none when unset).
-    #[arg(long, value_parser = humantime_duration)]
+    #[arg(long, value_parser = agora_proto::duration::parse)]
     pub offer_timeout: Option<Duration>,
     /// Role weights, `role=weight,role=weight`.
     #[arg(long, value_parser = parse_weights)]
@@ -47,7 +47,7 @@ pub struct MasterArgs {
     pub zk: Option<agora_zk::ZkUrl>,
     /// ZooKeeper session timeout: a leader cut off from ZooKeeper this long
     /// stops leading (the process exits).
-    #[arg(long, default_value = "10s", value_parser = humantime_duration)]
+    #[arg(long, default_value = "10s", value_parser = agora_proto::duration::parse)]
     pub zk_session_timeout: Duration,
     /// IP advertised to agents, frameworks and ZooKeeper (default: --ip).
     #[arg(long)]
@@ -172,33 +172,6 @@ fn parse_weights(s: &str) -> Result<Weights, String> {
         out.push((role.to_string(), w));
     }
     Ok(Weights(out))
-}
-
-/// Parses `1s`, `500ms`, `10m`, `2h` or a plain number of seconds.
-pub fn humantime_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).map_err(|e| e.to_string());
-    }
-    let split = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .ok_or_else(|| format!("'{s}' is not a duration"))?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration"))?;
-    let secs = match unit {
-        "ns" => n / 1e9,
-        "us" => n / 1e6,
-        "ms" => n / 1e3,
-        "s" | "sec" | "secs" => n,
-        "m" | "min" | "mins" => n * 60.0,
-        "h" | "hr" | "hrs" => n * 3600.0,
-        "d" | "day" | "days" => n * 86400.0,
-        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s, m, h, d)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is not a valid duration"))
 }
 
 impl MasterArgs {
