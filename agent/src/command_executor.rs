@@ -80,6 +80,8 @@ struct Task {
 
 struct Executor {
     client: ApiClient,
+    /// The agent's address (from `MESOS_AGENT_ENDPOINT`): a process task's.
+    agent_ip: Option<String>,
     framework_id: String,
     executor_id: String,
     directory: PathBuf,
@@ -151,6 +153,9 @@ pub async fn run() -> Result<(), ExecutorError> {
     let (docker_exits_tx, mut docker_exits) = mpsc::unbounded_channel();
     let mut ex = Executor {
         client,
+        agent_ip: endpoint
+            .rsplit_once(':')
+            .map(|(ip, _)| ip.trim_start_matches('[').trim_end_matches(']').to_string()),
         framework_id,
         executor_id,
         directory,
@@ -984,14 +989,8 @@ impl Executor {
         }
         t.state = state;
         let container_ip = t.ip.clone();
-        let ip = container_ip.or_else(|| {
-            self.client
-                .url()
-                .trim_start_matches("http://")
-                .split('/')
-                .next()
-                .and_then(|hp| hp.rsplit_once(':').map(|(h, _)| h.to_string()))
-        });
+        // A process task shares the agent's address.
+        let ip = container_ip.or_else(|| self.agent_ip.clone());
         let container_status = (state == TaskState::TaskRunning).then(|| v1::ContainerStatus {
             container_id: self.container_id.clone(),
             network_infos: ip

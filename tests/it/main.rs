@@ -10,6 +10,7 @@ mod dns;
 mod docker;
 mod e2e;
 mod ha;
+mod hosts;
 mod lb;
 mod marathon;
 mod pymesos;

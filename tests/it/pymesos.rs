@@ -27,9 +27,27 @@ pub(crate) async fn run_scheduler_as(
     count: usize,
     credential: Option<(&str, &str)>,
 ) -> serde_json::Value {
+    run_scheduler_in(
+        tokio::process::Command::new(python),
+        master,
+        mode,
+        count,
+        credential,
+    )
+    .await
+}
+
+/// Runs the scheduler script with `cmd` (python, or python inside a host of
+/// a testbed: `ip netns exec <host> python`).
+pub(crate) async fn run_scheduler_in(
+    mut cmd: tokio::process::Command,
+    master: &str,
+    mode: &str,
+    count: usize,
+    credential: Option<(&str, &str)>,
+) -> serde_json::Value {
     let script = repo().join("tests/python/pymesos_scheduler.py");
     let executor = repo().join("tests/python/pymesos_executor.py");
-    let mut cmd = tokio::process::Command::new(python);
     cmd.arg(&script)
         .arg(master)
         .arg(mode)

@@ -2,7 +2,10 @@
 tests. It launches N tasks (command tasks, or tasks under a pymesos custom
 executor), acknowledges updates implicitly, and prints a JSON summary.
 
-usage: pymesos_scheduler.py MASTER (command|executor) N [EXECUTOR_SCRIPT]
+usage: pymesos_scheduler.py MASTER (command|executor|spread) N [EXECUTOR_SCRIPT]
+
+"spread" launches one command task per agent, on N distinct agents, and
+reports where each ran ("hosts": task id -> the offer's hostname).
 
 With PYMESOS_PRINCIPAL and PYMESOS_SECRET set, it authenticates with them
 (HTTP Basic on every call, as pymesos does given principal and secret).
@@ -29,12 +32,15 @@ class Runner(Scheduler):
         self.states = {}
         self.messages = {}
         self.framework_id = None
+        self.hosts = {}
         self.done = threading.Event()
 
     def registered(self, driver, framework_id, master_info):
         self.framework_id = framework_id["value"] if isinstance(framework_id, dict) else framework_id.value
 
     def resourceOffers(self, driver, offers):
+        if mode == "spread":
+            return self.spread(driver, offers)
         for offer in offers:
             if self.launched:
                 driver.declineOffer(offer.id, Dict(refuse_seconds=60))
@@ -62,6 +68,23 @@ class Runner(Scheduler):
                 tasks.append(task)
             driver.launchTasks(offer.id, tasks)
             self.launched = True
+
+    def spread(self, driver, offers):
+        for offer in offers:
+            if len(self.hosts) >= count or offer.hostname in self.hosts.values():
+                driver.declineOffer(offer.id, Dict(refuse_seconds=60))
+                continue
+            task = Dict()
+            task.task_id.value = "py-%d" % len(self.hosts)
+            task.agent_id.value = offer.agent_id.value
+            task.name = "pymesos task on %s" % offer.hostname
+            task.resources = [
+                dict(name="cpus", type="SCALAR", scalar={"value": 0.1}),
+                dict(name="mem", type="SCALAR", scalar={"value": 32}),
+            ]
+            task.command.value = "echo pymesos-$MESOS_TASK_ID"
+            self.hosts[task.task_id.value] = offer.hostname
+            driver.launchTasks(offer.id, [task])
 
     def statusUpdate(self, driver, update):
         task = update.task_id.value
@@ -92,5 +115,5 @@ ok = runner.done.wait(90)
 time.sleep(0.5)  # let the last acknowledgements go out
 driver.stop()
 driver.join()
-print(json.dumps({"completed": ok, "framework_id": runner.framework_id, "states": runner.states, "messages": runner.messages}))
+print(json.dumps({"completed": ok, "framework_id": runner.framework_id, "states": runner.states, "messages": runner.messages, "hosts": runner.hosts}))
 sys.exit(0 if ok else 1)
