@@ -106,6 +106,12 @@ pub struct Layout {
     /// ZooKeeper session timeout of masters and marathon-rs: how long a
     /// dead leader leads on.
     pub zk_session_timeout: Duration,
+    /// More flags for every master (e.g. a shorter agent ping budget).
+    pub master_flags: Vec<String>,
+    /// More flags for every agent.
+    pub agent_flags: Vec<String>,
+    /// More flags for every marathon-rs.
+    pub marathon_flags: Vec<String>,
 }
 
 impl Default for Layout {
@@ -122,6 +128,9 @@ impl Default for Layout {
             clients: 1,
             agent_resources: "cpus:2;mem:1024;disk:1024;ports:[31000-31999]".into(),
             zk_session_timeout: Duration::from_secs(4),
+            master_flags: vec![],
+            agent_flags: vec![],
+            marathon_flags: vec![],
         }
     }
 }
@@ -356,6 +365,7 @@ impl Cluster {
                 "200ms".into(),
             ];
             args.extend(s.ssl_flags("master"));
+            args.extend(self.layout.master_flags.iter().cloned());
             if self.layout.zookeepers > 0 {
                 args.extend([
                     "--zk".into(),
@@ -393,6 +403,7 @@ impl Cluster {
                 d(&s.credentials),
             ];
             args.extend(s.ssl_flags("agent"));
+            args.extend(self.layout.agent_flags.iter().cloned());
             defs.push((host, agora_cmd(args), vec![]));
         }
         let (admin, admin_secret) = self.admin();
@@ -425,6 +436,7 @@ impl Cluster {
                 ]);
             }
             args.extend(s.ssl_flags("marathon"));
+            args.extend(self.layout.marathon_flags.iter().cloned());
             let env = vec![(
                 "MESOSPHERE_HTTP_CREDENTIALS".to_string(),
                 format!("{admin}:{admin_secret}"),
@@ -599,6 +611,31 @@ impl Cluster {
             child.kill().await?;
         }
         Ok(())
+    }
+
+    /// Starts again every component that exited on its own (a leader that
+    /// stepped down exits, as Mesos' masters do, for its supervisor to
+    /// restart it): what systemd's `Restart=always` would do. Returns the
+    /// hosts restarted.
+    pub fn restart_exited(&self) -> Result<Vec<String>, ClusterError> {
+        let exited: Vec<String> = {
+            let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+            procs
+                .iter_mut()
+                .filter_map(|(host, p)| {
+                    let child = p.child.as_mut()?;
+                    matches!(child.try_wait(), Ok(Some(_))).then(|| {
+                        p.child = None;
+                        host.clone()
+                    })
+                })
+                .collect()
+        };
+        for host in &exited {
+            info!(host, "restarting what exited");
+            self.start_host(host)?;
+        }
+        Ok(exited)
     }
 
     /// The process id of `host`'s component, while it runs.

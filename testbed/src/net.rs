@@ -415,26 +415,68 @@ impl Network {
         Ok(Forward { addr, task })
     }
 
-    /// Cuts `host` off from every other host (its switch leg goes down), as
-    /// a failed link or a pulled cable; [`Network::heal`] undoes it.
+    /// Cuts `host` off from every other host: its firewall drops what
+    /// comes in or goes out on its link, both ways, as a failed link or a
+    /// pulled cable (what runs inside the host still talks to itself).
+    /// [`Network::heal`] undoes it.
     pub fn partition(&self, host: &str) -> Result<(), NetError> {
-        self.leg(host, "down")
+        self.iptables(host, &["-A", "INPUT", "-i", "eth0", "-j", "DROP"])?;
+        self.iptables(host, &["-A", "OUTPUT", "-o", "eth0", "-j", "DROP"])
     }
 
-    /// Reconnects a host cut off by [`Network::partition`].
-    pub fn heal(&self, host: &str) -> Result<(), NetError> {
-        self.leg(host, "up")
-    }
-
-    fn leg(&self, host: &str, state: &str) -> Result<(), NetError> {
-        let i = self
-            .hosts
-            .iter()
-            .position(|h| h.name == host)
-            .ok_or_else(|| NetError::NoHost(host.to_string()))?;
-        let switch = format!("{}-switch", self.prefix);
-        ip(&["-n", &switch, "link", "set", &format!("h{}", i + 1), state])?;
+    /// Cuts `host` off from `others` only, both ways.
+    pub fn cut(&self, host: &str, others: &[&str]) -> Result<(), NetError> {
+        for other in others {
+            let addr = self.host(other)?.addr.to_string();
+            self.iptables(host, &["-A", "INPUT", "-s", &addr, "-j", "DROP"])?;
+            self.iptables(host, &["-A", "OUTPUT", "-d", &addr, "-j", "DROP"])?;
+        }
         Ok(())
+    }
+
+    /// Drops packets on `host`'s link at random, both ways, each with
+    /// `probability` (iptables' statistic match): a lossy link.
+    pub fn lose(&self, host: &str, probability: f64) -> Result<(), NetError> {
+        if !(0.0..=1.0).contains(&probability) {
+            return Err(NetError::BadHosts(format!(
+                "a loss probability is within 0..1, not {probability}"
+            )));
+        }
+        let p = format!("{probability}");
+        for (chain, dir) in [("INPUT", "-i"), ("OUTPUT", "-o")] {
+            self.iptables(
+                host,
+                &[
+                    "-A",
+                    chain,
+                    dir,
+                    "eth0",
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &p,
+                    "-j",
+                    "DROP",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Network::partition`], [`Network::cut`] and
+    /// [`Network::lose`] on `host`.
+    pub fn heal(&self, host: &str) -> Result<(), NetError> {
+        self.iptables(host, &["-F", "INPUT"])?;
+        self.iptables(host, &["-F", "OUTPUT"])
+    }
+
+    fn iptables(&self, host: &str, args: &[&str]) -> Result<(), NetError> {
+        let netns = self.host(host)?.netns.clone();
+        let mut all = vec!["netns", "exec", &netns, "iptables", "-w"];
+        all.extend_from_slice(args);
+        ip(&all).map(drop)
     }
 }
 

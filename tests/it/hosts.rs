@@ -18,6 +18,13 @@ use serde_json::{Value, json};
 use crate::cluster::{agora_bin, missing};
 use crate::marathon::eventually;
 
+/// Held by each test that runs a testbed cluster: one at a time, as
+/// twenty processes and three JVMs each already fill two cores.
+pub(crate) async fn one_testbed() -> tokio::sync::MutexGuard<'static, ()> {
+    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE.lock().await
+}
+
 /// A testbed cluster of `layout`, named for this process; None (skipped,
 /// or a failure under AGORA_REQUIRE_ALL) where hosts cannot be made.
 pub(crate) async fn testbed(layout: Layout, dir: &std::path::Path) -> Option<Cluster> {
@@ -67,6 +74,7 @@ fn dig_from(cluster: &Cluster, host: &str, name: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_component_on_its_own_host() {
+    let _hosts = one_testbed().await;
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout {
         agents: 6,

@@ -9,6 +9,7 @@ mod cluster;
 mod dns;
 mod docker;
 mod e2e;
+mod faults;
 mod ha;
 mod hosts;
 mod lb;

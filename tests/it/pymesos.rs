@@ -58,7 +58,7 @@ pub(crate) async fn run_scheduler_in(
         cmd.env("PYMESOS_PRINCIPAL", principal)
             .env("PYMESOS_SECRET", secret);
     }
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+    let out = tokio::time::timeout(Duration::from_secs(600), cmd.output())
         .await
         .expect("pymesos scheduler finishes")
         .unwrap();

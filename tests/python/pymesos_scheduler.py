@@ -41,6 +41,8 @@ class Runner(Scheduler):
     def resourceOffers(self, driver, offers):
         if mode == "spread":
             return self.spread(driver, offers)
+        if mode == "many":
+            return self.many(driver, offers)
         for offer in offers:
             if self.launched:
                 driver.declineOffer(offer.id, Dict(refuse_seconds=60))
@@ -86,6 +88,31 @@ class Runner(Scheduler):
             self.hosts[task.task_id.value] = offer.hostname
             driver.launchTasks(offer.id, [task])
 
+    def many(self, driver, offers):
+        # `count` short tasks, packed into whatever the offers hold.
+        for offer in offers:
+            free = {r.name: r.scalar.value for r in offer.resources if r.get("scalar")}
+            cpus, mem = free.get("cpus", 0), free.get("mem", 0)
+            tasks = []
+            while len(self.hosts) < count and cpus >= 0.1 - 1e-9 and mem >= 16:
+                task = Dict()
+                task.task_id.value = "py-%d" % len(self.hosts)
+                task.agent_id.value = offer.agent_id.value
+                task.name = "short pymesos task"
+                task.resources = [
+                    dict(name="cpus", type="SCALAR", scalar={"value": 0.1}),
+                    dict(name="mem", type="SCALAR", scalar={"value": 16}),
+                ]
+                task.command.value = "sleep 0.2"
+                self.hosts[task.task_id.value] = offer.hostname
+                cpus -= 0.1
+                mem -= 16
+                tasks.append(task)
+            if tasks:
+                driver.launchTasks(offer.id, tasks)
+            else:
+                driver.declineOffer(offer.id, Dict(refuse_seconds=60))
+
     def statusUpdate(self, driver, update):
         task = update.task_id.value
         self.states.setdefault(task, []).append(update.state)
@@ -111,7 +138,7 @@ runner = Runner()
 driver = MesosSchedulerDriver(runner, framework, master, use_addict=True,
                               principal=principal, secret=secret)
 driver.start()
-ok = runner.done.wait(90)
+ok = runner.done.wait(float(os.environ.get("PYMESOS_WAIT", "90")))
 time.sleep(0.5)  # let the last acknowledgements go out
 driver.stop()
 driver.join()

@@ -500,10 +500,21 @@ impl Candidacy {
     }
 
     /// Resolves when leadership can no longer be trusted: the session
-    /// expired or was closed, or ZooKeeper was unreachable for a whole
-    /// session timeout (after which the server has expired it).
+    /// expired or was closed, or ZooKeeper has been unreachable for a
+    /// quarter of the session timeout.
+    ///
+    /// Why a quarter: the server expires the session (and another member
+    /// leads) a whole timeout T after it last heard from this one. The
+    /// client says Disconnected at most 2/5 T + T/20 after it last heard
+    /// from the server (zookeeper-client's connection timeout and tick), so
+    /// a leader that gives up T/4 later has stopped by 0.7 T, before any
+    /// successor can start. A reconnect within that quarter (another server
+    /// of the ensemble taking over) keeps the leadership.
     pub async fn lost(&self) -> ZkError {
         let mut state = self.client.state_watcher();
+        // The server may have negotiated a shorter timeout than asked.
+        let timeout = self.session_timeout.min(self.client.session_timeout());
+        let grace = timeout / 4;
         loop {
             let now = state.state();
             let lost = |why: String| ZkError::SessionLost(self.election.url.to_string(), why);
@@ -512,12 +523,11 @@ impl Candidacy {
                     state.changed().await;
                 }
                 zk::SessionState::Disconnected => {
-                    match tokio::time::timeout(self.session_timeout, state.changed()).await {
+                    match tokio::time::timeout(grace, state.changed()).await {
                         Ok(_) => {}
                         Err(_) => {
                             return lost(format!(
-                                "disconnected for the whole session timeout ({:?})",
-                                self.session_timeout
+                                "disconnected for a quarter of the session timeout ({grace:?} of {timeout:?})"
                             ));
                         }
                     }
