@@ -51,16 +51,40 @@ pub struct DevArgs {
     /// run it).
     #[arg(long, default_value_t = 9080)]
     pub lb_http_port: u16,
+    /// Run every component on a host of its own instead: N agents, 3
+    /// ZooKeeper servers, 3 masters, 2 marathon-rs, agora dns, agora lb and
+    /// a client, each a network namespace with its own address (10.77.0.x)
+    /// and name, to try failover by hand (needs root, iproute2, ZooKeeper
+    /// and HAProxy). Prints each host and how to enter it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub hosts: Option<u16>,
+}
+
+/// The address of dev agent `i` (1-based): 127.0.0.2 onwards, so each
+/// agent has an address and a name of its own that resolve everywhere
+/// (the agent's hostname is its address, as Mesos' `--hostname_lookup=false`),
+/// as marathon-lb and UNIQUE hostname constraints need.
+pub fn agent_ip(i: u16) -> Ipv4Addr {
+    let [_, _, hi, lo] = (u32::from(Ipv4Addr::LOCALHOST) + u32::from(i)).to_be_bytes();
+    Ipv4Addr::new(127, 0, hi, lo)
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    if let Some(n) = args.hosts {
+        return on_hosts(n, &args.work_dir, args.executor_path.clone()).await;
+    }
     if args.agents == 0 {
         anyhow::bail!("--agents must be at least 1");
     }
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     // TLS and authentication, as every Agora cluster: made here at the
     // first start, reused afterwards.
-    let secrets = super::dev_secrets::load_or_make(&args.work_dir, args.port, args.marathon_port)?;
+    let secrets = super::dev_secrets::load_or_make(
+        &args.work_dir,
+        args.port,
+        args.marathon_port,
+        args.agents,
+    )?;
     let realms = |r: &[Realm]| -> anyhow::Result<Arc<HttpAuth>> {
         let auth = Arc::new(HttpAuth::from_file(
             r.iter().copied(),
@@ -104,17 +128,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             args.work_dir.join(format!("agent-{i}")),
             executor.clone(),
         );
-        o.hostname = format!("agent-{i}");
-        o.advertise_ip = Some(ip);
+        let agent_ip = IpAddr::V4(agent_ip(i));
+        o.hostname = agent_ip.to_string();
+        o.advertise_ip = Some(agent_ip);
         o.tls = Some(secrets.agent.clone());
         o.credential = Some(secrets.agent_credential.clone());
         o.http_auth = agent_auth.clone();
         o.resources = Some(resources);
         o.attributes = parse_attributes(&format!("rack:r{i}"))?;
-        let agent_addr = SocketAddr::new(ip, args.port + i);
+        let agent_addr = SocketAddr::new(agent_ip, args.port + i);
         let listener = tokio::net::TcpListener::bind(agent_addr)
             .await
-            .with_context(|| format!("cannot listen on {agent_addr} for agent-{i} (agents use the ports after --port)"))?;
+            .with_context(|| format!("cannot listen on {agent_addr} for agent {i} (agents use the ports after --port)"))?;
         agents.push(agora_agent::start(o, listener).await?);
     }
     for a in &agents {
@@ -188,8 +213,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     for (i, a) in agents.iter().enumerate() {
         println!(
-            "  agent-{}   https://{}         rack:r{}  {}",
-            i + 1,
+            "  agent     https://{}         rack:r{}  {}",
             a.addr,
             i + 1,
             a.settings.resources
@@ -266,5 +290,51 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         a.stop().await;
     }
     master.stop().await;
+    Ok(())
+}
+
+/// `agora dev --hosts N`: the multi-host test bed, for a person.
+async fn on_hosts(
+    agents: u16,
+    work_dir: &std::path::Path,
+    agora: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let agora = executor_path(agora)?;
+    let layout = agora_testbed::Layout {
+        agents: usize::from(agents),
+        ..agora_testbed::Layout::default()
+    };
+    let dir = work_dir.join("hosts");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    agora_testbed::net::sweep_abandoned()?;
+    eprintln!(
+        "starting {} hosts (network namespaces agora-dev-*)…",
+        layout.hosts().len()
+    );
+    // Ctrl-C while it boots drops the start, which removes what it made.
+    let cluster = tokio::select! {
+        c = agora_testbed::Cluster::start(layout, "agora-dev", &agora, &dir) => {
+            c.context("agora dev --hosts")?
+        }
+        () = super::shutdown_signal() => anyhow::bail!("stopped while starting"),
+    };
+    let (user, password) = cluster.admin();
+    let ca = cluster.secrets().ca.display().to_string();
+    println!("Agora dev cluster is up on hosts of its own (TLS and authentication on):");
+    print!("{}", cluster.describe());
+    println!("Log in as {user} / {password}; the CA is {ca}. From the client host:");
+    println!(
+        "  ip netns exec agora-dev-client1 curl -sL --cacert {ca} -u {user}:{password} https://master1:5050/master/state"
+    );
+    println!("  ip netns exec agora-dev-client1 dig @dns web.marathon.mesos");
+    println!("Try failover: kill the leading master's process (ip netns pids agora-dev-masterN),");
+    println!("or cut a host off: ip netns exec agora-dev-agent1 iptables -A INPUT -i eth0 -j DROP");
+    println!(
+        "Logs: {}/<host>.log. Press Ctrl-C to stop (the hosts and all in them go).",
+        dir.display()
+    );
+    super::shutdown_signal().await;
+    eprintln!("stopping: removing the hosts");
+    drop(cluster);
     Ok(())
 }

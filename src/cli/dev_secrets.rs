@@ -1,18 +1,17 @@
 //! What `agora dev` secures itself with, made at its first start in
 //! `<work-dir>/secrets/` and reused afterwards: a cluster CA, certificates
 //! for the master, the agents and marathon-rs (valid for `localhost` and
-//! `127.0.0.1`), a Mesos credentials file with an `admin` principal and one
+//! `127.0.0.1`, the agents' also for their 127.0.0.x), a Mesos credentials file with an `admin` principal and one
 //! per component (random secrets), and `cli.json`, from which `agora app`
 //! finds marathon-rs, the CA and the admin's credentials without flags.
 //! Every secret file is mode 0600.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use agora_proto::auth::{Credential, Credentials, Secret};
-use agora_rpc::tls::{Role, Tls, ca};
+use agora_proto::auth::Credential;
+use agora_rpc::tls::{Role, Tls};
+use agora_testbed::secrets::{CertSpec, Secrets, write_private};
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
@@ -40,88 +39,62 @@ pub struct DevSecrets {
     pub agent_credential: Credential,
 }
 
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    Ok(())
-}
-
-fn random_secret() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
-}
-
 /// The CLI's view of a dev cluster (`cli.json`).
 pub fn cli_json(work_dir: &Path) -> Option<Value> {
     let text = std::fs::read_to_string(work_dir.join("secrets").join("cli.json")).ok()?;
     serde_json::from_str(&text).ok()
 }
 
-/// The secrets in `work_dir`, made on first use.
+/// The secrets in `work_dir`, made on first use; the agents' certificate
+/// names the addresses of `agents` agents (127.0.0.2 onwards).
 pub fn load_or_make(
     work_dir: &Path,
     master_port: u16,
     marathon_port: u16,
+    agents: u16,
 ) -> anyhow::Result<DevSecrets> {
     let dir = work_dir.join("secrets");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let cluster = agora_rpc::tls::DEFAULT_CLUSTER;
-    let ca_cert = dir.join("ca.pem");
-    let ca_key = dir.join("ca-key.pem");
-    if !ca_cert.exists() || !ca_key.exists() {
-        let (cert, key) = ca::init(cluster)?;
-        write_private(&ca_key, &key)?;
-        write_private(&ca_cert, &cert)?;
-    }
-    let ca_key_pem = std::fs::read_to_string(&ca_key)?;
-    let names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into()];
-    let issue = |name: &str, role: Role| -> anyhow::Result<Arc<Tls>> {
-        let cert = dir.join(format!("{name}.pem"));
-        let key = dir.join(format!("{name}-key.pem"));
-        if !cert.exists() || !key.exists() {
-            let (c, k) = ca::issue(cluster, &ca_key_pem, role, &names)?;
-            write_private(&key, &k)?;
-            write_private(&cert, &c)?;
-        }
-        Ok(Arc::new(Tls::load(&cert, &key, &ca_cert)?))
+    let local: Vec<String> = vec!["localhost".into(), "127.0.0.1".into()];
+    let spec = |file: &str, role: Role, names: Vec<String>| CertSpec {
+        file: file.into(),
+        role,
+        names,
     };
-    let master = issue("master", Role::Master)?;
-    let agent = issue("agent", Role::Agent)?;
-    let marathon = issue("marathon", Role::Client)?;
-    let credentials = dir.join("credentials.json");
-    if !credentials.exists() {
-        let all: Vec<Value> = ["admin", "marathon", "dns", "agent"]
-            .iter()
-            .map(|p| json!({"principal": p, "secret": random_secret()}))
-            .collect();
-        write_private(&credentials, &json!({ "credentials": all }).to_string())?;
-    }
-    let text = std::fs::read_to_string(&credentials)?;
-    let doc: Value = serde_json::from_str(&text).context("secrets/credentials.json")?;
-    Credentials::parse(text.as_bytes()).context("secrets/credentials.json")?;
+    let agent_names = local
+        .iter()
+        .cloned()
+        .chain(
+            (1..=agents)
+                .map(super::dev::agent_ip)
+                .map(|ip| ip.to_string()),
+        )
+        .collect();
+    let secrets = Secrets::ensure(
+        &dir,
+        agora_rpc::tls::DEFAULT_CLUSTER,
+        &[
+            spec("master", Role::Master, local.clone()),
+            spec("agent", Role::Agent, agent_names),
+            spec("marathon", Role::Client, local),
+        ],
+        &["admin", "marathon", "dns", "agent"],
+    )
+    .with_context(|| format!("the dev cluster's secrets in {}", dir.display()))?;
+    let tls = |name: &str| -> anyhow::Result<Arc<Tls>> {
+        Ok(Arc::new(Tls::load(
+            &secrets.cert(name),
+            &secrets.key(name),
+            &secrets.ca,
+        )?))
+    };
     let of = |principal: &str| -> anyhow::Result<Credential> {
-        let secret = doc["credentials"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["principal"] == principal)
-            .and_then(|c| c["secret"].as_str())
-            .with_context(|| format!("secrets/credentials.json has no '{principal}'"))?;
-        Ok(Credential {
-            principal: principal.into(),
-            secret: Secret::new(secret),
-        })
+        secrets
+            .credential(principal)
+            .cloned()
+            .with_context(|| format!("{} has no '{principal}'", secrets.credentials.display()))
     };
     let admin = of("admin")?;
+    let ca_cert = secrets.ca.clone();
     write_private(
         &dir.join("cli.json"),
         &json!({
@@ -147,15 +120,15 @@ pub fn load_or_make(
         ),
     )?;
     Ok(DevSecrets {
-        ca: ca_cert,
-        master,
-        agent,
-        marathon,
-        credentials,
+        master: tls("master")?,
+        agent: tls("agent")?,
+        marathon: tls("marathon")?,
+        credentials: secrets.credentials.clone(),
         admin,
         framework: of("marathon")?,
         dns: of("dns")?,
         agent_credential: of("agent")?,
+        ca: ca_cert,
         dir,
     })
 }

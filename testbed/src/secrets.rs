@@ -115,10 +115,16 @@ impl Secrets {
         for spec in certs {
             let cert = dir.join(format!("{}.pem", spec.file));
             let key = dir.join(format!("{}-key.pem", spec.file));
-            if !cert.exists() || !key.exists() {
+            // A certificate is issued again when the names it must carry
+            // changed (more agents, other addresses); the CA stays.
+            let names_file = dir.join(format!("{}.names", spec.file));
+            let names = spec.names.join("\n");
+            let same_names = std::fs::read_to_string(&names_file).is_ok_and(|n| n == names);
+            if !cert.exists() || !key.exists() || !same_names {
                 let (c, k) = ca::issue(cluster, &ca_key_pem, spec.role, &spec.names)?;
                 write_private(&key, &k)?;
                 write_private(&cert, &c)?;
+                write_private(&names_file, &names)?;
             }
         }
         let credentials = dir.join("credentials.json");
