@@ -8,3 +8,4 @@ mod authz;
 mod harness;
 mod properties;
 mod scheduler;
+mod simulation;
