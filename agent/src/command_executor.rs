@@ -1089,9 +1089,7 @@ fn is_docker(task: &v1::TaskInfo) -> bool {
         .is_some_and(|c| c.r#type == v1::container_info::Type::Docker as i32)
 }
 
-/// The task label that delays SIGTERM after TASK_KILLING (seconds, as
-/// Nomad's `shutdown_delay`), so the task is out of load balancers first.
-pub const SHUTDOWN_DELAY_LABEL: &str = "AGORA_SHUTDOWN_DELAY";
+pub use agora_proto::labels::SHUTDOWN_DELAY as SHUTDOWN_DELAY_LABEL;
 
 /// A task's shutdown delay: its `AGORA_SHUTDOWN_DELAY` label in seconds
 /// (at most 5 minutes); none when absent, zero or not a number.

@@ -22,6 +22,7 @@ pub mod auth;
 pub mod duration;
 pub mod ids;
 pub mod json;
+pub mod labels;
 pub mod recordio;
 pub mod resources;
 pub mod roles;

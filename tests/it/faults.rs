@@ -101,7 +101,7 @@ fn count(procs: &BTreeMap<String, BTreeSet<u32>>) -> usize {
 }
 
 /// The marathon-rs leading now.
-async fn marathon_leader(cluster: &Cluster) -> Option<String> {
+pub(crate) async fn marathon_leader(cluster: &Cluster) -> Option<String> {
     for i in 1..=cluster.layout().marathons {
         let host = format!("marathon{i}");
         if let Ok((200, v)) = cluster.get(&host, MARATHON_PORT, "/v2/leader").await

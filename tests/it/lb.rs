@@ -243,9 +243,10 @@ async fn unhealthy_tasks_get_no_traffic_and_a_bad_label_leaves_the_others_served
     cluster.stop().await;
 }
 
-// busybox httpd dies at once on SIGTERM, even mid-response: the app asks
-// for a shutdown delay, so each old task leaves HAProxy (on TASK_KILLING)
-// before it is signalled.
+// busybox httpd dies at once on SIGTERM, even mid-response: a task behind
+// agora lb drains by default (2 s here, from its 1 s health check), so each
+// old task leaves HAProxy (on TASK_KILLING) before it is signalled; the app
+// says nothing Agora-specific.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_update_under_continuous_requests_fails_none() {
     let Some((cluster, m)) = cluster_with_marathon().await else {
@@ -258,7 +259,7 @@ async fn a_rolling_update_under_continuous_requests_fails_none() {
             "cmd": "echo $VERSION > index.html && exec /bin/busybox httpd -f -p 127.0.0.1:$PORT0 -h .",
             "env": {"VERSION": version},
             "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "roll.example.com",
-                       "HAPROXY_0_PORT": service.to_string(), "AGORA_SHUTDOWN_DELAY": "2"},
+                       "HAPROXY_0_PORT": service.to_string()},
             "portDefinitions": [{"port": 0}],
             "healthChecks": [{"protocol": "HTTP", "path": "/index.html", "portIndex": 0,
                               "gracePeriodSeconds": 5, "intervalSeconds": 1}]

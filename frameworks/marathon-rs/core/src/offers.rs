@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use agora_proto::labels::SHUTDOWN_DELAY as SHUTDOWN_DELAY_LABEL;
 use agora_proto::resources::{RangeSet, Resources, attribute_value_string};
 use agora_proto::v1;
 
@@ -296,6 +297,7 @@ pub fn task_info(
         })
         .collect();
     let name = path.reversed_dotted();
+    let labels = task_labels(app);
     let discovery_ports: Vec<v1::Port> = ports
         .iter()
         .enumerate()
@@ -320,9 +322,8 @@ pub fn task_info(
         agent_id: offer.agent_id.clone(),
         resources,
         command: Some(command),
-        labels: (!app.labels.is_empty()).then(|| v1::Labels {
-            labels: app
-                .labels
+        labels: (!labels.is_empty()).then(|| v1::Labels {
+            labels: labels
                 .iter()
                 .map(|(k, v)| v1::Label {
                     key: k.clone(),
@@ -352,6 +353,40 @@ pub fn task_info(
         task.container = Some(container_info(app, c, ports));
     }
     task
+}
+
+/// How long a task behind agora lb keeps running after it is told to stop
+/// (TASK_KILLING, on which agora lb takes it out of HAProxy), unless the
+/// app's `AGORA_SHUTDOWN_DELAY` label says otherwise; None for an app not
+/// behind a load balancer (no `HAPROXY_GROUP` label).
+///
+/// Derived from what the app declares: its fastest HTTP or TCP health
+/// check's interval, within 2 to 10 s, since HAProxy checks servers at that
+/// interval (so even a load balancer that missed the event has stopped
+/// sending new requests by then); 2 s without one, which covers agora lb
+/// hearing the event (milliseconds) and requests in flight finishing.
+pub fn drain_before_kill(app: &App) -> Option<f64> {
+    if app.labels.contains_key(SHUTDOWN_DELAY_LABEL) || !app.labels.contains_key("HAPROXY_GROUP") {
+        return None;
+    }
+    let interval = app
+        .health_checks
+        .iter()
+        .filter(|h| h.protocol != "COMMAND")
+        .map(|h| h.interval_seconds)
+        .fold(None, |min: Option<f64>, i| {
+            Some(min.map_or(i, |m| m.min(i)))
+        });
+    Some(interval.unwrap_or(2.0).clamp(2.0, 10.0))
+}
+
+/// The app's labels, with the drain of [`drain_before_kill`] added.
+fn task_labels(app: &App) -> BTreeMap<String, String> {
+    let mut labels = app.labels.clone();
+    if let Some(secs) = drain_before_kill(app) {
+        labels.insert(SHUTDOWN_DELAY_LABEL.into(), secs.to_string());
+    }
+    labels
 }
 
 fn health_check(hc: &crate::app::HealthCheck, ports: &[u32]) -> v1::HealthCheck {
@@ -508,6 +543,35 @@ mod tests {
             Millis(1),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn tasks_behind_the_load_balancer_drain_before_they_are_killed() {
+        let drain = |json: &str| drain_before_kill(&app(json));
+        // Not behind agora lb: no drain.
+        assert_eq!(drain(r#"{"id":"/a","cmd":"x"}"#), None);
+        // Behind it: 2 s, or the fastest HTTP/TCP check's interval (2..10 s).
+        let lb = r#""labels":{"HAPROXY_GROUP":"external"}"#;
+        assert_eq!(
+            drain(&format!(r#"{{"id":"/a","cmd":"x",{lb}}}"#)),
+            Some(2.0)
+        );
+        let checks = |i: &str| {
+            format!(
+                r#"{{"id":"/a","cmd":"x",{lb},"healthChecks":[{{"protocol":"HTTP","intervalSeconds":{i}}},{{"protocol":"COMMAND","command":{{"value":"true"}},"intervalSeconds":1}},{{"protocol":"TCP","intervalSeconds":30}}]}}"#
+            )
+        };
+        assert_eq!(drain(&checks("5")), Some(5.0));
+        assert_eq!(drain(&checks("1")), Some(2.0));
+        assert_eq!(drain(&checks("60")), Some(10.0));
+        // The app's own label wins (0: none), and reaches the task as given.
+        let own = app(
+            r#"{"id":"/a","cmd":"x","labels":{"HAPROXY_GROUP":"external","AGORA_SHUTDOWN_DELAY":"0"}}"#,
+        );
+        assert_eq!(drain_before_kill(&own), None);
+        assert_eq!(task_labels(&own)[SHUTDOWN_DELAY_LABEL], "0");
+        let derived = app(&format!(r#"{{"id":"/a","cmd":"x",{lb}}}"#));
+        assert_eq!(task_labels(&derived)[SHUTDOWN_DELAY_LABEL], "2");
     }
 
     #[test]
