@@ -823,7 +823,7 @@ async fn master_killed_during_deployment(rounds: usize, n: usize) -> Option<Figu
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout {
         agents: if n > 100 { 5 } else { 3 },
-        agent_resources: "cpus:16;mem:65536;disk:1024;ports:[31000-31999]".into(),
+        agent_resources: "cpus:64;mem:131072;disk:1024;ports:[31000-31999]".into(),
         ..small_layout()
     };
     let cluster = testbed(layout, dir.path()).await?;
@@ -877,6 +877,25 @@ async fn master_killed_during_deployment(rounds: usize, n: usize) -> Option<Figu
             n,
             "round {round}: no orphan"
         );
+        // Destroyed, nothing of it is left on any host.
+        let (status, body) = cluster
+            .send(
+                reqwest::Method::DELETE,
+                &leader,
+                MARATHON_PORT,
+                &format!("/v2/apps{app}"),
+                &json!({}),
+            )
+            .await
+            .unwrap();
+        assert!(status < 300, "{status} {body}");
+        until(
+            &cluster,
+            "the app's processes gone",
+            Duration::from_secs(300),
+            || async { (count(&task_processes(&cluster, &["sleep", &marker])) == 0).then_some(()) },
+        )
+        .await;
     }
     Some(figures)
 }
