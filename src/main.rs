@@ -1,5 +1,6 @@
 //! `agora`: one binary, a subcommand per role.
 
+mod bench;
 mod cli;
 
 /// mimalloc: the master and agents allocate many small, short-lived objects

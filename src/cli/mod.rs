@@ -4,15 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod agent;
+pub(crate) mod agent;
 mod app;
-mod bench;
-mod bench_dns;
-mod bench_docker;
-mod bench_lb;
-mod bench_marathon;
-mod bench_offers;
-mod bench_security;
 mod ca;
 mod dev;
 mod dev_secrets;
@@ -46,7 +39,7 @@ enum Command {
     /// Manage marathon-rs apps: list, show, deploy, scale, restart, destroy, tasks.
     App(app::AppArgs),
     /// Measure allocation and launch latency (see BENCHMARKS.md).
-    Bench(bench::BenchArgs),
+    Bench(crate::bench::BenchArgs),
     /// A cluster CA and its certificates (masters, agents, clients).
     Ca(ca::CaArgs),
     /// The command executor (started by agents, not by hand).
@@ -100,7 +93,7 @@ pub fn main() -> ExitCode {
             Command::Lb(args) => lb::run(args).await,
             Command::App(args) => app::run(args).await,
             Command::Executor => agent::executor().await,
-            Command::Bench(args) => bench::run(args).await,
+            Command::Bench(args) => crate::bench::run(args).await,
             Command::Ca(args) => ca::run(args),
         }
     });

@@ -5,7 +5,7 @@
 //!   used by one framework; every round every framework declines what it was
 //!   offered with a long filter, then one allocation pass is timed.
 //!   With `--through-master` the same grid runs through the master core,
-//!   each framework declining all its offers in one call (`bench_offers.rs`).
+//!   each framework declining all its offers in one call (`offers.rs`).
 //! - `agora bench backoff`: the offer rate of an app in launch backoff.
 //! - `agora bench launch`: a master and one agent in this process; one task
 //!   (`true`) at a time; time from ACCEPT to TASK_RUNNING and TASK_FINISHED,
@@ -13,15 +13,22 @@
 //! - `agora bench marathon`: a master and local agents in this process,
 //!   marathon-rs as a child process; apps of `sleep` tasks are POSTed and the
 //!   time until every instance runs is measured, with marathon-rs' CPU time
-//!   and peak RSS (see `bench_marathon.rs`).
+//!   and peak RSS (see `marathon.rs`).
 //! - `agora bench dns`: dnsperf against `agora dns` and NSD with the same
-//!   names, each pinned to one core (see `bench_dns.rs`).
+//!   names, each pinned to one core (see `dns.rs`).
 //! - `agora bench docker`: Docker Swarm against a marathon-rs app of the same
 //!   image, and per-container launch overhead over `docker run` (see
-//!   `bench_docker.rs`).
+//!   `docker.rs`).
 //! - `agora bench lb`: `agora lb`'s render, check, reload and Runtime API
 //!   times at 1,000 to 33,000 servers with a real HAProxy (see
-//!   `bench_lb.rs`).
+//!   `lb.rs`).
+
+mod dns;
+mod docker;
+mod lb;
+mod marathon;
+mod offers;
+mod security;
 
 use std::time::{Duration, Instant};
 
@@ -162,7 +169,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             for (a, f) in agents.into_iter().zip(frameworks) {
                 let r = rounds.unwrap_or(2 * f);
                 let (first, rounds) = if through_master {
-                    let rounds = super::bench_offers::master_decline_offers(a, f, r)?;
+                    let rounds = offers::master_decline_offers(a, f, r)?;
                     (rounds.first().map(|t| t.0).unwrap_or_default(), rounds)
                 } else {
                     allocator_decline_offers(a, f, r)
@@ -188,12 +195,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Bench::Backoff { seconds } => super::bench_offers::backoff(seconds).await,
+        Bench::Backoff { seconds } => offers::backoff(seconds).await,
         Bench::Security {
             tasks,
             registrations,
             requests,
-        } => super::bench_security::run(tasks, registrations, requests).await,
+        } => security::run(tasks, registrations, requests).await,
         Bench::Launch {
             tasks,
             executor_path,
@@ -207,7 +214,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 (1..=600).contains(&seconds),
                 "--seconds must be between 1 and 600"
             );
-            super::bench_dns::run(tasks, seconds).await
+            dns::run(tasks, seconds).await
         }
         Bench::Lb {
             servers,
@@ -232,8 +239,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "--changes must be between 1 and 1000"
             );
             tokio::task::block_in_place(|| {
-                super::bench_lb::run(&servers, changes)?;
-                super::bench_lb::routing(&routing, requests)
+                lb::run(&servers, changes)?;
+                lb::routing(&routing, requests)
             })
         }
         Bench::Docker {
@@ -258,7 +265,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     && image.chars().all(|c| c.is_ascii_graphic()),
                 "--image: '{image}' is not an image reference"
             );
-            super::bench_docker::run(&image, replicas, launches, rounds).await
+            docker::run(&image, replicas, launches, rounds).await
         }
         Bench::Marathon { scenarios, agents } => {
             let mut parsed = Vec::new();
@@ -281,7 +288,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 parsed.push((a, i));
             }
             anyhow::ensure!(agents > 0, "--agents must be at least 1");
-            super::bench_marathon::run(&parsed, agents).await
+            marathon::run(&parsed, agents).await
         }
     }
 }
@@ -464,7 +471,7 @@ async fn launch_latency(
     }
     let dir = std::env::temp_dir().join(format!("agora-bench-{}", std::process::id()));
     let master = local_master().await?;
-    let exe = super::agent::executor_path(executor_path)?;
+    let exe = crate::cli::agent::executor_path(executor_path)?;
     let mut o = agora_agent::AgentOptions::new(master.address(), dir.join("agent"), exe);
     o.resources = Some(Resources::parse("cpus:8;mem:8192", "*")?);
     let agent = agora_agent::start(o, tokio::net::TcpListener::bind("127.0.0.1:0").await?).await?;

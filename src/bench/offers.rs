@@ -184,7 +184,7 @@ async fn metric(client: &reqwest::Client, master: &str, name: &str) -> anyhow::R
 /// The offer rate of one app in launch backoff over `seconds`.
 pub async fn backoff(seconds: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let master = super::bench::local_master().await?;
+    let master = super::local_master().await?;
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let mut agents = Vec::new();
     for i in 1..=3u32 {

@@ -17,7 +17,7 @@ use agora_rpc::serve::Transport;
 use agora_rpc::tls::{ClientTls, Role, Tls, ca};
 use anyhow::Context as _;
 
-use super::bench::{ms, one_at_a_time, percentile};
+use super::{ms, one_at_a_time, percentile};
 
 struct Secure {
     master: Arc<Tls>,

@@ -127,7 +127,7 @@ pub async fn run(tasks: usize, seconds: u32) -> anyhow::Result<()> {
     }
     let dir = std::env::temp_dir().join(format!("agora-bench-dns-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let master = super::bench::local_master().await?;
+    let master = super::local_master().await?;
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let mut agents = Vec::new();
     for i in 1..=2u32 {
@@ -344,8 +344,8 @@ pub async fn run(tasks: usize, seconds: u32) -> anyhow::Result<()> {
     lags.sort();
     println!(
         "TASK_RUNNING -> resolvable, 10 new tasks: p50 {:.1} ms, max {:.1} ms (Mesos-DNS: up to its 60 s refresh)",
-        super::bench::ms(lags[lags.len() / 2]),
-        super::bench::ms(lags[lags.len() - 1])
+        super::ms(lags[lags.len() / 2]),
+        super::ms(lags[lags.len() - 1])
     );
     dns.stop().await;
 

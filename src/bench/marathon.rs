@@ -90,7 +90,7 @@ async fn live_tasks(master: &str) -> anyhow::Result<usize> {
 
 pub async fn run(scenarios: &[(usize, usize)], agents: usize) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("agora-bench-marathon-{}", std::process::id()));
-    let master = super::bench::local_master().await?;
+    let master = super::local_master().await?;
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let mut running_agents = Vec::new();
     for i in 1..=agents {

@@ -23,7 +23,7 @@ use agora_proto::v1;
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use super::bench::{ms, percentile};
+use super::{ms, percentile};
 
 fn docker(args: &[&str]) -> anyhow::Result<String> {
     let out = std::process::Command::new("docker")
@@ -175,7 +175,7 @@ struct Local {
 
 async fn local() -> anyhow::Result<Local> {
     let dir = std::env::temp_dir().join(format!("agora-bench-docker-{}", std::process::id()));
-    let master = super::bench::local_master().await?;
+    let master = super::local_master().await?;
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let mut o = agora_agent::AgentOptions::new(master.address(), dir.join("agent"), exe);
     o.hostname = "agent-1".into();
@@ -340,7 +340,7 @@ async fn agora_launches(image: &str, n: usize) -> anyhow::Result<Vec<Duration>> 
                     _ => {}
                 },
                 Some(Event::Offers(os)) => {
-                    super::bench::keep_one_offer(&scheduler, &mut offer, os).await?
+                    super::keep_one_offer(&scheduler, &mut offer, os).await?
                 }
                 Some(_) => {}
                 None => bail!("event stream ended"),
