@@ -856,7 +856,7 @@ pub fn validate(app: &App) -> Vec<FieldError> {
     }
     for (i, c) in app.constraints.iter().enumerate() {
         if let Err(e) = Constraint::parse(c) {
-            errors.push(invalid(&format!("/constraints({i})"), e));
+            errors.push(invalid(&format!("/constraints({i})"), e.to_string()));
         }
     }
     let port_count = port_count(app);

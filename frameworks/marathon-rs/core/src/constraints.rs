@@ -82,35 +82,85 @@ fn format_scalar(v: f64) -> String {
     s.to_string()
 }
 
+/// Why a constraint is not valid (Marathon's messages).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConstraintError {
+    /// Not `[field, OPERATOR]` or `[field, OPERATOR, value]`.
+    #[error("Each constraint must have either 2 or 3 fields")]
+    Fields,
+    /// An empty field.
+    #[error("Constraint field must not be empty")]
+    EmptyField,
+    /// An operator that needs a value has none.
+    #[error("{0} requires a value")]
+    MissingValue(&'static str),
+    /// GROUP_BY or MAX_PER with something other than a count.
+    #[error("{0} value must be a non-negative integer")]
+    NotACount(&'static str),
+    /// LIKE or UNLIKE with a bad pattern.
+    #[error("'{pattern}' is not a valid regular expression: {message}")]
+    BadPattern {
+        /// The pattern.
+        pattern: String,
+        /// What the regex crate said.
+        message: String,
+    },
+    /// UNIQUE with a value.
+    #[error("UNIQUE does not take a value")]
+    UniqueTakesNoValue,
+    /// IS with a value that is no scalar, text or range.
+    #[error("IS value must match ^[a-zA-Z0-9_/.-]*$")]
+    BadIsValue,
+    /// No such operator.
+    #[error(
+        "Constraint operator '{0}' must be one of the following UNIQUE, CLUSTER, GROUP_BY, LIKE, UNLIKE, MAX_PER or IS"
+    )]
+    UnknownOperator(String),
+}
+
+/// Why an agent does not satisfy a constraint (shown in `/v2/queue`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("constraint {field} {operator:?} not satisfied: {why}")]
+pub struct Unsatisfied {
+    /// The constraint's field.
+    pub field: String,
+    /// Its operator.
+    pub operator: &'static str,
+    /// What the agent or the placed instances have.
+    pub why: String,
+}
+
 impl Constraint {
     /// Parses `[field, OPERATOR]` or `[field, OPERATOR, value]`.
-    pub fn parse(parts: &[String]) -> Result<Constraint, String> {
+    pub fn parse(parts: &[String]) -> Result<Constraint, ConstraintError> {
         if parts.len() < 2 || parts.len() > 3 {
-            return Err("Each constraint must have either 2 or 3 fields".into());
+            return Err(ConstraintError::Fields);
         }
         let field = parts[0].clone();
         if field.trim().is_empty() {
-            return Err("Constraint field must not be empty".into());
+            return Err(ConstraintError::EmptyField);
         }
         let value = parts.get(2).cloned();
-        let int = |what: &str| -> Result<u32, String> {
+        let int = |what: &'static str| -> Result<u32, ConstraintError> {
             value
                 .as_deref()
-                .ok_or_else(|| format!("{what} requires a value"))?
+                .ok_or(ConstraintError::MissingValue(what))?
                 .parse::<u32>()
-                .map_err(|_| format!("{what} value must be a non-negative integer"))
+                .map_err(|_| ConstraintError::NotACount(what))
         };
-        let regex = |what: &str| -> Result<Regex, String> {
+        let regex = |what: &'static str| -> Result<Regex, ConstraintError> {
             let v = value
                 .as_deref()
-                .ok_or_else(|| format!("{what} requires a value"))?;
-            Regex::new(&format!("^(?:{v})$"))
-                .map_err(|e| format!("'{v}' is not a valid regular expression: {e}"))
+                .ok_or(ConstraintError::MissingValue(what))?;
+            Regex::new(&format!("^(?:{v})$")).map_err(|e| ConstraintError::BadPattern {
+                pattern: v.to_string(),
+                message: e.to_string(),
+            })
         };
         let operator = match parts[1].as_str() {
             "UNIQUE" => {
                 if value.is_some() {
-                    return Err("UNIQUE does not take a value".into());
+                    return Err(ConstraintError::UniqueTakesNoValue);
                 }
                 Operator::Unique
             }
@@ -123,37 +173,33 @@ impl Constraint {
             "UNLIKE" => Operator::Unlike(regex("UNLIKE")?),
             "MAX_PER" => Operator::MaxPer(int("MAX_PER")?),
             "IS" => {
-                let v = value.ok_or("IS requires a value")?;
+                let v = value.ok_or(ConstraintError::MissingValue("IS"))?;
                 if !v
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "_/.-".contains(c))
                 {
-                    return Err("IS value must match ^[a-zA-Z0-9_/.-]*$".into());
+                    return Err(ConstraintError::BadIsValue);
                 }
                 Operator::Is(match v.parse::<f64>() {
                     Ok(f) if f.is_finite() => format_scalar(f),
                     _ => v,
                 })
             }
-            other => {
-                return Err(format!(
-                    "Constraint operator '{other}' must be one of the following UNIQUE, CLUSTER, GROUP_BY, LIKE, UNLIKE, MAX_PER or IS"
-                ));
-            }
+            other => return Err(ConstraintError::UnknownOperator(other.to_string())),
         };
         Ok(Constraint { field, operator })
     }
 
     /// Whether an instance may go on `agent`, given where the app's other
     /// instances are. `Err` carries the reason (shown in `/v2/queue`).
-    pub fn check(&self, agent: &Placement, placed: &[&Placement]) -> Result<(), String> {
+    pub fn check(&self, agent: &Placement, placed: &[&Placement]) -> Result<(), Unsatisfied> {
         let value = agent.field(&self.field);
         let no = |why: String| {
-            Err(format!(
-                "constraint {} {:?} not satisfied: {why}",
-                self.field,
-                self.operator_name()
-            ))
+            Err(Unsatisfied {
+                field: self.field.clone(),
+                operator: self.operator_name(),
+                why,
+            })
         };
         let Some(value) = value else {
             return match self.operator {
@@ -261,7 +307,7 @@ pub fn check_all(
     constraints: &[Constraint],
     agent: &Placement,
     placed: &[&Placement],
-) -> Result<(), String> {
+) -> Result<(), Unsatisfied> {
     for c in constraints {
         c.check(agent, placed)?;
     }
@@ -297,11 +343,12 @@ mod tests {
         assert!(
             p(&["rack", "SOMETIMES"])
                 .unwrap_err()
+                .to_string()
                 .contains("must be one of")
         );
-        assert!(p(&["rack"]).is_err());
-        assert!(p(&["", "UNIQUE"]).is_err());
-        assert!(p(&["level", "IS", "a b"]).is_err());
+        assert_eq!(p(&["rack"]).unwrap_err(), ConstraintError::Fields);
+        assert_eq!(p(&["", "UNIQUE"]).unwrap_err(), ConstraintError::EmptyField);
+        assert_eq!(p(&["level", "IS", "a b"]).unwrap_err(), ConstraintError::BadIsValue);
         assert_eq!(
             p(&["level", "IS", "2.50"]).unwrap().operator,
             Operator::Is("2.5".into())

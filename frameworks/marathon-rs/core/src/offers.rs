@@ -9,8 +9,46 @@ use agora_proto::resources::{RangeSet, Resources, attribute_value_string};
 use agora_proto::v1;
 
 use crate::app::{App, EnvValue};
-use crate::constraints::{Constraint, Placement, check_all};
+use crate::constraints::{Constraint, Placement, Unsatisfied, check_all};
 use crate::path::PathId;
+
+/// Why an offer has no room for an instance (Marathon's reject reasons,
+/// counted per app in `/v2/queue`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unfit {
+    /// Too few cpus left.
+    #[error("InsufficientCpus")]
+    InsufficientCpus,
+    /// Too little memory left.
+    #[error("InsufficientMemory")]
+    InsufficientMemory,
+    /// Too little disk left.
+    #[error("InsufficientDisk")]
+    InsufficientDisk,
+    /// Too few GPUs left.
+    #[error("InsufficientGpus")]
+    InsufficientGpus,
+    /// The agent breaks one of the app's constraints.
+    #[error("UnfulfilledConstraint: {0}")]
+    UnfulfilledConstraint(Unsatisfied),
+    /// The ports the app needs are not offered.
+    #[error("InsufficientPorts")]
+    InsufficientPorts,
+}
+
+impl Unfit {
+    /// The reason's name, as Marathon's `rejectSummary` lists it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Unfit::InsufficientCpus => "InsufficientCpus",
+            Unfit::InsufficientMemory => "InsufficientMemory",
+            Unfit::InsufficientDisk => "InsufficientDisk",
+            Unfit::InsufficientGpus => "InsufficientGpus",
+            Unfit::UnfulfilledConstraint(_) => "UnfulfilledConstraint",
+            Unfit::InsufficientPorts => "InsufficientPorts",
+        }
+    }
+}
 
 /// What is left of an offer while instances are placed on it.
 #[derive(Clone, Debug)]
@@ -68,25 +106,22 @@ impl OfferSpace {
         app: &App,
         constraints: &[Constraint],
         placed: &[&Placement],
-    ) -> Result<Vec<u32>, String> {
+    ) -> Result<Vec<u32>, Unfit> {
         const EPS: f64 = 1e-9;
         if self.cpus + EPS < app.cpus {
-            return Err("InsufficientCpus".into());
+            return Err(Unfit::InsufficientCpus);
         }
         if self.mem + EPS < app.mem {
-            return Err("InsufficientMemory".into());
+            return Err(Unfit::InsufficientMemory);
         }
         if self.disk + EPS < app.disk {
-            return Err("InsufficientDisk".into());
+            return Err(Unfit::InsufficientDisk);
         }
         if self.gpus + EPS < app.gpus {
-            return Err("InsufficientGpus".into());
+            return Err(Unfit::InsufficientGpus);
         }
-        check_all(constraints, &self.placement, placed)
-            .map_err(|e| format!("UnfulfilledConstraint: {e}"))?;
-        let ports = self
-            .pick_ports(app)
-            .ok_or_else(|| "InsufficientPorts".to_string())?;
+        check_all(constraints, &self.placement, placed).map_err(Unfit::UnfulfilledConstraint)?;
+        let ports = self.pick_ports(app).ok_or(Unfit::InsufficientPorts)?;
         self.cpus -= app.cpus;
         self.mem -= app.mem;
         self.disk -= app.disk;
@@ -584,11 +619,11 @@ mod tests {
         assert_eq!(first, vec![31000, 31001]);
         assert_eq!(
             space.reserve(&a, &[], &[]).unwrap_err(),
-            "InsufficientPorts"
+            Unfit::InsufficientPorts
         );
         let mut space = OfferSpace::new(offer(0.8, "[31000-31010]"));
         space.reserve(&a, &[], &[]).unwrap();
-        assert_eq!(space.reserve(&a, &[], &[]).unwrap_err(), "InsufficientCpus");
+        assert_eq!(space.reserve(&a, &[], &[]).unwrap_err(), Unfit::InsufficientCpus);
     }
 
     #[test]
