@@ -243,10 +243,86 @@ impl Live {
 }
 
 /// The app (and the label, as near as the line tells) behind the line
+/// What can go wrong running HAProxy.
+#[derive(Debug, thiserror::Error)]
+pub enum HaproxyError {
+    /// Writing or renaming a file (configuration, maps).
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Talking to the admin socket.
+    #[error("HAProxy admin socket {}: {source}", socket.display())]
+    Socket {
+        /// The socket.
+        socket: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// HAProxy closed the admin socket mid-answer.
+    #[error("HAProxy closed the admin socket")]
+    SocketClosed,
+    /// A Runtime API command HAProxy refused.
+    #[error("HAProxy refused '{command}': {answer}")]
+    Refused {
+        /// The command.
+        command: String,
+        /// HAProxy's answer.
+        answer: String,
+    },
+    /// `show info` without the worker's pid.
+    #[error("HAProxy's show info has no Pid")]
+    NoPid,
+    /// The haproxy binary could not be run.
+    #[error("cannot run {}: {source}", bin.display())]
+    Run {
+        /// The binary.
+        bin: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `haproxy -c` refused a configuration: its alerts.
+    #[error("{0}")]
+    Check(String),
+    /// The new configuration is invalid and no app could be blamed.
+    #[error("the new configuration is invalid; the last good one stays: {0}")]
+    Invalid(String),
+    /// The template failed.
+    #[error("cannot render the configuration: {0}")]
+    Render(String),
+    /// SIGUSR2 could not be sent.
+    #[error("cannot reload HAProxy (pid {pid}): {source}")]
+    Reload {
+        /// The master's pid.
+        pid: u32,
+        /// Why.
+        source: nix::errno::Errno,
+    },
+    /// The master exited.
+    #[error("HAProxy exited (its output says why)")]
+    Exited,
+    /// No new worker answered in time.
+    #[error("HAProxy's new worker did not answer on {} within 30 s", socket.display())]
+    NoWorker {
+        /// The admin socket.
+        socket: PathBuf,
+    },
+}
+
+fn file_error(path: &Path) -> impl Fn(std::io::Error) -> HaproxyError + '_ {
+    move |source| HaproxyError::File {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Writes `--haproxy-map`'s map files for `services` (each replaced with
 /// a rename). HAProxy reads them when it starts or reloads, so they are
 /// written before the configuration that names them is checked.
-fn write_maps(services: &[Service], settings: &Settings) -> Result<(), String> {
+fn write_maps(services: &[Service], settings: &Settings) -> Result<(), HaproxyError> {
     let Some(dir) = &settings.map_dir else {
         return Ok(());
     };
@@ -254,8 +330,8 @@ fn write_maps(services: &[Service], settings: &Settings) -> Result<(), String> {
     for (name, text) in [("domain2backend.map", domains), ("app2backend.map", apps)] {
         let path = Path::new(dir).join(name);
         let tmp = path.with_extension("map.new");
-        std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&tmp, text).map_err(file_error(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(file_error(&path))?;
     }
     Ok(())
 }
@@ -330,21 +406,31 @@ fn split_address(address: &str) -> (&str, &str) {
 /// A connection to HAProxy's admin socket in interactive (`prompt`) mode.
 struct Cli {
     stream: UnixStream,
+    socket: PathBuf,
 }
 
 impl Cli {
-    fn connect(socket: &Path) -> Result<Cli, String> {
-        let stream = UnixStream::connect(socket)
-            .map_err(|e| format!("HAProxy admin socket {}: {e}", socket.display()))?;
+    fn connect(socket: &Path) -> Result<Cli, HaproxyError> {
+        let socket_error = |source| HaproxyError::Socket {
+            socket: socket.to_path_buf(),
+            source,
+        };
+        let stream = UnixStream::connect(socket).map_err(socket_error)?;
         let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-        let mut cli = Cli { stream };
+        let mut cli = Cli {
+            stream,
+            socket: socket.to_path_buf(),
+        };
         cli.send("prompt", 1)?;
         Ok(cli)
     }
 
     /// Sends one line of `n` `;`-separated commands; their outputs.
-    fn send(&mut self, line: &str, n: usize) -> Result<Vec<String>, String> {
-        let io = |e: std::io::Error| format!("HAProxy admin socket: {e}");
+    fn send(&mut self, line: &str, n: usize) -> Result<Vec<String>, HaproxyError> {
+        let io = |source| HaproxyError::Socket {
+            socket: self.socket.clone(),
+            source,
+        };
         self.stream
             .write_all(format!("{line}\n").as_bytes())
             .map_err(io)?;
@@ -354,7 +440,7 @@ impl Cli {
         while buf.windows(3).filter(|w| w == b"\n> ").count() < n {
             let got = self.stream.read(&mut chunk).map_err(io)?;
             if got == 0 {
-                return Err("HAProxy closed the admin socket".into());
+                return Err(HaproxyError::SocketClosed);
             }
             buf.extend_from_slice(&chunk[..got]);
         }
@@ -367,7 +453,7 @@ impl Cli {
     }
 
     /// Runs `cmds`, many to a line; the first refused one is an error.
-    fn run(&mut self, cmds: &[String]) -> Result<(), String> {
+    fn run(&mut self, cmds: &[String]) -> Result<(), HaproxyError> {
         let mut i = 0;
         while i < cmds.len() {
             // Lines stay well inside HAProxy's 16 kB buffer.
@@ -382,7 +468,10 @@ impl Cli {
             for (cmd, out) in cmds[i..i + n].iter().zip(outputs) {
                 // Success is silent, or reports what changed.
                 if !out.is_empty() && !out.contains("changed") {
-                    return Err(format!("HAProxy refused '{cmd}': {out}"));
+                    return Err(HaproxyError::Refused {
+                        command: cmd.clone(),
+                        answer: out,
+                    });
                 }
             }
             i += n;
@@ -391,12 +480,12 @@ impl Cli {
     }
 
     /// The worker's pid (`show info`).
-    fn pid(&mut self) -> Result<u32, String> {
+    fn pid(&mut self) -> Result<u32, HaproxyError> {
         let out = self.send("show info", 1)?.remove(0);
         out.lines()
             .find_map(|l| l.strip_prefix("Pid: "))
             .and_then(|p| p.trim().parse().ok())
-            .ok_or_else(|| "HAProxy's show info has no Pid".to_string())
+            .ok_or(HaproxyError::NoPid)
     }
 }
 
@@ -442,30 +531,37 @@ impl Haproxy {
     }
 
     /// `haproxy -c` on `path`; the error is HAProxy's own message.
-    pub fn check(&self, path: &Path) -> Result<(), String> {
+    pub fn check(&self, path: &Path) -> Result<(), HaproxyError> {
         let out = Command::new(&self.bin)
             .arg("-c")
             .arg("-f")
             .arg(path)
             .output()
-            .map_err(|e| format!("cannot run {}: {e}", self.bin.display()))?;
+            .map_err(|source| HaproxyError::Run {
+                bin: self.bin.clone(),
+                source,
+            })?;
         if out.status.success() {
             Ok(())
         } else {
             let err = String::from_utf8_lossy(&out.stderr);
             // HAProxy's alerts name the line; its notices are noise here.
             let alerts: Vec<&str> = err.lines().filter(|l| l.contains("ALERT")).collect();
-            Err(if alerts.is_empty() {
+            Err(HaproxyError::Check(if alerts.is_empty() {
                 err.trim().to_string()
             } else {
                 alerts.join("\n")
-            })
+            }))
         }
     }
 
     /// Makes HAProxy serve `services`: through the Runtime API when only
     /// servers changed, else by a checked reload (or the first start).
-    pub fn apply(&mut self, services: &[Service], settings: &Settings) -> Result<Applied, String> {
+    pub fn apply(
+        &mut self,
+        services: &[Service],
+        settings: &Settings,
+    ) -> Result<Applied, HaproxyError> {
         let started = Instant::now();
         let result = self.apply_inner(services, settings);
         match &result {
@@ -477,7 +573,7 @@ impl Haproxy {
                 self.stats.backends = services.len();
                 self.stats.servers = services.iter().map(|s| s.servers.len()).sum();
             }
-            Err(e) => self.stats.last_error = Some(e.clone()),
+            Err(e) => self.stats.last_error = Some(e.to_string()),
         }
         result
     }
@@ -486,7 +582,7 @@ impl Haproxy {
         &mut self,
         services: &[Service],
         settings: &Settings,
-    ) -> Result<Applied, String> {
+    ) -> Result<Applied, HaproxyError> {
         let running = self.running();
         // Apps still asking for what HAProxy refused keep their last good
         // configuration; the others are tried again.
@@ -508,7 +604,7 @@ impl Haproxy {
             return Ok(applied);
         }
         if let Some(dir) = self.config.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(file_error(dir))?;
         }
         // An app whose configuration HAProxy refuses keeps its last good
         // one (or stays out when it has none); the others go on.
@@ -517,16 +613,15 @@ impl Haproxy {
         loop {
             write_maps(&services, settings)?;
             let text = self.render(&services, settings, None)?;
-            std::fs::write(&tmp, &text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            std::fs::write(&tmp, &text).map_err(file_error(&tmp))?;
             let Err(e) = self.check(&tmp) else { break };
+            let e = e.to_string();
             let _ = std::fs::remove_file(&tmp);
             self.stats.failed_checks += 1;
             let Some((app, label)) = culprit(&text, &e, &services)
                 .filter(|(app, _)| !self.refused.contains_key(app) && self.refused.len() < 8)
             else {
-                return Err(format!(
-                    "the new configuration is invalid; the last good one stays: {e}"
-                ));
+                return Err(HaproxyError::Invalid(e));
             };
             let why = format!(
                 "app {app}: {label}: HAProxy refuses it; the app keeps its last good configuration: {e}"
@@ -545,8 +640,7 @@ impl Haproxy {
             let _ = std::fs::remove_file(&tmp);
             return Ok(applied);
         }
-        std::fs::rename(&tmp, &self.config)
-            .map_err(|e| format!("{}: {e}", self.config.display()))?;
+        std::fs::rename(&tmp, &self.config).map_err(file_error(&self.config))?;
         let applied = if running {
             self.reload()?;
             self.stats.reloads += 1;
@@ -566,7 +660,7 @@ impl Haproxy {
         running: bool,
         services: &[Service],
         settings: &Settings,
-    ) -> Result<Option<Applied>, String> {
+    ) -> Result<Option<Applied>, HaproxyError> {
         if running
             && let Some(live) = &mut self.live
             && live.fits(services)
@@ -635,25 +729,25 @@ impl Haproxy {
         services: &[Service],
         settings: &Settings,
         capacity: Option<&HashMap<String, usize>>,
-    ) -> Result<String, String> {
+    ) -> Result<String, HaproxyError> {
         let started = Instant::now();
         let text = render_slots(services, settings, &|s| match capacity {
             Some(c) => c.get(&s.backend).copied().unwrap_or(0).max(s.servers.len()),
             None => slots_for(s.servers.len()),
         })
-        .map_err(|e| format!("cannot render the configuration: {e}"))?;
+        .map_err(|e| HaproxyError::Render(e.to_string()))?;
         self.stats.last_render = started.elapsed();
         Ok(text)
     }
 
     /// Replaces the live file (a rename: never half written).
-    fn write(&self, text: &str) -> Result<(), String> {
+    fn write(&self, text: &str) -> Result<(), HaproxyError> {
         let tmp = self.config.with_extension("new");
-        std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.config).map_err(|e| format!("{}: {e}", self.config.display()))
+        std::fs::write(&tmp, text).map_err(file_error(&tmp))?;
+        std::fs::rename(&tmp, &self.config).map_err(file_error(&self.config))
     }
 
-    fn start(&mut self) -> Result<(), String> {
+    fn start(&mut self) -> Result<(), HaproxyError> {
         let _ = std::fs::remove_file(&self.socket);
         let child = Command::new(&self.bin)
             .arg("-W")
@@ -663,26 +757,29 @@ impl Haproxy {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
+            .map_err(|source| HaproxyError::Run {
+                bin: self.bin.clone(),
+                source,
+            })?;
         self.master = Some(child);
         // Serving once its worker answers on the admin socket.
         self.wait_for_worker(None)
     }
 
     /// SIGUSR2 to the master, then waits for the new worker.
-    fn reload(&mut self) -> Result<(), String> {
+    fn reload(&mut self) -> Result<(), HaproxyError> {
         let old = Cli::connect(&self.socket).and_then(|mut c| c.pid()).ok();
         let pid = self.master.as_ref().map(|c| c.id()).unwrap_or(0);
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGUSR2,
         )
-        .map_err(|e| format!("cannot reload HAProxy (pid {pid}): {e}"))?;
+        .map_err(|source| HaproxyError::Reload { pid, source })?;
         self.wait_for_worker(old)
     }
 
     /// Waits until a worker other than `old` answers on the admin socket.
-    fn wait_for_worker(&mut self, old: Option<u32>) -> Result<(), String> {
+    fn wait_for_worker(&mut self, old: Option<u32>) -> Result<(), HaproxyError> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(pid) = Cli::connect(&self.socket).and_then(|mut c| c.pid())
@@ -691,13 +788,12 @@ impl Haproxy {
                 return Ok(());
             }
             if !self.running() {
-                return Err("HAProxy exited (its output says why)".into());
+                return Err(HaproxyError::Exited);
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "HAProxy's new worker did not answer on {} within 30 s",
-                    self.socket.display()
-                ));
+                return Err(HaproxyError::NoWorker {
+                    socket: self.socket.clone(),
+                });
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -142,7 +142,7 @@ fn server_changes_go_through_the_runtime_api_and_structure_changes_reload() {
     let apply = |haproxy: &mut Haproxy, ports: &[u16], extra: Value| {
         let (svcs, errors) = services(&apps(service, ports, extra), &settings, &resolve);
         assert!(errors.is_empty(), "{errors:?}");
-        haproxy.apply(&svcs, &settings)
+        haproxy.apply(&svcs, &settings).map_err(|e| e.to_string())
     };
 
     // Two servers: HAProxy starts with them (and spare slots).
@@ -215,7 +215,7 @@ fn server_changes_go_through_the_runtime_api_and_structure_changes_reload() {
         json!({"HAPROXY_0_BALANCE": "leastconn"}),
         &ports[..1],
     );
-    assert_eq!(haproxy.apply(&svcs, &settings), Ok(Applied::Reloaded));
+    assert_eq!(haproxy.apply(&svcs, &settings).unwrap(), Applied::Reloaded);
     eventually("the other app answers", || {
         bodies(other_service, 3) == set(&[0])
     });
@@ -245,7 +245,7 @@ fn server_changes_go_through_the_runtime_api_and_structure_changes_reload() {
         "the refused app keeps serving"
     );
     // Asked again, it is not checked again.
-    assert_eq!(haproxy.apply(&svcs, &settings), Ok(Applied::Unchanged));
+    assert_eq!(haproxy.apply(&svcs, &settings).unwrap(), Applied::Unchanged);
     assert_eq!(haproxy.stats.failed_checks, 1);
     // Fixed, it is applied and the error is gone.
     let svcs = two(
@@ -253,7 +253,7 @@ fn server_changes_go_through_the_runtime_api_and_structure_changes_reload() {
         json!({"HAPROXY_0_BALANCE": "static-rr"}),
         &ports[..2],
     );
-    assert_eq!(haproxy.apply(&svcs, &settings), Ok(Applied::Reloaded));
+    assert_eq!(haproxy.apply(&svcs, &settings).unwrap(), Applied::Reloaded);
     assert_eq!(haproxy.stats.last_error, None);
     assert_eq!(haproxy.stats.reloads, 4);
     assert_eq!(haproxy.stats.runtime_updates, 4);
@@ -311,7 +311,7 @@ fn with_map_files_virtual_hosts_and_app_ids_route_and_follow_changes() {
     let mut haproxy = Haproxy::new("haproxy", dir.path().join("haproxy.cfg"), &settings.socket);
     let (svcs, errors) = services(&doc("two.example.com"), &settings, &resolve);
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(haproxy.apply(&svcs, &settings), Ok(Applied::Started));
+    assert_eq!(haproxy.apply(&svcs, &settings).unwrap(), Applied::Started);
     eventually("both hosts route through the map", || {
         get_with(http, "Host: one.example.com") == "one"
             && get_with(http, "Host: TWO.example.com:80") == "two"
@@ -320,7 +320,7 @@ fn with_map_files_virtual_hosts_and_app_ids_route_and_follow_changes() {
     assert!(get_with(http, "Host: nobody.example.com").contains("503"));
     // A virtual host changes: the map follows (with a reload).
     let (svcs, _) = services(&doc("deux.example.com"), &settings, &resolve);
-    assert_eq!(haproxy.apply(&svcs, &settings), Ok(Applied::Reloaded));
+    assert_eq!(haproxy.apply(&svcs, &settings).unwrap(), Applied::Reloaded);
     eventually("the new host routes", || {
         get_with(http, "Host: deux.example.com") == "two"
     });

@@ -124,7 +124,7 @@ pub fn run(sizes: &[usize], changes: usize) -> anyhow::Result<()> {
         let mut checks = Vec::new();
         for _ in 0..3 {
             let t = Instant::now();
-            haproxy.check(&file).map_err(anyhow::Error::msg)?;
+            haproxy.check(&file)?;
             checks.push(t.elapsed());
         }
 

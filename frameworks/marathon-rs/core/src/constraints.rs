@@ -348,7 +348,10 @@ mod tests {
         );
         assert_eq!(p(&["rack"]).unwrap_err(), ConstraintError::Fields);
         assert_eq!(p(&["", "UNIQUE"]).unwrap_err(), ConstraintError::EmptyField);
-        assert_eq!(p(&["level", "IS", "a b"]).unwrap_err(), ConstraintError::BadIsValue);
+        assert_eq!(
+            p(&["level", "IS", "a b"]).unwrap_err(),
+            ConstraintError::BadIsValue
+        );
         assert_eq!(
             p(&["level", "IS", "2.50"]).unwrap().operator,
             Operator::Is("2.5".into())

@@ -623,7 +623,10 @@ mod tests {
         );
         let mut space = OfferSpace::new(offer(0.8, "[31000-31010]"));
         space.reserve(&a, &[], &[]).unwrap();
-        assert_eq!(space.reserve(&a, &[], &[]).unwrap_err(), Unfit::InsufficientCpus);
+        assert_eq!(
+            space.reserve(&a, &[], &[]).unwrap_err(),
+            Unfit::InsufficientCpus
+        );
     }
 
     #[test]

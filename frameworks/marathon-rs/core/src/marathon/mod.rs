@@ -512,7 +512,10 @@ impl Marathon {
                                 app_of_task(&t.task_id.value).as_ref() == Some(&want.path)
                             });
                             let stats = self.queue.entry(want.path.clone()).or_default();
-                            *stats.reasons.entry(reason.reason().to_string()).or_default() += 1;
+                            *stats
+                                .reasons
+                                .entry(reason.reason().to_string())
+                                .or_default() += 1;
                             if !launched_here {
                                 stats.unused += 1;
                                 stats.last_unused = Some(now);
