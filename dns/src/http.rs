@@ -1,6 +1,5 @@
 //! The Mesos-DNS HTTP API (port 8123): `/v1/version`, `/v1/config`,
-//! `/v1/hosts/{host}`, `/v1/services/{service}`, in Mesos-DNS' shapes
-//! (`shared/specs/mesos-dns-naming.md` §3).
+//! `/v1/hosts/{host}`, `/v1/services/{service}`, in Mesos-DNS' shapes.
 
 use std::sync::{Arc, RwLock};
 

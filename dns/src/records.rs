@@ -1,6 +1,6 @@
 //! The record builder: a pure function from the master's state (the legacy
 //! `/master/state` JSON) to the set of records `agora dns` serves, named the
-//! way Mesos-DNS names them (`shared/specs/mesos-dns-naming.md` §1).
+//! way Mesos-DNS names them.
 //!
 //! Only running tasks on known agents get records. One task with a name that
 //! normalises to nothing, or with ports that do not parse, loses its own

@@ -1,5 +1,5 @@
 //! `agora lb`: HAProxy configuration from marathon-rs apps, the way
-//! marathon-lb writes it (`shared/specs/marathon-lb-haproxy.md`).
+//! marathon-lb writes it.
 //!
 //! [`services`] turns `GET /v2/apps?embed=apps.tasks` into the services to
 //! balance (one per app service port in the load balancer's group, with the

@@ -4,7 +4,7 @@
 //! are offered to whom, whether an ACCEPT is valid, where a status update goes,
 //! when an agent or framework has been gone too long) and none of the I/O.
 //! The shell (`agora-master`) feeds it [`Input`]s with the current time and
-//! carries out the [`Output`]s it returns, in order. See DESIGN.md §4.
+//! carries out the [`Output`]s it returns, in order. See ARCHITECTURE.md (The master).
 
 pub mod allocator;
 pub mod ids;

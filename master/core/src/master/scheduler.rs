@@ -81,7 +81,7 @@ impl Master {
             (Some(a), None) => info.id = Some(a.clone()),
             _ => {}
         }
-        // An authenticated framework is who it authenticated as (Mesos §1.6).
+        // An authenticated framework is who it authenticated as (as in Mesos).
         if let Some(p) = principal {
             match &info.principal {
                 Some(q) if *q != p => {
@@ -1135,7 +1135,9 @@ impl Master {
 
     // -------------------------------------------------------------- RECONCILE
 
-    /// Answers RECONCILE as Mesos' decision table says (spec §7.6).
+    /// Answers RECONCILE as Mesos' decision table says: a known task's latest state; an unknown one
+    /// TASK_GONE on a registered agent, TASK_UNREACHABLE (or LOST) on an unreachable one,
+    /// TASK_UNKNOWN (or LOST) elsewhere.
     pub(crate) fn reconcile(
         &mut self,
         now: Time,
