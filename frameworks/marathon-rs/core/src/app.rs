@@ -960,14 +960,71 @@ pub fn validate(app: &App) -> Vec<FieldError> {
 
 /// Number of ports each instance needs from an offer.
 pub fn port_count(app: &App) -> usize {
-    match &app.port_definitions {
-        Some(pd) => pd.len(),
-        None => app
-            .container
-            .as_ref()
-            .and_then(|c| c.port_mappings.as_ref())
-            .map(|m| m.iter().filter(|m| m.host_port.is_some()).count())
-            .unwrap_or(0),
+    app.ports().iter().filter(|p| p.host.is_some()).count()
+}
+
+/// One port an app declares, whichever way it declares them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppPort {
+    /// Its name.
+    pub name: Option<String>,
+    /// The port the app names: `portDefinitions[].port`, or the mapping's
+    /// `containerPort`.
+    pub declared: u32,
+    /// Where agora lb serves it.
+    pub service_port: u32,
+    /// The host port each instance takes from its offer: `Some(0)` any,
+    /// `Some(p)` that one, `None` none (a mapping without `hostPort`).
+    pub host: Option<u32>,
+    /// `tcp`, `udp` or `udp,tcp`.
+    pub protocol: String,
+}
+
+/// Which of an app's two port lists counts.
+enum PortList {
+    Definitions,
+    Mappings,
+}
+
+impl App {
+    /// The one rule: `portDefinitions` when the app has them (host
+    /// networking), else the container's `portMappings`.
+    fn port_list(&self) -> PortList {
+        if self.port_definitions.is_some() {
+            PortList::Definitions
+        } else {
+            PortList::Mappings
+        }
+    }
+
+    /// The app's ports in order, from whichever list counts.
+    pub fn ports(&self) -> Vec<AppPort> {
+        match self.port_list() {
+            PortList::Definitions => self
+                .port_definitions
+                .iter()
+                .flatten()
+                .map(|p| AppPort {
+                    name: p.name.clone(),
+                    declared: p.port,
+                    service_port: p.port,
+                    host: Some(if self.require_ports { p.port } else { 0 }),
+                    protocol: p.protocol.clone(),
+                })
+                .collect(),
+            PortList::Mappings => self
+                .container
+                .iter()
+                .flat_map(|c| c.port_mappings.iter().flatten())
+                .map(|m| AppPort {
+                    name: m.name.clone(),
+                    declared: m.container_port,
+                    service_port: m.service_port,
+                    host: m.host_port,
+                    protocol: m.protocol.clone(),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -1005,27 +1062,24 @@ impl App {
 
     /// Service ports (portDefinitions' ports or portMappings' servicePorts).
     pub fn service_ports(&self) -> Vec<u32> {
-        match &self.port_definitions {
-            Some(pd) => pd.iter().map(|p| p.port).collect(),
-            None => self
-                .container
-                .as_ref()
-                .and_then(|c| c.port_mappings.as_ref())
-                .map(|m| m.iter().map(|p| p.service_port).collect())
-                .unwrap_or_default(),
-        }
+        self.ports().iter().map(|p| p.service_port).collect()
     }
 
     /// Mutable references to every service port (to assign 0s).
     pub fn service_ports_mut(&mut self) -> Vec<&mut u32> {
-        match &mut self.port_definitions {
-            Some(pd) => pd.iter_mut().map(|p| &mut p.port).collect(),
-            None => self
+        match self.port_list() {
+            PortList::Definitions => self
+                .port_definitions
+                .iter_mut()
+                .flatten()
+                .map(|p| &mut p.port)
+                .collect(),
+            PortList::Mappings => self
                 .container
-                .as_mut()
-                .and_then(|c| c.port_mappings.as_mut())
-                .map(|m| m.iter_mut().map(|p| &mut p.service_port).collect())
-                .unwrap_or_default(),
+                .iter_mut()
+                .flat_map(|c| c.port_mappings.iter_mut().flatten())
+                .map(|p| &mut p.service_port)
+                .collect(),
         }
     }
 

@@ -133,22 +133,12 @@ impl OfferSpace {
     }
 
     fn pick_ports(&self, app: &App) -> Option<Vec<u32>> {
-        let wanted: Vec<Option<u32>> = match &app.port_definitions {
-            Some(pd) => pd
-                .iter()
-                .map(|p| (app.require_ports && p.port != 0).then_some(p.port))
-                .collect(),
-            None => app
-                .container
-                .as_ref()
-                .and_then(|c| c.port_mappings.as_ref())
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|p| p.host_port.map(|h| (h != 0).then_some(h)))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
+        // A host port taken from the offer: any (None) or that one.
+        let wanted: Vec<Option<u32>> = app
+            .ports()
+            .iter()
+            .filter_map(|p| p.host.map(|h| (h != 0).then_some(h)))
+            .collect();
         let mut free = self.ports.clone();
         let mut out = Vec::with_capacity(wanted.len());
         for w in wanted {
@@ -213,23 +203,12 @@ pub fn task_info(
         });
     }
     // Port names and declared ports, in the order of `ports`.
-    let declared: Vec<(Option<String>, u32, String)> = match &app.port_definitions {
-        Some(pd) => pd
-            .iter()
-            .map(|p| (p.name.clone(), p.port, p.protocol.clone()))
-            .collect(),
-        None => app
-            .container
-            .as_ref()
-            .and_then(|c| c.port_mappings.as_ref())
-            .map(|m| {
-                m.iter()
-                    .filter(|p| p.host_port.is_some())
-                    .map(|p| (p.name.clone(), p.container_port, p.protocol.clone()))
-                    .collect()
-            })
-            .unwrap_or_default(),
-    };
+    let declared: Vec<(Option<String>, u32, String)> = app
+        .ports()
+        .into_iter()
+        .filter(|p| p.host.is_some())
+        .map(|p| (p.name, p.declared, p.protocol))
+        .collect();
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.insert("HOST".into(), offer.hostname.clone());
     for (i, p) in ports.iter().enumerate() {
