@@ -15,7 +15,7 @@ use agora_proto::{operator, scheduler as sched};
 use super::{Agent, AgentState, Framework, Master, Output, Task};
 use crate::ids::{AgentId, ConnId, ExecutorId, FrameworkId, OfferId, TaskId};
 use crate::time::Time;
-use crate::validation::{self, Capabilities};
+use crate::validation::Capabilities;
 
 impl Master {
     pub(crate) fn agent_message(&mut self, now: Time, conn: ConnId, message: AgentMessage) {
@@ -143,7 +143,7 @@ impl Master {
         // has not seen subscribe (after a master restart).
         for finfo in &register.frameworks {
             if let Some(fid) = finfo.id.as_ref().map(FrameworkId::from) {
-                self.recover_framework(&fid, finfo);
+                self.recover_framework(now, &fid, finfo);
             }
         }
         let reported: BTreeMap<(FrameworkId, TaskId), v1::Task> = register
@@ -215,7 +215,7 @@ impl Master {
                     id: Some(fid.to_proto()),
                     ..Default::default()
                 };
-                self.recover_framework(fid, &finfo);
+                self.recover_framework(now, fid, &finfo);
             }
             let f = self.frameworks.get_mut(fid).expect("recovered above");
             let previous = f
@@ -326,33 +326,13 @@ impl Master {
 
     /// A framework known only from an agent's report: kept, inactive, until
     /// it subscribes.
-    fn recover_framework(&mut self, id: &FrameworkId, info: &v1::FrameworkInfo) {
+    fn recover_framework(&mut self, now: Time, id: &FrameworkId, info: &v1::FrameworkInfo) {
         if self.frameworks.contains_key(id) || self.removed_frameworks.contains(id) {
             return;
         }
-        let roles = validation::framework_roles(info);
-        self.frameworks.insert(
-            id.clone(),
-            Framework {
-                id: id.clone(),
-                info: info.clone(),
-                caps: Capabilities::of(info),
-                roles: roles.clone(),
-                stream: None,
-                active: false,
-                recovered: true,
-                registered_time: None,
-                reregistered_time: None,
-                unregistered_time: None,
-                failover_deadline: None,
-                tasks: BTreeMap::new(),
-                unreachable_tasks: BTreeMap::new(),
-                completed_tasks: Default::default(),
-                offers: BTreeSet::new(),
-                executors: BTreeMap::new(),
-                suppressed_roles: BTreeSet::new(),
-            },
-        );
+        let framework = Framework::new(id.clone(), info, None, now);
+        let roles = framework.roles.clone();
+        self.frameworks.insert(id.clone(), framework);
         self.allocator.add_framework(
             id.clone(),
             &roles,

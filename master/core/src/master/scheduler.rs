@@ -1,7 +1,7 @@
 //! Scheduler API calls: SUBSCRIBE, ACCEPT, DECLINE, KILL, ACKNOWLEDGE,
 //! RECONCILE and the rest, with Mesos' validation and answers.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use agora_proto::internal::{
@@ -169,25 +169,8 @@ impl Master {
             }
             self.allocator.activate_framework(&id);
         } else {
-            let framework = Framework {
-                id: id.clone(),
-                info: info.clone(),
-                caps,
-                roles: roles.clone(),
-                stream: Some(stream.clone()),
-                active: true,
-                recovered: false,
-                registered_time: Some(now),
-                reregistered_time: None,
-                unregistered_time: None,
-                failover_deadline: None,
-                tasks: BTreeMap::new(),
-                unreachable_tasks: BTreeMap::new(),
-                completed_tasks: Default::default(),
-                offers: BTreeSet::new(),
-                executors: BTreeMap::new(),
-                suppressed_roles: suppressed.clone(),
-            };
+            let mut framework = Framework::new(id.clone(), &info, Some(stream.clone()), now);
+            framework.suppressed_roles = suppressed.clone();
             self.frameworks.insert(id.clone(), framework);
             let s: Vec<String> = suppressed.iter().cloned().collect();
             self.allocator

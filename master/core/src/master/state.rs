@@ -2,7 +2,7 @@
 //! The call and message handlers in `scheduler.rs` and `agents.rs` build on
 //! these.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use agora_proto::internal::{ShutdownAgent, ShutdownFramework, master_message};
@@ -13,7 +13,7 @@ use agora_proto::{operator, scheduler as sched};
 
 use super::{Agent, AgentState, Framework, Master, Offer, Output, Task};
 use crate::allocator::Allocation;
-use crate::ids::{AgentId, FrameworkId, OfferId, TaskId};
+use crate::ids::{AgentId, FrameworkId, OfferId, StreamId, TaskId};
 use crate::time::Time;
 use crate::validation::Capabilities;
 
@@ -617,6 +617,37 @@ pub(crate) fn split_address(address: &str) -> (String, i32) {
 }
 
 impl Framework {
+    /// A framework the master starts to know of: subscribed on `stream`
+    /// (active, registered `now`), or, without a stream, recovered from an
+    /// agent's report (inactive until it subscribes).
+    pub(crate) fn new(
+        id: FrameworkId,
+        info: &v1::FrameworkInfo,
+        stream: Option<StreamId>,
+        now: Time,
+    ) -> Framework {
+        let subscribed = stream.is_some();
+        Framework {
+            id,
+            info: info.clone(),
+            caps: Capabilities::of(info),
+            roles: crate::validation::framework_roles(info),
+            stream,
+            active: subscribed,
+            recovered: !subscribed,
+            registered_time: subscribed.then_some(now),
+            reregistered_time: None,
+            unregistered_time: None,
+            failover_deadline: None,
+            tasks: BTreeMap::new(),
+            unreachable_tasks: BTreeMap::new(),
+            completed_tasks: Default::default(),
+            offers: BTreeSet::new(),
+            executors: BTreeMap::new(),
+            suppressed_roles: BTreeSet::new(),
+        }
+    }
+
     /// The state a legacy framework would be told for `state`.
     #[allow(dead_code)]
     pub(crate) fn visible_state(&self, state: TaskState) -> TaskState {
