@@ -297,7 +297,7 @@ async fn the_agent_serves_a_large_file_without_loading_it() {
     let port = crate::cluster::free_port();
     let agent = crate::cluster::AgentProcess::start(&cluster.master(), dir.path(), port);
     let work = dir.path().join("agent");
-    crate::marathon::eventually("the agent serves", || async {
+    crate::cluster::eventually("the agent serves", || async {
         reqwest::get(format!("http://127.0.0.1:{port}/health"))
             .await
             .ok()

@@ -225,7 +225,7 @@ async fn marathon_rs_and_agora_dns_authenticate_to_the_master() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    crate::marathon::eventually("the app's task runs", || async {
+    crate::cluster::eventually("the app's task runs", || async {
         let v: Value = reqwest::get(format!("{base}/v2/apps/secure/web/tasks"))
             .await
             .ok()?
@@ -242,9 +242,9 @@ async fn marathon_rs_and_agora_dns_authenticate_to_the_master() {
         .await
         .unwrap();
     let dns = agora_dns::start(d, udp, tcp, None).await.unwrap();
-    if crate::dns::dig_available() {
-        crate::marathon::eventually("agora dns names the task", || async {
-            let out = crate::dns::dig(&dns, &["web-secure.marathon.mesos", "A"]);
+    if crate::cluster::dig_available() {
+        crate::cluster::eventually("agora dns names the task", || async {
+            let out = crate::cluster::dig(&dns, &["web-secure.marathon.mesos", "A"]);
             (!out.is_empty()).then_some(())
         })
         .await;
@@ -475,7 +475,7 @@ async fn executors_authenticate_with_their_agents_token() {
         TaskState::TaskRunning,
     )
     .await;
-    let env_file = crate::marathon::eventually("the task wrote its environment", || async {
+    let env_file = crate::cluster::eventually("the task wrote its environment", || async {
         find(dir.path(), "env.txt")
     })
     .await;
@@ -631,7 +631,7 @@ async fn agents_present_credentials_and_guard_their_endpoints() {
             .collect();
         Some(names)
     };
-    crate::marathon::eventually("the agent with credentials registers", || async {
+    crate::cluster::eventually("the agent with credentials registers", || async {
         (slaves().await? == ["agent-good"]).then_some(())
     })
     .await;
@@ -732,7 +732,7 @@ async fn tasks_run_as_their_users() {
         )
         .await;
     assert_eq!(status, 201, "{r}");
-    let who = crate::marathon::eventually("the app wrote who it runs as", || async {
+    let who = crate::cluster::eventually("the app wrote who it runs as", || async {
         let f = find(cluster.dir.path(), "app-who")?;
         let text = std::fs::read_to_string(f).ok()?;
         (!text.trim().is_empty()).then(|| text.trim().to_string())
@@ -934,7 +934,7 @@ async fn every_agent_endpoint_answers_the_authentication_matrix() {
         TaskState::TaskRunning,
     )
     .await;
-    let stdout = crate::marathon::eventually("the task's stdout", || async {
+    let stdout = crate::cluster::eventually("the task's stdout", || async {
         find(&dir.path().join("agent/slaves"), "stdout")
     })
     .await;

@@ -1,5 +1,7 @@
-//! Fixtures: a master and agents in this process, on ephemeral ports, with
-//! the real `agora` binary as the command executor.
+//! The shared fixtures of the end-to-end tests, in one place: a master and
+//! agents in this process on ephemeral ports (the real `agora` binary as
+//! the command executor), free ports, `eventually`, `dig`, the venv's
+//! Python, and how a missing component skips or fails a test.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -265,4 +267,57 @@ pub async fn master_tasks(cluster: &Cluster) -> Option<Vec<Value>> {
             .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
             .collect()
     })
+}
+
+/// Polls `f` until it yields, failing after 60 s with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(t) = f().await {
+            return t;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub(crate) fn dig_available() -> bool {
+    let ok = std::process::Command::new("dig")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        missing("dig (bind9-dnsutils)");
+    }
+    ok
+}
+
+/// `dig +short` lines (sorted).
+pub(crate) fn dig(dns: &agora_dns::RunningDns, args: &[&str]) -> Vec<String> {
+    let out = std::process::Command::new("dig")
+        .arg(format!("@{}", dns.addr.ip()))
+        .args([
+            "-p",
+            &dns.addr.port().to_string(),
+            "+short",
+            "+time=2",
+            "+tries=1",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.sort();
+    lines
 }

@@ -8,42 +8,9 @@ use std::time::Duration;
 use agora_dns::{DnsOptions, RunningDns};
 use serde_json::json;
 
-use crate::cluster::{Cluster, missing};
-use crate::marathon::{Marathon, eventually};
-
-pub(crate) fn dig_available() -> bool {
-    let ok = std::process::Command::new("dig")
-        .arg("-v")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        missing("dig (bind9-dnsutils)");
-    }
-    ok
-}
-
-/// `dig +short` lines (sorted).
-pub(crate) fn dig(dns: &RunningDns, args: &[&str]) -> Vec<String> {
-    let out = std::process::Command::new("dig")
-        .arg(format!("@{}", dns.addr.ip()))
-        .args([
-            "-p",
-            &dns.addr.port().to_string(),
-            "+short",
-            "+time=2",
-            "+tries=1",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .filter(|l| !l.is_empty())
-        .collect();
-    lines.sort();
-    lines
-}
+use crate::cluster::eventually;
+use crate::cluster::{Cluster, dig, dig_available};
+use crate::marathon::Marathon;
 
 /// The whole `dig` answer text.
 fn dig_full(dns: &RunningDns, args: &[&str]) -> String {

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::cluster::eventually;
 use crate::cluster::{AgentProcess, Cluster, free_port, missing};
-use crate::marathon::{Marathon, eventually};
+use crate::marathon::Marathon;
 
 const IMAGE: &str = "agora-test/busybox:1";
 

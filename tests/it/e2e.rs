@@ -453,7 +453,7 @@ async fn a_master_restarted_on_its_work_dir_recovers_its_registry() {
         serde_json::json!([{"role": "web", "weight": 3.0}]),
         "{weights}"
     );
-    crate::marathon::eventually("the agent that did not return is unreachable", || async {
+    crate::cluster::eventually("the agent that did not return is unreachable", || async {
         let m: serde_json::Value = http
             .get(format!("http://{addr}/metrics/snapshot"))
             .send()

@@ -20,8 +20,8 @@ use agora_testbed::cluster::{MARATHON_PORT, MASTER_PORT};
 use agora_testbed::{Cluster, Layout};
 use serde_json::{Value, json};
 
+use crate::cluster::eventually;
 use crate::hosts::testbed;
-use crate::marathon::eventually;
 
 /// Figures of one scenario: durations measured each round.
 struct Figures {

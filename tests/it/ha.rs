@@ -10,10 +10,10 @@ use agora_proto::v1::TaskState;
 use agora_sdk::{Event, SchedulerConfig, TaskBuilder};
 use agora_zk as zk;
 
+use crate::cluster::eventually;
 use crate::cluster::{agora_bin, free_port, missing, start_agent};
-use crate::dns::{dig, dig_available};
+use crate::cluster::{dig, dig_available};
 use crate::e2e::next_matching;
-use crate::marathon::eventually;
 
 const ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
 

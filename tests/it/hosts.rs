@@ -15,8 +15,8 @@ use agora_testbed::cluster::{DNS_PORT, MARATHON_PORT, MASTER_PORT};
 use agora_testbed::{Cluster, Layout};
 use serde_json::{Value, json};
 
+use crate::cluster::eventually;
 use crate::cluster::{agora_bin, missing};
-use crate::marathon::eventually;
 
 /// Held by each test that runs a testbed cluster: one at a time, as
 /// twenty processes and three JVMs each already fill two cores.

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::cluster::eventually;
 use crate::cluster::{Cluster, free_port, missing};
-use crate::marathon::{Marathon, eventually};
+use crate::marathon::Marathon;
 
 fn haproxy_available() -> bool {
     let ok = std::process::Command::new("haproxy")

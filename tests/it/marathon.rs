@@ -3,14 +3,13 @@
 //! API the way Marathon clients drive Marathon.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::time::Duration;
 
 use agora_marathon::{MarathonOptions, RunningMarathon};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, eventually};
 
 pub struct Marathon {
     pub running: Option<RunningMarathon>,
@@ -127,25 +126,6 @@ impl Marathon {
         if let Some(r) = self.running.take() {
             r.stop().await;
         }
-    }
-}
-
-/// Polls `f` until it yields, failing after 60 s with `what`.
-pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(t) = f().await {
-            return t;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -7,8 +7,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
+use crate::cluster::eventually;
 use crate::cluster::{AgentProcess, Cluster, free_port, master_tasks, process_alive};
-use crate::marathon::{Marathon, eventually};
+use crate::marathon::Marathon;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_tasks_survive_an_agent_restart_and_are_adopted() {

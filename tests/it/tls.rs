@@ -11,9 +11,9 @@ use agora_proto::v1::TaskState;
 use agora_sdk::{Event, SchedulerConfig, TaskBuilder};
 use serde_json::Value;
 
+use crate::cluster::eventually;
 use crate::cluster::{agora_bin, free_port};
 use crate::e2e::next_matching;
-use crate::marathon::eventually;
 
 /// `agora ca` in `dir` (cluster `agora`).
 pub(crate) fn ca(dir: &Path, args: &[&str]) {
@@ -372,7 +372,7 @@ async fn agora_dev_is_secure_by_default_and_its_clients_find_their_way() {
         None => crate::cluster::missing("pymesos in .venv (run tests/python/setup-venv.sh)"),
     }
     // agora dns (which authenticates to the master over TLS) names the app.
-    if crate::dns::dig_available() {
+    if crate::cluster::dig_available() {
         eventually("agora dns names the app", || async {
             let out = std::process::Command::new("dig")
                 .args([
