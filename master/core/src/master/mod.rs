@@ -8,6 +8,8 @@
 
 mod agents;
 mod authz;
+mod launch;
+mod operator_calls;
 mod scheduler;
 mod state;
 mod views;
