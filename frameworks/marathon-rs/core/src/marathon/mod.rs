@@ -10,6 +10,7 @@
 //! deployments advance when their steps are done.
 
 mod api;
+mod groups;
 mod views;
 
 use std::borrow::Cow;

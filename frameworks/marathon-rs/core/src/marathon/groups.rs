@@ -1,0 +1,202 @@
+//! The groups of the REST v2 API: POST, GET, PUT and DELETE `/v2/groups`,
+//! each turned into one deployment of the apps it touches.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::Marathon;
+use super::api::{Reply, canonical, parse_path};
+use crate::app::{self, App, AppError, AppUpdate};
+use crate::path::PathId;
+use crate::time::Millis;
+
+/// A group definition in POST/PUT /v2/groups.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupUpdate {
+    id: Option<String>,
+    apps: Option<Vec<Value>>,
+    groups: Option<Vec<GroupUpdate>>,
+    dependencies: Option<Vec<String>>,
+    scale_by: Option<f64>,
+    version: Option<String>,
+}
+
+impl Marathon {
+    fn collect_group(
+        &self,
+        now: Millis,
+        base: &PathId,
+        g: &GroupUpdate,
+        apps: &mut BTreeMap<PathId, App>,
+        groups: &mut Vec<(PathId, Vec<String>)>,
+    ) -> Result<(), Reply> {
+        let gid = match &g.id {
+            Some(id) => PathId::parse_relative(id, &base.parent())
+                .map_err(|e| Reply::error(422, e.to_string()))?,
+            None => base.clone(),
+        };
+        groups.push((gid.clone(), g.dependencies.clone().unwrap_or_default()));
+        for (i, raw) in g.apps.iter().flatten().enumerate() {
+            let mut update: AppUpdate =
+                app::parse_json(raw.to_string().as_bytes()).map_err(Reply::app_error)?;
+            let Some(id) = update.id.take() else {
+                return Err(Reply::app_error(AppError::Invalid(vec![app::FieldError {
+                    path: format!("/apps({i})/id"),
+                    errors: vec!["error.path.missing".into()],
+                }])));
+            };
+            let path =
+                PathId::parse_relative(&id, &gid).map_err(|e| Reply::error(422, e.to_string()))?;
+            if update.dependencies.is_none() {
+                update.dependencies = g.dependencies.clone();
+            }
+            let existing = self.state.apps.get(&path).cloned();
+            let mut app = self.build_app(now, &path, existing.as_ref(), &update)?;
+            if let Some(e) = &existing {
+                Self::with_version_info(&mut app, Some(e));
+            }
+            apps.insert(path, app);
+        }
+        for sub in g.groups.iter().flatten() {
+            let sub_base = match &sub.id {
+                Some(id) => PathId::parse_relative(id, &gid)
+                    .map_err(|e| Reply::error(422, e.to_string()))?,
+                None => gid.clone(),
+            };
+            let mut sub = sub.clone();
+            sub.id = Some(sub_base.to_string());
+            self.collect_group(now, &sub_base, &sub, apps, groups)?;
+        }
+        Ok(())
+    }
+
+    /// `POST /v2/groups[/{id}]`.
+    pub fn create_group(
+        &mut self,
+        now: Millis,
+        id: Option<&str>,
+        body: &[u8],
+        force: bool,
+    ) -> Reply {
+        let g: GroupUpdate = match app::parse_json(body) {
+            Ok(g) => g,
+            Err(e) => return Reply::app_error(e),
+        };
+        let Some(gid) = id.map(str::to_string).or_else(|| g.id.clone()) else {
+            return Reply::error(422, "A group needs an id");
+        };
+        let path = match parse_path(&gid) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        if self.group_paths().contains(&path) || self.state.apps.contains_key(&path) {
+            return Reply::error(
+                409,
+                format!("An app or group with id [{path}] already exists."),
+            );
+        }
+        let mut g = g;
+        g.id = Some(path.to_string());
+        let mut r = self.apply_group(now, &path, &g, force, false);
+        if r.status == 200 {
+            r.status = 201;
+            r.location = Some(path.to_string());
+        }
+        r
+    }
+
+    fn apply_group(
+        &mut self,
+        now: Millis,
+        path: &PathId,
+        g: &GroupUpdate,
+        force: bool,
+        replace: bool,
+    ) -> Reply {
+        let mut apps = BTreeMap::new();
+        let mut groups = Vec::new();
+        if let Err(r) = self.collect_group(now, path, g, &mut apps, &mut groups) {
+            return r;
+        }
+        let mut target = self.state.apps.clone();
+        if replace && g.apps.is_some() {
+            target.retain(|p, _| !p.starts_with(path) || apps.contains_key(p));
+        }
+        target.extend(apps);
+        for (gp, deps) in groups {
+            self.state.groups.insert(gp.clone());
+            if !deps.is_empty() {
+                self.state.group_dependencies.insert(gp, deps);
+            }
+        }
+        self.dirty = true;
+        match self.deploy(now, target, BTreeSet::new(), force) {
+            Ok((dep, version)) => Reply::deployment(dep, version),
+            Err(r) => r,
+        }
+    }
+
+    /// `PUT /v2/groups[/{id}]`: a definition, `{"scaleBy": f}`.
+    pub fn update_group(&mut self, now: Millis, id: &str, body: &[u8], force: bool) -> Reply {
+        let mut g: GroupUpdate = match app::parse_json(body) {
+            Ok(g) => g,
+            Err(e) => return Reply::app_error(e),
+        };
+        let path = match parse_path(id) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        if g.version.is_some() {
+            return Reply::error(
+                422,
+                "Rolling a group back to a version is not supported; roll back its apps instead",
+            );
+        }
+        if let Some(f) = g.scale_by {
+            if !(f >= 0.0 && f.is_finite()) {
+                return Reply::error(422, "scaleBy must be a non-negative number");
+            }
+            let mut target = self.state.apps.clone();
+            for (p, a) in target.iter_mut() {
+                if p.starts_with(&path) {
+                    let base = a.clone();
+                    a.instances = (f64::from(a.instances) * f).ceil() as u32;
+                    a.version = now.iso();
+                    Self::with_version_info(a, Some(&base));
+                }
+            }
+            return match self.deploy(now, target, BTreeSet::new(), force) {
+                Ok((dep, version)) => Reply::deployment(dep, version),
+                Err(r) => r,
+            };
+        }
+        g.id = Some(path.to_string());
+        self.apply_group(now, &path, &g, force, true)
+    }
+
+    /// `DELETE /v2/groups[/{id}]`.
+    pub fn delete_group(&mut self, now: Millis, id: &str, force: bool) -> Reply {
+        let Some(path) = PathId::parse(id)
+            .ok()
+            .filter(|p| self.group_paths().contains(p))
+        else {
+            return Reply::error(404, format!("Group '{}' does not exist", canonical(id)));
+        };
+        let mut target = self.state.apps.clone();
+        target.retain(|p, _| !p.starts_with(&path));
+        self.state
+            .groups
+            .retain(|g| !g.starts_with(&path) || g.is_root());
+        self.state
+            .group_dependencies
+            .retain(|g, _| !g.starts_with(&path));
+        self.dirty = true;
+        match self.deploy(now, target, BTreeSet::new(), force) {
+            Ok((dep, version)) => Reply::deployment(dep, version),
+            Err(r) => r,
+        }
+    }
+}
