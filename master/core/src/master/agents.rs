@@ -17,6 +17,9 @@ use crate::ids::{AgentId, ConnId, ExecutorId, FrameworkId, OfferId, TaskId};
 use crate::time::Time;
 use crate::validation::Capabilities;
 
+/// A task an agent brought back: (framework, task, state, executor).
+type Readded = (FrameworkId, TaskId, TaskState, Option<v1::ExecutorId>);
+
 impl Master {
     pub(crate) fn agent_message(&mut self, now: Time, conn: ConnId, message: AgentMessage) {
         let Some(message) = message.message else {
@@ -69,7 +72,7 @@ impl Master {
             self.shutdown_agent_conn(conn, "agent has seen a newer master epoch");
             return;
         }
-        let mut info = register.agent_info;
+        let mut info = register.agent_info.clone();
         let total = match Resources::from_protos(&info.resources) {
             Ok(r) => r.unallocated(),
             Err(e) => {
@@ -81,7 +84,6 @@ impl Master {
             self.shutdown_agent_conn(conn, "agent hostname must not be empty");
             return;
         }
-        let reregistering = info.id.is_some();
         let id = match &info.id {
             Some(id) => AgentId::from(id),
             None => {
@@ -113,30 +115,15 @@ impl Master {
         }
         let was_unreachable = self.unreachable_agents.remove(&id).is_some();
         let known = self.agents.remove(&id);
-        let mut agent = Agent {
-            id: id.clone(),
-            info: info.clone(),
-            address: register.address.clone(),
-            version: register
-                .version
-                .clone()
-                .unwrap_or_else(|| agora_proto::MESOS_VERSION.to_string()),
-            conn: Some(conn),
-            state: AgentState::Registered,
-            deactivated: known.as_ref().is_some_and(|k| k.deactivated),
-            total: total.clone(),
-            registered_time: known.as_ref().map(|k| k.registered_time).unwrap_or(now),
-            reregistered_time: reregistering.then_some(now),
-            tasks: BTreeSet::new(),
-            offers: BTreeSet::new(),
-            executors: BTreeMap::new(),
-            pong_pending: false,
-            missed_pongs: 0,
-            pending_kills: known
-                .as_ref()
-                .map(|k| k.pending_kills.clone())
-                .unwrap_or_default(),
-        };
+        let mut agent = Agent::registered(
+            id.clone(),
+            info.clone(),
+            &register,
+            conn,
+            total.clone(),
+            now,
+            known.as_ref(),
+        );
         self.conns.insert(conn, id.clone());
 
         // Frameworks the agent runs things for, including ones this master
@@ -158,16 +145,47 @@ impl Master {
             .collect();
         // Tasks the master launched there that the agent does not have: the
         // launch was lost.
-        let mut lost = Vec::new();
-        if let Some(known) = &known {
-            for key in &known.tasks {
-                if !reported.contains_key(key) {
-                    lost.push(key.clone());
-                }
-            }
+        let lost: Vec<(FrameworkId, TaskId)> = known
+            .iter()
+            .flat_map(|k| &k.tasks)
+            .filter(|key| !reported.contains_key(*key))
+            .cloned()
+            .collect();
+        let mut used = self.adopt_executors(&id, &mut agent, &register.executors);
+        let readded = self.adopt_tasks(now, &id, &mut agent, &reported, was_unreachable, &mut used);
+        let active = !agent.deactivated;
+        self.agents.insert(id.clone(), agent);
+        self.allocator.add_agent(id.clone(), total, used);
+        if !active {
+            self.allocator.deactivate_agent(&id);
         }
+        self.out.push(Output::ToAgent {
+            conn,
+            message: Box::new(agora_proto::internal::MasterMessage {
+                epoch: self.epoch,
+                message: Some(master_message::Message::Registered(Registered {
+                    agent_id: id.to_proto(),
+                    master_info: self.info.clone(),
+                    ping_interval_seconds: Some(self.config.agent_ping_timeout.as_secs_f64()),
+                })),
+            }),
+        });
+        self.after_registration(now, &id, lost, readded);
+        self.emit_agent_added(&id);
+        self.registry_dirty = true;
+        self.allocation_requested = true;
+    }
+
+    /// Takes in the executors a (re-)registering agent reports; returns
+    /// what they use, per framework and role.
+    fn adopt_executors(
+        &mut self,
+        id: &AgentId,
+        agent: &mut Agent,
+        executors: &[agora_proto::internal::RunningExecutor],
+    ) -> Vec<(FrameworkId, String, Resources)> {
         let mut used: Vec<(FrameworkId, String, Resources)> = Vec::new();
-        for e in &register.executors {
+        for e in executors {
             let fid = FrameworkId::from(&e.framework_id);
             let eid = ExecutorId::from(&e.executor_info.executor_id);
             let er = Resources::from_protos(&e.executor_info.resources)
@@ -192,8 +210,23 @@ impl Master {
                     .insert(eid, e.executor_info.clone());
             }
         }
+        used
+    }
+
+    /// Takes in the tasks a (re-)registering agent reports (what it says
+    /// is the truth); adds what they use to `used` and returns the tasks
+    /// whose state frameworks must hear again.
+    fn adopt_tasks(
+        &mut self,
+        now: Time,
+        id: &AgentId,
+        agent: &mut Agent,
+        reported: &BTreeMap<(FrameworkId, TaskId), v1::Task>,
+        was_unreachable: bool,
+        used: &mut Vec<(FrameworkId, String, Resources)>,
+    ) -> Vec<Readded> {
         let mut readded = Vec::new();
-        for ((fid, tid), t) in &reported {
+        for ((fid, tid), t) in reported {
             let state = t.state();
             let resources = Resources::from_protos(&t.resources)
                 .map(|r| r.unallocated())
@@ -249,23 +282,18 @@ impl Master {
                 readded.push((fid.clone(), tid.clone(), state, t.executor_id.clone()));
             }
         }
-        let active = !agent.deactivated;
-        self.agents.insert(id.clone(), agent);
-        self.allocator.add_agent(id.clone(), total, used);
-        if !active {
-            self.allocator.deactivate_agent(&id);
-        }
-        self.out.push(Output::ToAgent {
-            conn,
-            message: Box::new(agora_proto::internal::MasterMessage {
-                epoch: self.epoch,
-                message: Some(master_message::Message::Registered(Registered {
-                    agent_id: id.to_proto(),
-                    master_info: self.info.clone(),
-                    ping_interval_seconds: Some(self.config.agent_ping_timeout.as_secs_f64()),
-                })),
-            }),
-        });
+        readded
+    }
+
+    /// After a registration: tasks the agent never received end, tasks it
+    /// brought back are announced, kills asked for meanwhile are sent.
+    fn after_registration(
+        &mut self,
+        now: Time,
+        id: &AgentId,
+        lost: Vec<(FrameworkId, TaskId)>,
+        readded: Vec<Readded>,
+    ) {
         for (fid, tid) in lost {
             let caps = self
                 .frameworks
@@ -295,7 +323,7 @@ impl Master {
             let mut status = self.master_status(
                 now,
                 &tid.to_proto(),
-                Some(&id),
+                Some(id),
                 state,
                 Reason::AgentReregistered,
                 "Agent re-registered",
@@ -306,12 +334,12 @@ impl Master {
         // Kills requested while it was away.
         let kills = self
             .agents
-            .get_mut(&id)
+            .get_mut(id)
             .map(|a| std::mem::take(&mut a.pending_kills))
             .unwrap_or_default();
         for (fid, tid, policy) in kills {
             self.send_to_agent(
-                &id,
+                id,
                 master_message::Message::KillTask(KillTask {
                     framework_id: fid.to_proto(),
                     task_id: tid.to_proto(),
@@ -319,9 +347,6 @@ impl Master {
                 }),
             );
         }
-        self.emit_agent_added(&id);
-        self.registry_dirty = true;
-        self.allocation_requested = true;
     }
 
     /// A framework known only from an agent's report: kept, inactive, until
@@ -490,5 +515,45 @@ impl Master {
             }),
             ..Default::default()
         });
+    }
+}
+
+impl Agent {
+    /// The record of an agent that just (re-)registered on `conn`, keeping
+    /// what the master knew of it (`known`) that the agent cannot tell.
+    fn registered(
+        id: AgentId,
+        info: v1::AgentInfo,
+        register: &Register,
+        conn: ConnId,
+        total: Resources,
+        now: Time,
+        known: Option<&Agent>,
+    ) -> Agent {
+        let reregistering = register.agent_info.id.is_some();
+        Agent {
+            id,
+            info,
+            address: register.address.clone(),
+            version: register
+                .version
+                .clone()
+                .unwrap_or_else(|| agora_proto::MESOS_VERSION.to_string()),
+            conn: Some(conn),
+            state: AgentState::Registered,
+            deactivated: known.is_some_and(|k| k.deactivated),
+            total,
+            registered_time: known.map(|k| k.registered_time).unwrap_or(now),
+            reregistered_time: reregistering.then_some(now),
+            tasks: BTreeSet::new(),
+            offers: BTreeSet::new(),
+            executors: BTreeMap::new(),
+            pong_pending: false,
+            missed_pongs: 0,
+            pending_kills: known
+                .as_ref()
+                .map(|k| k.pending_kills.clone())
+                .unwrap_or_default(),
+        }
     }
 }
