@@ -470,46 +470,65 @@ async fn operator_api(
     principal: Option<String>,
 ) -> Result<warp::reply::Response, HttpError> {
     use operator::call::Type as C;
-    use operator::response::Type as R;
     let encoding = h::request_encoding(headers)?;
     let accept = h::response_encoding(headers)?;
-    let call: operator::Call = encoding
+    let mut call: operator::Call = encoding
         .decode(&body)
         .map_err(|e| HttpError::bad_request(format!("Failed to parse body into Call: {e}")))?;
-    let respond = |r: operator::Response| {
-        Ok(h::body(
-            StatusCode::OK,
-            accept.content_type(),
-            accept.encode(&r),
-        ))
-    };
-    let query = |f: Box<dyn FnOnce(&agora_master_core::Master) -> operator::Response + Send>| async move {
-        ctx.handle.query(f).await.map_err(stopped)
-    };
-    let viewer = principal.clone();
-    let subscriber = principal.clone();
-    let write = |call: OperatorCall| async move {
+    if let Some(write) = operator_write(&mut call)? {
         ctx.handle
-            .operator(call, principal)
+            .operator(write, principal)
             .await
             .map_err(stopped)?
             .map_err(call_error)?;
-        Ok::<_, HttpError>(h::empty(StatusCode::OK))
-    };
+        return Ok(h::empty(StatusCode::OK));
+    }
     match call.r#type() {
-        C::GetHealth => respond(operator::Response {
+        C::Subscribe => operator_subscribe(ctx, accept, principal).await,
+        C::Unknown => Err(HttpError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "Received 'UNKNOWN' call",
+        )),
+        t => match operator_read(ctx, t, principal).await? {
+            Some(r) => Ok(h::body(
+                StatusCode::OK,
+                accept.content_type(),
+                accept.encode(&r),
+            )),
+            None => Err(HttpError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("{} is not implemented by Agora", t.as_str_name()),
+            )),
+        },
+    }
+}
+
+/// The operator calls that read: their answer, or None for a call that
+/// does not read.
+async fn operator_read(
+    ctx: &Context,
+    t: operator::call::Type,
+    viewer: Option<String>,
+) -> Result<Option<operator::Response>, HttpError> {
+    use operator::call::Type as C;
+    use operator::response::Type as R;
+    let query = |f: Box<dyn FnOnce(&agora_master_core::Master) -> operator::Response + Send>| async move {
+        ctx.handle.query(f).await.map_err(stopped)
+    };
+    Ok(Some(match t {
+        C::GetHealth => operator::Response {
             r#type: Some(R::GetHealth as i32),
             get_health: Some(response::GetHealth { healthy: true }),
             ..Default::default()
-        }),
-        C::GetVersion => respond(operator::Response {
+        },
+        C::GetVersion => operator::Response {
             r#type: Some(R::GetVersion as i32),
             get_version: Some(response::GetVersion {
                 version_info: legacy::version_info(),
             }),
             ..Default::default()
-        }),
-        C::GetFlags => respond(operator::Response {
+        },
+        C::GetFlags => operator::Response {
             r#type: Some(R::GetFlags as i32),
             get_flags: Some(response::GetFlags {
                 flags: ctx
@@ -522,19 +541,19 @@ async fn operator_api(
                     .collect(),
             }),
             ..Default::default()
-        }),
-        C::GetLoggingLevel => respond(operator::Response {
+        },
+        C::GetLoggingLevel => operator::Response {
             r#type: Some(R::GetLoggingLevel as i32),
             get_logging_level: Some(response::GetLoggingLevel { level: 0 }),
             ..Default::default()
-        }),
+        },
         C::GetMetrics => {
             let metrics = ctx
                 .handle
                 .query(|m| m.metrics_snapshot())
                 .await
                 .map_err(stopped)?;
-            respond(operator::Response {
+            operator::Response {
                 r#type: Some(R::GetMetrics as i32),
                 get_metrics: Some(response::GetMetrics {
                     metrics: metrics
@@ -546,9 +565,9 @@ async fn operator_api(
                         .collect(),
                 }),
                 ..Default::default()
-            })
+            }
         }
-        C::GetState => respond(
+        C::GetState => {
             query(Box::new(move |m| {
                 let mut s = m.get_state();
                 m.viewer(viewer.as_deref()).state(&mut s);
@@ -558,17 +577,17 @@ async fn operator_api(
                     ..Default::default()
                 }
             }))
-            .await?,
-        ),
-        C::GetAgents => respond(
+            .await?
+        }
+        C::GetAgents => {
             query(Box::new(|m| operator::Response {
                 r#type: Some(R::GetAgents as i32),
                 get_agents: Some(m.get_agents()),
                 ..Default::default()
             }))
-            .await?,
-        ),
-        C::GetFrameworks => respond(
+            .await?
+        }
+        C::GetFrameworks => {
             query(Box::new(move |m| {
                 let mut f = m.get_frameworks();
                 m.viewer(viewer.as_deref()).frameworks(&mut f);
@@ -578,9 +597,9 @@ async fn operator_api(
                     ..Default::default()
                 }
             }))
-            .await?,
-        ),
-        C::GetExecutors => respond(
+            .await?
+        }
+        C::GetExecutors => {
             query(Box::new(move |m| {
                 let mut e = m.get_executors();
                 m.viewer(viewer.as_deref()).executors(&mut e);
@@ -590,9 +609,9 @@ async fn operator_api(
                     ..Default::default()
                 }
             }))
-            .await?,
-        ),
-        C::GetTasks => respond(
+            .await?
+        }
+        C::GetTasks => {
             query(Box::new(move |m| {
                 let mut t = m.get_tasks();
                 m.viewer(viewer.as_deref()).tasks(&mut t);
@@ -602,25 +621,25 @@ async fn operator_api(
                     ..Default::default()
                 }
             }))
-            .await?,
-        ),
-        C::GetRoles => respond(
+            .await?
+        }
+        C::GetRoles => {
             query(Box::new(|m| operator::Response {
                 r#type: Some(R::GetRoles as i32),
                 get_roles: Some(m.get_roles()),
                 ..Default::default()
             }))
-            .await?,
-        ),
-        C::GetMaster => respond(
+            .await?
+        }
+        C::GetMaster => {
             query(Box::new(|m| operator::Response {
                 r#type: Some(R::GetMaster as i32),
                 get_master: Some(m.get_master()),
                 ..Default::default()
             }))
-            .await?,
-        ),
-        C::GetWeights => respond(
+            .await?
+        }
+        C::GetWeights => {
             query(Box::new(|m| {
                 // Every weight set, whether or not its role is in use.
                 let weight_infos = m
@@ -637,18 +656,27 @@ async fn operator_api(
                     ..Default::default()
                 }
             }))
-            .await?,
-        ),
-        C::Subscribe => operator_subscribe(ctx, accept, subscriber).await,
+            .await?
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// The operator calls that change state, as the core takes them; None for
+/// a call that does not write.
+fn operator_write(call: &mut operator::Call) -> Result<Option<OperatorCall>, HttpError> {
+    use operator::call::Type as C;
+    match call.r#type() {
         C::Teardown => {
             let id = call
                 .teardown
+                .take()
                 .map(|t| FrameworkId::from(&t.framework_id))
                 .ok_or_else(|| HttpError::bad_request("Expecting 'teardown' to be present"))?;
-            write(OperatorCall::Teardown(id)).await
+            Ok(Some(OperatorCall::Teardown(id)))
         }
         C::UpdateWeights => {
-            let w = call.update_weights.ok_or_else(|| {
+            let w = call.update_weights.take().ok_or_else(|| {
                 HttpError::bad_request("Expecting 'update_weights' to be present")
             })?;
             let weights = w
@@ -656,34 +684,33 @@ async fn operator_api(
                 .into_iter()
                 .map(|i| (i.role.unwrap_or_default(), i.weight))
                 .collect();
-            write(OperatorCall::UpdateWeights(weights)).await
+            Ok(Some(OperatorCall::UpdateWeights(weights)))
         }
         C::MarkAgentGone => {
-            let a = call.mark_agent_gone.ok_or_else(|| {
+            let a = call.mark_agent_gone.take().ok_or_else(|| {
                 HttpError::bad_request("Expecting 'mark_agent_gone' to be present")
             })?;
-            write(OperatorCall::MarkAgentGone(AgentId::from(&a.agent_id))).await
+            Ok(Some(OperatorCall::MarkAgentGone(AgentId::from(
+                &a.agent_id,
+            ))))
         }
         C::DeactivateAgent => {
-            let a = call.deactivate_agent.ok_or_else(|| {
+            let a = call.deactivate_agent.take().ok_or_else(|| {
                 HttpError::bad_request("Expecting 'deactivate_agent' to be present")
             })?;
-            write(OperatorCall::DeactivateAgent(AgentId::from(&a.agent_id))).await
+            Ok(Some(OperatorCall::DeactivateAgent(AgentId::from(
+                &a.agent_id,
+            ))))
         }
         C::ReactivateAgent => {
-            let a = call.reactivate_agent.ok_or_else(|| {
+            let a = call.reactivate_agent.take().ok_or_else(|| {
                 HttpError::bad_request("Expecting 'reactivate_agent' to be present")
             })?;
-            write(OperatorCall::ReactivateAgent(AgentId::from(&a.agent_id))).await
+            Ok(Some(OperatorCall::ReactivateAgent(AgentId::from(
+                &a.agent_id,
+            ))))
         }
-        C::Unknown => Err(HttpError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "Received 'UNKNOWN' call",
-        )),
-        other => Err(HttpError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("{} is not implemented by Agora", other.as_str_name()),
-        )),
+        _ => Ok(None),
     }
 }
 
