@@ -1,24 +1,24 @@
 //! `agora dev`: a whole cluster in one process on this machine: a master and
-//! `--agents` local agents (each with its own work dir, port range, hostname
-//! `agent-N` and attribute `rack:rN`), marathon-rs on port 8080 with its
-//! state under the work dir, and `agora dns` on 8053. Ctrl-C stops everything
-//! and kills its tasks.
+//! `--agents` local agents (each with its own work dir, port range, address
+//! and name 127.0.0.N, and attribute `rack:rN`), marathon-rs on port 8080
+//! with its state under the work dir, `agora dns` on 8053 and, with
+//! HAProxy, `agora lb`. Ctrl-C stops everything and kills its tasks.
+//! `--hosts N` runs the multi-host test bed instead.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use agora_agent::AgentOptions;
+use agora_proto::auth::Realm;
 use agora_proto::resources::{Resources, parse_attributes};
+use agora_rpc::auth::HttpAuth;
+use agora_rpc::serve::Transport;
 use anyhow::Context as _;
 use clap::Args;
 
-use std::sync::Arc;
-
-use agora_proto::auth::Realm;
-use agora_rpc::auth::HttpAuth;
-use agora_rpc::serve::Transport;
-
 use super::agent::{executor_path, parse_resources};
+use super::dev_secrets::DevSecrets;
 use super::master::MasterArgs;
 
 /// Flags of `agora dev`.
@@ -76,7 +76,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if args.agents == 0 {
         anyhow::bail!("--agents must be at least 1");
     }
-    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     // TLS and authentication, as every Agora cluster: made here at the
     // first start, reused afterwards.
     let secrets = super::dev_secrets::load_or_make(
@@ -85,104 +84,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         args.marathon_port,
         args.agents,
     )?;
-    let realms = |r: &[Realm]| -> anyhow::Result<Arc<HttpAuth>> {
-        let auth = Arc::new(HttpAuth::from_file(
-            r.iter().copied(),
-            &secrets.credentials,
-        )?);
-        agora_rpc::auth::reload_on_sighup(auth.clone());
-        Ok(auth)
-    };
-    let master_args = MasterArgs::try_parse_defaults()?;
-    let mut options = master_args.options()?;
-    options.hostname = Some("localhost".into());
-    options.work_dir = Some(args.work_dir.join("master"));
-    options.auth = realms(&[
-        Realm::MasterScheduler,
-        Realm::MasterReadwrite,
-        Realm::MasterReadonly,
-    ])?;
-    options.authenticate_agents = true;
-    // Plain HTTP is served too, for clients that cannot speak TLS (pymesos);
-    // they still authenticate.
-    options.transport = Transport::tls(secrets.master.clone(), true);
-    options.flags.retain(|(k, _)| k != "insecure");
-    let agent_auth = realms(&[Realm::AgentReadonly])?;
-    let addr = SocketAddr::new(ip, args.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (--port)"))?;
-    let master = agora_master::start(options, listener).await?;
-    let executor = executor_path(args.executor_path.clone())?;
-    let mut agents = Vec::new();
-    for i in 1..=args.agents {
-        let port_base = 31000 + u32::from(i - 1) * 1000;
-        let mut resources = args
-            .agent_resources
-            .clone()
-            .unwrap_or_default()
-            .filter(|r| r.name != "ports");
-        resources += &Resources::parse(&format!("ports:[{}-{}]", port_base, port_base + 999), "*")?;
-        let mut o = AgentOptions::new(
-            master.address(),
-            args.work_dir.join(format!("agent-{i}")),
-            executor.clone(),
-        );
-        let agent_ip = IpAddr::V4(agent_ip(i));
-        o.hostname = agent_ip.to_string();
-        o.advertise_ip = Some(agent_ip);
-        o.tls = Some(secrets.agent.clone());
-        o.credential = Some(secrets.agent_credential.clone());
-        o.http_auth = agent_auth.clone();
-        o.resources = Some(resources);
-        o.attributes = parse_attributes(&format!("rack:r{i}"))?;
-        let agent_addr = SocketAddr::new(agent_ip, args.port + i);
-        let listener = tokio::net::TcpListener::bind(agent_addr)
-            .await
-            .with_context(|| format!("cannot listen on {agent_addr} for agent {i} (agents use the ports after --port)"))?;
-        agents.push(agora_agent::start(o, listener).await?);
-    }
-    for a in &agents {
-        let _ = a.registered(std::time::Duration::from_secs(10)).await;
-    }
-    let marathon = if args.marathon_port == 0 {
-        None
-    } else {
-        let addr = SocketAddr::new(ip, args.marathon_port);
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-            format!("cannot listen on {addr} for marathon-rs (--marathon-port, 0 to skip)")
-        })?;
-        let mut options =
-            agora_marathon::MarathonOptions::new(&master.address(), args.work_dir.join("marathon"));
-        options.transport = Transport::tls(secrets.marathon.clone(), false);
-        options.client_tls = Some(secrets.marathon.client());
-        options.credential = Some(secrets.framework.clone());
-        options.http_auth = Arc::new(agora_marathon::auth::HttpAuth::new(
-            Some((
-                secrets.admin.principal.clone(),
-                secrets.admin.secret.clone(),
-            )),
-            Vec::new(),
-            "Mesosphere",
-        ));
-        Some(agora_marathon::start(options, listener).await?)
-    };
-    let dns = if args.dns_port == 0 {
-        None
-    } else {
-        let addr = SocketAddr::new(ip, args.dns_port);
-        let (udp, tcp) = agora_dns::bind(addr).await.with_context(|| {
-            format!("cannot listen on {addr} for agora dns (--dns-port, 0 to skip)")
-        })?;
-        // The HTTP API on 8123 when that port is free.
-        let http = tokio::net::TcpListener::bind(SocketAddr::new(ip, 8123))
-            .await
-            .ok();
-        let mut options = agora_dns::DnsOptions::new(master.address());
-        options.credential = Some(secrets.dns.clone());
-        options.tls = Some(agora_rpc::tls::ClientTls::load(&secrets.ca, None)?);
-        Some(agora_dns::start(options, udp, tcp, http).await?)
-    };
+    let master = start_master(&args, &secrets).await?;
+    let agents = start_agents(&args, &secrets, &master).await?;
+    let marathon = start_marathon(&args, &secrets, &master).await?;
+    let dns = start_dns(&args, &secrets, &master).await?;
     let haproxy_installed = std::process::Command::new("haproxy")
         .arg("-v")
         .output()
@@ -206,6 +111,47 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    print_summary(
+        &args,
+        &secrets,
+        &master,
+        &agents,
+        marathon.as_ref(),
+        dns.as_ref(),
+        lb.as_ref().map(|(_, ports)| *ports),
+    );
+    println!("Press Ctrl-C to stop (running tasks are killed).");
+    super::shutdown_signal().await;
+    eprintln!("stopping: killing tasks and shutting down");
+    let _ = lb_stop.send(());
+    if let Some((task, _)) = lb
+        && let Ok(Err(e)) = task.await
+    {
+        eprintln!("agora lb: {e:#}");
+    }
+    if let Some(d) = dns {
+        d.stop().await;
+    }
+    if let Some(m) = marathon {
+        m.stop().await;
+    }
+    for a in agents {
+        a.stop().await;
+    }
+    master.stop().await;
+    Ok(())
+}
+
+/// What runs where, and how to reach it.
+fn print_summary(
+    args: &DevArgs,
+    secrets: &DevSecrets,
+    master: &agora_master::RunningMaster,
+    agents: &[agora_agent::RunningAgent],
+    marathon: Option<&agora_marathon::RunningMarathon>,
+    dns: Option<&agora_dns::RunningDns>,
+    lb: Option<(u16, u16)>,
+) {
     println!("Agora dev cluster is up (TLS and authentication on):");
     println!(
         "  master    https://{}         (UI, Mesos v1 scheduler and operator APIs)",
@@ -219,13 +165,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             a.settings.resources
         );
     }
-    if let Some(m) = &marathon {
+    if let Some(m) = marathon {
         println!(
             "  marathon  https://{}         (UI, Marathon v2 REST API, /v2/events)",
             m.addr
         );
     }
-    if let Some(d) = &dns {
+    if let Some(d) = dns {
         println!(
             "  dns       {}                (dig @{} -p {} web.marathon.mesos){}",
             d.addr,
@@ -236,8 +182,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 .unwrap_or_default()
         );
     }
-    match &lb {
-        Some((_, (http, stats))) => println!(
+    match lb {
+        Some((http, stats)) => println!(
             "  lb        http://127.0.0.1:{http}          (HAProxy: apps labelled HAPROXY_GROUP=external on their service ports and HAPROXY_0_VHOST; stats http://127.0.0.1:{stats}/)"
         ),
         None if args.lb_http_port != 0 && marathon.is_some() => {
@@ -271,26 +217,145 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "  marathon client: MarathonClient('https://127.0.0.1:{}', username='{user}', password='{password}', verify='{ca}')",
         args.marathon_port
     );
-    println!("Press Ctrl-C to stop (running tasks are killed).");
-    super::shutdown_signal().await;
-    eprintln!("stopping: killing tasks and shutting down");
-    let _ = lb_stop.send(());
-    if let Some((task, _)) = lb
-        && let Ok(Err(e)) = task.await
-    {
-        eprintln!("agora lb: {e:#}");
+}
+
+/// The HTTP authentication of `realms` from the dev credentials file,
+/// reloaded on SIGHUP.
+fn realms(secrets: &DevSecrets, realms: &[Realm]) -> anyhow::Result<Arc<HttpAuth>> {
+    let auth = Arc::new(HttpAuth::from_file(
+        realms.iter().copied(),
+        &secrets.credentials,
+    )?);
+    agora_rpc::auth::reload_on_sighup(auth.clone());
+    Ok(auth)
+}
+
+/// The dev master on 127.0.0.1:`--port`, secured with `secrets`.
+async fn start_master(
+    args: &DevArgs,
+    secrets: &DevSecrets,
+) -> anyhow::Result<agora_master::RunningMaster> {
+    let master_args = MasterArgs::try_parse_defaults()?;
+    let mut options = master_args.options()?;
+    options.hostname = Some("localhost".into());
+    options.work_dir = Some(args.work_dir.join("master"));
+    options.auth = realms(
+        secrets,
+        &[
+            Realm::MasterScheduler,
+            Realm::MasterReadwrite,
+            Realm::MasterReadonly,
+        ],
+    )?;
+    options.authenticate_agents = true;
+    // Plain HTTP is served too, for clients that cannot speak TLS (pymesos);
+    // they still authenticate.
+    options.transport = Transport::tls(secrets.master.clone(), true);
+    options.flags.retain(|(k, _)| k != "insecure");
+    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (--port)"))?;
+    Ok(agora_master::start(options, listener).await?)
+}
+
+/// `--agents` agents on 127.0.0.2 onwards, each on the port after the
+/// previous one, registered with `master`.
+async fn start_agents(
+    args: &DevArgs,
+    secrets: &DevSecrets,
+    master: &agora_master::RunningMaster,
+) -> anyhow::Result<Vec<agora_agent::RunningAgent>> {
+    let agent_auth = realms(secrets, &[Realm::AgentReadonly])?;
+    let executor = executor_path(args.executor_path.clone())?;
+    let mut agents = Vec::new();
+    for i in 1..=args.agents {
+        let port_base = 31000 + u32::from(i - 1) * 1000;
+        let mut resources = args
+            .agent_resources
+            .clone()
+            .unwrap_or_default()
+            .filter(|r| r.name != "ports");
+        resources += &Resources::parse(&format!("ports:[{}-{}]", port_base, port_base + 999), "*")?;
+        let mut o = AgentOptions::new(
+            master.address(),
+            args.work_dir.join(format!("agent-{i}")),
+            executor.clone(),
+        );
+        let agent_ip = IpAddr::V4(agent_ip(i));
+        o.hostname = agent_ip.to_string();
+        o.advertise_ip = Some(agent_ip);
+        o.tls = Some(secrets.agent.clone());
+        o.credential = Some(secrets.agent_credential.clone());
+        o.http_auth = agent_auth.clone();
+        o.resources = Some(resources);
+        o.attributes = parse_attributes(&format!("rack:r{i}"))?;
+        let agent_addr = SocketAddr::new(agent_ip, args.port + i);
+        let listener = tokio::net::TcpListener::bind(agent_addr)
+            .await
+            .with_context(|| format!("cannot listen on {agent_addr} for agent {i} (agents use the ports after --port)"))?;
+        agents.push(agora_agent::start(o, listener).await?);
     }
-    if let Some(d) = dns {
-        d.stop().await;
+    for a in &agents {
+        let _ = a.registered(std::time::Duration::from_secs(10)).await;
     }
-    if let Some(m) = marathon {
-        m.stop().await;
-    }
-    for a in agents {
-        a.stop().await;
-    }
-    master.stop().await;
-    Ok(())
+    Ok(agents)
+}
+
+/// marathon-rs on `--marathon-port` (None when 0).
+async fn start_marathon(
+    args: &DevArgs,
+    secrets: &DevSecrets,
+    master: &agora_master::RunningMaster,
+) -> anyhow::Result<Option<agora_marathon::RunningMarathon>> {
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    Ok(if args.marathon_port == 0 {
+        None
+    } else {
+        let addr = SocketAddr::new(ip, args.marathon_port);
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} for marathon-rs (--marathon-port, 0 to skip)")
+        })?;
+        let mut options =
+            agora_marathon::MarathonOptions::new(&master.address(), args.work_dir.join("marathon"));
+        options.transport = Transport::tls(secrets.marathon.clone(), false);
+        options.client_tls = Some(secrets.marathon.client());
+        options.credential = Some(secrets.framework.clone());
+        options.http_auth = Arc::new(agora_marathon::auth::HttpAuth::new(
+            Some((
+                secrets.admin.principal.clone(),
+                secrets.admin.secret.clone(),
+            )),
+            Vec::new(),
+            "Mesosphere",
+        ));
+        Some(agora_marathon::start(options, listener).await?)
+    })
+}
+
+/// agora dns on `--dns-port` (None when 0), its HTTP API on 8123 when free.
+async fn start_dns(
+    args: &DevArgs,
+    secrets: &DevSecrets,
+    master: &agora_master::RunningMaster,
+) -> anyhow::Result<Option<agora_dns::RunningDns>> {
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    Ok(if args.dns_port == 0 {
+        None
+    } else {
+        let addr = SocketAddr::new(ip, args.dns_port);
+        let (udp, tcp) = agora_dns::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} for agora dns (--dns-port, 0 to skip)")
+        })?;
+        // The HTTP API on 8123 when that port is free.
+        let http = tokio::net::TcpListener::bind(SocketAddr::new(ip, 8123))
+            .await
+            .ok();
+        let mut options = agora_dns::DnsOptions::new(master.address());
+        options.credential = Some(secrets.dns.clone());
+        options.tls = Some(agora_rpc::tls::ClientTls::load(&secrets.ca, None)?);
+        Some(agora_dns::start(options, udp, tcp, http).await?)
+    })
 }
 
 /// `agora dev --hosts N`: the multi-host test bed, for a person.
