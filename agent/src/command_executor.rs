@@ -206,8 +206,17 @@ pub async fn run() -> Result<(), ExecutorError> {
         for status in ex.unacked.values().cloned().collect::<Vec<_>>() {
             ex.send_update(status).await;
         }
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
+            // Asleep until something happens or a timer of a task is due:
+            // an idle executor costs nothing (a thousand of them on a host
+            // used to wake ten thousand times a second).
+            let next = ex.next_deadline();
+            let timer = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 event = stream.next() => match event {
                     Some(Ok(event)) => ex.event(event).await,
@@ -217,7 +226,7 @@ pub async fn run() -> Result<(), ExecutorError> {
                 Some((task, status)) = exits.recv() => ex.exited(&task, status).await,
                 Some((task, result)) = checks.recv() => ex.health(&task, result).await,
                 Some((task, exit)) = docker_exits.recv() => ex.container_exited(&task, exit).await,
-                _ = tick.tick() => ex.timers().await,
+                () = timer => ex.timers().await,
             }
             if ex.done() {
                 ex.remove_containers().await;
@@ -597,6 +606,38 @@ impl Executor {
             sandbox::signal_group(pgid, Signal::SIGTERM);
             t.kill_deadline = Some(Instant::now() + grace);
         }
+    }
+
+    /// The earliest moment [`Executor::timers`] has something to do: a
+    /// drain ending, a grace period over, a completion deadline, a health
+    /// check due, the end of a shutdown.
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for t in self.tasks.values() {
+            if is_terminal(t.state) {
+                continue;
+            }
+            if let Some((term, _)) = t.term_at {
+                at(term);
+            }
+            if let Some(d) = t.kill_deadline {
+                at(d);
+            }
+            if let Some(d) = t.completion_deadline.filter(|_| !t.killed) {
+                at(d);
+            }
+            if t.state == TaskState::TaskRunning
+                && !t.killed
+                && let Some(d) = t.checker.as_ref().and_then(|c| c.next_due())
+            {
+                at(d);
+            }
+        }
+        if let Some(d) = self.shutting_down {
+            at(d + Duration::from_secs(2));
+        }
+        next
     }
 
     async fn timers(&mut self) {

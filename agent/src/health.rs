@@ -69,6 +69,12 @@ impl Checker {
         }
     }
 
+    /// When the next check is due (None while one is in flight: its result
+    /// wakes the executor).
+    pub fn next_due(&self) -> Option<Instant> {
+        (!self.in_flight).then_some(self.next)
+    }
+
     /// Whether a check should start now (then it is marked in flight).
     pub fn due(&mut self, now: Instant) -> bool {
         if self.in_flight || now < self.next {

@@ -229,27 +229,36 @@ async fn steady(
     within: Duration,
 ) -> Snapshot {
     let argv = ["sleep", marker];
-    until(
-        cluster,
-        &format!("{n} instances of {app} running"),
-        within,
-        || async {
-            if !all_agents_active(cluster).await {
-                return None;
-            }
-            let marathon = running_tasks(cluster, app).await?;
-            let master = master_running_tasks(cluster).await?;
+    let deadline = Instant::now() + within;
+    let mut seen = String::from("nothing yet");
+    loop {
+        cluster.restart_exited().unwrap();
+        if all_agents_active(cluster).await
+            && let Some(marathon) = running_tasks(cluster, app).await
+            && let Some(master) = master_running_tasks(cluster).await
+        {
             let processes = task_processes(cluster, &argv);
-            (marathon.len() == n && master == marathon && count(&processes) == n).then_some(
-                Snapshot {
+            if marathon.len() == n && master == marathon && count(&processes) == n {
+                return Snapshot {
                     processes,
                     marathon,
                     master,
-                },
-            )
-        },
-    )
-    .await
+                };
+            }
+            seen = format!(
+                "marathon-rs {} running, the master {} ({} not at marathon-rs), {} processes",
+                marathon.len(),
+                master.len(),
+                master.difference(&marathon).count(),
+                count(&processes)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {n} instances of {app} running: {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 fn small_layout() -> Layout {
@@ -824,6 +833,14 @@ async fn master_killed_during_deployment(rounds: usize, n: usize) -> Option<Figu
     let layout = Layout {
         agents: if n > 100 { 5 } else { 3 },
         agent_resources: "cpus:64;mem:131072;disk:1024;ports:[31000-31999]".into(),
+        // Starting 1,000 executors on 2 cores starves ZooKeeper's clients
+        // long enough for 4 s sessions to expire (leaders flap); this is
+        // the default (as Mesos').
+        zk_session_timeout: if n > 100 {
+            Duration::from_secs(10)
+        } else {
+            Duration::from_secs(4)
+        },
         ..small_layout()
     };
     let cluster = testbed(layout, dir.path()).await?;
