@@ -23,6 +23,27 @@ use serde_json::{Value, json};
 use crate::cluster::eventually;
 use crate::hosts::testbed;
 
+/// A scenario's test in CI (small) and at full size (`--ignored`), both
+/// printing the figures.
+macro_rules! scenario {
+    ($small:ident: $run:ident($($s:expr),*), $full:ident($($f:expr),*), $why:literal) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $small() {
+            if let Some(f) = $run($($s),*).await {
+                f.print();
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[ignore = $why]
+        async fn $full() {
+            if let Some(f) = $run($($f),*).await {
+                f.print();
+            }
+        }
+    };
+}
+
 /// Figures of one scenario: durations measured each round.
 struct Figures {
     what: &'static str,
@@ -114,6 +135,26 @@ pub(crate) async fn marathon_leader(cluster: &Cluster) -> Option<String> {
         }
     }
     None
+}
+
+/// The leading master, waited for (a moment without one, or a slow
+/// answer from a busy host, is no failure).
+async fn leading_master(cluster: &Cluster) -> String {
+    until(cluster, "a leading master", Duration::from_secs(60), || {
+        cluster.leading_master()
+    })
+    .await
+}
+
+/// The leading marathon-rs, waited for.
+async fn leading_marathon(cluster: &Cluster) -> String {
+    until(
+        cluster,
+        "a leading marathon-rs",
+        Duration::from_secs(60),
+        || marathon_leader(cluster),
+    )
+    .await
 }
 
 /// marathon-rs' running task ids of `app`, from its leader.
@@ -261,6 +302,30 @@ async fn steady(
     }
 }
 
+/// A test bed of `layout`, one at a time, running `n` instances of
+/// `/sleepers` (tasks `sleep <marker>`), steady: where most scenarios
+/// start. Dropped in order: the cluster, its directory, then the lock.
+struct Bed {
+    cluster: Cluster,
+    _dir: tempfile::TempDir,
+    _lock: tokio::sync::MutexGuard<'static, ()>,
+    before: Snapshot,
+}
+
+async fn bed_with_sleepers(layout: Layout, n: usize, marker: &str) -> Option<Bed> {
+    let lock = crate::hosts::one_testbed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = testbed(layout, dir.path()).await?;
+    deploy_sleepers(&cluster, "/sleepers", n, marker, json!({})).await;
+    let before = steady(&cluster, "sleepers", marker, n, Duration::from_secs(180)).await;
+    Some(Bed {
+        cluster,
+        _dir: dir,
+        _lock: lock,
+        before,
+    })
+}
+
 fn small_layout() -> Layout {
     Layout {
         dns: false,
@@ -273,42 +338,32 @@ fn small_layout() -> Layout {
 /// `tasks` running: a new leader each round, every agent re-registered,
 /// the same tasks in the same processes.
 async fn leader_master_killed(rounds: usize, tasks: usize) -> Option<Figures> {
-    let _hosts = crate::hosts::one_testbed().await;
-    let dir = tempfile::tempdir().unwrap();
     let layout = Layout {
         agent_resources: "cpus:8;mem:4096;disk:1024;ports:[31000-31999]".into(),
         ..small_layout()
     };
-    let cluster = testbed(layout, dir.path()).await?;
-    deploy_sleepers(&cluster, "/sleepers", tasks, "100001", json!({})).await;
-    let before = steady(
-        &cluster,
-        "sleepers",
-        "100001",
-        tasks,
-        Duration::from_secs(180),
-    )
-    .await;
+    let bed = bed_with_sleepers(layout, tasks, "100001").await?;
+    let (cluster, before) = (&bed.cluster, &bed.before);
     let mut figures =
         Figures::new("leader master SIGKILL: to a new leader with every agent re-registered");
     for round in 0..rounds {
-        let leader = cluster.leading_master().await.expect("a leader");
+        let leader = leading_master(cluster).await;
         let t0 = Instant::now();
         cluster.kill_host(&leader).await.unwrap();
         until(
-            &cluster,
+            cluster,
             "a new leader with every agent",
             Duration::from_secs(60),
             || async {
                 let now = cluster.leading_master().await?;
-                (now != leader && all_agents_active(&cluster).await).then_some(())
+                (now != leader && all_agents_active(cluster).await).then_some(())
             },
         )
         .await;
         figures.samples.push(t0.elapsed());
         cluster.start_host(&leader).unwrap();
         let after = steady(
-            &cluster,
+            cluster,
             "sleepers",
             "100001",
             tasks,
@@ -316,36 +371,24 @@ async fn leader_master_killed(rounds: usize, tasks: usize) -> Option<Figures> {
         )
         .await;
         assert_eq!(
-            after, before,
+            &after, before,
             "round {round}: a task was killed or restarted"
         );
     }
     Some(figures)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_master_sigkill_keeps_every_task() {
-    if let Some(f) = leader_master_killed(2, 12).await {
-        f.print();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "full size (issue 14): 50 rounds, 300 tasks"]
-async fn full_leader_master_sigkill() {
-    if let Some(f) = leader_master_killed(50, 300).await {
-        f.print();
-    }
-}
+scenario!(
+    leader_master_sigkill_keeps_every_task: leader_master_killed(2, 12),
+    full_leader_master_sigkill(50, 300),
+    "full size (issue 14): 50 rounds, 300 tasks"
+);
 
 /// The leading marathon-rs SIGKILLed `rounds` times: the standby leads
 /// with the same framework id, no task lost or doubled.
 async fn leader_marathon_killed(rounds: usize) -> Option<Figures> {
-    let _hosts = crate::hosts::one_testbed().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = testbed(small_layout(), dir.path()).await?;
-    deploy_sleepers(&cluster, "/sleepers", 6, "100002", json!({})).await;
-    let before = steady(&cluster, "sleepers", "100002", 6, Duration::from_secs(60)).await;
+    let bed = bed_with_sleepers(small_layout(), 6, "100002").await?;
+    let (cluster, before) = (&bed.cluster, &bed.before);
     let framework = |leader: String| {
         let cluster = &cluster;
         async move {
@@ -353,20 +396,20 @@ async fn leader_marathon_killed(rounds: usize) -> Option<Figures> {
             info["frameworkId"].as_str().map(str::to_string)
         }
     };
-    let leader = marathon_leader(&cluster).await.unwrap();
+    let leader = leading_marathon(cluster).await;
     let id = framework(leader).await.expect("a framework id");
     let mut figures = Figures::new("leader marathon-rs SIGKILL: to the standby leading");
     for round in 0..rounds {
-        let leader = marathon_leader(&cluster)
+        let leader = marathon_leader(cluster)
             .await
             .expect("a leading marathon-rs");
         let t0 = Instant::now();
         cluster.kill_host(&leader).await.unwrap();
         let next = until(
-            &cluster,
+            cluster,
             "the standby marathon-rs leads",
             Duration::from_secs(60),
-            || async { marathon_leader(&cluster).await.filter(|l| *l != leader) },
+            || async { marathon_leader(cluster).await.filter(|l| *l != leader) },
         )
         .await;
         figures.samples.push(t0.elapsed());
@@ -376,49 +419,30 @@ async fn leader_marathon_killed(rounds: usize) -> Option<Figures> {
             "round {round}"
         );
         cluster.start_host(&leader).unwrap();
-        let after = steady(&cluster, "sleepers", "100002", 6, Duration::from_secs(60)).await;
+        let after = steady(cluster, "sleepers", "100002", 6, Duration::from_secs(60)).await;
         assert_eq!(
-            after, before,
+            &after, before,
             "round {round}: a task was lost, doubled or restarted"
         );
     }
     Some(figures)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_marathon_sigkill_keeps_the_framework_and_tasks() {
-    if let Some(f) = leader_marathon_killed(2).await {
-        f.print();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "full size (issue 14): 20 rounds"]
-async fn full_leader_marathon_sigkill() {
-    if let Some(f) = leader_marathon_killed(20).await {
-        f.print();
-    }
-}
+scenario!(
+    leader_marathon_sigkill_keeps_the_framework_and_tasks: leader_marathon_killed(2),
+    full_leader_marathon_sigkill(20),
+    "full size (issue 14): 20 rounds"
+);
 
 /// An agent SIGKILLed and restarted on its work dir `rounds` times: its
 /// tasks are adopted, none restarted.
 async fn agent_killed(rounds: usize, tasks: usize) -> Option<Figures> {
-    let _hosts = crate::hosts::one_testbed().await;
-    let dir = tempfile::tempdir().unwrap();
     let layout = Layout {
         agent_resources: "cpus:8;mem:4096;disk:1024;ports:[31000-31999]".into(),
         ..small_layout()
     };
-    let cluster = testbed(layout, dir.path()).await?;
-    deploy_sleepers(&cluster, "/sleepers", tasks, "100003", json!({})).await;
-    let before = steady(
-        &cluster,
-        "sleepers",
-        "100003",
-        tasks,
-        Duration::from_secs(120),
-    )
-    .await;
+    let bed = bed_with_sleepers(layout, tasks, "100003").await?;
+    let (cluster, before) = (&bed.cluster, &bed.before);
     let mut figures = Figures::new("agent SIGKILL + restart: to re-registered");
     for round in 0..rounds {
         let agent = format!("agent{}", round % cluster.layout().agents + 1);
@@ -427,7 +451,7 @@ async fn agent_killed(rounds: usize, tasks: usize) -> Option<Figures> {
         let started = unix_now();
         cluster.start_host(&agent).unwrap();
         until(
-            &cluster,
+            cluster,
             "the agent re-registered",
             Duration::from_secs(60),
             || async {
@@ -448,7 +472,7 @@ async fn agent_killed(rounds: usize, tasks: usize) -> Option<Figures> {
         .await;
         figures.samples.push(t0.elapsed());
         let after = steady(
-            &cluster,
+            cluster,
             "sleepers",
             "100003",
             tasks,
@@ -456,27 +480,18 @@ async fn agent_killed(rounds: usize, tasks: usize) -> Option<Figures> {
         )
         .await;
         assert_eq!(
-            after, before,
+            &after, before,
             "round {round}: a task on {agent} was not adopted"
         );
     }
     Some(figures)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_sigkill_and_restart_adopts_its_tasks() {
-    if let Some(f) = agent_killed(3, 9).await {
-        f.print();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "full size (issue 14): 100 rounds, 50 tasks"]
-async fn full_agent_sigkill_and_restart() {
-    if let Some(f) = agent_killed(100, 50).await {
-        f.print();
-    }
-}
+scenario!(
+    agent_sigkill_and_restart_adopts_its_tasks: agent_killed(3, 9),
+    full_agent_sigkill_and_restart(100, 50),
+    "full size (issue 14): 100 rounds, 50 tasks"
+);
 
 /// An agent host cut off (iptables DROP both ways) for `cut`, `rounds`
 /// times: its tasks become unreachable, marathon-rs replaces them, and
@@ -615,7 +630,7 @@ async fn leader_cut_from_zookeeper(rounds: usize) -> Option<Figures> {
         "leader cut from ZooKeeper: gap between its last and the next leader's first answer",
     );
     for round in 0..rounds {
-        let leader = cluster.leading_master().await.expect("a leader");
+        let leader = leading_master(&cluster).await;
         cluster
             .network()
             .cut(&leader, &["zk1", "zk2", "zk3"])
@@ -652,36 +667,24 @@ async fn leader_cut_from_zookeeper(rounds: usize) -> Option<Figures> {
     Some(figures)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_cut_from_zookeeper_stops_before_another_leads() {
-    if let Some(f) = leader_cut_from_zookeeper(1).await {
-        f.print();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "full size (issue 14): 5 rounds"]
-async fn full_leader_cut_from_zookeeper() {
-    if let Some(f) = leader_cut_from_zookeeper(5).await {
-        f.print();
-    }
-}
+scenario!(
+    leader_cut_from_zookeeper_stops_before_another_leads: leader_cut_from_zookeeper(1),
+    full_leader_cut_from_zookeeper(5),
+    "full size (issue 14): 5 rounds"
+);
 
 /// ZooKeeper loses one server of 3 (no effect), then a second (quorum
 /// lost: leaders step down, nothing running is killed), then both come
 /// back and everything resumes.
 async fn zookeeper_quorum(rounds: usize) -> Option<Figures> {
-    let _hosts = crate::hosts::one_testbed().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = testbed(small_layout(), dir.path()).await?;
-    deploy_sleepers(&cluster, "/sleepers", 6, "100005", json!({})).await;
-    let before = steady(&cluster, "sleepers", "100005", 6, Duration::from_secs(60)).await;
+    let bed = bed_with_sleepers(small_layout(), 6, "100005").await?;
+    let (cluster, before) = (&bed.cluster, &bed.before);
     let mut figures =
         Figures::new("ZooKeeper quorum back: to every agent re-registered and 6 tasks running");
     for round in 0..rounds {
-        let master = cluster.leading_master().await.expect("a leader");
+        let master = leading_master(cluster).await;
         let master_pid = cluster.pid(&master);
-        let marathon = marathon_leader(&cluster)
+        let marathon = marathon_leader(cluster)
             .await
             .expect("a marathon-rs leader");
         let marathon_pid = cluster.pid(&marathon);
@@ -700,7 +703,7 @@ async fn zookeeper_quorum(rounds: usize) -> Option<Figures> {
             "round {round}: one server down changed the leader"
         );
         assert_eq!(
-            marathon_leader(&cluster).await.as_deref(),
+            marathon_leader(cluster).await.as_deref(),
             Some(marathon.as_str())
         );
         assert_eq!(cluster.pid(&marathon), marathon_pid);
@@ -708,13 +711,13 @@ async fn zookeeper_quorum(rounds: usize) -> Option<Figures> {
         cluster.kill_host("zk2").await.unwrap();
         eventually("the leaders step down", || async {
             let stepped = cluster.leading_master().await.is_none()
-                && marathon_leader(&cluster).await.is_none();
+                && marathon_leader(cluster).await.is_none();
             stepped.then_some(())
         })
         .await;
         // Nothing running was killed.
         assert_eq!(
-            task_processes(&cluster, &["sleep", "100005"]),
+            task_processes(cluster, &["sleep", "100005"]),
             before.processes,
             "round {round}"
         );
@@ -722,30 +725,21 @@ async fn zookeeper_quorum(rounds: usize) -> Option<Figures> {
         let t0 = Instant::now();
         cluster.start_host("zk1").unwrap();
         cluster.start_host("zk2").unwrap();
-        let after = steady(&cluster, "sleepers", "100005", 6, Duration::from_secs(120)).await;
+        let after = steady(cluster, "sleepers", "100005", 6, Duration::from_secs(120)).await;
         figures.samples.push(t0.elapsed());
         assert_eq!(
-            after, before,
+            &after, before,
             "round {round}: a task was lost after the quorum returned"
         );
     }
     Some(figures)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zookeeper_losing_quorum_kills_nothing() {
-    if let Some(f) = zookeeper_quorum(1).await {
-        f.print();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "full size (issue 14): 3 rounds"]
-async fn full_zookeeper_quorum() {
-    if let Some(f) = zookeeper_quorum(3).await {
-        f.print();
-    }
-}
+scenario!(
+    zookeeper_losing_quorum_kills_nothing: zookeeper_quorum(1),
+    full_zookeeper_quorum(3),
+    "full size (issue 14): 3 rounds"
+);
 
 /// `tasks` short tasks of a pymesos framework while every agent's link
 /// drops 10% of its packets: every task ends FINISHED, its updates in
@@ -809,20 +803,11 @@ async fn lossy_links(rounds: usize, tasks: usize) -> Option<Figures> {
     Some(figures)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lossy_agent_links_lose_no_status_update() {
-    if let Some(f) = lossy_links(1, 40).await {
-        f.print();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "full size (issue 14): 3 rounds of 200 tasks"]
-async fn full_lossy_agent_links() {
-    if let Some(f) = lossy_links(3, 200).await {
-        f.print();
-    }
-}
+scenario!(
+    lossy_agent_links_lose_no_status_update: lossy_links(1, 40),
+    full_lossy_agent_links(3, 200),
+    "full size (issue 14): 3 rounds of 200 tasks"
+);
 
 /// The leading master killed in the middle of deploying `n` instances,
 /// `rounds` times: the deployment completes with exactly `n`, no
@@ -859,8 +844,8 @@ async fn master_killed_during_deployment(rounds: usize, n: usize) -> Option<Figu
             },
         )
         .await;
-        let leader = cluster.leading_master().await.expect("a leader");
-        cluster.kill_host(&leader).await.unwrap();
+        let killed = leading_master(&cluster).await;
+        cluster.kill_host(&killed).await.unwrap();
         let after = steady(
             &cluster,
             app.trim_start_matches('/'),
@@ -870,7 +855,9 @@ async fn master_killed_during_deployment(rounds: usize, n: usize) -> Option<Figu
         )
         .await;
         figures.samples.push(t0.elapsed());
-        let leader = marathon_leader(&cluster).await.unwrap();
+        // Its supervisor brings the killed master back, as a standby.
+        cluster.start_host(&killed).unwrap();
+        let leader = leading_marathon(&cluster).await;
         until(
             &cluster,
             "the deployment done",
@@ -917,17 +904,8 @@ async fn master_killed_during_deployment(rounds: usize, n: usize) -> Option<Figu
     Some(figures)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_master_killed_mid_deployment_completes_it() {
-    if let Some(f) = master_killed_during_deployment(1, 30).await {
-        f.print();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "full size (issue 14): 5 rounds of 1,000 instances"]
-async fn full_leader_master_killed_mid_deployment() {
-    if let Some(f) = master_killed_during_deployment(5, 1000).await {
-        f.print();
-    }
-}
+scenario!(
+    leader_master_killed_mid_deployment_completes_it: master_killed_during_deployment(1, 30),
+    full_leader_master_killed_mid_deployment(5, 1000),
+    "full size (issue 14): 5 rounds of 1,000 instances"
+);
