@@ -709,7 +709,7 @@ impl Executor {
                             .and_then(|c| c.value.clone())
                             .unwrap_or_default();
                         match tokio::time::timeout(timeout, docker::exec(&d, &c, &cmd)).await {
-                            Ok(r) => r,
+                            Ok(r) => r.map_err(|e| e.to_string()),
                             Err(_) => Err(format!("health check timed out after {timeout:?}")),
                         }
                     }

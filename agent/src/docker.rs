@@ -54,9 +54,59 @@ pub struct Policy {
     pub enable_cfs: bool,
 }
 
+/// What can go wrong running a Docker task.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    /// The engine cannot be reached.
+    #[error("cannot reach the Docker engine: {0}")]
+    Unreachable(bollard::errors::Error),
+    /// The task's ContainerInfo is malformed or asks for what this agent
+    /// refuses (privileged, the Docker socket, unknown parameters).
+    #[error("{0}")]
+    Refused(String),
+    /// A forced pull failed.
+    #[error("cannot pull image '{image}' (force_pull_image): {source}")]
+    ForcedPull {
+        /// The image.
+        image: String,
+        /// The engine's error.
+        source: bollard::errors::Error,
+    },
+    /// The image is missing and cannot be pulled.
+    #[error("image '{image}' is not on this agent and cannot be pulled: {source}")]
+    Missing {
+        /// The image.
+        image: String,
+        /// The engine's error.
+        source: bollard::errors::Error,
+    },
+    /// Creating the container failed.
+    #[error("cannot create the container: {0}")]
+    Create(bollard::errors::Error),
+    /// Starting it failed.
+    #[error("cannot start the container: {0}")]
+    Start(bollard::errors::Error),
+    /// Running a command in it failed.
+    #[error("cannot exec in the container: {0}")]
+    Exec(bollard::errors::Error),
+    /// A health check command exited non-zero.
+    #[error("health check command exited with status {0}")]
+    CheckFailed(i64),
+    /// A health check command did not finish.
+    #[error("health check command did not finish")]
+    CheckUnfinished,
+    /// Any other answer of the engine.
+    #[error(transparent)]
+    Engine(#[from] bollard::errors::Error),
+}
+
+fn refused(message: impl Into<String>) -> DockerError {
+    DockerError::Refused(message.into())
+}
+
 /// The engine at the API version the agent negotiated (`version`, `M.m`),
 /// without asking again; else negotiated here.
-pub async fn connect_at(version: Option<&str>) -> Result<Docker, String> {
+pub async fn connect_at(version: Option<&str>) -> Result<Docker, DockerError> {
     let parsed = version.and_then(|v| {
         let (major, minor) = v.split_once('.')?;
         Some(bollard::ClientVersion {
@@ -67,19 +117,18 @@ pub async fn connect_at(version: Option<&str>) -> Result<Docker, String> {
     match parsed {
         Some(v) if std::env::var_os("DOCKER_HOST").is_none() => {
             Docker::connect_with_local("unix:///var/run/docker.sock", 120, &v)
-                .map_err(|e| format!("cannot reach the Docker engine: {e}"))
+                .map_err(DockerError::Unreachable)
         }
         _ => connect().await,
     }
 }
 
 /// The engine, with the API version negotiated.
-pub async fn connect() -> Result<Docker, String> {
-    let d = Docker::connect_with_local_defaults()
-        .map_err(|e| format!("cannot reach the Docker engine: {e}"))?;
+pub async fn connect() -> Result<Docker, DockerError> {
+    let d = Docker::connect_with_local_defaults().map_err(DockerError::Unreachable)?;
     d.negotiate_version()
         .await
-        .map_err(|e| format!("cannot reach the Docker engine: {e}"))
+        .map_err(DockerError::Unreachable)
 }
 
 /// A scalar resource of a task (0 when absent).
@@ -95,20 +144,22 @@ pub fn container_config(
     env: &[(String, String)],
     labels: &[(String, String)],
     policy: &Policy,
-) -> Result<ContainerCreateBody, String> {
+) -> Result<ContainerCreateBody, DockerError> {
     let container = task
         .container
         .as_ref()
-        .ok_or("the task has no ContainerInfo")?;
+        .ok_or_else(|| refused("the task has no ContainerInfo"))?;
     let docker = container
         .docker
         .as_ref()
-        .ok_or("a DOCKER container needs ContainerInfo.docker")?;
+        .ok_or_else(|| refused("a DOCKER container needs ContainerInfo.docker"))?;
     if docker.image.trim().is_empty() {
-        return Err("ContainerInfo.docker.image is empty".into());
+        return Err(refused("ContainerInfo.docker.image is empty"));
     }
     if docker.privileged.unwrap_or(false) && !policy.allow_privileged {
-        return Err("privileged containers are refused by this agent (start it with --docker-allow-privileged)".into());
+        return Err(refused(
+            "privileged containers are refused by this agent (start it with --docker-allow-privileged)",
+        ));
     }
     let mut body = ContainerCreateBody {
         image: Some(docker.image.clone()),
@@ -173,9 +224,9 @@ pub fn container_config(
                 let protos = pm.protocol.clone().unwrap_or_else(|| "tcp".into());
                 for proto in protos.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                     if proto != "tcp" && proto != "udp" {
-                        return Err(format!(
+                        return Err(refused(format!(
                             "port mapping protocol '{proto}' must be tcp or udp"
-                        ));
+                        )));
                     }
                     let key = format!("{}/{proto}", pm.container_port);
                     exposed.push(key.clone());
@@ -197,7 +248,9 @@ pub fn container_config(
                 .network_infos
                 .iter()
                 .find_map(|n| n.name.clone())
-                .ok_or("USER networking needs a network name in ContainerInfo.network_infos")?;
+                .ok_or_else(|| {
+                    refused("USER networking needs a network name in ContainerInfo.network_infos")
+                })?;
             host.network_mode = Some(name);
         }
     }
@@ -208,13 +261,15 @@ pub fn container_config(
             continue;
         };
         if !host_path.starts_with('/') || !v.container_path.starts_with('/') {
-            return Err(format!(
+            return Err(refused(format!(
                 "volume {host_path}:{} must use absolute paths",
                 v.container_path
-            ));
+            )));
         }
         if host_path.trim_end_matches('/').ends_with("docker.sock") && !policy.allow_privileged {
-            return Err("mounting the Docker socket is refused by this agent (start it with --docker-allow-privileged)".into());
+            return Err(refused(
+                "mounting the Docker socket is refused by this agent (start it with --docker-allow-privileged)",
+            ));
         }
         let mode = if v.mode == v1::volume::Mode::Ro as i32 {
             "ro"
@@ -243,10 +298,10 @@ pub fn container_config(
             "stop-signal" => body.stop_signal = Some(p.value.clone()),
             "dns" => host.dns.get_or_insert_with(Vec::new).push(p.value.clone()),
             other => {
-                return Err(format!(
+                return Err(refused(format!(
                     "docker parameter '{other}' is not allowed (allowed: {})",
                     SAFE_PARAMETERS.join(", ")
-                ));
+                )));
             }
         }
     }
@@ -261,7 +316,7 @@ pub fn container_config(
 }
 
 /// Makes sure the image is there: pulled when missing or `force_pull`.
-pub async fn ensure_image(d: &Docker, image: &str, force_pull: bool) -> Result<(), String> {
+pub async fn ensure_image(d: &Docker, image: &str, force_pull: bool) -> Result<(), DockerError> {
     let present = d.inspect_image(image).await.is_ok();
     if present && !force_pull {
         return Ok(());
@@ -280,11 +335,12 @@ pub async fn ensure_image(d: &Docker, image: &str, force_pull: bool) -> Result<(
         None,
     );
     while let Some(step) = pull.next().await {
-        if let Err(e) = step {
+        if let Err(source) = step {
+            let image = image.to_string();
             return Err(if present {
-                format!("cannot pull image '{image}' (force_pull_image): {e}")
+                DockerError::ForcedPull { image, source }
             } else {
-                format!("image '{image}' is not on this agent and cannot be pulled: {e}")
+                DockerError::Missing { image, source }
             });
         }
     }
@@ -298,7 +354,7 @@ pub async fn start(
     body: ContainerCreateBody,
     image: &str,
     force_pull: bool,
-) -> Result<String, String> {
+) -> Result<String, DockerError> {
     if force_pull {
         ensure_image(d, image, true).await?;
     }
@@ -322,13 +378,13 @@ pub async fn start(
         }
         other => other,
     }
-    .map_err(|e| format!("cannot create the container: {e}"))?;
+    .map_err(DockerError::Create)?;
     if let Err(e) = d
         .start_container(&created.id, None::<q::StartContainerOptions>)
         .await
     {
         let _ = remove(d, &created.id).await;
-        return Err(format!("cannot start the container: {e}"));
+        return Err(DockerError::Start(e));
     }
     Ok(created.id)
 }
@@ -422,7 +478,7 @@ pub async fn ip_address(d: &Docker, id: &str) -> Option<String> {
 }
 
 /// Stops it (SIGTERM, then SIGKILL after `grace`).
-pub async fn stop(d: &Docker, id: &str, grace: std::time::Duration) -> Result<(), String> {
+pub async fn stop(d: &Docker, id: &str, grace: std::time::Duration) -> Result<(), DockerError> {
     d.stop_container(
         id,
         Some(q::StopContainerOptions {
@@ -431,7 +487,7 @@ pub async fn stop(d: &Docker, id: &str, grace: std::time::Duration) -> Result<()
         }),
     )
     .await
-    .map_err(|e| e.to_string())
+    .map_err(DockerError::Engine)
 }
 
 /// A container this agent's executors made, as its labels describe it.
@@ -448,7 +504,7 @@ pub struct Labelled {
 }
 
 /// Every container (running or not) labelled with this agent's id.
-pub async fn list_labelled(d: &Docker, agent: &str) -> Result<Vec<Labelled>, String> {
+pub async fn list_labelled(d: &Docker, agent: &str) -> Result<Vec<Labelled>, DockerError> {
     let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_AGENT}={agent}")])]);
     let list = d
         .list_containers(Some(q::ListContainersOptions {
@@ -456,8 +512,7 @@ pub async fn list_labelled(d: &Docker, agent: &str) -> Result<Vec<Labelled>, Str
             filters: Some(filters),
             ..Default::default()
         }))
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(list
         .into_iter()
         .filter_map(|c| {
@@ -474,7 +529,7 @@ pub async fn list_labelled(d: &Docker, agent: &str) -> Result<Vec<Labelled>, Str
 }
 
 /// Removes it (and its anonymous volumes).
-pub async fn remove(d: &Docker, id: &str) -> Result<(), String> {
+pub async fn remove(d: &Docker, id: &str) -> Result<(), DockerError> {
     d.remove_container(
         id,
         Some(q::RemoveContainerOptions {
@@ -484,11 +539,11 @@ pub async fn remove(d: &Docker, id: &str) -> Result<(), String> {
         }),
     )
     .await
-    .map_err(|e| e.to_string())
+    .map_err(DockerError::Engine)
 }
 
 /// Runs `command` in the container (COMMAND health checks).
-pub async fn exec(d: &Docker, id: &str, command: &str) -> Result<(), String> {
+pub async fn exec(d: &Docker, id: &str, command: &str) -> Result<(), DockerError> {
     use bollard::exec::{CreateExecOptions, StartExecResults};
     let e = d
         .create_exec(
@@ -505,19 +560,17 @@ pub async fn exec(d: &Docker, id: &str, command: &str) -> Result<(), String> {
             },
         )
         .await
-        .map_err(|e| format!("cannot exec in the container: {e}"))?;
-    if let StartExecResults::Attached { mut output, .. } = d
-        .start_exec(&e.id, None)
-        .await
-        .map_err(|e| format!("cannot exec in the container: {e}"))?
+        .map_err(DockerError::Exec)?;
+    if let StartExecResults::Attached { mut output, .. } =
+        d.start_exec(&e.id, None).await.map_err(DockerError::Exec)?
     {
         while output.next().await.is_some() {}
     }
-    let inspect = d.inspect_exec(&e.id).await.map_err(|e| e.to_string())?;
+    let inspect = d.inspect_exec(&e.id).await?;
     match inspect.exit_code {
         Some(0) => Ok(()),
-        Some(code) => Err(format!("health check command exited with status {code}")),
-        None => Err("health check command did not finish".into()),
+        Some(code) => Err(DockerError::CheckFailed(code)),
+        None => Err(DockerError::CheckUnfinished),
     }
 }
 
@@ -541,12 +594,14 @@ pub fn container_name(task_id: &str, container_id: &str) -> String {
 }
 
 /// The host path must exist for a bind mount.
-pub fn check_host_paths(task: &v1::TaskInfo) -> Result<(), String> {
+pub fn check_host_paths(task: &v1::TaskInfo) -> Result<(), DockerError> {
     for v in task.container.iter().flat_map(|c| c.volumes.iter()) {
         if let Some(p) = v.host_path.as_deref().filter(|p| !p.is_empty())
             && !Path::new(p).exists()
         {
-            return Err(format!("volume host path {p} does not exist on this agent"));
+            return Err(refused(format!(
+                "volume host path {p} does not exist on this agent"
+            )));
         }
     }
     Ok(())
@@ -636,7 +691,9 @@ mod tests {
             .as_mut()
             .unwrap()
             .privileged = Some(true);
-        let err = container_config(&privileged, &[], &[], &Policy::default()).unwrap_err();
+        let err = container_config(&privileged, &[], &[], &Policy::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--docker-allow-privileged"), "{err}");
         assert!(
             container_config(
@@ -659,6 +716,7 @@ mod tests {
         assert!(
             container_config(&sock, &[], &[], &Policy::default())
                 .unwrap_err()
+                .to_string()
                 .contains("Docker socket")
         );
         let mut param = t.clone();
@@ -676,6 +734,7 @@ mod tests {
         assert!(
             container_config(&param, &[], &[], &Policy::default())
                 .unwrap_err()
+                .to_string()
                 .contains("cap-add")
         );
         let h = container_config(&t, &[], &[], &Policy::default())

@@ -50,7 +50,9 @@ impl Executor {
             Some(d) => d.clone(),
             None => {
                 let version = std::env::var("AGORA_DOCKER_API_VERSION").ok();
-                let d = docker::connect_at(version.as_deref()).await?;
+                let d = docker::connect_at(version.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 self.docker = Some(d.clone());
                 d
             }
@@ -60,7 +62,7 @@ impl Executor {
         {
             fetch::fetch_all(&command.uris, &self.directory).await?;
         }
-        docker::check_host_paths(task)?;
+        docker::check_host_paths(task).map_err(|e| e.to_string())?;
         let mut task = task.clone();
         // The sandbox is mounted where Mesos mounts it.
         if let Some(c) = task.container.as_mut() {
@@ -87,7 +89,8 @@ impl Executor {
                 .is_ok_and(|v| v == "1"),
             enable_cfs: cfs_enabled(),
         };
-        let body = docker::container_config(&task, &env, &labels, &policy)?;
+        let body =
+            docker::container_config(&task, &env, &labels, &policy).map_err(|e| e.to_string())?;
         let info = task.container.as_ref().and_then(|c| c.docker.as_ref());
         let image = info.map(|i| i.image.clone()).unwrap_or_default();
         let force_pull = info.and_then(|i| i.force_pull_image).unwrap_or(false);
@@ -102,7 +105,9 @@ impl Executor {
             .map(|c| c.value.clone())
             .unwrap_or_default();
         let name = docker::container_name(&task.task_id.value, &container_id);
-        let container = docker::start(&d, &name, body, &image, force_pull).await?;
+        let container = docker::start(&d, &name, body, &image, force_pull)
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::spawn(docker::copy_logs(
             d.clone(),
             container.clone(),
