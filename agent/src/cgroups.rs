@@ -60,11 +60,34 @@ pub struct Limits {
 
 const CFS_PERIOD_US: u64 = 100_000;
 
+/// Why cgroup limits cannot be applied on this host.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// A file of the hierarchy cannot be read or written.
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        /// What was tried.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No hierarchy with the memory and cpu controllers.
+    #[error("no cgroup hierarchy with the memory and cpu controllers is mounted")]
+    NoHierarchy,
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
+    let path = path.to_path_buf();
+    move |source| CgroupError::Io { what, path, source }
+}
+
 /// Finds a writable hierarchy and creates its `agora` directory; the error
 /// says why limits cannot be applied.
-pub fn detect() -> Result<Hierarchy, String> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts")
-        .map_err(|e| format!("cannot read /proc/self/mounts: {e}"))?;
+pub fn detect() -> Result<Hierarchy, CgroupError> {
+    let mounts_file = Path::new("/proc/self/mounts");
+    let mounts = std::fs::read_to_string(mounts_file).map_err(io("read", mounts_file))?;
     let mut v2 = None;
     let (mut memory, mut cpu) = (None, None);
     for line in mounts.lines() {
@@ -93,20 +116,14 @@ pub fn detect() -> Result<Hierarchy, String> {
             _ => {}
         }
     }
-    let made = |p: &Path| {
-        std::fs::create_dir_all(p).map_err(|e| format!("cannot create {}: {e}", p.display()))
-    };
+    let made = |p: &Path| std::fs::create_dir_all(p).map_err(io("create", p));
     if let Some(mount) = v2 {
         let root = mount.join("agora");
         made(&root)?;
         // Children of agora/ get the memory and cpu controllers.
         let _ = std::fs::write(mount.join("cgroup.subtree_control"), "+memory +cpu");
-        std::fs::write(root.join("cgroup.subtree_control"), "+memory +cpu").map_err(|e| {
-            format!(
-                "cannot enable the memory and cpu controllers in {}: {e}",
-                root.display()
-            )
-        })?;
+        std::fs::write(root.join("cgroup.subtree_control"), "+memory +cpu")
+            .map_err(io("enable the memory and cpu controllers in", &root))?;
         return Ok(Hierarchy::V2 { root });
     }
     match (memory, cpu) {
@@ -116,7 +133,7 @@ pub fn detect() -> Result<Hierarchy, String> {
             made(&cpu)?;
             Ok(Hierarchy::V1 { memory, cpu })
         }
-        _ => Err("no cgroup hierarchy with the memory and cpu controllers is mounted".into()),
+        _ => Err(CgroupError::NoHierarchy),
     }
 }
 
