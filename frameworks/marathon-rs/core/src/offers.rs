@@ -171,14 +171,18 @@ fn env_var(name: &str, value: &str) -> v1::environment::Variable {
     }
 }
 
-/// The TaskInfo for one instance of `app` on `offer` with host `ports`.
-pub fn task_info(
-    app: &App,
-    path: &PathId,
-    task_id: &str,
-    offer: &v1::Offer,
-    ports: &[u32],
-) -> v1::TaskInfo {
+/// Port names, declared ports and protocols, in the order of the host
+/// ports an instance takes.
+fn declared_ports(app: &App) -> Vec<(Option<String>, u32, String)> {
+    app.ports()
+        .into_iter()
+        .filter(|p| p.host.is_some())
+        .map(|p| (p.name, p.declared, p.protocol))
+        .collect()
+}
+
+/// The resources one instance takes: its scalars and its host ports.
+fn task_resources(app: &App, ports: &[u32]) -> Vec<v1::Resource> {
     let mut resources = vec![scalar("cpus", app.cpus), scalar("mem", app.mem)];
     if app.disk > 0.0 {
         resources.push(scalar("disk", app.disk));
@@ -202,13 +206,19 @@ pub fn task_info(
             ..Default::default()
         });
     }
-    // Port names and declared ports, in the order of `ports`.
-    let declared: Vec<(Option<String>, u32, String)> = app
-        .ports()
-        .into_iter()
-        .filter(|p| p.host.is_some())
-        .map(|p| (p.name, p.declared, p.protocol))
-        .collect();
+    resources
+}
+
+/// The environment Marathon gives a task: HOST, PORT*, MESOS_TASK_ID,
+/// MARATHON_APP_* (labels too) and the app's own variables.
+fn task_env(
+    app: &App,
+    path: &PathId,
+    task_id: &str,
+    offer: &v1::Offer,
+    ports: &[u32],
+) -> BTreeMap<String, String> {
+    let declared = declared_ports(app);
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.insert("HOST".into(), offer.hostname.clone());
     for (i, p) in ports.iter().enumerate() {
@@ -278,6 +288,20 @@ pub fn task_info(
             env.insert(k.clone(), v.clone());
         }
     }
+    env
+}
+
+/// The TaskInfo for one instance of `app` on `offer` with host `ports`.
+pub fn task_info(
+    app: &App,
+    path: &PathId,
+    task_id: &str,
+    offer: &v1::Offer,
+    ports: &[u32],
+) -> v1::TaskInfo {
+    let resources = task_resources(app, ports);
+    let env = task_env(app, path, task_id, offer, ports);
+    let declared = declared_ports(app);
     let mut command = match (&app.cmd, app.args.is_empty()) {
         (Some(cmd), _) => v1::CommandInfo {
             value: Some(cmd.clone()),
