@@ -1,5 +1,6 @@
 //! The subscription loop and the call API.
 
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -197,26 +198,24 @@ async fn subscription_loop(
     events: mpsc::UnboundedSender<Event>,
     ready: tokio::sync::oneshot::Sender<Result<(), SdkError>>,
 ) {
-    let mut ready = Some(ready);
-    let mut backoff = Duration::from_millis(100);
-    let mut subscribed_before = false;
-    // `zk://…`: every (re)subscription goes to the leader ZooKeeper names.
-    let mut detector = if zk::is_zk(&config.master) {
-        match config.master.parse::<zk::ZkUrl>() {
-            Ok(url) => Some(zk::detect(url)),
-            Err(e) => {
-                if let Some(r) = ready.take() {
-                    let _ = r.send(Err(SdkError::Ended(format!("invalid master: {e}"))));
-                }
-                return;
+    let mut st = LoopState {
+        ready: Some(ready),
+        backoff: Duration::from_millis(100),
+        subscribed_before: false,
+        heartbeat: Duration::from_secs(15),
+    };
+    let mut detector = match detector(&config.master) {
+        Ok(d) => d,
+        Err(e) => {
+            if let Some(r) = st.ready.take() {
+                let _ = r.send(Err(e));
             }
+            return;
         }
-    } else {
-        None
     };
     let mut redirected = false;
     // Redirects in a row: during a failover two masters can point at each
-    // other; the first is followed at once, the next ones after a backoff.
+    // other; the first is followed at once, the next ones after a st.backoff.
     let mut redirects = 0u32;
     loop {
         if let Some(rx) = detector
@@ -247,39 +246,21 @@ async fn subscription_loop(
             config.tls.as_ref(),
         )
         .with_authorization(scheduler.authorization.clone());
-        let mut info = config.framework_info.clone();
-        info.id = framework_id.clone();
-        let call = sched::Call {
-            framework_id: framework_id.clone(),
-            r#type: Some(C::Subscribe as i32),
-            subscribe: Some(sched::call::Subscribe {
-                framework_info: info,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let call = subscribe_call(&config, framework_id);
         let reason = match client.subscribe::<_, sched::Event>(&call).await {
             Err(ClientError::Status {
                 status: 307,
                 location: Some(location),
                 ..
             }) => {
-                // Follow the leader: keep only host:port of `//host:port/...`.
-                let host = location
-                    .trim_start_matches("http://")
-                    .trim_start_matches("https://")
-                    .trim_start_matches("//")
-                    .split('/')
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
+                let host = redirect_host(&location);
                 redirects += 1;
                 if redirects == 1 {
                     info!(leader = %host, "redirected to the leading master");
                 } else {
-                    debug!(leader = %host, redirects, retry_in = ?backoff, "redirected again");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(config.max_backoff);
+                    debug!(leader = %host, redirects, retry_in = ?st.backoff, "redirected again");
+                    tokio::time::sleep(st.backoff).await;
+                    st.backoff = (st.backoff * 2).min(config.max_backoff);
                 }
                 session.lock().unwrap_or_else(|p| p.into_inner()).master = host;
                 redirected = true;
@@ -289,8 +270,8 @@ async fn subscription_loop(
                 e @ ClientError::Status {
                     status: 400..=499, ..
                 },
-            ) if ready.is_some() => {
-                if let Some(r) = ready.take() {
+            ) if st.ready.is_some() => {
+                if let Some(r) = st.ready.take() {
                     let _ = r.send(Err(e.into()));
                 }
                 return;
@@ -299,10 +280,10 @@ async fn subscription_loop(
             Ok((stream_id, mut stream)) => {
                 redirects = 0;
                 session.lock().unwrap_or_else(|p| p.into_inner()).stream_id = stream_id;
-                let mut heartbeat = Duration::from_secs(15);
+                st.heartbeat = Duration::from_secs(15);
 
                 loop {
-                    let timeout = heartbeat.mul_f64(config.heartbeat_intervals.max(1.0))
+                    let timeout = st.heartbeat.mul_f64(config.heartbeat_intervals.max(1.0))
                         + Duration::from_secs(1);
                     let received = tokio::select! {
                         r = tokio::time::timeout(timeout, stream.next()) => r,
@@ -314,87 +295,8 @@ async fn subscription_loop(
                         Ok(Some(Err(e))) => break e.to_string(),
                         Ok(Some(Ok(event))) => event,
                     };
-                    match next.r#type() {
-                        sched::event::Type::Subscribed => {
-                            let Some(s) = next.subscribed else { continue };
-                            if let Some(h) = s
-                                .heartbeat_interval_seconds
-                                .and_then(|h| Duration::try_from_secs_f64(h).ok())
-                            {
-                                heartbeat = h.max(Duration::from_millis(100));
-                            }
-                            session
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .framework_id = Some(s.framework_id.clone());
-                            backoff = Duration::from_millis(100);
-                            info!(framework.id = %s.framework_id.value, "subscribed");
-                            let _ = events.send(Event::Subscribed {
-                                framework_id: s.framework_id,
-                                master_info: s.master_info,
-                                resubscribed: subscribed_before,
-                            });
-                            subscribed_before = true;
-                            if let Some(r) = ready.take() {
-                                let _ = r.send(Ok(()));
-                            }
-                        }
-                        sched::event::Type::Offers => {
-                            let offers = next.offers.map(|o| o.offers).unwrap_or_default();
-                            let _ = events.send(Event::Offers(offers));
-                        }
-                        sched::event::Type::Rescind => {
-                            if let Some(r) = next.rescind {
-                                let _ = events.send(Event::Rescind(r.offer_id));
-                            }
-                        }
-                        sched::event::Type::Update => {
-                            let Some(u) = next.update else { continue };
-                            let status = u.status;
-                            let ack = config.auto_acknowledge
-                                && status.uuid.is_some()
-                                && status.agent_id.is_some();
-                            let _ = events.send(Event::Update(status.clone()));
-                            if ack {
-                                let s = scheduler.clone();
-                                tokio::spawn(async move {
-                                    if let Err(e) = s.acknowledge(&status).await {
-                                        debug!(error = %e, "acknowledgement failed; the agent will resend");
-                                    }
-                                });
-                            }
-                        }
-                        sched::event::Type::Message => {
-                            if let Some(m) = next.message {
-                                let _ = events.send(Event::Message {
-                                    agent_id: m.agent_id,
-                                    executor_id: m.executor_id,
-                                    data: m.data,
-                                });
-                            }
-                        }
-                        sched::event::Type::Failure => {
-                            if let Some(f) = next.failure {
-                                let _ = events.send(Event::Failure {
-                                    agent_id: f.agent_id,
-                                    executor_id: f.executor_id,
-                                    status: f.status,
-                                });
-                            }
-                        }
-                        sched::event::Type::Error => {
-                            let message = next.error.map(|e| e.message).unwrap_or_default();
-                            let _ = events.send(Event::Error(message.clone()));
-                            if removed(&message) || message.contains("failed over") {
-                                // Resubscribing cannot help.
-                                session.lock().unwrap_or_else(|p| p.into_inner()).stopped = true;
-                                if let Some(r) = ready.take() {
-                                    let _ = r.send(Err(SdkError::Ended(message)));
-                                }
-                                return;
-                            }
-                        }
-                        _ => {}
+                    if deliver(next, &config, &session, &scheduler, &events, &mut st).is_break() {
+                        return;
                     }
                 }
             }
@@ -403,11 +305,160 @@ async fn subscription_loop(
         if session.lock().unwrap_or_else(|p| p.into_inner()).stopped {
             return;
         }
-        warn!(%reason, retry_in = ?backoff, "subscription lost; resubscribing");
+        warn!(%reason, retry_in = ?st.backoff, "subscription lost; resubscribing");
         let _ = events.send(Event::Disconnected(reason));
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(config.max_backoff);
+        tokio::time::sleep(st.backoff).await;
+        st.backoff = (st.backoff * 2).min(config.max_backoff);
     }
+}
+
+/// With `zk://…`, the leader detector every (re)subscription asks.
+fn detector(
+    master: &str,
+) -> Result<Option<tokio::sync::watch::Receiver<Option<zk::Leader>>>, SdkError> {
+    if !zk::is_zk(master) {
+        return Ok(None);
+    }
+    let url = master
+        .parse::<zk::ZkUrl>()
+        .map_err(|e| SdkError::Ended(format!("invalid master: {e}")))?;
+    Ok(Some(zk::detect(url)))
+}
+
+/// SUBSCRIBE with the framework's info (and id, once it has one).
+fn subscribe_call(config: &SchedulerConfig, framework_id: Option<v1::FrameworkId>) -> sched::Call {
+    let mut info = config.framework_info.clone();
+    info.id = framework_id.clone();
+    sched::Call {
+        framework_id,
+        r#type: Some(C::Subscribe as i32),
+        subscribe: Some(sched::call::Subscribe {
+            framework_info: info,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The leader a standby redirects to: `host:port` of `//host:port/...`.
+fn redirect_host(location: &str) -> String {
+    location
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_start_matches("//")
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The subscription loop's state that outlives one stream.
+struct LoopState {
+    /// Answered at the first SUBSCRIBED, or with why subscribing failed.
+    ready: Option<tokio::sync::oneshot::Sender<Result<(), SdkError>>>,
+    /// The wait before resubscribing (doubles, reset at SUBSCRIBED).
+    backoff: Duration,
+    /// Whether a SUBSCRIBED came before (the next is a resubscription).
+    subscribed_before: bool,
+    /// The master's heartbeat interval.
+    heartbeat: Duration,
+}
+
+/// Hands one event to the framework (acknowledging updates when asked);
+/// `Break` when the subscription ends for good (removed or failed over).
+fn deliver(
+    next: sched::Event,
+    config: &SchedulerConfig,
+    session: &Arc<Mutex<Session>>,
+    scheduler: &Scheduler,
+    events: &mpsc::UnboundedSender<Event>,
+    st: &mut LoopState,
+) -> ControlFlow<()> {
+    match next.r#type() {
+        sched::event::Type::Subscribed => {
+            let Some(s) = next.subscribed else {
+                return ControlFlow::Continue(());
+            };
+            if let Some(h) = s
+                .heartbeat_interval_seconds
+                .and_then(|h| Duration::try_from_secs_f64(h).ok())
+            {
+                st.heartbeat = h.max(Duration::from_millis(100));
+            }
+            session
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .framework_id = Some(s.framework_id.clone());
+            st.backoff = Duration::from_millis(100);
+            info!(framework.id = %s.framework_id.value, "subscribed");
+            let _ = events.send(Event::Subscribed {
+                framework_id: s.framework_id,
+                master_info: s.master_info,
+                resubscribed: st.subscribed_before,
+            });
+            st.subscribed_before = true;
+            if let Some(r) = st.ready.take() {
+                let _ = r.send(Ok(()));
+            }
+        }
+        sched::event::Type::Offers => {
+            let offers = next.offers.map(|o| o.offers).unwrap_or_default();
+            let _ = events.send(Event::Offers(offers));
+        }
+        sched::event::Type::Rescind => {
+            if let Some(r) = next.rescind {
+                let _ = events.send(Event::Rescind(r.offer_id));
+            }
+        }
+        sched::event::Type::Update => {
+            let Some(u) = next.update else {
+                return ControlFlow::Continue(());
+            };
+            let status = u.status;
+            let ack = config.auto_acknowledge && status.uuid.is_some() && status.agent_id.is_some();
+            let _ = events.send(Event::Update(status.clone()));
+            if ack {
+                let s = scheduler.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = s.acknowledge(&status).await {
+                        debug!(error = %e, "acknowledgement failed; the agent will resend");
+                    }
+                });
+            }
+        }
+        sched::event::Type::Message => {
+            if let Some(m) = next.message {
+                let _ = events.send(Event::Message {
+                    agent_id: m.agent_id,
+                    executor_id: m.executor_id,
+                    data: m.data,
+                });
+            }
+        }
+        sched::event::Type::Failure => {
+            if let Some(f) = next.failure {
+                let _ = events.send(Event::Failure {
+                    agent_id: f.agent_id,
+                    executor_id: f.executor_id,
+                    status: f.status,
+                });
+            }
+        }
+        sched::event::Type::Error => {
+            let message = next.error.map(|e| e.message).unwrap_or_default();
+            let _ = events.send(Event::Error(message.clone()));
+            if removed(&message) || message.contains("failed over") {
+                // Resubscribing cannot help.
+                session.lock().unwrap_or_else(|p| p.into_inner()).stopped = true;
+                if let Some(r) = st.ready.take() {
+                    let _ = r.send(Err(SdkError::Ended(message)));
+                }
+                return ControlFlow::Break(());
+            }
+        }
+        _ => {}
+    }
+    ControlFlow::Continue(())
 }
 
 impl Scheduler {
