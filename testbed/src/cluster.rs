@@ -185,6 +185,9 @@ struct Proc {
     child: Option<tokio::process::Child>,
 }
 
+/// How a host's component runs: (host, command line, environment).
+type Def = (String, Vec<String>, Vec<(String, String)>);
+
 /// A running cluster; dropping it kills every process on its hosts and
 /// removes the hosts.
 pub struct Cluster {
@@ -334,157 +337,47 @@ impl Cluster {
     }
 
     /// Records how each host's component is run.
-    #[allow(clippy::type_complexity)] // (host, command line, environment)
     fn define(&self, agora: &Path) -> Result<(), ClusterError> {
-        let s = &self.secrets;
-        let d = |p: &Path| p.display().to_string();
-        let mut defs: Vec<(String, Vec<String>, Vec<(String, String)>)> = Vec::new();
-        let agora_cmd =
-            |args: Vec<String>| -> Vec<String> { std::iter::once(d(agora)).chain(args).collect() };
+        let agora_cmd = |args: Vec<String>| -> Vec<String> {
+            std::iter::once(agora.display().to_string())
+                .chain(args)
+                .collect()
+        };
+        let mut defs: Vec<Def> = Vec::new();
         for i in 1..=self.layout.zookeepers {
             defs.push((format!("zk{i}"), self.zookeeper(i)?, vec![]));
         }
         for i in 1..=self.layout.masters {
-            let host = format!("master{i}");
-            let addr = self.net.host(&host)?.addr;
-            let mut args: Vec<String> = vec![
-                "master".into(),
-                "--ip".into(),
-                addr.to_string(),
-                "--port".into(),
-                MASTER_PORT.to_string(),
-                "--hostname".into(),
-                host.clone(),
-                "--work-dir".into(),
-                d(&self.dir.join(&host)),
-                "--credentials".into(),
-                d(&s.credentials),
-                // pymesos speaks plain HTTP; it still authenticates.
-                "--ssl-support-downgrade".into(),
-                "--allocation-interval".into(),
-                "200ms".into(),
-            ];
-            args.extend(s.ssl_flags("master"));
-            args.extend(self.layout.master_flags.iter().cloned());
-            if self.layout.zookeepers > 0 {
-                args.extend([
-                    "--zk".into(),
-                    self.zk_url("mesos"),
-                    "--zk-session-timeout".into(),
-                    agora_proto::duration::format(self.layout.zk_session_timeout),
-                ]);
-            }
-            defs.push((host, agora_cmd(args), vec![]));
+            defs.push((
+                format!("master{i}"),
+                agora_cmd(self.master_args(i)?),
+                vec![],
+            ));
         }
         for i in 1..=self.layout.agents {
-            let host = format!("agent{i}");
-            let addr = self.net.host(&host)?.addr;
-            let mut args: Vec<String> = vec![
-                "agent".into(),
-                "--master".into(),
-                self.master_flag(),
-                "--ip".into(),
-                addr.to_string(),
-                "--port".into(),
-                AGENT_PORT.to_string(),
-                "--hostname".into(),
-                host.clone(),
-                "--work-dir".into(),
-                d(&self.dir.join(&host)),
-                "--resources".into(),
-                self.layout.agent_resources.clone(),
-                "--attributes".into(),
-                format!("rack:r{i}"),
-                "--executor-path".into(),
-                d(agora),
-                "--credential".into(),
-                d(&s.credential_file("agent")?),
-                "--http-credentials".into(),
-                d(&s.credentials),
-            ];
-            args.extend(s.ssl_flags("agent"));
-            args.extend(self.layout.agent_flags.iter().cloned());
-            defs.push((host, agora_cmd(args), vec![]));
+            defs.push((
+                format!("agent{i}"),
+                agora_cmd(self.agent_args(i, agora)?),
+                vec![],
+            ));
         }
         let (admin, admin_secret) = self.admin();
         for i in 1..=self.layout.marathons {
-            let host = format!("marathon{i}");
-            let addr = self.net.host(&host)?.addr;
-            let mut args: Vec<String> = vec![
-                "marathon".into(),
-                "--master".into(),
-                self.master_flag(),
-                "--http-address".into(),
-                addr.to_string(),
-                "--http-port".into(),
-                MARATHON_PORT.to_string(),
-                "--hostname".into(),
-                host.clone(),
-                "--work-dir".into(),
-                d(&self.dir.join(&host)),
-                "--mesos-authentication-principal".into(),
-                "marathon".into(),
-                "--mesos-authentication-secret-file".into(),
-                d(&s.secret_file("marathon")?),
-            ];
-            if self.layout.zookeepers > 0 {
-                args.extend([
-                    "--zk".into(),
-                    self.zk_url("marathon"),
-                    "--zk-session-timeout".into(),
-                    agora_proto::duration::format(self.layout.zk_session_timeout),
-                ]);
-            }
-            args.extend(s.ssl_flags("marathon"));
-            args.extend(self.layout.marathon_flags.iter().cloned());
             let env = vec![(
                 "MESOSPHERE_HTTP_CREDENTIALS".to_string(),
                 format!("{admin}:{admin_secret}"),
             )];
-            defs.push((host, agora_cmd(args), env));
+            defs.push((
+                format!("marathon{i}"),
+                agora_cmd(self.marathon_args(i)?),
+                env,
+            ));
         }
         if self.layout.dns {
-            let addr = self.net.host("dns")?.addr;
-            let args: Vec<String> = vec![
-                "dns".into(),
-                "--master".into(),
-                self.master_flag(),
-                "--ip".into(),
-                addr.to_string(),
-                "--port".into(),
-                DNS_PORT.to_string(),
-                "--http-port".into(),
-                DNS_HTTP_PORT.to_string(),
-                "--credential".into(),
-                d(&s.credential_file("dns")?),
-                "--ssl-ca-file".into(),
-                d(&s.ca),
-            ];
-            defs.push(("dns".into(), agora_cmd(args), vec![]));
+            defs.push(("dns".into(), agora_cmd(self.dns_args()?), vec![]));
         }
         if self.layout.lb {
-            let lb = self.dir.join("lb");
-            std::fs::create_dir_all(&lb)?;
-            let args: Vec<String> = vec![
-                "lb".into(),
-                "--marathon".into(),
-                format!("https://marathon1:{MARATHON_PORT}"),
-                "--marathon-ca-cert".into(),
-                d(&s.ca),
-                "--marathon-auth-credential-file".into(),
-                d(&s.basic_file("admin")?),
-                "--haproxy-config".into(),
-                d(&lb.join("haproxy.cfg")),
-                "--socket".into(),
-                d(&lb.join("socket")),
-                "--state-file".into(),
-                d(&lb.join("state")),
-                "--bind-http-port".into(),
-                LB_HTTP_PORT.to_string(),
-                "--resync".into(),
-                "10s".into(),
-            ];
-            defs.push(("lb".into(), agora_cmd(args), vec![]));
+            defs.push(("lb".into(), agora_cmd(self.lb_args()?), vec![]));
         }
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
         for (host, command, env) in defs {
@@ -499,6 +392,163 @@ impl Cluster {
             );
         }
         Ok(())
+    }
+
+    /// `agora master` on host `master{i}`.
+    fn master_args(&self, i: usize) -> Result<Vec<String>, ClusterError> {
+        let s = &self.secrets;
+        let d = |p: &Path| p.display().to_string();
+        let host = format!("master{i}");
+        let addr = self.net.host(&host)?.addr;
+        let mut args: Vec<String> = vec![
+            "master".into(),
+            "--ip".into(),
+            addr.to_string(),
+            "--port".into(),
+            MASTER_PORT.to_string(),
+            "--hostname".into(),
+            host.clone(),
+            "--work-dir".into(),
+            d(&self.dir.join(&host)),
+            "--credentials".into(),
+            d(&s.credentials),
+            // pymesos speaks plain HTTP; it still authenticates.
+            "--ssl-support-downgrade".into(),
+            "--allocation-interval".into(),
+            "200ms".into(),
+        ];
+        args.extend(s.ssl_flags("master"));
+        args.extend(self.layout.master_flags.iter().cloned());
+        if self.layout.zookeepers > 0 {
+            args.extend([
+                "--zk".into(),
+                self.zk_url("mesos"),
+                "--zk-session-timeout".into(),
+                agora_proto::duration::format(self.layout.zk_session_timeout),
+            ]);
+        }
+        Ok(args)
+    }
+
+    /// `agora agent` on host `agent{i}`, `agora` being the executor.
+    fn agent_args(&self, i: usize, agora: &Path) -> Result<Vec<String>, ClusterError> {
+        let s = &self.secrets;
+        let d = |p: &Path| p.display().to_string();
+        let host = format!("agent{i}");
+        let addr = self.net.host(&host)?.addr;
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--master".into(),
+            self.master_flag(),
+            "--ip".into(),
+            addr.to_string(),
+            "--port".into(),
+            AGENT_PORT.to_string(),
+            "--hostname".into(),
+            host.clone(),
+            "--work-dir".into(),
+            d(&self.dir.join(&host)),
+            "--resources".into(),
+            self.layout.agent_resources.clone(),
+            "--attributes".into(),
+            format!("rack:r{i}"),
+            "--executor-path".into(),
+            d(agora),
+            "--credential".into(),
+            d(&s.credential_file("agent")?),
+            "--http-credentials".into(),
+            d(&s.credentials),
+        ];
+        args.extend(s.ssl_flags("agent"));
+        args.extend(self.layout.agent_flags.iter().cloned());
+        Ok(args)
+    }
+
+    /// marathon-rs on host `marathon{i}`.
+    fn marathon_args(&self, i: usize) -> Result<Vec<String>, ClusterError> {
+        let s = &self.secrets;
+        let d = |p: &Path| p.display().to_string();
+        let host = format!("marathon{i}");
+        let addr = self.net.host(&host)?.addr;
+        let mut args: Vec<String> = vec![
+            "marathon".into(),
+            "--master".into(),
+            self.master_flag(),
+            "--http-address".into(),
+            addr.to_string(),
+            "--http-port".into(),
+            MARATHON_PORT.to_string(),
+            "--hostname".into(),
+            host.clone(),
+            "--work-dir".into(),
+            d(&self.dir.join(&host)),
+            "--mesos-authentication-principal".into(),
+            "marathon".into(),
+            "--mesos-authentication-secret-file".into(),
+            d(&s.secret_file("marathon")?),
+        ];
+        if self.layout.zookeepers > 0 {
+            args.extend([
+                "--zk".into(),
+                self.zk_url("marathon"),
+                "--zk-session-timeout".into(),
+                agora_proto::duration::format(self.layout.zk_session_timeout),
+            ]);
+        }
+        args.extend(s.ssl_flags("marathon"));
+        args.extend(self.layout.marathon_flags.iter().cloned());
+        Ok(args)
+    }
+
+    /// `agora dns` on host `dns`.
+    fn dns_args(&self) -> Result<Vec<String>, ClusterError> {
+        let s = &self.secrets;
+        let d = |p: &Path| p.display().to_string();
+        let addr = self.net.host("dns")?.addr;
+        let args: Vec<String> = vec![
+            "dns".into(),
+            "--master".into(),
+            self.master_flag(),
+            "--ip".into(),
+            addr.to_string(),
+            "--port".into(),
+            DNS_PORT.to_string(),
+            "--http-port".into(),
+            DNS_HTTP_PORT.to_string(),
+            "--credential".into(),
+            d(&s.credential_file("dns")?),
+            "--ssl-ca-file".into(),
+            d(&s.ca),
+        ];
+        Ok(args)
+    }
+
+    /// `agora lb` on host `lb`.
+    fn lb_args(&self) -> Result<Vec<String>, ClusterError> {
+        let s = &self.secrets;
+        let d = |p: &Path| p.display().to_string();
+        let lb = self.dir.join("lb");
+        std::fs::create_dir_all(&lb)?;
+        let args: Vec<String> = vec![
+            "lb".into(),
+            "--marathon".into(),
+            format!("https://marathon1:{MARATHON_PORT}"),
+            "--marathon-ca-cert".into(),
+            d(&s.ca),
+            "--marathon-auth-credential-file".into(),
+            d(&s.basic_file("admin")?),
+            "--haproxy-config".into(),
+            d(&lb.join("haproxy.cfg")),
+            "--socket".into(),
+            d(&lb.join("socket")),
+            "--state-file".into(),
+            d(&lb.join("state")),
+            "--bind-http-port".into(),
+            LB_HTTP_PORT.to_string(),
+            "--resync".into(),
+            "10s".into(),
+        ];
+        Ok(args)
     }
 
     /// ZooKeeper server `i`'s configuration and command.
