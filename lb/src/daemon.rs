@@ -20,8 +20,8 @@ use crate::{LabelError, Service, Settings};
 
 /// How to run the daemon.
 pub struct Options {
-    /// marathon-rs' base URL.
-    pub marathon: String,
+    /// marathon-rs' base URLs, tried in turn (at least one).
+    pub marathons: Vec<String>,
     /// The client for it (TLS and credentials set).
     pub client: reqwest::Client,
     /// What to render and serve.
@@ -45,6 +45,9 @@ pub struct Options {
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// No marathon-rs URL was given.
+    #[error("no marathon-rs to follow (--marathon)")]
+    NoMarathon,
     /// marathon-rs could not be read.
     #[error("{url}: {source}")]
     Marathon {
@@ -283,7 +286,16 @@ async fn serve_metrics(
 
 /// Runs HAProxy for marathon's apps until `stop` resolves.
 pub async fn follow(args: Options, stop: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let base = args.marathon.trim_end_matches('/').to_string();
+    let marathons: Vec<String> = args
+        .marathons
+        .iter()
+        .map(|m| m.trim_end_matches('/').to_string())
+        .collect();
+    if marathons.is_empty() {
+        return Err(DaemonError::NoMarathon);
+    }
+    // The one followed now; the next one when it stops answering.
+    let mut current = 0;
     let settings = args.settings;
     let client = args.client;
     for path in [&args.socket, &args.state_file, &args.haproxy_config] {
@@ -309,13 +321,14 @@ pub async fn follow(args: Options, stop: impl Future<Output = ()>) -> Result<(),
     }
     let mut haproxy = Haproxy::new(&args.haproxy_bin, &args.haproxy_config, &args.socket);
     info!(
-        marathon = %base,
+        marathon = %marathons.join(","),
         group = %settings.group,
         config = %args.haproxy_config.display(),
         "agora lb: following marathon"
     );
     let mut stop = std::pin::pin!(stop);
     loop {
+        let base = marathons[current % marathons.len()].clone();
         let events = client
             .get(format!("{base}/v2/events"))
             .header("Accept", "text/event-stream")
@@ -325,14 +338,16 @@ pub async fn follow(args: Options, stop: impl Future<Output = ()>) -> Result<(),
         let mut stream = match events {
             Ok(r) if r.status().is_success() => r.bytes_stream(),
             Ok(r) => {
-                warn!(status = %r.status(), "cannot follow /v2/events; retrying");
+                warn!(marathon = %base, status = %r.status(), "cannot follow /v2/events; trying the next");
+                current += 1;
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     _ = &mut stop => break,
                 }
             }
             Err(e) => {
-                warn!(error = %e, "cannot follow /v2/events; retrying");
+                warn!(marathon = %base, error = %e, "cannot follow /v2/events; trying the next");
+                current += 1;
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     _ = &mut stop => break,
@@ -354,7 +369,11 @@ pub async fn follow(args: Options, stop: impl Future<Output = ()>) -> Result<(),
                             due = Some(Instant::now() + Duration::from_millis(20));
                         }
                     }
-                    _ => { warn!("the event stream ended; reconnecting"); break; }
+                    _ => {
+                        warn!(marathon = %base, "the event stream ended; reconnecting");
+                        current += 1;
+                        break;
+                    }
                 },
                 _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {
                     due = None;

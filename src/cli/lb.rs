@@ -13,9 +13,12 @@ use clap::Args;
 /// Flags of `agora lb` (marathon-lb's names where it has them).
 #[derive(Args, Debug, Clone)]
 pub struct LbArgs {
-    /// marathon-rs (or Marathon), e.g. `http://127.0.0.1:8080`.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub marathon: String,
+    /// marathon-rs (or Marathon), e.g. `http://127.0.0.1:8080`; several
+    /// (space or comma separated, as marathon-lb takes them) are tried in
+    /// turn when one stops answering, so agora lb follows whichever of an
+    /// HA pair is up.
+    #[arg(long, num_args = 1.., value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    pub marathon: Vec<String>,
     /// Apps whose `HAPROXY_GROUP` lists this group are served (`*`: all).
     #[arg(long, default_value = "external")]
     pub group: String,
@@ -168,7 +171,7 @@ impl LbArgs {
     /// Unprivileged defaults under `dir`, for `agora dev`.
     pub fn dev(marathon: String, dir: &std::path::Path) -> LbArgs {
         LbArgs {
-            marathon,
+            marathon: vec![marathon],
             group: "external".into(),
             dry_run: false,
             haproxy_config: dir.join("haproxy.cfg"),
@@ -194,7 +197,7 @@ impl LbArgs {
 
 pub async fn run(args: LbArgs) -> anyhow::Result<()> {
     if args.dry_run {
-        let base = args.marathon.trim_end_matches('/');
+        let base = args.marathon[0].trim_end_matches('/');
         let settings = args.settings()?;
         let (svcs, errors) = agora_lb::daemon::services(&args.client()?, base, &settings).await?;
         for e in &errors {
@@ -209,7 +212,7 @@ pub async fn run(args: LbArgs) -> anyhow::Result<()> {
 /// Runs the daemon for these flags until `stop` resolves.
 pub async fn follow(args: LbArgs, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let options = agora_lb::daemon::Options {
-        marathon: args.marathon.clone(),
+        marathons: args.marathon.clone(),
         client: args.client()?,
         settings: args.settings()?,
         haproxy_bin: args.haproxy_bin.clone(),

@@ -532,7 +532,10 @@ impl Cluster {
         let args: Vec<String> = vec![
             "lb".into(),
             "--marathon".into(),
-            format!("https://marathon1:{MARATHON_PORT}"),
+            (1..=self.layout.marathons)
+                .map(|i| format!("https://marathon{i}:{MARATHON_PORT}"))
+                .collect::<Vec<_>>()
+                .join(","),
             "--marathon-ca-cert".into(),
             d(&s.ca),
             "--marathon-auth-credential-file".into(),

@@ -402,3 +402,84 @@ async fn a_load_balanced_app_loses_no_request_through_updates() {
     );
     assert!(ok >= 20_000, "only {ok} requests");
 }
+
+/// agora lb follows marathon-rs' HA pair (`--marathon` takes both): with
+/// the marathon-rs it was following killed, it follows the other and still
+/// sees the app scale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agora_lb_follows_the_other_marathon_when_one_dies() {
+    let _hosts = one_testbed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout {
+        dns: false,
+        ..Layout::default()
+    };
+    let Some(cluster) = testbed(layout, dir.path()).await else {
+        return;
+    };
+    let app = |instances: u32| {
+        json!({
+            "id": "/echo", "cpus": 0.1, "mem": 16, "instances": instances,
+            "cmd": "mkdir -p www && echo \"$MESOS_TASK_ID\" > www/index.html && exec busybox httpd -f -p $PORT0 -h www",
+            "labels": {"HAPROXY_GROUP": "external"},
+            "portDefinitions": [{"port": 10003}],
+        })
+    };
+    let leader = eventually("a marathon-rs leads", || {
+        crate::faults::marathon_leader(&cluster)
+    })
+    .await;
+    let (status, body) = cluster
+        .send(
+            reqwest::Method::POST,
+            &leader,
+            MARATHON_PORT,
+            "/v2/apps",
+            &app(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let lb = cluster.forward("lb", 10003).await.unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let served = |n: usize| {
+        let (client, url) = (client.clone(), format!("http://{lb}/"));
+        async move {
+            let mut seen = BTreeSet::new();
+            for _ in 0..(4 * n) {
+                let r = client
+                    .get(&url)
+                    .header("connection", "close")
+                    .send()
+                    .await
+                    .ok()?;
+                seen.insert(r.text().await.ok()?.trim().to_string());
+            }
+            (seen.len() == n).then_some(seen)
+        }
+    };
+    eventually("HAProxy serves the one instance", || served(1)).await;
+    // agora lb followed marathon1 first; it dies (whether or not it led).
+    cluster.kill_host("marathon1").await.unwrap();
+    let leader = eventually("marathon2 leads", || async {
+        crate::faults::marathon_leader(&cluster)
+            .await
+            .filter(|l| l == "marathon2")
+    })
+    .await;
+    let (status, body) = cluster
+        .send(
+            reqwest::Method::PUT,
+            &leader,
+            MARATHON_PORT,
+            "/v2/apps/echo",
+            &app(3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    eventually("HAProxy serves the 3 instances", || served(3)).await;
+}
