@@ -29,24 +29,35 @@ pub(crate) async fn one_testbed() -> tokio::sync::MutexGuard<'static, ()> {
 /// or a failure under AGORA_REQUIRE_ALL) where hosts cannot be made.
 pub(crate) async fn testbed(layout: Layout, dir: &std::path::Path) -> Option<Cluster> {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let prefix = format!(
-        "agora-t{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    match Cluster::start(layout, &prefix, &agora_bin(), dir).await {
-        Ok(c) => Some(c),
-        Err(
-            e @ (agora_testbed::cluster::ClusterError::Missing(_)
-            | agora_testbed::cluster::ClusterError::Net(
-                agora_testbed::net::NetError::Unavailable(_),
-            )),
-        ) => {
-            missing(&format!("a multi-host testbed: {e}"));
-            None
+    // A start that times out is tried once more on fresh hosts: right after
+    // another cluster's teardown, on a loaded 2-core machine, a start
+    // sometimes never sees its agents through the client host's forward
+    // (under investigation); the first error is printed.
+    for attempt in 1..=2 {
+        let prefix = format!(
+            "agora-t{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let sub = dir.join(format!("try{attempt}"));
+        match Cluster::start(layout.clone(), &prefix, &agora_bin(), &sub).await {
+            Ok(c) => return Some(c),
+            Err(
+                e @ (agora_testbed::cluster::ClusterError::Missing(_)
+                | agora_testbed::cluster::ClusterError::Net(
+                    agora_testbed::net::NetError::Unavailable(_),
+                )),
+            ) => {
+                missing(&format!("a multi-host testbed: {e}"));
+                return None;
+            }
+            Err(e @ agora_testbed::cluster::ClusterError::Timeout { .. }) if attempt == 1 => {
+                eprintln!("the testbed cluster did not start, trying once more: {e}");
+            }
+            Err(e) => panic!("the testbed cluster did not start: {e}"),
         }
-        Err(e) => panic!("the testbed cluster did not start: {e}"),
     }
+    unreachable!("the second attempt returns or panics")
 }
 
 /// `dig +short name` from `host`, against agora dns on its host (sorted).
@@ -470,16 +481,21 @@ async fn agora_lb_follows_the_other_marathon_when_one_dies() {
             .filter(|l| l == "marathon2")
     })
     .await;
-    let (status, body) = cluster
-        .send(
-            reqwest::Method::PUT,
-            &leader,
-            MARATHON_PORT,
-            "/v2/apps/echo",
-            &app(3),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{body}");
+    // The new leader may still be loading its state: a PUT it cannot take
+    // yet fails or times out, and is sent again.
+    eventually("marathon2 scales the app", || async {
+        let (status, _) = cluster
+            .send(
+                reqwest::Method::PUT,
+                &leader,
+                MARATHON_PORT,
+                "/v2/apps/echo",
+                &app(3),
+            )
+            .await
+            .ok()?;
+        (status == 200).then_some(())
+    })
+    .await;
     eventually("HAProxy serves the 3 instances", || served(3)).await;
 }
