@@ -591,27 +591,36 @@ async fn agents_present_credentials_and_guard_their_endpoints() {
         .spawn()
         .unwrap();
     let master_address = format!("127.0.0.1:{port}");
+    // A free port can be taken by another test before the agent binds it:
+    // an agent that exits at once is started again on another.
     let agent = |name: &str, credential: Option<&str>| {
-        let own = crate::cluster::free_port();
-        let mut cmd = tokio::process::Command::new(crate::cluster::agora_bin());
-        cmd.args(["agent", "--insecure", "--master", &master_address])
-            .args([
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                &own.to_string(),
-                "--hostname",
-                name,
-            ])
-            .args(["--resources", "cpus:1;mem:256;ports:[36200-36209]"])
-            .arg("--work-dir")
-            .arg(dir.path().join(name))
-            .args(["--http-credentials", &credentials])
-            .kill_on_drop(true);
-        if let Some(c) = credential {
-            cmd.args(["--credential", c]);
+        for _ in 0..5 {
+            let own = crate::cluster::free_port();
+            let mut cmd = tokio::process::Command::new(crate::cluster::agora_bin());
+            cmd.args(["agent", "--insecure", "--master", &master_address])
+                .args([
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    &own.to_string(),
+                    "--hostname",
+                    name,
+                ])
+                .args(["--resources", "cpus:1;mem:256;ports:[36200-36209]"])
+                .arg("--work-dir")
+                .arg(dir.path().join(name))
+                .args(["--http-credentials", &credentials])
+                .kill_on_drop(true);
+            if let Some(c) = credential {
+                cmd.args(["--credential", c]);
+            }
+            let mut child = cmd.spawn().unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            if matches!(child.try_wait(), Ok(None)) {
+                return (child, own);
+            }
         }
-        (cmd.spawn().unwrap(), own)
+        panic!("{name} could not start on a free port");
     };
     let (_good, good_port) = agent("agent-good", Some(&agent_credential));
     let (_wrong, _) = agent("agent-wrong", Some(&wrong_credential));
