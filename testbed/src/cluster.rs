@@ -328,6 +328,20 @@ impl Cluster {
         format!("zk://{}/{path}", servers.join(","))
     }
 
+    /// `--zk <url>/<path> --zk-session-timeout …` for a contender, or
+    /// nothing without ZooKeeper.
+    fn zk_flags(&self, path: &str) -> Vec<String> {
+        if self.layout.zookeepers == 0 {
+            return vec![];
+        }
+        vec![
+            "--zk".into(),
+            self.zk_url(path),
+            "--zk-session-timeout".into(),
+            agora_proto::duration::format(self.layout.zk_session_timeout),
+        ]
+    }
+
     fn master_flag(&self) -> String {
         if self.layout.zookeepers == 0 {
             format!("master1:{MASTER_PORT}")
@@ -419,14 +433,7 @@ impl Cluster {
         ];
         args.extend(s.ssl_flags("master"));
         args.extend(self.layout.master_flags.iter().cloned());
-        if self.layout.zookeepers > 0 {
-            args.extend([
-                "--zk".into(),
-                self.zk_url("mesos"),
-                "--zk-session-timeout".into(),
-                agora_proto::duration::format(self.layout.zk_session_timeout),
-            ]);
-        }
+        args.extend(self.zk_flags("mesos"));
         Ok(args)
     }
 
@@ -487,14 +494,7 @@ impl Cluster {
             "--mesos-authentication-secret-file".into(),
             d(&s.secret_file("marathon")?),
         ];
-        if self.layout.zookeepers > 0 {
-            args.extend([
-                "--zk".into(),
-                self.zk_url("marathon"),
-                "--zk-session-timeout".into(),
-                agora_proto::duration::format(self.layout.zk_session_timeout),
-            ]);
-        }
+        args.extend(self.zk_flags("marathon"));
         args.extend(s.ssl_flags("marathon"));
         args.extend(self.layout.marathon_flags.iter().cloned());
         Ok(args)
