@@ -20,44 +20,9 @@ use std::path::{Path, PathBuf};
 
 use agora_proto::v1::{self, TaskState};
 use prost::Message;
-use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-/// How an executor run is found again.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Run {
-    /// The ContainerID of the run.
-    pub container: String,
-    /// Its sandbox.
-    pub dir: PathBuf,
-    /// The executor's pid.
-    pub pid: u32,
-    /// The process's start time (`/proc/<pid>/stat`, clock ticks since boot),
-    /// so a recycled pid is not mistaken for the executor.
-    pub start: u64,
-    /// `command`, `default` or `custom`.
-    pub kind: String,
-}
-
-/// A checkpointed executor as found at start.
-#[derive(Debug, Clone)]
-pub struct RecoveredExecutor {
-    /// Its ExecutorInfo.
-    pub info: v1::ExecutorInfo,
-    /// How to find its process.
-    pub run: Run,
-    /// Its tasks with their latest states.
-    pub tasks: Vec<(v1::TaskInfo, TaskState)>,
-}
-
-/// A checkpointed framework and its executors.
-#[derive(Debug, Clone)]
-pub struct RecoveredFramework {
-    /// Its FrameworkInfo.
-    pub info: v1::FrameworkInfo,
-    /// Its executors.
-    pub executors: Vec<RecoveredExecutor>,
-}
+pub use agora_agent_core::{RecoveredExecutor, RecoveredFramework, Run};
 
 /// Writes checkpoints of one agent.
 #[derive(Debug, Clone)]
@@ -176,7 +141,13 @@ impl Checkpoints {
                         .unwrap_or(TaskState::TaskStaging);
                     tasks.push((task, state));
                 }
-                executors.push(RecoveredExecutor { info, run, tasks });
+                let alive = alive(&run);
+                executors.push(RecoveredExecutor {
+                    info,
+                    run,
+                    tasks,
+                    alive,
+                });
             }
             out.push(RecoveredFramework { info, executors });
         }
@@ -268,6 +239,7 @@ mod tests {
             pid: std::process::id(),
             start: process_start(std::process::id()).unwrap(),
             kind: "command".into(),
+            networks: Vec::new(),
         };
         c.executor("F-1", &info, &run).unwrap();
         let task = v1::TaskInfo {
@@ -310,6 +282,7 @@ mod tests {
             pid,
             start,
             kind: "command".into(),
+            networks: Vec::new(),
         };
         assert!(alive(&run(me, start)));
         assert!(!alive(&run(me, start + 1)));

@@ -208,7 +208,53 @@ pub fn container_config(
         host.memory = Some((mem * 1024.0 * 1024.0) as i64);
         host.memory_swap = Some((mem * 1024.0 * 1024.0) as i64);
     }
-    // Network.
+    set_network(&mut body, &mut host, container, docker)?;
+    let binds = volume_binds(container, policy)?;
+    if !binds.is_empty() {
+        host.binds = Some(binds);
+    }
+    // Parameters (a safe subset).
+    let mut extra_hosts = Vec::new();
+    for p in &docker.parameters {
+        match p.key.as_str() {
+            "env" | "e" => all_env.push(p.value.clone()),
+            "label" | "l" => {
+                let (k, v) = p.value.split_once('=').unwrap_or((&p.value, ""));
+                all_labels.insert(k.to_string(), v.to_string());
+            }
+            "hostname" | "h" => body.hostname = Some(p.value.clone()),
+            "workdir" | "w" => body.working_dir = Some(p.value.clone()),
+            "user" | "u" => body.user = Some(p.value.clone()),
+            "add-host" => extra_hosts.push(p.value.clone()),
+            "entrypoint" => body.entrypoint = Some(vec![p.value.clone()]),
+            "stop-signal" => body.stop_signal = Some(p.value.clone()),
+            "dns" => host.dns.get_or_insert_with(Vec::new).push(p.value.clone()),
+            other => {
+                return Err(refused(format!(
+                    "docker parameter '{other}' is not allowed (allowed: {})",
+                    SAFE_PARAMETERS.join(", ")
+                )));
+            }
+        }
+    }
+    if !extra_hosts.is_empty() {
+        host.extra_hosts = Some(extra_hosts);
+    }
+    host.privileged = Some(docker.privileged.unwrap_or(false));
+    body.env = Some(all_env);
+    body.labels = Some(all_labels);
+    body.host_config = Some(host);
+    Ok(body)
+}
+
+/// The container's network (Mesos' `docker.network`, host by default):
+/// bridge networking with its port mappings, or a user network by name.
+fn set_network(
+    body: &mut ContainerCreateBody,
+    host: &mut HostConfig,
+    container: &v1::ContainerInfo,
+    docker: &v1::container_info::DockerInfo,
+) -> Result<(), DockerError> {
     let network = docker
         .network
         .and_then(|n| Network::try_from(n).ok())
@@ -254,7 +300,15 @@ pub fn container_config(
             host.network_mode = Some(name);
         }
     }
-    // Volumes.
+    Ok(())
+}
+
+/// The container's bind mounts from its volumes: absolute paths only, and
+/// the Docker socket only where privileged containers are allowed.
+fn volume_binds(
+    container: &v1::ContainerInfo,
+    policy: &Policy,
+) -> Result<Vec<String>, DockerError> {
     let mut binds = Vec::new();
     for v in &container.volumes {
         let Some(host_path) = v.host_path.as_ref().filter(|p| !p.is_empty()) else {
@@ -278,41 +332,7 @@ pub fn container_config(
         };
         binds.push(format!("{host_path}:{}:{mode}", v.container_path));
     }
-    if !binds.is_empty() {
-        host.binds = Some(binds);
-    }
-    // Parameters (a safe subset).
-    let mut extra_hosts = Vec::new();
-    for p in &docker.parameters {
-        match p.key.as_str() {
-            "env" | "e" => all_env.push(p.value.clone()),
-            "label" | "l" => {
-                let (k, v) = p.value.split_once('=').unwrap_or((&p.value, ""));
-                all_labels.insert(k.to_string(), v.to_string());
-            }
-            "hostname" | "h" => body.hostname = Some(p.value.clone()),
-            "workdir" | "w" => body.working_dir = Some(p.value.clone()),
-            "user" | "u" => body.user = Some(p.value.clone()),
-            "add-host" => extra_hosts.push(p.value.clone()),
-            "entrypoint" => body.entrypoint = Some(vec![p.value.clone()]),
-            "stop-signal" => body.stop_signal = Some(p.value.clone()),
-            "dns" => host.dns.get_or_insert_with(Vec::new).push(p.value.clone()),
-            other => {
-                return Err(refused(format!(
-                    "docker parameter '{other}' is not allowed (allowed: {})",
-                    SAFE_PARAMETERS.join(", ")
-                )));
-            }
-        }
-    }
-    if !extra_hosts.is_empty() {
-        host.extra_hosts = Some(extra_hosts);
-    }
-    host.privileged = Some(docker.privileged.unwrap_or(false));
-    body.env = Some(all_env);
-    body.labels = Some(all_labels);
-    body.host_config = Some(host);
-    Ok(body)
+    Ok(binds)
 }
 
 /// Makes sure the image is there: pulled when missing or `force_pull`.
@@ -463,6 +483,18 @@ pub async fn wait(d: &Docker, id: &str) -> Exit {
     Exit { code, oom_killed }
 }
 
+/// The process id of the container's first process, while it runs.
+pub async fn pid(d: &Docker, id: &str) -> Option<u32> {
+    let c = d
+        .inspect_container(id, None::<q::InspectContainerOptions>)
+        .await
+        .ok()?;
+    c.state?
+        .pid
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| *p > 0)
+}
+
 /// The container's IP address on its network (none with host networking).
 pub async fn ip_address(d: &Docker, id: &str) -> Option<String> {
     let c = d
@@ -490,21 +522,13 @@ pub async fn stop(d: &Docker, id: &str, grace: std::time::Duration) -> Result<()
     .map_err(DockerError::Engine)
 }
 
-/// A container this agent's executors made, as its labels describe it.
-#[derive(Debug, Clone)]
-pub struct Labelled {
-    /// The container id.
-    pub id: String,
-    /// `agora.framework_id`.
-    pub framework: String,
-    /// `agora.executor_id`.
-    pub executor: String,
-    /// `agora.task_id`.
-    pub task: String,
-}
-
-/// Every container (running or not) labelled with this agent's id.
-pub async fn list_labelled(d: &Docker, agent: &str) -> Result<Vec<Labelled>, DockerError> {
+/// Every container (running or not) labelled with this agent's id, as its
+/// labels describe it (`agora.framework_id`, `agora.executor_id`,
+/// `agora.task_id`).
+pub async fn list_labelled(
+    d: &Docker,
+    agent: &str,
+) -> Result<Vec<agora_agent_core::Container>, DockerError> {
     let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_AGENT}={agent}")])]);
     let list = d
         .list_containers(Some(q::ListContainersOptions {
@@ -518,7 +542,7 @@ pub async fn list_labelled(d: &Docker, agent: &str) -> Result<Vec<Labelled>, Doc
         .filter_map(|c| {
             let labels = c.labels.unwrap_or_default();
             let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
-            Some(Labelled {
+            Some(agora_agent_core::Container {
                 id: c.id?,
                 framework: get(LABEL_FRAMEWORK),
                 executor: get(LABEL_EXECUTOR),

@@ -101,7 +101,7 @@ async fn dispatch(
     // With TLS, plain text is taken only from executors (which may not
     // speak TLS, as pymesos'; their calls are authenticated anyway).
     let plain = !conn.as_ref().is_some_and(|c| c.tls);
-    if ctx.settings.tls_ca.is_some()
+    if ctx.settings.core.tls_ca.is_some()
         && plain
         && !matches!(path.as_str(), "/api/v1/executor" | "/health")
     {
@@ -147,17 +147,26 @@ async fn dispatch(
         "/files/read" => {
             let offset = number(param("offset"), "offset")?;
             let length = number(param("length"), "length")?;
-            let file = sandbox_file(&ctx.settings.work_dir, &param("path").unwrap_or_default())?;
+            let file = sandbox_file(
+                &ctx.settings.core.work_dir,
+                &param("path").unwrap_or_default(),
+            )?;
             may_access(ctx, principal.as_deref(), &file).await?;
             Ok(json_reply(files::read(&file, offset, length).await?))
         }
         "/files/download" => {
-            let file = sandbox_file(&ctx.settings.work_dir, &param("path").unwrap_or_default())?;
+            let file = sandbox_file(
+                &ctx.settings.core.work_dir,
+                &param("path").unwrap_or_default(),
+            )?;
             may_access(ctx, principal.as_deref(), &file).await?;
             files::download(&file).await
         }
         "/files/browse" => {
-            let dir = sandbox_file(&ctx.settings.work_dir, &param("path").unwrap_or_default())?;
+            let dir = sandbox_file(
+                &ctx.settings.core.work_dir,
+                &param("path").unwrap_or_default(),
+            )?;
             may_access(ctx, principal.as_deref(), &dir).await?;
             Ok(json_reply(files::browse(&dir).await?))
         }
@@ -178,7 +187,13 @@ async fn may_access(ctx: &Context, principal: Option<&str>, path: &Path) -> Resu
     }
     // <work-dir>/slaves/<agent>/frameworks/<fw>/executors/<ex>/…
     let parts: Vec<String> = path
-        .strip_prefix(ctx.settings.work_dir.canonicalize().unwrap_or_default())
+        .strip_prefix(
+            ctx.settings
+                .core
+                .work_dir
+                .canonicalize()
+                .unwrap_or_default(),
+        )
         .map(|rest| {
             rest.components()
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
@@ -195,10 +210,10 @@ async fn may_access(ctx: &Context, principal: Option<&str>, path: &Path) -> Resu
         Some((fw, ex)) => {
             query(ctx, move |a| {
                 let executor_user = a
-                    .executors
-                    .get(&(fw.clone(), ex))
+                    .core
+                    .executor(&(fw.clone(), ex))
                     .and_then(|e| e.info.command.as_ref()?.user.clone());
-                executor_user.or_else(|| a.frameworks.get(&fw).map(|f| f.user.clone()))
+                executor_user.or_else(|| a.core.frameworks().get(&fw).map(|f| f.user.clone()))
             })
             .await?
         }
@@ -355,8 +370,6 @@ async fn executor_api(
         let (tx, rx) = mpsc::unbounded_channel();
         let (reply, result) = oneshot::channel();
         let generation = ctx.generation.fetch_add(1, Ordering::Relaxed);
-        let framework = call.framework_id.value.clone();
-        let executor = call.executor_id.value.clone();
         ctx.actor
             .send(Command::ExecutorSubscribe {
                 call,
@@ -368,11 +381,7 @@ async fn executor_api(
         result.await.map_err(|_| unavailable())??;
         let actor = ctx.actor.clone();
         let events = EventStream::new(rx, accept, EXECUTOR_HEARTBEAT, move || {
-            let _ = actor.send(Command::ExecutorStreamClosed {
-                framework,
-                executor,
-                generation,
-            });
+            let _ = actor.send(Command::ExecutorStreamClosed { generation });
         });
         return Ok(h::stream_response(accept, events));
     }
@@ -401,20 +410,19 @@ async fn token_of_the_executor(
     call: &executor::Call,
     token: &str,
 ) -> Result<(), HttpError> {
-    let claims = agora_proto::auth::verify_executor_token(&ctx.settings.jwt_key.0, token).map_err(
-        |why| {
+    let claims = agora_proto::auth::verify_executor_token(&ctx.settings.core.jwt_key.0, token)
+        .map_err(|why| {
             HttpError::new(StatusCode::UNAUTHORIZED, "").with_challenge(format!(
                 "Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"{why}\"",
                 Realm::AgentExecutor.name()
             ))
-        },
-    )?;
+        })?;
     let key = (
         call.framework_id.value.clone(),
         call.executor_id.value.clone(),
     );
     let container = query(ctx, move |a| {
-        a.executors.get(&key).map(|e| e.container.clone())
+        a.core.executor(&key).map(|e| e.container.clone())
     })
     .await?;
     let mismatch = |claim: &str, what: &str, want: &str| {
@@ -449,7 +457,7 @@ async fn from_the_executor(
         call.framework_id.value.clone(),
         call.executor_id.value.clone(),
     );
-    let Some(pid) = query(ctx, move |a| a.executors.get(&key).map(|e| e.pid)).await? else {
+    let Some(pid) = query(ctx, move |a| a.core.executor(&key).map(|e| e.pid)).await? else {
         return Ok(());
     };
     let peer = conn.as_ref().map(|c| c.peer);
@@ -482,10 +490,10 @@ async fn from_the_executor(
 
 fn state_json(a: &Actor) -> serde_json::Value {
     let mut frameworks = Vec::new();
-    for (fid, info) in &a.frameworks {
-        let executors: Vec<serde_json::Value> = a
-            .executors
-            .values()
+    let (core, settings) = (&a.core, &a.settings.core);
+    for (fid, info) in core.frameworks() {
+        let executors: Vec<serde_json::Value> = core
+            .executors()
             .filter(|e| &e.framework == fid)
             .map(|e| {
                 let tasks: Vec<serde_json::Value> = e
@@ -503,24 +511,23 @@ fn state_json(a: &Actor) -> serde_json::Value {
                 })
             })
             .collect();
-        let completed: Vec<serde_json::Value> = a
-            .completed_tasks
-            .iter()
+        let completed: Vec<serde_json::Value> = core
+            .completed_tasks()
             .filter(|(f, _, _)| f == fid)
             .map(|(_, t, s)| json!({"id": t.task_id.value, "name": t.name, "state": s.as_str_name()}))
             .collect();
         frameworks.push(json!({"id": fid, "name": info.name, "user": info.user, "executors": executors, "completed_tasks": completed}));
     }
     json!({
-        "id": a.id,
-        "pid": format!("slave(1)@{}", a.settings.advertise),
-        "hostname": a.settings.hostname,
+        "id": core.id(),
+        "pid": format!("slave(1)@{}", settings.advertise),
+        "hostname": settings.hostname,
         "version": agora_proto::MESOS_VERSION,
-        "resources": crate::actor::describe(&a.settings.resources),
-        "attributes": a.settings.attributes.iter().map(|x| (x.name.clone(), agora_proto::resources::attribute_value_string(x))).collect::<std::collections::BTreeMap<_, _>>(),
-        "master_hostname": a.master_info.as_ref().and_then(|m| m.hostname.clone()),
+        "resources": settings.resources.to_string(),
+        "attributes": settings.attributes.iter().map(|x| (x.name.clone(), agora_proto::resources::attribute_value_string(x))).collect::<std::collections::BTreeMap<_, _>>(),
+        "master_hostname": core.master_info().and_then(|m| m.hostname.clone()),
         "frameworks": frameworks,
-        "refused": a.refused,
+        "refused": core.refused(),
     })
 }
 

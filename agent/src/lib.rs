@@ -5,9 +5,10 @@
 //! acknowledged every update.
 //!
 //! ```text
-//! master ──gRPC── link.rs ──Command──▶ actor.rs (owns all state) ──spawn──▶ executor process
-//!                                         ▲  │                                   │
-//!   executor ──HTTP /api/v1/executor── http.rs ◀── events ───────────────────────┘
+//! master ──gRPC── link.rs ──Command──▶ actor.rs (driver) ──spawn──▶ executor process
+//!                                         ▲  │    ⇅                     │
+//!                                         │  │  agora-agent-core        │
+//!   executor ──HTTP /api/v1/executor── http.rs ◀── events ──────────────┘
 //! ```
 //!
 //! Each task without an executor runs under the command executor, `agora
@@ -18,6 +19,7 @@
 mod actor;
 pub mod cgroups;
 pub mod checkpoint;
+pub mod cni;
 pub mod command_executor;
 pub mod detect;
 pub mod docker;
@@ -26,9 +28,10 @@ mod files;
 pub mod health;
 mod http;
 mod link;
+pub mod overlay;
 mod peer;
 pub mod sandbox;
-pub mod updates;
+pub use agora_agent_core::updates;
 pub mod users;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -106,6 +109,11 @@ pub struct AgentOptions {
     pub switch_user: bool,
     /// Mesos ACLs for the agent's endpoints (access_sandboxes).
     pub acls: agora_proto::acl::Acls,
+    /// `--network-cni-plugins-dir`: where CNI plugins are (`:`-separated;
+    /// Debian's and the CNI project's places when None).
+    pub network_cni_plugins_dir: Option<String>,
+    /// `--network-cni-config-dir`: CNI network configurations, by name.
+    pub network_cni_config_dir: Option<PathBuf>,
 }
 
 impl AgentOptions {
@@ -140,6 +148,8 @@ impl AgentOptions {
             cluster: String::new(),
             switch_user: true,
             acls: agora_proto::acl::Acls::default(),
+            network_cni_plugins_dir: None,
+            network_cni_config_dir: None,
         }
     }
 }
@@ -162,7 +172,7 @@ impl RunningAgent {
         let (tx, rx) = oneshot::channel();
         self.actor
             .send(actor::Command::Query(Box::new(move |a| {
-                let _ = tx.send(a.id.clone());
+                let _ = tx.send(a.core.id().map(str::to_string));
             })))
             .ok()?;
         rx.await.ok().flatten()
@@ -184,7 +194,7 @@ impl RunningAgent {
     /// the link and the HTTP server close.
     pub async fn stop(self) {
         let id = self.agent_id().await;
-        let docker = self.settings.containerizers.iter().any(|c| c == "docker");
+        let docker = self.settings.core.docker();
         let (tx, rx) = oneshot::channel();
         let reply = self
             .actor
@@ -273,11 +283,11 @@ fn advertise_ip(listen: IpAddr, hostname: &str) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
-/// Starts an agent whose HTTP API listens on `listener`.
-pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Result<RunningAgent> {
+/// The agent's settings from its options: its address, resources, the
+/// executor binary, what isolation and containerizers work here, keys.
+async fn settings(options: &AgentOptions, addr: SocketAddr) -> std::io::Result<Settings> {
     std::fs::create_dir_all(&options.work_dir)?;
     let work_dir = options.work_dir.canonicalize()?;
-    let addr = listener.local_addr()?;
     let ip = options
         .advertise_ip
         .unwrap_or_else(|| advertise_ip(addr.ip(), &options.hostname));
@@ -358,28 +368,42 @@ pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Res
             "the agent is not root: tasks run as its own user, not as the users their frameworks name"
         );
     }
-    let settings = Arc::new(Settings {
+    Ok(Settings {
+        cni: cni::Cni::configured(
+            options.network_cni_plugins_dir.clone(),
+            options.network_cni_config_dir.clone(),
+            &work_dir,
+        )?,
         acls: options.acls.clone(),
-        switch_user,
-        cluster,
-        tls_ca,
-        jwt_key: actor::JwtKey(jwt_key),
         authenticate_http_executors: options.authenticate_http_executors,
-        work_dir: work_dir.clone(),
-        hostname: options.hostname.clone(),
-        advertise,
-        resources,
-        attributes: options.attributes.clone(),
-        executor_path,
-        executor_registration_timeout: options.executor_registration_timeout,
-        executor_shutdown_grace_period: options.executor_shutdown_grace_period,
-        containerizers,
-        docker_allow_privileged: options.docker_allow_privileged,
-        recovery_timeout: options.recovery_timeout,
-        isolation,
-        cgroups_enable_cfs: options.cgroups_enable_cfs,
-        docker_api_version,
-    });
+        core: agora_agent_core::Config {
+            switch_user,
+            cluster,
+            tls_ca,
+            jwt_key: agora_agent_core::JwtKey(jwt_key),
+            work_dir: work_dir.clone(),
+            hostname: options.hostname.clone(),
+            advertise,
+            resources,
+            attributes: options.attributes.clone(),
+            executor_path,
+            executor_registration_timeout: options.executor_registration_timeout,
+            executor_shutdown_grace_period: options.executor_shutdown_grace_period,
+            containerizers,
+            docker_allow_privileged: options.docker_allow_privileged,
+            recovery_timeout: options.recovery_timeout,
+            isolation,
+            cgroups_enable_cfs: options.cgroups_enable_cfs,
+            docker_api_version,
+        },
+    })
+}
+
+/// Starts an agent whose HTTP API listens on `listener`.
+pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Result<RunningAgent> {
+    let addr = listener.local_addr()?;
+    let settings = Arc::new(settings(&options, addr).await?);
+    let work_dir = settings.core.work_dir.clone();
     let (tx, rx) = mpsc::unbounded_channel();
     let previous = recorded_id(&work_dir);
     let actor = actor::Actor::new(settings.clone(), tx.clone(), previous.clone());
@@ -410,14 +434,14 @@ pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Res
         options
             .tls
             .as_ref()
-            .map(|t| t.tonic(&agora_rpc::tls::Role::Master.name(&settings.cluster))),
+            .map(|t| t.tonic(&agora_rpc::tls::Role::Master.name(&settings.core.cluster))),
         tx.clone(),
         link_rx,
     ));
     info!(
         %addr,
-        hostname = %settings.hostname,
-        resources = %settings.resources,
+        hostname = %settings.core.hostname,
+        resources = %settings.core.resources,
         previous_id = previous.as_deref().unwrap_or("-"),
         "agent started"
     );

@@ -5,30 +5,13 @@
 
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use agora_proto::v1;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-/// Where a run of an executor lives.
-pub fn path(
-    work_dir: &Path,
-    agent: &str,
-    framework: &str,
-    executor: &str,
-    container: &str,
-) -> PathBuf {
-    work_dir
-        .join("slaves")
-        .join(agent)
-        .join("frameworks")
-        .join(framework)
-        .join("executors")
-        .join(executor)
-        .join("runs")
-        .join(container)
-}
+pub use agora_agent_core::sandbox_path as path;
 
 /// Creates the sandbox with empty `stdout`/`stderr` and a `latest` link to
 /// this run; returns the two files.
@@ -165,6 +148,7 @@ pub fn destroy(pid: Option<u32>, dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn layout_is_mesos_like() {

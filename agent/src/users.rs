@@ -95,6 +95,21 @@ fn chown_tree(path: &Path, uid: Uid, gid: Gid) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes `command` start in the network namespace `netns` (a handle on
+/// `/run/netns/<name>`): entered before exec, before any user switch (it
+/// needs the agent's privileges).
+#[allow(unsafe_code)]
+pub fn enter_netns_on_spawn(command: &mut tokio::process::Command, netns: std::fs::File) {
+    // SAFETY: the closure runs in the forked child before exec and makes only
+    // the setns(2) system call on a descriptor opened by the parent:
+    // async-signal-safe, no allocation.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

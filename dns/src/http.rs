@@ -29,6 +29,83 @@ fn fqdn(name: &str) -> String {
     if n.ends_with('.') { n } else { format!("{n}.") }
 }
 
+/// `/v1/config`: the options, as Mesos-DNS names them.
+fn config(ctx: &Context, zone: &Zone) -> warp::reply::Response {
+    let o = &ctx.options;
+    let zk = agora_zk::is_zk(&o.master);
+    // Mesos-DNS shows the ZooKeeper URL without credentials.
+    let zk_url = o
+        .master
+        .parse::<agora_zk::ZkUrl>()
+        .ok()
+        .filter(|_| zk)
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    let masters: Vec<&str> = if zk {
+        Vec::new()
+    } else {
+        o.master
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .collect()
+    };
+    json_reply(&json!({
+        "RefreshSeconds": o.refresh.as_secs(),
+        "TTL": o.ttl,
+        "Port": ctx.dns_port,
+        "Domain": o.records.domain,
+        "Resolvers": o.resolvers.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "Timeout": o.timeout.as_secs(),
+        "Masters": masters,
+        "Zk": zk_url,
+        "IPSources": o.records.ip_sources.iter().map(|s| format!("{s:?}").to_lowercase()).collect::<Vec<_>>(),
+        "SOAMname": zone.records.ns_name(),
+        "SOARname": format!("root.{}", zone.records.ns_name()),
+        "DNSOn": true,
+        "HTTPOn": true,
+        "ExternalOn": !o.resolvers.is_empty(),
+        "RecurseOn": !o.resolvers.is_empty(),
+    }))
+}
+
+/// `/v1/axfr`: every record, as Mesos-DNS' zone transfer in JSON.
+fn axfr(ctx: &Context, zone: &Zone) -> warp::reply::Response {
+    let r = &zone.records;
+    let hosts = |v4: bool| -> serde_json::Map<String, Value> {
+        r.hosts
+            .iter()
+            .filter_map(|(name, ips)| {
+                let ips: Vec<Value> = ips
+                    .iter()
+                    .filter(|ip| ip.is_ipv4() == v4)
+                    .map(|ip| Value::String(ip.to_string()))
+                    .collect();
+                (!ips.is_empty()).then(|| (name.clone(), Value::Array(ips)))
+            })
+            .collect()
+    };
+    let services: serde_json::Map<String, Value> = r
+        .services
+        .iter()
+        .map(|(name, targets)| {
+            let t = targets
+                .iter()
+                .map(|(h, p)| Value::String(format!("{h}:{p}")));
+            (name.clone(), Value::Array(t.collect()))
+        })
+        .collect();
+    json_reply(&json!({
+        "Records": {"As": hosts(true), "AAAAs": hosts(false), "SRVs": services},
+        "Serial": zone.serial,
+        "Mname": r.ns_name(),
+        "Rname": format!("root.{}", r.ns_name()),
+        "TTL": ctx.options.ttl,
+        "RefreshSeconds": ctx.options.refresh.as_secs(),
+        "Domain": ctx.options.records.domain,
+    }))
+}
+
 /// Answers one request.
 pub async fn route(ctx: Arc<Context>, req: Request) -> warp::reply::Response {
     if req.method != http::Method::GET {
@@ -47,44 +124,7 @@ pub async fn route(ctx: Arc<Context>, req: Request) -> warp::reply::Response {
             "URL": "https://github.com/mesosphere/mesos-dns",
             "Version": agora_proto::AGORA_VERSION,
         })),
-        ["v1", "config"] => {
-            let o = &ctx.options;
-            let zk = agora_zk::is_zk(&o.master);
-            // Mesos-DNS shows the ZooKeeper URL without credentials.
-            let zk_url = o
-                .master
-                .parse::<agora_zk::ZkUrl>()
-                .ok()
-                .filter(|_| zk)
-                .map(|u| u.to_string())
-                .unwrap_or_default();
-            let masters: Vec<&str> = if zk {
-                Vec::new()
-            } else {
-                o.master
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|m| !m.is_empty())
-                    .collect()
-            };
-            json_reply(&json!({
-                "RefreshSeconds": o.refresh.as_secs(),
-                "TTL": o.ttl,
-                "Port": ctx.dns_port,
-                "Domain": o.records.domain,
-                "Resolvers": o.resolvers.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-                "Timeout": o.timeout.as_secs(),
-                "Masters": masters,
-                "Zk": zk_url,
-                "IPSources": o.records.ip_sources.iter().map(|s| format!("{s:?}").to_lowercase()).collect::<Vec<_>>(),
-                "SOAMname": zone.records.ns_name(),
-                "SOARname": format!("root.{}", zone.records.ns_name()),
-                "DNSOn": true,
-                "HTTPOn": true,
-                "ExternalOn": !o.resolvers.is_empty(),
-                "RecurseOn": !o.resolvers.is_empty(),
-            }))
-        }
+        ["v1", "config"] => config(&ctx, &zone),
         ["v1", "hosts", host, "ports"] => {
             let _ = host;
             text(StatusCode::NOT_IMPLEMENTED, "To be implemented...")
@@ -120,41 +160,7 @@ pub async fn route(ctx: Arc<Context>, req: Request) -> warp::reply::Response {
             json_reply(&Value::Array(list))
         }
         ["v1", "enumerate"] => json_reply(&json!({ "frameworks": zone.records.enumeration })),
-        ["v1", "axfr"] => {
-            let r = &zone.records;
-            let hosts = |v4: bool| -> serde_json::Map<String, Value> {
-                r.hosts
-                    .iter()
-                    .filter_map(|(name, ips)| {
-                        let ips: Vec<Value> = ips
-                            .iter()
-                            .filter(|ip| ip.is_ipv4() == v4)
-                            .map(|ip| Value::String(ip.to_string()))
-                            .collect();
-                        (!ips.is_empty()).then(|| (name.clone(), Value::Array(ips)))
-                    })
-                    .collect()
-            };
-            let services: serde_json::Map<String, Value> = r
-                .services
-                .iter()
-                .map(|(name, targets)| {
-                    let t = targets
-                        .iter()
-                        .map(|(h, p)| Value::String(format!("{h}:{p}")));
-                    (name.clone(), Value::Array(t.collect()))
-                })
-                .collect();
-            json_reply(&json!({
-                "Records": {"As": hosts(true), "AAAAs": hosts(false), "SRVs": services},
-                "Serial": zone.serial,
-                "Mname": r.ns_name(),
-                "Rname": format!("root.{}", r.ns_name()),
-                "TTL": ctx.options.ttl,
-                "RefreshSeconds": ctx.options.refresh.as_secs(),
-                "Domain": ctx.options.records.domain,
-            }))
-        }
+        ["v1", "axfr"] => axfr(&ctx, &zone),
         _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
 }

@@ -251,12 +251,16 @@ fn task_ips(task: &Value, agent_ip: Option<IpAddr>, sources: &[IpSource]) -> Vec
         .rfind(|s| s["state"] == "TASK_RUNNING");
     for source in sources {
         let ips: Vec<IpAddr> = match source {
+            // Only the addresses of named networks (CNI, Docker USER): an
+            // unnamed one is the agent's own or a docker0-private address
+            // other hosts cannot reach (Mesos-DNS' long-standing trap).
             IpSource::Netinfo => running
                 .map(|s| {
                     s["container_status"]["network_infos"]
                         .as_array()
                         .into_iter()
                         .flatten()
+                        .filter(|n| n["name"].as_str().is_some_and(|n| !n.is_empty()))
                         .flat_map(|n| n["ip_addresses"].as_array().into_iter().flatten())
                         .filter_map(|a| a["ip_address"].as_str()?.parse().ok())
                         .collect()
@@ -439,9 +443,20 @@ fn task_records(
             _ => vec!["tcp".into(), "udp".into()],
         };
         let port_name = p["name"].as_str().map(label).filter(|n| !n.is_empty());
+        // Marathon scopes a container network's ports: one mapped to a host
+        // port is reached at the agent, the others at the task's address.
+        let host_scoped = p["labels"]["labels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|l| l["key"] == "network-scope" && l["value"] == "host");
         for n in &names {
             for proto in &protos {
-                let target = format!("{canon}.{fname}.{d}");
+                let target = if host_scoped {
+                    format!("{canon}.{fname}.slave.{d}")
+                } else {
+                    format!("{canon}.{fname}.{d}")
+                };
                 r.service(format!("_{n}._{proto}.{fname}.{d}"), target.clone(), number);
                 if let Some(pn) = &port_name {
                     r.service(format!("_{pn}._{n}._{proto}.{fname}.{d}"), target, number);
@@ -522,10 +537,11 @@ mod tests {
     fn tasks_are_named_as_mesos_dns_names_them() {
         let r = build(&state(), &Config::default());
         let hosts = |n: &str| r.hosts.get(n).cloned().unwrap_or_default();
-        // Task IPs: netinfo first, else the agent's.
+        // Task IPs: named networks' first, else the agent's (172.17.0.9, an
+        // unnamed docker0 address, reaches nothing from other hosts).
         assert_eq!(
             hosts("web-group.marathon.mesos."),
-            [ip("10.0.0.11"), ip("172.17.0.9")].into()
+            [ip("10.0.0.11"), ip("10.0.0.12")].into()
         );
         // Marathon's dotted DiscoveryInfo name answers too.
         assert_eq!(
@@ -599,6 +615,40 @@ mod tests {
             assert!(r.knows(&rec.name), "{rec:?}");
             assert!(!rec.host.contains("-s2."), "{rec:?}");
         }
+    }
+
+    #[test]
+    fn tasks_on_a_container_network_answer_with_their_own_address_and_scoped_ports() {
+        let mut st = state();
+        st["frameworks"][0]["tasks"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({
+                "id": "ipt.1", "name": "ipt", "slave_id": "A-S1", "state": "TASK_RUNNING",
+                "resources": {"ports": "[31005-31005]"},
+                "discovery": {"name": "ipt", "visibility": "FRAMEWORK", "ports": {"ports": [
+                    {"number": 80, "name": "http", "protocol": "tcp", "labels": {"labels": [
+                        {"key": "network-scope", "value": "container"}, {"key": "network-name", "value": "agora"}]}},
+                    {"number": 31005, "name": "admin", "protocol": "tcp", "labels": {"labels": [
+                        {"key": "network-scope", "value": "host"}]}}]}},
+                "statuses": [{"state": "TASK_RUNNING", "container_status": {"network_infos": [
+                    {"name": "agora", "ip_addresses": [{"protocol": "IPv4", "ip_address": "10.200.1.5"}]}]}}]}));
+        let r = build(&st, &Config::default());
+        assert_eq!(r.hosts["ipt.marathon.mesos."], [ip("10.200.1.5")].into());
+        assert_eq!(
+            r.hosts["ipt.marathon.slave.mesos."],
+            [ip("10.0.0.11")].into()
+        );
+        let canon = canonical("ipt", "ipt.1", "A-S1");
+        let srv = &r.services["_ipt._tcp.marathon.mesos."];
+        assert!(
+            srv.contains(&(format!("{canon}.marathon.mesos."), 80)),
+            "{srv:?}"
+        );
+        assert!(
+            srv.contains(&(format!("{canon}.marathon.slave.mesos."), 31005)),
+            "a host-scoped port is at the agent: {srv:?}"
+        );
     }
 
     #[test]

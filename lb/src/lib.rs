@@ -376,22 +376,51 @@ fn in_group(groups: Option<&str>, group: &str) -> bool {
     group == "*" || groups.is_some_and(|g| g.split(',').any(|x| x.trim() == group))
 }
 
-fn app_services(
-    app: &Value,
-    settings: &Settings,
-    resolve: &dyn Fn(&str) -> Option<IpAddr>,
-) -> Result<Vec<Service>, LabelError> {
-    let id = app["id"].as_str().unwrap_or("").to_string();
-    let empty = Map::new();
-    let labels = app["labels"].as_object().unwrap_or(&empty);
-    let app_groups = label(labels, "HAPROXY_GROUP");
+/// An app's service ports: its port mappings' for bridge or container
+/// networking, else its port definitions'; and whether it is on the host
+/// network.
+/// How an app's tasks are reached (marathon-lb's `get_app_networking_mode`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    /// At the agent, on the task's host ports.
+    Host,
+    /// At the agent, on the host ports Docker's bridge maps.
+    Bridge,
+    /// At the task's own address, on its container ports.
+    Container,
+}
+
+/// marathon-lb's rule: a legacy `ipAddress` or Docker `USER` networking
+/// means container, Docker `BRIDGE` bridge, and the last of `networks`
+/// decides (a missing mode being `container`).
+fn networking_mode(app: &Value) -> Mode {
+    let mut mode = Mode::Host;
+    if app["ipAddress"].is_object() {
+        mode = Mode::Container;
+    }
+    match app["container"]["docker"]["network"].as_str() {
+        Some("USER") => mode = Mode::Container,
+        Some("BRIDGE") => mode = Mode::Bridge,
+        _ => {}
+    }
+    if let Some(last) = app["networks"].as_array().and_then(|n| n.last()) {
+        mode = match last["mode"].as_str().unwrap_or("container") {
+            "host" => Mode::Host,
+            "container/bridge" => Mode::Bridge,
+            _ => Mode::Container,
+        };
+    }
+    mode
+}
+
+fn service_ports(app: &Value) -> (Vec<u16>, bool) {
     // Service ports: port mappings for bridge/container networking, else
     // port definitions.
     let mappings = app["container"]["portMappings"]
         .as_array()
         .or_else(|| app["container"]["docker"]["portMappings"].as_array());
     let host_network = mappings.is_none_or(Vec::is_empty);
-    let service_ports: Vec<u16> = if host_network {
+    let ports: Vec<u16> = if host_network {
         app["portDefinitions"]
             .as_array()
             .into_iter()
@@ -409,7 +438,110 @@ fn app_services(
             })
             .collect()
     };
+    (ports, host_network)
+}
+
+/// `HAPROXY_{n}_AUTH`: `realm:user:encrypted-password`, each checked.
+fn auth_label(id: &str, label: &str, a: &str) -> Result<Auth, LabelError> {
+    let bad = |problem: &str| LabelError {
+        app: id.to_string(),
+        label: label.to_string(),
+        problem: problem.into(),
+    };
+    let mut parts = a.splitn(3, ':');
+    let (Some(realm), Some(user), Some(password)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad("expected realm:user:encrypted-password"));
+    };
+    let word = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    if realm.is_empty() || !realm.chars().all(|c| word(c) || c == ' ') {
+        return Err(bad(
+            "the realm may have letters, digits, spaces, '.', '_', '-'",
+        ));
+    }
+    if user.is_empty() || !user.chars().all(word) {
+        return Err(bad("the user may have letters, digits, '.', '_', '-'"));
+    }
+    if password.is_empty() || !password.chars().all(|c| word(c) || "$/".contains(c)) {
+        return Err(bad(
+            "the password must be crypt(3)-encrypted (openssl passwd -6)",
+        ));
+    }
+    Ok(Auth {
+        realm: realm.into(),
+        user: user.into(),
+        password: password.into(),
+    })
+}
+
+/// What HAProxy checks of a service from the app's health check at its
+/// port index: the HTTP path (`http_path`: an HTTP check of an http
+/// service), the check timeout, and the `check` server option.
+fn health_check(
+    id: &str,
+    hc: Option<&Value>,
+    http_path: bool,
+) -> Result<(Option<String>, u64, Option<String>), LabelError> {
+    Ok(match hc {
+        Some(h) => {
+            let interval = h["intervalSeconds"].as_u64().unwrap_or(60);
+            let timeout = h["timeoutSeconds"].as_u64().unwrap_or(20);
+            let fall = h["maxConsecutiveFailures"].as_u64().unwrap_or(3) + 1;
+            let chk = http_path
+                .then(|| h["path"].as_str().unwrap_or("/").to_string())
+                .map(|p| safe(id, "healthChecks.path", &p, path_char))
+                .transpose()?;
+            (
+                chk,
+                timeout,
+                Some(format!("check inter {interval}s fall {fall}")),
+            )
+        }
+        None => (None, 0, None),
+    })
+}
+
+/// A label that holds `what`, a number `ok` accepts, if set.
+fn number<T: std::str::FromStr>(
+    id: &str,
+    label: &str,
+    value: Option<&str>,
+    (what, ok): (&str, impl Fn(&T) -> bool),
+) -> Result<Option<T>, LabelError> {
+    value
+        .map(|v| {
+            v.parse::<T>().ok().filter(&ok).ok_or_else(|| LabelError {
+                app: id.to_string(),
+                label: label.to_string(),
+                problem: format!("'{v}' is not {what}"),
+            })
+        })
+        .transpose()
+}
+
+/// `HAPROXY_{n}_VHOST`: comma-separated host names, lowercased.
+fn vhosts(id: &str, label: &str, value: Option<&str>) -> Result<Vec<String>, LabelError> {
+    value
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .map(|h| safe(id, label, &h, hostname_char))
+        .collect()
+}
+
+fn app_services(
+    app: &Value,
+    settings: &Settings,
+    resolve: &dyn Fn(&str) -> Option<IpAddr>,
+) -> Result<Vec<Service>, LabelError> {
+    let id = app["id"].as_str().unwrap_or("").to_string();
+    let empty = Map::new();
+    let labels = app["labels"].as_object().unwrap_or(&empty);
+    let app_groups = label(labels, "HAPROXY_GROUP");
+    let (service_ports, host_network) = service_ports(app);
     let health_checks = app["healthChecks"].as_array().cloned().unwrap_or_default();
+    let networking = networking_mode(app);
     let mut services = Vec::new();
     for (n, &service_port) in service_ports.iter().enumerate() {
         let key = |k: &str| format!("HAPROXY_{n}_{k}");
@@ -417,15 +549,7 @@ fn app_services(
         if !in_group(groups, &settings.group) || service_port == 0 {
             continue;
         }
-        let vhosts: Vec<String> = match label(labels, &key("VHOST")) {
-            Some(v) => v
-                .split(',')
-                .map(|h| h.trim().to_ascii_lowercase())
-                .filter(|h| !h.is_empty())
-                .map(|h| safe(&id, &key("VHOST"), &h, hostname_char))
-                .collect::<Result<_, _>>()?,
-            None => Vec::new(),
-        };
+        let vhosts = vhosts(&id, &key("VHOST"), label(labels, &key("VHOST")))?;
         let hc = health_checks
             .iter()
             .find(|h| h["portIndex"].as_u64().unwrap_or(0) as usize == n);
@@ -473,87 +597,34 @@ fn app_services(
             })
             .transpose()?
             .unwrap_or_else(|| "*".into());
-        let bind_port = match label(labels, &key("PORT")) {
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| LabelError {
-                    app: id.clone(),
-                    label: key("PORT"),
-                    problem: format!("'{p}' is not a port"),
-                })?,
-            None => service_port,
-        };
-        let weight = match label(labels, &key("BACKEND_WEIGHT")) {
-            Some(w) => w.parse::<i64>().map_err(|_| LabelError {
-                app: id.clone(),
-                label: key("BACKEND_WEIGHT"),
-                problem: format!("'{w}' is not a number"),
-            })?,
-            None => 0,
-        };
-        let (httpchk, check_timeout, check) = match hc {
-            Some(h) => {
-                let interval = h["intervalSeconds"].as_u64().unwrap_or(60);
-                let timeout = h["timeoutSeconds"].as_u64().unwrap_or(20);
-                let fall = h["maxConsecutiveFailures"].as_u64().unwrap_or(3) + 1;
-                let chk = (http_check && mode == "http")
-                    .then(|| h["path"].as_str().unwrap_or("/").to_string())
-                    .map(|p| safe(&id, "healthChecks.path", &p, path_char))
-                    .transpose()?;
-                (
-                    chk,
-                    timeout,
-                    Some(format!("check inter {interval}s fall {fall}")),
-                )
-            }
-            None => (None, 0, None),
-        };
+        let port = ("a port", |p: &u16| *p > 0);
+        let bind_port =
+            number(&id, &key("PORT"), label(labels, &key("PORT")), port)?.unwrap_or(service_port);
+        let any = ("a number", |_: &i64| true);
+        let weight = number(
+            &id,
+            &key("BACKEND_WEIGHT"),
+            label(labels, &key("BACKEND_WEIGHT")),
+            any,
+        )?
+        .unwrap_or(0);
+        let (httpchk, check_timeout, check) = health_check(&id, hc, http_check && mode == "http")?;
         let ssl_cert = label(labels, &key("SSL_CERT"))
             .map(|c| safe(&id, &key("SSL_CERT"), c, path_char))
             .transpose()?;
-        let auth = match label(labels, &key("AUTH")) {
-            None => None,
-            Some(a) => {
-                let bad = |problem: &str| LabelError {
-                    app: id.clone(),
-                    label: key("AUTH"),
-                    problem: problem.into(),
-                };
-                let mut parts = a.splitn(3, ':');
-                let (Some(realm), Some(user), Some(password)) =
-                    (parts.next(), parts.next(), parts.next())
-                else {
-                    return Err(bad("expected realm:user:encrypted-password"));
-                };
-                let word = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
-                if realm.is_empty() || !realm.chars().all(|c| word(c) || c == ' ') {
-                    return Err(bad(
-                        "the realm may have letters, digits, spaces, '.', '_', '-'",
-                    ));
-                }
-                if user.is_empty() || !user.chars().all(word) {
-                    return Err(bad("the user may have letters, digits, '.', '_', '-'"));
-                }
-                if password.is_empty() || !password.chars().all(|c| word(c) || "$/".contains(c)) {
-                    return Err(bad(
-                        "the password must be crypt(3)-encrypted (openssl passwd -6)",
-                    ));
-                }
-                Some(Auth {
-                    realm: realm.into(),
-                    user: user.into(),
-                    password: password.into(),
-                })
-            }
-        };
+        let auth = label(labels, &key("AUTH"))
+            .map(|a| auth_label(&id, &key("AUTH"), a))
+            .transpose()?;
         let backend = format!(
             "{}_{service_port}",
             id.trim_start_matches('/').replace('/', "_")
         );
         let backend = sanitise(&backend);
-        let servers = servers(app, n, host_network, !health_checks.is_empty(), resolve);
+        let servers = if networking == Mode::Container {
+            container_servers(app, n, !health_checks.is_empty())
+        } else {
+            servers(app, n, host_network, !health_checks.is_empty(), resolve)
+        };
         services.push(Service {
             appid_acl: format!("app_{}", sanitise(&id)),
             app_id: id.clone(),
@@ -590,17 +661,8 @@ fn servers(
 ) -> Vec<Server> {
     let mut out = Vec::new();
     for t in app["tasks"].as_array().into_iter().flatten() {
-        if t["state"] != "TASK_RUNNING" {
+        if !serving(t, has_health_checks) {
             continue;
-        }
-        // With health checks, only tasks whose every result is alive.
-        if has_health_checks {
-            let results = t["healthCheckResults"].as_array();
-            let alive =
-                results.is_some_and(|r| !r.is_empty() && r.iter().all(|h| h["alive"] == true));
-            if !alive {
-                continue;
-            }
         }
         let host = t["host"].as_str().unwrap_or("");
         let Some(port) = t["ports"][n].as_u64().and_then(|p| u16::try_from(p).ok()) else {
@@ -619,21 +681,30 @@ fn servers(
         } else {
             sanitise(&format!("{host}_{ip}_{port}"))
         };
-        let address = match ip {
-            IpAddr::V4(v4) => format!("{v4}:{port}"),
-            IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-        };
-        let cookie = cookie(&name);
-        out.push(Server {
-            id: server_id(&name),
-            name,
-            address,
-            cookie,
-        });
+        out.push(server(name, ip, port));
     }
+    unique(out)
+}
+
+/// The server `name` at `ip:port`.
+fn server(name: String, ip: IpAddr, port: u16) -> Server {
+    let address = match ip {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    };
+    Server {
+        id: server_id(&name),
+        cookie: cookie(&name),
+        name,
+        address,
+    }
+}
+
+/// Servers sorted by address, each address once, ids unique within the
+/// backend (on a collision, hashed again).
+fn unique(mut out: Vec<Server>) -> Vec<Server> {
     out.sort_by(|a, b| a.address.cmp(&b.address));
     out.dedup_by(|a, b| a.address == b.address);
-    // Ids are unique within a backend: on a collision, hash again.
     let mut taken = std::collections::HashSet::new();
     for s in &mut out {
         let mut k = 0;
@@ -643,6 +714,48 @@ fn servers(
         }
     }
     out
+}
+
+/// Whether a task may take traffic: running and, with health checks, alive
+/// by every result.
+fn serving(t: &Value, has_health_checks: bool) -> bool {
+    if t["state"] != "TASK_RUNNING" {
+        return false;
+    }
+    if has_health_checks {
+        let results = t["healthCheckResults"].as_array();
+        return results.is_some_and(|r| !r.is_empty() && r.iter().all(|h| h["alive"] == true));
+    }
+    true
+}
+
+/// The servers of service port `n` of an app on a container network: each
+/// task at its own address (the first of `ipAddresses`; a task without one
+/// yet waits) on mapping `n`'s container port, as marathon-lb does.
+fn container_servers(app: &Value, n: usize, has_health_checks: bool) -> Vec<Server> {
+    let mappings = app["container"]["portMappings"]
+        .as_array()
+        .or_else(|| app["container"]["docker"]["portMappings"].as_array());
+    let Some(port) = mappings
+        .and_then(|m| m.get(n))
+        .and_then(|m| m["containerPort"].as_u64())
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p > 0)
+    else {
+        return Vec::new();
+    };
+    let out: Vec<Server> = app["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| serving(t, has_health_checks))
+        .filter_map(|t| {
+            let ip: IpAddr = t["ipAddresses"][0]["ipAddress"].as_str()?.parse().ok()?;
+            let name = sanitise(&format!("{}_{ip}_{port}", t["host"].as_str().unwrap_or("")));
+            Some(server(name, ip, port))
+        })
+        .collect();
+    unique(out)
 }
 
 fn cookie(name: &str) -> String {

@@ -183,6 +183,14 @@ struct Driver {
 
 impl Driver {
     async fn run(mut self) {
+        // The encrypted overlay's keys: one now, a new one on schedule.
+        let mut rotation = self
+            .master
+            .config()
+            .overlay
+            .as_ref()
+            .filter(|o| o.encrypt)
+            .map(|o| tokio::time::interval(o.key_rotation.max(std::time::Duration::from_secs(1))));
         loop {
             let deadline = self.master.next_deadline().map(|t| self.clock.instant(t));
             let sleep = async {
@@ -191,7 +199,20 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
+            let rotate = async {
+                match rotation.as_mut() {
+                    Some(r) => r.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                _ = rotate => {
+                    let mut key = vec![0u8; agora_master_core::master::OVERLAY_KEY_LEN];
+                    match getrandom::fill(&mut key) {
+                        Ok(()) => self.input(Input::OverlayKey(key)),
+                        Err(e) => warn!(error = %e, "no randomness for an overlay key: the old one stays"),
+                    }
+                }
                 command = self.rx.recv() => {
                     let Some(command) = command else { break };
                     self.apply(command);
@@ -350,6 +371,7 @@ impl Driver {
                     self.master.set_operator_events(false);
                 }
             }
+            Output::Warn(message) => warn!("{message}"),
         }
         if self.replies.len() > 100_000 {
             warn!(

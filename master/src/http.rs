@@ -111,24 +111,7 @@ async fn dispatch(
     };
     // get_endpoints: Mesos authorizes some GETs by path (here the metrics).
     if this.action == Some(agora_proto::acl::Action::GetEndpoints) {
-        let (who, p) = (principal.clone(), path.clone());
-        let allowed = ctx
-            .handle
-            .query(move |m| {
-                m.allows(
-                    agora_proto::acl::Action::GetEndpoints,
-                    who.as_deref(),
-                    Some(&p),
-                )
-            })
-            .await
-            .map_err(stopped)?;
-        if !allowed {
-            return Err(HttpError::new(
-                StatusCode::FORBIDDEN,
-                format!("403 Forbidden. Not authorized to get_endpoints '{path}'"),
-            ));
-        }
+        may_get_endpoint(ctx, principal.clone(), &path).await?;
     }
     let not_post = || {
         let mut r = h::text(StatusCode::METHOD_NOT_ALLOWED, "Expecting 'POST'");
@@ -154,6 +137,45 @@ async fn dispatch(
             format!("{method} is not allowed on {path}"),
         ));
     }
+    legacy_endpoint(ctx, &path, query, body, principal).await
+}
+
+/// Whether `principal` may GET `path` (Mesos' get_endpoints ACL).
+async fn may_get_endpoint(
+    ctx: &Context,
+    principal: Option<String>,
+    path: &str,
+) -> Result<(), HttpError> {
+    let (who, p) = (principal, path.to_string());
+    let allowed = ctx
+        .handle
+        .query(move |m| {
+            m.allows(
+                agora_proto::acl::Action::GetEndpoints,
+                who.as_deref(),
+                Some(&p),
+            )
+        })
+        .await
+        .map_err(stopped)?;
+    if !allowed {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            format!("403 Forbidden. Not authorized to get_endpoints '{path}'"),
+        ));
+    }
+    Ok(())
+}
+
+/// The GET endpoints of Mesos' master (`/state`, `/metrics/snapshot`, …),
+/// the UI, and `/teardown`.
+async fn legacy_endpoint(
+    ctx: &Context,
+    path: &str,
+    query: &str,
+    body: Result<Bytes, HttpError>,
+    principal: Option<String>,
+) -> Result<warp::reply::Response, HttpError> {
     let params: Vec<(String, String)> = form_urlencoded(query);
     let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let json = |v: serde_json::Value| {
@@ -169,7 +191,7 @@ async fn dispatch(
             _ => h::body(StatusCode::OK, "application/json", text),
         }
     };
-    match path.as_str() {
+    match path {
         "/health" => Ok(h::empty(StatusCode::OK)),
         "/version" => Ok(json(legacy::version())),
         "/redirect" => {
@@ -210,7 +232,7 @@ async fn dispatch(
                 roles: &roles,
                 epoch,
             };
-            Ok(json(match path.as_str() {
+            Ok(json(match path {
                 "/state" => view.state(),
                 "/state-summary" => view.state_summary(),
                 "/slaves" => view.slaves(param("slave_id").as_deref()),
@@ -228,24 +250,7 @@ async fn dispatch(
             }))
         }
         "/flags" => Ok(json(legacy::flags(&ctx.flags))),
-        "/teardown" => {
-            let form = form_urlencoded(std::str::from_utf8(&body?).unwrap_or(""));
-            let id = form
-                .iter()
-                .find(|(k, _)| k == "frameworkId")
-                .map(|(_, v)| v.clone());
-            let Some(id) = id else {
-                return Err(HttpError::bad_request(
-                    "Missing 'frameworkId' query parameter",
-                ));
-            };
-            ctx.handle
-                .operator(OperatorCall::Teardown(FrameworkId::new(id)), principal)
-                .await
-                .map_err(stopped)?
-                .map_err(call_error)?;
-            Ok(h::empty(StatusCode::OK))
-        }
+        "/teardown" => teardown(ctx, body?, principal).await,
         "/" => {
             let (state, roles, epoch) = visible_state(ctx, principal.clone()).await?;
             let view = legacy::View {
@@ -267,6 +272,30 @@ async fn dispatch(
             format!("No such endpoint: {path}"),
         )),
     }
+}
+
+/// `POST /teardown` (form `frameworkId=…`), as Mesos' legacy endpoint.
+async fn teardown(
+    ctx: &Context,
+    body: Bytes,
+    principal: Option<String>,
+) -> Result<warp::reply::Response, HttpError> {
+    let form = form_urlencoded(std::str::from_utf8(&body).unwrap_or(""));
+    let id = form
+        .iter()
+        .find(|(k, _)| k == "frameworkId")
+        .map(|(_, v)| v.clone());
+    let Some(id) = id else {
+        return Err(HttpError::bad_request(
+            "Missing 'frameworkId' query parameter",
+        ));
+    };
+    ctx.handle
+        .operator(OperatorCall::Teardown(FrameworkId::new(id)), principal)
+        .await
+        .map_err(stopped)?
+        .map_err(call_error)?;
+    Ok(h::empty(StatusCode::OK))
 }
 
 /// The realm of a master endpoint, as Mesos groups them (None: never
@@ -510,12 +539,21 @@ async fn operator_read(
     t: operator::call::Type,
     viewer: Option<String>,
 ) -> Result<Option<operator::Response>, HttpError> {
+    if let Some(r) = process_read(ctx, t) {
+        return Ok(Some(r));
+    }
+    ctx.handle
+        .query(move |m| core_read(m, t, viewer.as_deref()))
+        .await
+        .map_err(stopped)
+}
+
+/// The reads this process answers without the core: health, version,
+/// flags, logging level.
+fn process_read(ctx: &Context, t: operator::call::Type) -> Option<operator::Response> {
     use operator::call::Type as C;
     use operator::response::Type as R;
-    let query = |f: Box<dyn FnOnce(&agora_master_core::Master) -> operator::Response + Send>| async move {
-        ctx.handle.query(f).await.map_err(stopped)
-    };
-    Ok(Some(match t {
+    Some(match t {
         C::GetHealth => operator::Response {
             r#type: Some(R::GetHealth as i32),
             get_health: Some(response::GetHealth { healthy: true }),
@@ -547,119 +585,84 @@ async fn operator_read(
             get_logging_level: Some(response::GetLoggingLevel { level: 0 }),
             ..Default::default()
         },
+        _ => return None,
+    })
+}
+
+/// The reads the core answers, filtered for `viewer` as Mesos' ACLs say;
+/// None for a call that is not one.
+fn core_read(
+    m: &agora_master_core::Master,
+    t: operator::call::Type,
+    viewer: Option<&str>,
+) -> Option<operator::Response> {
+    use operator::call::Type as C;
+    use operator::response::Type as R;
+    let mut r = operator::Response {
+        r#type: Some(match t {
+            C::GetMetrics => R::GetMetrics,
+            C::GetState => R::GetState,
+            C::GetAgents => R::GetAgents,
+            C::GetFrameworks => R::GetFrameworks,
+            C::GetExecutors => R::GetExecutors,
+            C::GetTasks => R::GetTasks,
+            C::GetRoles => R::GetRoles,
+            C::GetMaster => R::GetMaster,
+            C::GetWeights => R::GetWeights,
+            _ => return None,
+        } as i32),
+        ..Default::default()
+    };
+    let view = m.viewer(viewer);
+    match t {
         C::GetMetrics => {
-            let metrics = ctx
-                .handle
-                .query(|m| m.metrics_snapshot())
-                .await
-                .map_err(stopped)?;
-            operator::Response {
-                r#type: Some(R::GetMetrics as i32),
-                get_metrics: Some(response::GetMetrics {
-                    metrics: metrics
-                        .into_iter()
-                        .map(|(name, v)| v1::Metric {
-                            name,
-                            value: Some(v),
-                        })
-                        .collect(),
-                }),
-                ..Default::default()
-            }
+            let metrics = m
+                .metrics_snapshot()
+                .into_iter()
+                .map(|(name, v)| v1::Metric {
+                    name,
+                    value: Some(v),
+                })
+                .collect();
+            r.get_metrics = Some(response::GetMetrics { metrics });
         }
         C::GetState => {
-            query(Box::new(move |m| {
-                let mut s = m.get_state();
-                m.viewer(viewer.as_deref()).state(&mut s);
-                operator::Response {
-                    r#type: Some(R::GetState as i32),
-                    get_state: Some(s),
-                    ..Default::default()
-                }
-            }))
-            .await?
+            let mut s = m.get_state();
+            view.state(&mut s);
+            r.get_state = Some(s);
         }
-        C::GetAgents => {
-            query(Box::new(|m| operator::Response {
-                r#type: Some(R::GetAgents as i32),
-                get_agents: Some(m.get_agents()),
-                ..Default::default()
-            }))
-            .await?
-        }
+        C::GetAgents => r.get_agents = Some(m.get_agents()),
         C::GetFrameworks => {
-            query(Box::new(move |m| {
-                let mut f = m.get_frameworks();
-                m.viewer(viewer.as_deref()).frameworks(&mut f);
-                operator::Response {
-                    r#type: Some(R::GetFrameworks as i32),
-                    get_frameworks: Some(f),
-                    ..Default::default()
-                }
-            }))
-            .await?
+            let mut f = m.get_frameworks();
+            view.frameworks(&mut f);
+            r.get_frameworks = Some(f);
         }
         C::GetExecutors => {
-            query(Box::new(move |m| {
-                let mut e = m.get_executors();
-                m.viewer(viewer.as_deref()).executors(&mut e);
-                operator::Response {
-                    r#type: Some(R::GetExecutors as i32),
-                    get_executors: Some(e),
-                    ..Default::default()
-                }
-            }))
-            .await?
+            let mut e = m.get_executors();
+            view.executors(&mut e);
+            r.get_executors = Some(e);
         }
         C::GetTasks => {
-            query(Box::new(move |m| {
-                let mut t = m.get_tasks();
-                m.viewer(viewer.as_deref()).tasks(&mut t);
-                operator::Response {
-                    r#type: Some(R::GetTasks as i32),
-                    get_tasks: Some(t),
-                    ..Default::default()
-                }
-            }))
-            .await?
+            let mut t = m.get_tasks();
+            view.tasks(&mut t);
+            r.get_tasks = Some(t);
         }
-        C::GetRoles => {
-            query(Box::new(|m| operator::Response {
-                r#type: Some(R::GetRoles as i32),
-                get_roles: Some(m.get_roles()),
-                ..Default::default()
-            }))
-            .await?
+        C::GetRoles => r.get_roles = Some(m.get_roles()),
+        C::GetMaster => r.get_master = Some(m.get_master()),
+        _ => {
+            // Every weight set, whether or not its role is in use.
+            let weight_infos = m
+                .allocator()
+                .weights()
+                .map(|(role, weight)| v1::WeightInfo {
+                    weight,
+                    role: Some(role.to_string()),
+                })
+                .collect();
+            r.get_weights = Some(response::GetWeights { weight_infos });
         }
-        C::GetMaster => {
-            query(Box::new(|m| operator::Response {
-                r#type: Some(R::GetMaster as i32),
-                get_master: Some(m.get_master()),
-                ..Default::default()
-            }))
-            .await?
-        }
-        C::GetWeights => {
-            query(Box::new(|m| {
-                // Every weight set, whether or not its role is in use.
-                let weight_infos = m
-                    .allocator()
-                    .weights()
-                    .map(|(role, weight)| v1::WeightInfo {
-                        weight,
-                        role: Some(role.to_string()),
-                    })
-                    .collect();
-                operator::Response {
-                    r#type: Some(R::GetWeights as i32),
-                    get_weights: Some(response::GetWeights { weight_infos }),
-                    ..Default::default()
-                }
-            }))
-            .await?
-        }
-        _ => return Ok(None),
-    }))
+    }
+    Some(r)
 }
 
 /// The operator calls that change state, as the core takes them; None for
@@ -709,6 +712,29 @@ fn operator_write(call: &mut operator::Call) -> Result<Option<OperatorCall>, Htt
             Ok(Some(OperatorCall::ReactivateAgent(AgentId::from(
                 &a.agent_id,
             ))))
+        }
+        C::DrainAgent => {
+            let d = call
+                .drain_agent
+                .take()
+                .ok_or_else(|| HttpError::bad_request("Expecting 'drain_agent' to be present"))?;
+            let max_grace_period = match d.max_grace_period {
+                Some(g) if g.seconds < 0 || g.nanos < 0 => {
+                    return Err(HttpError::bad_request(
+                        "'drain_agent.max_grace_period' must not be negative",
+                    ));
+                }
+                Some(g) => Some(
+                    std::time::Duration::from_secs(g.seconds as u64)
+                        + std::time::Duration::from_nanos(g.nanos as u64),
+                ),
+                None => None,
+            };
+            Ok(Some(OperatorCall::DrainAgent {
+                agent: AgentId::from(&d.agent_id),
+                max_grace_period,
+                mark_gone: d.mark_gone.unwrap_or(false),
+            }))
         }
         _ => Ok(None),
     }

@@ -346,7 +346,7 @@ pub async fn run_contending(
 
 /// The default flags listing for `/flags`, from the core's config.
 pub fn flags_of(config: &Config, extra: &[(&str, String)]) -> Vec<(String, String)> {
-    let d = |d: Duration| agora_proto_duration(d);
+    let d = agora_proto::duration::format;
     let mut flags = vec![
         (
             "allocation_interval".to_string(),
@@ -364,6 +364,7 @@ pub fn flags_of(config: &Config, extra: &[(&str, String)]) -> Vec<(String, Strin
             "agent_reregister_timeout".to_string(),
             d(config.agent_reregister_timeout),
         ),
+        ("drain_notice".to_string(), d(config.drain_notice)),
         (
             "max_completed_frameworks".to_string(),
             config.max_completed_frameworks.to_string(),
@@ -383,33 +384,20 @@ pub fn flags_of(config: &Config, extra: &[(&str, String)]) -> Vec<(String, Strin
         ("role_sorter".to_string(), "drf".to_string()),
         ("framework_sorter".to_string(), "drf".to_string()),
     ];
+    if let Some(o) = &config.overlay {
+        flags.push(("overlay_cidr".to_string(), o.cidr.to_string()));
+        flags.push(("overlay_name".to_string(), o.name.clone()));
+        flags.push((
+            "overlay_subnet_prefix".to_string(),
+            o.subnet_prefix.to_string(),
+        ));
+        flags.push(("overlay_encrypt".to_string(), o.encrypt.to_string()));
+    }
     for (k, v) in extra {
         flags.push((k.to_string(), v.clone()));
     }
     flags.sort();
     flags
-}
-
-/// A duration in Mesos' format (`15secs`, `10mins`, `250ms`).
-pub fn agora_proto_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    let units: [(u128, &str); 6] = [
-        (7 * 24 * 3600 * 1_000_000_000, "weeks"),
-        (24 * 3600 * 1_000_000_000, "days"),
-        (3600 * 1_000_000_000, "hrs"),
-        (60 * 1_000_000_000, "mins"),
-        (1_000_000_000, "secs"),
-        (1_000_000, "ms"),
-    ];
-    for (size, name) in units {
-        if ns >= size && ns.is_multiple_of(size) {
-            return format!("{}{name}", ns / size);
-        }
-    }
-    if ns >= 1_000_000_000 {
-        return format!("{}secs", d.as_secs_f64());
-    }
-    format!("{}ns", ns)
 }
 
 #[cfg(test)]
@@ -420,13 +408,5 @@ mod tests {
     fn master_ip_is_little_endian() {
         assert_eq!(master_ip("10.0.0.1".parse().unwrap()), 16777226);
         assert_eq!(master_ip("127.0.1.1".parse().unwrap()), 16842879);
-    }
-
-    #[test]
-    fn durations_in_mesos_format() {
-        assert_eq!(agora_proto_duration(Duration::from_secs(15)), "15secs");
-        assert_eq!(agora_proto_duration(Duration::from_secs(600)), "10mins");
-        assert_eq!(agora_proto_duration(Duration::from_millis(250)), "250ms");
-        assert_eq!(agora_proto_duration(Duration::from_millis(1500)), "1500ms");
     }
 }

@@ -35,15 +35,28 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is not a valid duration"))
 }
 
-/// Mesos' form: whole seconds as `5secs`, else `250ms`, else nanoseconds.
+/// Mesos' form: the largest unit the duration is a whole number of
+/// (`2weeks`, `3days`, `1hrs`, `10mins`, `15secs`, `250ms`), else seconds
+/// with a fraction, else nanoseconds.
 pub fn format(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}secs", d.as_secs())
-    } else if d.as_nanos().is_multiple_of(1_000_000) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{}ns", d.as_nanos())
+    let ns = d.as_nanos();
+    let units: [(u128, &str); 6] = [
+        (7 * 24 * 3600 * 1_000_000_000, "weeks"),
+        (24 * 3600 * 1_000_000_000, "days"),
+        (3600 * 1_000_000_000, "hrs"),
+        (60 * 1_000_000_000, "mins"),
+        (1_000_000_000, "secs"),
+        (1_000_000, "ms"),
+    ];
+    for (size, name) in units {
+        if ns >= size && ns.is_multiple_of(size) {
+            return format!("{}{name}", ns / size);
+        }
     }
+    if ns >= 1_000_000_000 {
+        return format!("{}secs", d.as_secs_f64());
+    }
+    format!("{ns}ns")
 }
 
 #[cfg(test)]
@@ -65,6 +78,11 @@ mod tests {
             assert_eq!(parse(&format(d)), Ok(d), "{text}");
         }
         assert_eq!(format(Duration::from_secs(15)), "15secs");
+        assert_eq!(format(Duration::from_secs(600)), "10mins");
+        assert_eq!(format(Duration::from_secs(7200)), "2hrs");
+        assert_eq!(format(Duration::from_millis(250)), "250ms");
+        assert_eq!(format(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format(Duration::from_nanos(1_500)), "1500ns");
         for bad in ["", "x", "5 parsecs", "-1s", "1e400"] {
             assert!(parse(bad).is_err(), "{bad}");
         }

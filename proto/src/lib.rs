@@ -27,6 +27,7 @@ pub mod recordio;
 pub mod resources;
 pub mod roles;
 pub mod status;
+pub mod time;
 
 /// Generated protobuf types, one module per protobuf package.
 #[allow(missing_docs, clippy::all, clippy::unwrap_used)]

@@ -15,7 +15,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use agora_proto::resources::Resources;
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
@@ -118,94 +117,96 @@ fn zone_file(r: &agora_dns::Records) -> String {
     z
 }
 
-pub async fn run(tasks: usize, seconds: u32) -> anyhow::Result<()> {
-    for tool in ["dnsperf", "nsd", "taskset", "dig"] {
-        anyhow::ensure!(
-            which(tool),
-            "{tool} is missing (apt-get install dnsperf nsd util-linux bind9-dnsutils)"
-        );
-    }
-    let dir = std::env::temp_dir().join(format!("agora-bench-dns-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let master = super::local_master().await?;
-    let exe = std::env::current_exe().context("cannot find this binary")?;
-    let mut agents = Vec::new();
-    for i in 1..=2u32 {
-        let mut o = agora_agent::AgentOptions::new(
-            master.address(),
-            dir.join(format!("agent-{i}")),
-            exe.clone(),
-        );
-        o.hostname = format!("agent-{i}");
-        let base = 31000 + (i - 1) * 2000;
-        o.resources = Some(Resources::parse(
-            &format!(
+/// The cluster a DNS benchmark serves: a master, two agents and
+/// marathon-rs in this process.
+struct Cluster {
+    master: agora_master::RunningMaster,
+    agents: Vec<agora_agent::RunningAgent>,
+    marathon: agora_marathon::RunningMarathon,
+    /// marathon-rs' base URL.
+    base: String,
+}
+
+impl Cluster {
+    async fn start(dir: &Path, exe: &Path) -> anyhow::Result<Cluster> {
+        let master = super::local_master().await?;
+        let agents = super::local_agents(&master, dir, exe, 2, |i| {
+            let base = 31000 + (i - 1) * 2000;
+            format!(
                 "cpus:64;mem:65536;disk:10000;ports:[{base}-{}]",
                 base + 1999
-            ),
-            "*",
-        )?);
-        let a = agora_agent::start(o, tokio::net::TcpListener::bind("127.0.0.1:0").await?).await?;
-        a.registered(Duration::from_secs(10))
-            .await
-            .context("an agent did not register")?;
-        agents.push(a);
-    }
-    let marathon = agora_marathon::start(
-        agora_marathon::MarathonOptions::new(&master.address(), dir.join("marathon")),
-        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-    )
-    .await?;
-    let base = format!("http://{}", marathon.addr);
-    let client = reqwest::Client::new();
-    let start = Instant::now();
-    loop {
-        let r = client
-            .post(format!("{base}/v2/apps"))
-            .json(
-                &json!({"id": "/bench/web", "cmd": "sleep 3600", "cpus": 0.01, "mem": 1,
-                          "instances": tasks, "portDefinitions": [{"port": 0, "name": "http"}]}),
             )
-            .send()
-            .await?;
-        if r.status().as_u16() == 201 {
-            break;
-        }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(20),
-            "POST /v2/apps: {}",
-            r.status()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    loop {
-        let a: Value = client
-            .get(format!("{base}/v2/apps/bench/web"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if a["app"]["tasksRunning"].as_u64() == Some(tasks as u64) {
-            break;
-        }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(300),
-            "the app did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    println!(
-        "{tasks} tasks running after {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    // The records both servers will serve, from the same state.
-    let state: Value = client
-        .get(format!("http://{}/master/state", master.address()))
-        .send()
-        .await?
-        .json()
+        })
         .await?;
-    let records = agora_dns::records::build(&state, &agora_dns::Config::default());
+        let marathon = agora_marathon::start(
+            agora_marathon::MarathonOptions::new(&master.address(), dir.join("marathon")),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        )
+        .await?;
+        let base = format!("http://{}", marathon.addr);
+        Ok(Cluster {
+            master,
+            agents,
+            marathon,
+            base,
+        })
+    }
+
+    /// Deploys `/bench/web` with `tasks` instances and waits until all run.
+    async fn deploy(&self, client: &reqwest::Client, tasks: usize) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            let r = client
+                .post(format!("{}/v2/apps", self.base))
+                .json(&json!({"id": "/bench/web", "cmd": "sleep 3600", "cpus": 0.01, "mem": 1,
+                              "instances": tasks, "portDefinitions": [{"port": 0, "name": "http"}]}))
+                .send()
+                .await?;
+            if r.status().as_u16() == 201 {
+                break;
+            }
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(20),
+                "POST /v2/apps: {}",
+                r.status()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        loop {
+            let a: Value = client
+                .get(format!("{}/v2/apps/bench/web", self.base))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if a["app"]["tasksRunning"].as_u64() == Some(tasks as u64) {
+                break;
+            }
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(300),
+                "the app did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "{tasks} tasks running after {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    async fn stop(self) {
+        self.marathon.stop().await;
+        for a in self.agents {
+            a.stop().await;
+        }
+        self.master.stop().await;
+    }
+}
+
+/// dnsperf's query file for every name of `records`: A for host names, SRV
+/// for service names (unless AGORA_BENCH_DNS_A_ONLY is set).
+fn write_queries(records: &agora_dns::Records, file: &Path) -> anyhow::Result<()> {
     let mut queries = String::new();
     for name in records.hosts.keys() {
         let _ = writeln!(queries, "{name} A");
@@ -215,29 +216,31 @@ pub async fn run(tasks: usize, seconds: u32) -> anyhow::Result<()> {
             let _ = writeln!(queries, "{name} SRV");
         }
     }
-    let query_file = dir.join("queries.txt");
-    std::fs::write(&query_file, &queries)?;
+    std::fs::write(file, &queries)?;
     println!(
         "{} A names, {} SRV names",
         records.hosts.len(),
         records.services.len()
     );
-    let probe = records
-        .hosts
-        .keys()
-        .find(|n| n.starts_with("web-bench-"))
-        .cloned()
-        .context("no task names")?;
+    Ok(())
+}
 
-    // agora dns, pinned to core 0.
+/// agora dns (a child process pinned to core 0) under dnsperf.
+async fn perf_agora_dns(
+    exe: &Path,
+    master: &str,
+    probe: &str,
+    queries: &Path,
+    seconds: u32,
+) -> anyhow::Result<(f64, f64, u64)> {
     let port = free_port()?;
     let mut ours = tokio::process::Command::new("taskset")
         .args(["-c", "0"])
-        .arg(&exe)
+        .arg(exe)
         .args([
             "dns",
             "--master",
-            &master.address(),
+            master,
             "--ip",
             "127.0.0.1",
             "--http-port",
@@ -249,14 +252,24 @@ pub async fn run(tasks: usize, seconds: u32) -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()
         .context("cannot start agora dns")?;
-    answers(port, &probe).await?;
-    let (q1, l1, lost1) = dnsperf(port, &query_file, seconds)?;
+    answers(port, probe).await?;
+    let result = dnsperf(port, queries, seconds);
     let _ = ours.kill().await;
+    result
+}
 
-    // NSD with the same names, pinned to core 0.
+/// NSD serving the same names from a zone file, pinned to core 0, under
+/// dnsperf.
+async fn perf_nsd(
+    dir: &Path,
+    records: &agora_dns::Records,
+    probe: &str,
+    queries: &Path,
+    seconds: u32,
+) -> anyhow::Result<(f64, f64, u64)> {
     let nsd_dir = dir.join("nsd");
     std::fs::create_dir_all(&nsd_dir)?;
-    std::fs::write(nsd_dir.join("mesos.zone"), zone_file(&records))?;
+    std::fs::write(nsd_dir.join("mesos.zone"), zone_file(records))?;
     let nsd_port = free_port()?;
     let conf = format!(
         "server:\n  ip-address: 127.0.0.1@{nsd_port}\n  server-count: 1\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  database: \"\"\n  zonelistfile: \"{d}/zone.list\"\n  xfrdfile: \"{d}/xfrd.state\"\n  logfile: \"{d}/nsd.log\"\n  verbosity: 0\nremote-control:\n  control-enable: no\nzone:\n  name: \"{zone}\"\n  zonefile: \"mesos.zone\"\n",
@@ -272,10 +285,45 @@ pub async fn run(tasks: usize, seconds: u32) -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()
         .context("cannot start nsd")?;
-    answers(nsd_port, &probe).await?;
-    let (q2, l2, lost2) = dnsperf(nsd_port, &query_file, seconds)?;
+    answers(nsd_port, probe).await?;
+    let result = dnsperf(nsd_port, queries, seconds);
     let _ = nsd.kill().await;
+    result
+}
 
+pub async fn run(tasks: usize, seconds: u32) -> anyhow::Result<()> {
+    for tool in ["dnsperf", "nsd", "taskset", "dig"] {
+        anyhow::ensure!(
+            which(tool),
+            "{tool} is missing (apt-get install dnsperf nsd util-linux bind9-dnsutils)"
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("agora-bench-dns-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let exe = std::env::current_exe().context("cannot find this binary")?;
+    let cluster = Cluster::start(&dir, &exe).await?;
+    let client = reqwest::Client::new();
+    cluster.deploy(&client, tasks).await?;
+    // The records both servers will serve, from the same state.
+    let state: Value = client
+        .get(format!("http://{}/master/state", cluster.master.address()))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let records = agora_dns::records::build(&state, &agora_dns::Config::default());
+    let query_file = dir.join("queries.txt");
+    write_queries(&records, &query_file)?;
+    let probe = records
+        .hosts
+        .keys()
+        .find(|n| n.starts_with("web-bench-"))
+        .cloned()
+        .context("no task names")?;
+
+    let master = cluster.master.address();
+    let (q1, l1, lost1) = perf_agora_dns(&exe, &master, &probe, &query_file, seconds).await?;
+    let (q2, l2, lost2) = perf_nsd(&dir, &records, &probe, &query_file, seconds).await?;
     println!(
         "{:<24} {:>12} {:>18} {:>8}",
         "server (1 core)", "queries/s", "avg latency ms", "lost"
@@ -284,13 +332,31 @@ pub async fn run(tasks: usize, seconds: u32) -> anyhow::Result<()> {
     println!("{:<24} {q2:>12.0} {l2:>18.3} {lost2:>8}", "NSD (zone file)");
     println!("agora dns / NSD: {:.2}", q1 / q2);
 
-    // From TASK_RUNNING (the master's operator event, as a subscriber sees
-    // it) to the task's name in the zone being served, for new instances.
+    let mut lags = resolvable_lags(&cluster, &client, tasks).await?;
+    lags.sort();
+    println!(
+        "TASK_RUNNING -> resolvable, 10 new tasks: p50 {:.1} ms, max {:.1} ms (Mesos-DNS: up to its 60 s refresh)",
+        super::ms(lags[lags.len() / 2]),
+        super::ms(lags[lags.len() - 1])
+    );
+    cluster.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// From TASK_RUNNING (the master's operator event, as a subscriber sees it)
+/// to the task's name in the zone being served, for 10 new instances added
+/// one at a time.
+async fn resolvable_lags(
+    cluster: &Cluster,
+    client: &reqwest::Client,
+    tasks: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let master = cluster.master.address();
     let (udp, tcp) = agora_dns::bind("127.0.0.1:0".parse()?).await?;
-    let dns =
-        agora_dns::start(agora_dns::DnsOptions::new(master.address()), udp, tcp, None).await?;
+    let dns = agora_dns::start(agora_dns::DnsOptions::new(master.clone()), udp, tcp, None).await?;
     let api = agora_rpc::client::ApiClient::new(
-        format!("http://{}/api/v1", master.address()),
+        format!("http://{master}/api/v1"),
         agora_rpc::http::Encoding::Protobuf,
     );
     let subscribe = agora_proto::operator::Call {
@@ -303,7 +369,7 @@ pub async fn run(tasks: usize, seconds: u32) -> anyhow::Result<()> {
     let mut lags = Vec::new();
     for i in 1..=10 {
         let r = client
-            .put(format!("{base}/v2/apps/bench/web"))
+            .put(format!("{}/v2/apps/bench/web", cluster.base))
             .json(&json!({"instances": tasks + i}))
             .send()
             .await?;
@@ -341,21 +407,8 @@ pub async fn run(tasks: usize, seconds: u32) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_micros(500)).await;
         }
     }
-    lags.sort();
-    println!(
-        "TASK_RUNNING -> resolvable, 10 new tasks: p50 {:.1} ms, max {:.1} ms (Mesos-DNS: up to its 60 s refresh)",
-        super::ms(lags[lags.len() / 2]),
-        super::ms(lags[lags.len() - 1])
-    );
     dns.stop().await;
-
-    marathon.stop().await;
-    for a in agents {
-        a.stop().await;
-    }
-    master.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    Ok(lags)
 }
 
 fn which(tool: &str) -> bool {

@@ -79,121 +79,140 @@ pub fn run(sizes: &[usize], changes: usize) -> anyhow::Result<()> {
         "cmds/s"
     );
     for &servers in sizes {
-        let apps = servers.div_ceil(PER_APP);
-        let dir = tempfile::tempdir()?;
-        let free = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| format!("127.0.0.1:{}", a.port()))
-                .context("no free port on 127.0.0.1")
-        };
-        let settings = Settings {
-            group: "external".into(),
-            http_bind: free()?,
-            appid_bind: free()?,
-            stats_bind: free()?,
-            https_bind: free()?,
-            ssl_certs: Vec::new(),
-            map_dir: None,
-            socket: dir.path().join("socket").display().to_string(),
-            state_file: dir.path().join("state").display().to_string(),
-            templates: agora_lb::Templates::default(),
-        };
-        let resolve = |h: &str| h.parse::<IpAddr>().ok();
-        let mut generation = vec![0u32; apps];
+        one_size(servers, changes)?;
+    }
+    Ok(())
+}
 
-        // Render.
-        let mut renders = Vec::new();
-        let body = serde_json::to_vec(&document(apps, &generation, "roundrobin"))?;
-        for _ in 0..5 {
-            let t = Instant::now();
-            let doc: Value = serde_json::from_slice(&body)?;
-            let (svcs, _) = agora_lb::services(&doc, &settings, &resolve);
-            let text = agora_lb::render(&svcs, &settings)?;
-            renders.push(t.elapsed());
-            std::hint::black_box(text);
-        }
+/// Settings with frontends on free local ports, files under `dir`.
+fn bench_settings(dir: &std::path::Path) -> anyhow::Result<Settings> {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| format!("127.0.0.1:{}", a.port()))
+            .context("no free port on 127.0.0.1")
+    };
+    Ok(Settings {
+        group: "external".into(),
+        http_bind: free()?,
+        appid_bind: free()?,
+        stats_bind: free()?,
+        https_bind: free()?,
+        ssl_certs: Vec::new(),
+        map_dir: None,
+        socket: dir.join("socket").display().to_string(),
+        state_file: dir.join("state").display().to_string(),
+        templates: agora_lb::Templates::default(),
+    })
+}
+
+/// Render times (5 runs) and `haproxy -c` times (3 runs) of `apps` apps.
+fn render_and_check(
+    apps: usize,
+    settings: &Settings,
+    haproxy: &Haproxy,
+    dir: &std::path::Path,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let resolve = |h: &str| h.parse::<IpAddr>().ok();
+    let mut renders = Vec::new();
+    let body = serde_json::to_vec(&document(apps, &vec![0; apps], "roundrobin"))?;
+    for _ in 0..5 {
+        let t = Instant::now();
         let doc: Value = serde_json::from_slice(&body)?;
-        let (svcs, errors) = agora_lb::services(&doc, &settings, &resolve);
-        anyhow::ensure!(errors.is_empty(), "bench apps rejected: {errors:?}");
-        let file = dir.path().join("check.cfg");
-        std::fs::write(&file, agora_lb::render(&svcs, &settings)?)?;
-        let mut haproxy = Haproxy::new("haproxy", dir.path().join("haproxy.cfg"), &settings.socket);
+        let (svcs, _) = agora_lb::services(&doc, settings, &resolve);
+        let text = agora_lb::render(&svcs, settings)?;
+        renders.push(t.elapsed());
+        std::hint::black_box(text);
+    }
+    let doc: Value = serde_json::from_slice(&body)?;
+    let (svcs, errors) = agora_lb::services(&doc, settings, &resolve);
+    anyhow::ensure!(errors.is_empty(), "bench apps rejected: {errors:?}");
+    let file = dir.join("check.cfg");
+    std::fs::write(&file, agora_lb::render(&svcs, settings)?)?;
+    let mut checks = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        haproxy.check(&file)?;
+        checks.push(t.elapsed());
+    }
+    Ok((renders, checks))
+}
 
-        // haproxy -c alone.
-        let mut checks = Vec::new();
-        for _ in 0..3 {
-            let t = Instant::now();
-            haproxy.check(&file)?;
-            checks.push(t.elapsed());
-        }
+/// One row of the table: `servers` servers, `changes` single-task changes.
+fn one_size(servers: usize, changes: usize) -> anyhow::Result<()> {
+    let apps = servers.div_ceil(PER_APP);
+    let dir = tempfile::tempdir()?;
+    let settings = bench_settings(dir.path())?;
+    let resolve = |h: &str| h.parse::<IpAddr>().ok();
+    let mut generation = vec![0u32; apps];
+    let mut haproxy = Haproxy::new("haproxy", dir.path().join("haproxy.cfg"), &settings.socket);
+    let (renders, checks) = render_and_check(apps, &settings, &haproxy, dir.path())?;
 
-        // Applies the apps document `generation` and `balance` give, as
-        // `agora lb` would from a fetched body; what it did and how long.
-        let apply = |haproxy: &mut Haproxy,
-                     generation: &[u32],
-                     balance: &str|
-         -> anyhow::Result<(Applied, Duration)> {
-            let body = serde_json::to_vec(&document(apps, generation, balance))?;
-            let t = Instant::now();
-            let doc: Value = serde_json::from_slice(&body)?;
-            let (svcs, _) = agora_lb::services(&doc, &settings, &resolve);
-            let applied = haproxy
-                .apply(&svcs, &settings)
-                .map_err(anyhow::Error::msg)?;
-            Ok((applied, t.elapsed()))
-        };
+    // Applies the apps document `generation` and `balance` give, as
+    // `agora lb` would from a fetched body; what it did and how long.
+    let apply = |haproxy: &mut Haproxy,
+                 generation: &[u32],
+                 balance: &str|
+     -> anyhow::Result<(Applied, Duration)> {
+        let body = serde_json::to_vec(&document(apps, generation, balance))?;
+        let t = Instant::now();
+        let doc: Value = serde_json::from_slice(&body)?;
+        let (svcs, _) = agora_lb::services(&doc, &settings, &resolve);
+        let applied = haproxy
+            .apply(&svcs, &settings)
+            .map_err(anyhow::Error::msg)?;
+        Ok((applied, t.elapsed()))
+    };
 
-        // Start, then structural changes (reloads).
-        let (started, _) = apply(&mut haproxy, &generation, "roundrobin")?;
-        anyhow::ensure!(started == Applied::Started, "HAProxy did not start");
-        let mut reloads = Vec::new();
-        for (round, balance) in ["leastconn", "roundrobin", "leastconn"].iter().enumerate() {
-            let (applied, took) = apply(&mut haproxy, &generation, balance)?;
-            reloads.push(took);
-            anyhow::ensure!(
-                applied == Applied::Reloaded,
-                "round {round}: {applied:?}, not a reload"
-            );
-        }
-        let balance = "leastconn";
-
-        // One task of one app replaced, `changes` times (Runtime API).
-        let mut one = Vec::new();
-        for round in 0..changes {
-            generation[(round * 7919) % apps] += 1;
-            let (applied, took) = apply(&mut haproxy, &generation, balance)?;
-            one.push(took);
-            anyhow::ensure!(
-                matches!(applied, Applied::Runtime(_)),
-                "a server change was {applied:?}, not a Runtime API update"
-            );
-        }
-        let one_max = one.iter().max().copied().unwrap_or_default();
-
-        // One task of every app replaced at once.
-        for g in &mut generation {
-            *g += 1;
-        }
-        let before = haproxy.stats.runtime_commands;
-        let (applied, all) = apply(&mut haproxy, &generation, balance)?;
+    // Start, then structural changes (reloads).
+    let (started, _) = apply(&mut haproxy, &generation, "roundrobin")?;
+    anyhow::ensure!(started == Applied::Started, "HAProxy did not start");
+    let mut reloads = Vec::new();
+    for (round, balance) in ["leastconn", "roundrobin", "leastconn"].iter().enumerate() {
+        let (applied, took) = apply(&mut haproxy, &generation, balance)?;
+        reloads.push(took);
         anyhow::ensure!(
-            matches!(applied, Applied::Runtime(_)),
-            "replacing a task of every app was {applied:?}"
-        );
-        let commands = haproxy.stats.runtime_commands - before;
-        haproxy.stop();
-        println!(
-            "{servers:>8} {apps:>6} {:>10.1} {:>10.1} {:>11.1} {:>12.2} {:>12.2} {:>12.1} {:>12.0}",
-            ms(median(renders)),
-            ms(median(checks)),
-            ms(median(reloads)),
-            ms(median(one)),
-            ms(one_max),
-            ms(all),
-            commands as f64 / all.as_secs_f64()
+            applied == Applied::Reloaded,
+            "round {round}: {applied:?}, not a reload"
         );
     }
+    let balance = "leastconn";
+
+    // One task of one app replaced, `changes` times (Runtime API).
+    let mut one = Vec::new();
+    for round in 0..changes {
+        generation[(round * 7919) % apps] += 1;
+        let (applied, took) = apply(&mut haproxy, &generation, balance)?;
+        one.push(took);
+        anyhow::ensure!(
+            matches!(applied, Applied::Runtime(_)),
+            "a server change was {applied:?}, not a Runtime API update"
+        );
+    }
+    let one_max = one.iter().max().copied().unwrap_or_default();
+
+    // One task of every app replaced at once.
+    for g in &mut generation {
+        *g += 1;
+    }
+    let before = haproxy.stats.runtime_commands;
+    let (applied, all) = apply(&mut haproxy, &generation, balance)?;
+    anyhow::ensure!(
+        matches!(applied, Applied::Runtime(_)),
+        "replacing a task of every app was {applied:?}"
+    );
+    let commands = haproxy.stats.runtime_commands - before;
+    haproxy.stop();
+    println!(
+        "{servers:>8} {apps:>6} {:>10.1} {:>10.1} {:>11.1} {:>12.2} {:>12.2} {:>12.1} {:>12.0}",
+        ms(median(renders)),
+        ms(median(checks)),
+        ms(median(reloads)),
+        ms(median(one)),
+        ms(one_max),
+        ms(all),
+        commands as f64 / all.as_secs_f64()
+    );
     Ok(())
 }
 

@@ -12,7 +12,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use agora_proto::resources::Resources;
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
@@ -88,45 +87,28 @@ async fn live_tasks(master: &str) -> anyhow::Result<usize> {
         .count())
 }
 
-pub async fn run(scenarios: &[(usize, usize)], agents: usize) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("agora-bench-marathon-{}", std::process::id()));
-    let master = super::local_master().await?;
-    let exe = std::env::current_exe().context("cannot find this binary")?;
-    let mut running_agents = Vec::new();
-    for i in 1..=agents {
-        let mut o = agora_agent::AgentOptions::new(
-            master.address(),
-            dir.join(format!("agent-{i}")),
-            exe.clone(),
-        );
-        o.hostname = format!("agent-{i}");
-        o.resources = Some(Resources::parse("cpus:64;mem:65536;disk:10000", "*")?);
-        let a = agora_agent::start(o, tokio::net::TcpListener::bind("127.0.0.1:0").await?).await?;
-        a.registered(Duration::from_secs(10))
-            .await
-            .context("an agent did not register")?;
-        running_agents.push(a);
-    }
+/// marathon-rs as a child process (so its CPU time and RSS can be read),
+/// subscribed: the child, its pid and its base URL.
+async fn start_marathon(
+    exe: &Path,
+    master: &str,
+    dir: &Path,
+    client: &reqwest::Client,
+) -> anyhow::Result<(tokio::process::Child, u32, String)> {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()
     };
-    let mut child = tokio::process::Command::new(&exe)
+    let child = tokio::process::Command::new(exe)
+        // The benchmark measures deployment, on loopback.
+        .args(["marathon", "--insecure", "--master", master])
         .args([
-            "marathon",
-            // The benchmark measures deployment, on loopback.
-            "--insecure",
-            "--master",
-            &master.address(),
             "--http-address",
             "127.0.0.1",
-        ])
-        .args([
             "--http-port",
             &port.to_string(),
-            "--decline-offer-duration",
-            "5",
         ])
+        .args(["--decline-offer-duration", "5"])
         .arg("--work-dir")
         .arg(dir.join("marathon"))
         .env("RUST_LOG", "warn")
@@ -136,7 +118,6 @@ pub async fn run(scenarios: &[(usize, usize)], agents: usize) -> anyhow::Result<
         .context("cannot start agora marathon")?;
     let pid = child.id().context("marathon-rs has no pid")?;
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
     wait_until(
         "marathon-rs to subscribe",
         Duration::from_secs(20),
@@ -152,6 +133,19 @@ pub async fn run(scenarios: &[(usize, usize)], agents: usize) -> anyhow::Result<
         },
     )
     .await?;
+    Ok((child, pid, base))
+}
+
+pub async fn run(scenarios: &[(usize, usize)], agents: usize) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("agora-bench-marathon-{}", std::process::id()));
+    let master = super::local_master().await?;
+    let exe = std::env::current_exe().context("cannot find this binary")?;
+    let running_agents = super::local_agents(&master, &dir, &exe, agents, |_| {
+        "cpus:64;mem:65536;disk:10000".to_string()
+    })
+    .await?;
+    let client = reqwest::Client::new();
+    let (mut child, pid, base) = start_marathon(&exe, &master.address(), &dir, &client).await?;
     println!(
         "{agents} agents; marathon-rs pid {pid}; tasks: sleep 3600, 0.01 cpus, 1 MB, no ports"
     );
@@ -167,50 +161,7 @@ pub async fn run(scenarios: &[(usize, usize)], agents: usize) -> anyhow::Result<
         "peak RSS MB"
     );
     for &(apps, instances) in scenarios {
-        let (cpu0, _) = usage(pid).unwrap_or_default();
-        let start = Instant::now();
-        for a in 0..apps {
-            let app = json!({"id": format!("/bench/app-{a}"), "cmd": "sleep 3600", "cpus": 0.01, "mem": 1,
-                             "instances": instances, "portDefinitions": []});
-            let r = client
-                .post(format!("{base}/v2/apps"))
-                .json(&app)
-                .send()
-                .await?;
-            if r.status().as_u16() != 201 {
-                bail!(
-                    "POST /v2/apps answered {}: {}",
-                    r.status(),
-                    r.text().await.unwrap_or_default()
-                );
-            }
-        }
-        let posted = start.elapsed();
-        let total = (apps * instances) as u64;
-        let mut launched = None;
-        wait_until(
-            "every instance to run",
-            Duration::from_secs(600),
-            async || {
-                let (running, known) = running(&client, &base).await?;
-                if known >= total && launched.is_none() {
-                    launched = Some(start.elapsed());
-                }
-                Ok(running >= total)
-            },
-        )
-        .await?;
-        let launched = launched.unwrap_or_default();
-        let took = start.elapsed();
-        let (cpu1, rss) = usage(pid).unwrap_or_default();
-        println!(
-            "{apps:>6} {instances:>10} {total:>8} {:>10.1} {:>15.2} {:>14.2} {:>16.2} {:>14.1}",
-            posted.as_secs_f64() * 1000.0,
-            launched.as_secs_f64(),
-            took.as_secs_f64(),
-            cpu1 - cpu0,
-            rss
-        );
+        scenario(&client, &base, pid, apps, instances).await?;
         // Clean up: destroy the group and wait until every task is gone.
         client
             .delete(format!("{base}/v2/groups/bench?force=true"))
@@ -234,6 +185,62 @@ pub async fn run(scenarios: &[(usize, usize)], agents: usize) -> anyhow::Result<
     }
     master.stop().await;
     remove(&dir);
+    Ok(())
+}
+
+/// One scenario: `apps` apps of `instances` POSTed one after another, timed
+/// until every instance runs; prints its row.
+async fn scenario(
+    client: &reqwest::Client,
+    base: &str,
+    pid: u32,
+    apps: usize,
+    instances: usize,
+) -> anyhow::Result<()> {
+    let (cpu0, _) = usage(pid).unwrap_or_default();
+    let start = Instant::now();
+    for a in 0..apps {
+        let app = json!({"id": format!("/bench/app-{a}"), "cmd": "sleep 3600", "cpus": 0.01, "mem": 1,
+                         "instances": instances, "portDefinitions": []});
+        let r = client
+            .post(format!("{base}/v2/apps"))
+            .json(&app)
+            .send()
+            .await?;
+        if r.status().as_u16() != 201 {
+            bail!(
+                "POST /v2/apps answered {}: {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
+        }
+    }
+    let posted = start.elapsed();
+    let total = (apps * instances) as u64;
+    let mut launched = None;
+    wait_until(
+        "every instance to run",
+        Duration::from_secs(600),
+        async || {
+            let (running, known) = running(client, base).await?;
+            if known >= total && launched.is_none() {
+                launched = Some(start.elapsed());
+            }
+            Ok(running >= total)
+        },
+    )
+    .await?;
+    let launched = launched.unwrap_or_default();
+    let took = start.elapsed();
+    let (cpu1, rss) = usage(pid).unwrap_or_default();
+    println!(
+        "{apps:>6} {instances:>10} {total:>8} {:>10.1} {:>15.2} {:>14.2} {:>16.2} {:>14.1}",
+        posted.as_secs_f64() * 1000.0,
+        launched.as_secs_f64(),
+        took.as_secs_f64(),
+        cpu1 - cpu0,
+        rss
+    );
     Ok(())
 }
 

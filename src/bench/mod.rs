@@ -95,50 +95,52 @@ enum Bench {
     /// marathon-rs deploy time: POST to every instance running, with its CPU and RSS.
     Marathon {
         /// Scenarios `APPSxINSTANCES`, comma separated.
-        #[arg(long, value_delimiter = ',', default_value = "1x1000,100x10")]
-        scenarios: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "1x1000,100x10", value_parser = scenario)]
+        scenarios: Vec<(usize, usize)>,
         /// Local agents.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = between::<usize>(1, 1000))]
         agents: usize,
     },
     /// DNS queries per second: agora dns against NSD, each on one core (dnsperf).
     Dns {
         /// Running tasks the servers know.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, value_parser = between::<usize>(1, 3000))]
         tasks: usize,
         /// Seconds of dnsperf per server.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = between::<u32>(1, 600))]
         seconds: u32,
     },
     /// Docker tasks: Swarm against marathon-rs, and launch overhead over `docker run`.
     Docker {
         /// The image (built from /bin/busybox when missing).
-        #[arg(long, default_value = "agora-bench/busybox:1")]
+        #[arg(long, default_value = "agora-bench/busybox:1", value_parser = image_reference)]
         image: String,
         /// Replicas / instances of the service and the app.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = between::<usize>(1, 500))]
         replicas: usize,
         /// Containers launched one at a time for the overhead.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, value_parser = between::<usize>(1, 1000))]
         launches: usize,
         /// Rounds of Swarm against Agora (the median is reported; 0 skips it).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = between::<usize>(0, 20))]
         rounds: usize,
     },
     /// agora lb: render, haproxy -c, reload and Runtime API update times.
     Lb {
         /// Backend servers (apps of 10 tasks), comma separated.
-        #[arg(long, value_delimiter = ',', default_value = "1000,10000,33000")]
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000,33000",
+              value_parser = between::<usize>(10, 40_000))]
         servers: Vec<usize>,
         /// Single-task changes applied per size.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = between::<usize>(1, 1000))]
         changes: usize,
         /// Virtual hosts for the routing comparison (ACL per host against
         /// --haproxy-map), comma separated.
-        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000",
+              value_parser = between::<usize>(1, 50_000))]
         routing: Vec<usize>,
         /// Requests per routing measurement.
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = 2000, value_parser = between::<usize>(10, 100_000))]
         requests: usize,
     },
 }
@@ -150,51 +152,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             frameworks,
             rounds,
             through_master,
-        } => {
-            anyhow::ensure!(
-                agents.len() == frameworks.len(),
-                "--agents and --frameworks need the same number of values"
-            );
-            println!(
-                "{:>7} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10} {:>17}",
-                "agents",
-                "frameworks",
-                "rounds",
-                "first ms",
-                "p50 ms",
-                "p99 ms",
-                "max ms",
-                "offering p50 ms"
-            );
-            for (a, f) in agents.into_iter().zip(frameworks) {
-                let r = rounds.unwrap_or(2 * f);
-                let (first, rounds) = if through_master {
-                    let rounds = offers::master_decline_offers(a, f, r)?;
-                    (rounds.first().map(|t| t.0).unwrap_or_default(), rounds)
-                } else {
-                    allocator_decline_offers(a, f, r)
-                };
-                let times: Vec<Duration> = rounds.iter().map(|(t, _)| *t).collect();
-                // The rounds that offered something (the others find every
-                // agent declined by every framework).
-                let offering: Vec<Duration> = rounds
-                    .iter()
-                    .filter(|(_, offers)| *offers > 0)
-                    .map(|(t, _)| *t)
-                    .collect();
-                let p = |q: f64| percentile(&times, q);
-                println!(
-                    "{a:>7} {f:>10} {r:>7} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} ({:>4})",
-                    ms(first),
-                    ms(p(0.5)),
-                    ms(p(0.99)),
-                    ms(*times.iter().max().unwrap_or(&Duration::ZERO)),
-                    ms(percentile(&offering, 0.5)),
-                    offering.len()
-                );
-            }
-            Ok(())
-        }
+        } => allocator(&agents, &frameworks, rounds, through_master),
         Bench::Backoff { seconds } => offers::backoff(seconds).await,
         Bench::Security {
             tasks,
@@ -205,92 +163,115 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             tasks,
             executor_path,
         } => launch_latency(tasks, executor_path).await,
-        Bench::Dns { tasks, seconds } => {
-            anyhow::ensure!(
-                (1..=3000).contains(&tasks),
-                "--tasks must be between 1 and 3000"
-            );
-            anyhow::ensure!(
-                (1..=600).contains(&seconds),
-                "--seconds must be between 1 and 600"
-            );
-            dns::run(tasks, seconds).await
-        }
+        Bench::Dns { tasks, seconds } => dns::run(tasks, seconds).await,
         Bench::Lb {
             servers,
             changes,
             routing,
             requests,
-        } => {
-            anyhow::ensure!(
-                routing.iter().all(|v| (1..=50_000).contains(v)),
-                "--routing must be between 1 and 50000 virtual hosts"
-            );
-            anyhow::ensure!(
-                (10..=100_000).contains(&requests),
-                "--requests must be between 10 and 100000"
-            );
-            anyhow::ensure!(
-                servers.iter().all(|s| (10..=40_000).contains(s)),
-                "--servers must be between 10 and 40000"
-            );
-            anyhow::ensure!(
-                (1..=1000).contains(&changes),
-                "--changes must be between 1 and 1000"
-            );
-            tokio::task::block_in_place(|| {
-                lb::run(&servers, changes)?;
-                lb::routing(&routing, requests)
-            })
-        }
+        } => tokio::task::block_in_place(|| {
+            lb::run(&servers, changes)?;
+            lb::routing(&routing, requests)
+        }),
         Bench::Docker {
             image,
             replicas,
             launches,
             rounds,
-        } => {
-            anyhow::ensure!(rounds <= 20, "--rounds must be between 0 and 20");
-            anyhow::ensure!(
-                (1..=500).contains(&replicas),
-                "--replicas must be between 1 and 500"
-            );
-            anyhow::ensure!(
-                (1..=1000).contains(&launches),
-                "--launches must be between 1 and 1000"
-            );
-            anyhow::ensure!(
-                !image.is_empty()
-                    && image.len() <= 255
-                    && !image.starts_with('-')
-                    && image.chars().all(|c| c.is_ascii_graphic()),
-                "--image: '{image}' is not an image reference"
-            );
-            docker::run(&image, replicas, launches, rounds).await
-        }
-        Bench::Marathon { scenarios, agents } => {
-            let mut parsed = Vec::new();
-            for sc in &scenarios {
-                let (a, i) = sc
-                    .split_once('x')
-                    .and_then(|(a, i)| {
-                        Some((
-                            a.trim().parse::<usize>().ok()?,
-                            i.trim().parse::<usize>().ok()?,
-                        ))
-                    })
-                    .with_context(|| {
-                        format!("--scenarios: '{sc}' is not APPSxINSTANCES, e.g. 1x1000")
-                    })?;
-                anyhow::ensure!(
-                    a > 0 && i > 0 && a * i <= 20_000,
-                    "--scenarios: '{sc}' must be between 1x1 and 20,000 tasks"
-                );
-                parsed.push((a, i));
-            }
-            anyhow::ensure!(agents > 0, "--agents must be at least 1");
-            marathon::run(&parsed, agents).await
-        }
+        } => docker::run(&image, replicas, launches, rounds).await,
+        Bench::Marathon { scenarios, agents } => marathon::run(&scenarios, agents).await,
     }
+}
+
+/// A flag's value parser for integers from `min` to `max`: clap names the
+/// flag and the range when a value is outside it.
+fn between<T>(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<T>
+where
+    T: TryFrom<u64> + Clone + Send + Sync + 'static,
+    <T as TryFrom<u64>>::Error: std::error::Error + Send + Sync + 'static,
+{
+    clap::builder::RangedU64ValueParser::<T>::new().range(min..=max)
+}
+
+/// `--scenarios`: `APPSxINSTANCES`, at most 20,000 tasks.
+fn scenario(s: &str) -> Result<(usize, usize), String> {
+    let (apps, instances) = s
+        .split_once('x')
+        .and_then(|(a, i)| {
+            Some((
+                a.trim().parse::<usize>().ok()?,
+                i.trim().parse::<usize>().ok()?,
+            ))
+        })
+        .ok_or_else(|| format!("'{s}' is not APPSxINSTANCES, e.g. 1x1000"))?;
+    if apps == 0 || instances == 0 || apps.saturating_mul(instances) > 20_000 {
+        return Err(format!("'{s}' must be between 1x1 and 20,000 tasks"));
+    }
+    Ok((apps, instances))
+}
+
+/// `--image`: a Docker image reference.
+fn image_reference(s: &str) -> Result<String, String> {
+    if s.is_empty()
+        || s.len() > 255
+        || s.starts_with('-')
+        || !s.chars().all(|c| c.is_ascii_graphic())
+    {
+        return Err(format!("'{s}' is not an image reference"));
+    }
+    Ok(s.to_string())
+}
+
+/// `agora bench allocator`: a table row per (agents, frameworks) size.
+fn allocator(
+    agents: &[usize],
+    frameworks: &[usize],
+    rounds: Option<usize>,
+    through_master: bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        agents.len() == frameworks.len(),
+        "--agents and --frameworks need the same number of values"
+    );
+    println!(
+        "{:>7} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10} {:>17}",
+        "agents",
+        "frameworks",
+        "rounds",
+        "first ms",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "offering p50 ms"
+    );
+    for (&a, &f) in agents.iter().zip(frameworks) {
+        let r = rounds.unwrap_or(2 * f);
+        let (first, rounds) = if through_master {
+            let rounds = offers::master_decline_offers(a, f, r)?;
+            (rounds.first().map(|t| t.0).unwrap_or_default(), rounds)
+        } else {
+            allocator_decline_offers(a, f, r)
+        };
+        let times: Vec<Duration> = rounds.iter().map(|(t, _)| *t).collect();
+        // The rounds that offered something (the others find every agent
+        // declined by every framework).
+        let offering: Vec<Duration> = rounds
+            .iter()
+            .filter(|(_, offers)| *offers > 0)
+            .map(|(t, _)| *t)
+            .collect();
+        let p = |q: f64| percentile(&times, q);
+        println!(
+            "{a:>7} {f:>10} {r:>7} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} ({:>4})",
+            ms(first),
+            ms(p(0.5)),
+            ms(p(0.99)),
+            ms(*times.iter().max().unwrap_or(&Duration::ZERO)),
+            ms(percentile(&offering, 0.5)),
+            offering.len()
+        );
+    }
+    Ok(())
 }
 
 /// A master on an ephemeral local port, as every benchmark starts one.
@@ -303,6 +284,33 @@ pub(super) async fn local_master() -> anyhow::Result<agora_master::RunningMaster
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,
     )
     .await?)
+}
+
+/// `count` agents named `agent-1`… on local ports, registered with
+/// `master`, each offering `resources(i)` (i from 1), work dirs under `dir`.
+pub(super) async fn local_agents(
+    master: &agora_master::RunningMaster,
+    dir: &std::path::Path,
+    exe: &std::path::Path,
+    count: usize,
+    resources: impl Fn(usize) -> String,
+) -> anyhow::Result<Vec<agora_agent::RunningAgent>> {
+    let mut agents = Vec::new();
+    for i in 1..=count {
+        let mut o = agora_agent::AgentOptions::new(
+            master.address(),
+            dir.join(format!("agent-{i}")),
+            exe.to_path_buf(),
+        );
+        o.hostname = format!("agent-{i}");
+        o.resources = Some(Resources::parse(&resources(i), "*")?);
+        let a = agora_agent::start(o, tokio::net::TcpListener::bind("127.0.0.1:0").await?).await?;
+        a.registered(Duration::from_secs(10))
+            .await
+            .context("an agent did not register")?;
+        agents.push(a);
+    }
+    Ok(agents)
 }
 
 /// Keeps one offer for the next launch (when none is kept) and declines

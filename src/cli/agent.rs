@@ -99,6 +99,14 @@ pub struct AgentArgs {
     /// which sandboxes by their user): inline JSON or a file.
     #[arg(long, value_parser = super::master::parse_acls)]
     pub acls: Option<agora_proto::acl::Acls>,
+    /// Where CNI plugins are (`:`-separated; default: Debian's
+    /// /usr/lib/cni, then /opt/cni/bin).
+    #[arg(long, alias = "network_cni_plugins_dir")]
+    pub network_cni_plugins_dir: Option<String>,
+    /// CNI network configurations (Mesos' single-plugin files or
+    /// `.conflist`s), found by their `name`; the overlay network needs none.
+    #[arg(long, alias = "network_cni_config_dir")]
+    pub network_cni_config_dir: Option<PathBuf>,
     /// Run without TLS or without credentials for its endpoints (logged).
     #[arg(long)]
     pub insecure: bool,
@@ -155,6 +163,8 @@ impl AgentArgs {
         o.jwt_secret_key = self.jwt_secret_key.clone();
         o.switch_user = self.switch_user;
         o.acls = self.acls.clone().unwrap_or_default();
+        o.network_cni_plugins_dir = self.network_cni_plugins_dir.clone();
+        o.network_cni_config_dir = self.network_cni_config_dir.clone();
         o.tls = self.tls.tls()?;
         o.cluster = self.tls.cluster.clone();
         let readonly = match (self.authenticate_http_readonly, &self.http_credentials) {
@@ -201,7 +211,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         "agora agent listening on http://{} (master {})",
         agent.addr, args.master
     );
-    match &agent.settings.isolation {
+    match &agent.settings.core.isolation {
         Some(how) => eprintln!("process tasks: cpu and memory limits with {how}"),
         None => eprintln!(
             "process tasks: no cpu and memory limits (--isolation or cgroups not writable)"

@@ -263,106 +263,38 @@ fn task_table(tasks: &[Value], checked: bool) -> Table {
     t
 }
 
-pub async fn run(args: AppArgs) -> anyhow::Result<()> {
-    let mut args = args;
-    if args.marathon.is_none() {
-        // The dev cluster on this machine, with its CA and credentials.
-        if let Some(dev) = super::dev_secrets::cli_json(&args.work_dir) {
-            let s = |k: &str| dev[k].as_str().map(str::to_string);
-            args.marathon = s("marathon");
-            args.ca_file = args.ca_file.or_else(|| s("ca").map(Into::into));
-            args.auth_credentials = args
-                .auth_credentials
-                .or_else(|| s("user").zip(s("password")));
-        }
+/// The Marathon client `args` name: `--marathon` and its credentials, else
+/// the dev cluster on this machine (with its CA and credentials), else
+/// localhost:8080.
+fn client(args: &mut AppArgs) -> anyhow::Result<Client> {
+    if args.marathon.is_none()
+        && let Some(dev) = super::dev_secrets::cli_json(&args.work_dir)
+    {
+        let s = |k: &str| dev[k].as_str().map(str::to_string);
+        args.marathon = s("marathon");
+        args.ca_file = args.ca_file.take().or_else(|| s("ca").map(Into::into));
+        args.auth_credentials = args
+            .auth_credentials
+            .take()
+            .or_else(|| s("user").zip(s("password")));
     }
     let marathon = args
         .marathon
         .clone()
         .unwrap_or_else(|| "http://localhost:8080".into());
-    let c = Client::new(
+    Client::new(
         &marathon,
         args.auth_credentials.as_ref(),
         args.ca_file.as_deref(),
-    )?;
+    )
+}
+
+pub async fn run(args: AppArgs) -> anyhow::Result<()> {
+    let mut args = args;
+    let c = client(&mut args)?;
     match args.command {
-        AppCommand::List => {
-            let apps = c
-                .get("/v2/apps?embed=apps.counts&embed=apps.deployments")
-                .await?;
-            let list = apps["apps"].as_array().cloned().unwrap_or_default();
-            if list.is_empty() {
-                println!("No apps. Deploy one with `agora app deploy app.json`.");
-                return Ok(());
-            }
-            let mut t = table(&[
-                "ID",
-                "STATUS",
-                "RUNNING",
-                "HEALTHY",
-                "CPUS",
-                "MEM",
-                "COMMAND / IMAGE",
-            ]);
-            for a in &list {
-                t.add_row(vec![
-                    text(&a["id"]),
-                    status_of(a).into(),
-                    format!("{}/{}", a["tasksRunning"], a["instances"]),
-                    health(a),
-                    text(&a["cpus"]),
-                    text(&a["mem"]),
-                    what(a),
-                ]);
-            }
-            println!("{t}");
-        }
-        AppCommand::Show { id } => {
-            let path = app_path(&id)?;
-            let a = c.get(&format!("/v2/apps{path}")).await?["app"].clone();
-            let mut t = table(&["FIELD", "VALUE"]);
-            t.add_row(vec!["id".into(), text(&a["id"])]);
-            t.add_row(vec!["status".to_string(), status_of(&a).to_string()]);
-            t.add_row(vec![
-                "instances".into(),
-                format!("{} running of {}", a["tasksRunning"], a["instances"]),
-            ]);
-            t.add_row(vec!["healthy".into(), health(&a)]);
-            t.add_row(vec![
-                "resources".into(),
-                format!(
-                    "cpus {} · mem {} MB · disk {} MB",
-                    a["cpus"], a["mem"], a["disk"]
-                ),
-            ]);
-            t.add_row(vec!["command".into(), what(&a)]);
-            t.add_row(vec!["constraints".into(), text(&a["constraints"])]);
-            let service: Vec<String> = a["portDefinitions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| text(&p["port"]))
-                .collect();
-            t.add_row(vec!["service ports".into(), service.join(",")]);
-            t.add_row(vec!["version".into(), text(&a["version"])]);
-            if let Some(f) = a.get("lastTaskFailure") {
-                t.add_row(vec![
-                    "last failure".into(),
-                    format!(
-                        "{} {} ({})",
-                        text(&f["state"]),
-                        text(&f["message"]),
-                        text(&f["timestamp"])
-                    ),
-                ]);
-            }
-            println!("{t}");
-            let tasks = a["tasks"].as_array().cloned().unwrap_or_default();
-            let checked = a["healthChecks"].as_array().is_some_and(|h| !h.is_empty());
-            if !tasks.is_empty() {
-                println!("{}", task_table(&tasks, checked));
-            }
-        }
+        AppCommand::List => list(&c).await?,
+        AppCommand::Show { id } => show(&c, &id).await?,
         AppCommand::Tasks { id } => {
             let path = app_path(&id)?;
             let a = c.get(&format!("/v2/apps{path}")).await?["app"].clone();
@@ -374,58 +306,7 @@ pub async fn run(args: AppArgs) -> anyhow::Result<()> {
                 println!("{}", task_table(&tasks, checked));
             }
         }
-        AppCommand::Deploy { file, wait } => {
-            let raw = if file.as_os_str() == "-" {
-                let mut s = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut s)
-                    .context("cannot read the app definition from stdin")?;
-                s
-            } else {
-                std::fs::read_to_string(&file)
-                    .with_context(|| format!("cannot read {}", file.display()))?
-            };
-            let def: Value = serde_json::from_str(&raw)
-                .with_context(|| format!("{} is not JSON", file.display()))?;
-            let apps: Vec<Value> = match def {
-                Value::Array(a) => a,
-                one @ Value::Object(_) => vec![one],
-                _ => bail!(
-                    "{} must hold an app object or a list of apps",
-                    file.display()
-                ),
-            };
-            let mut ids = Vec::new();
-            for a in &apps {
-                let Some(id) = a["id"].as_str() else {
-                    bail!("every app in {} needs an \"id\"", file.display())
-                };
-                ids.push(app_path(id)?);
-            }
-            let force = if wait.force { "?force=true" } else { "" };
-            let deployment = if apps.len() == 1 {
-                let path = &ids[0];
-                let r = c
-                    .call(
-                        reqwest::Method::PUT,
-                        &format!("/v2/apps{path}{force}"),
-                        Some(&apps[0]),
-                    )
-                    .await?;
-                text(&r["deploymentId"])
-            } else {
-                let sep = if force.is_empty() { "?" } else { "&" };
-                let r = c
-                    .call(
-                        reqwest::Method::PUT,
-                        &format!("/v2/apps{force}{sep}partialUpdate=false"),
-                        Some(&Value::Array(apps.clone())),
-                    )
-                    .await?;
-                text(&r["deploymentId"])
-            };
-            follow(&c, &deployment, &ids, &wait, "deployed").await?;
-        }
+        AppCommand::Deploy { file, wait } => deploy(&c, &file, &wait).await?,
         AppCommand::Scale {
             id,
             instances,
@@ -467,6 +348,143 @@ pub async fn run(args: AppArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `agora app list`: a row per app.
+async fn list(c: &Client) -> anyhow::Result<()> {
+    let apps = c
+        .get("/v2/apps?embed=apps.counts&embed=apps.deployments")
+        .await?;
+    let list = apps["apps"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("No apps. Deploy one with `agora app deploy app.json`.");
+        return Ok(());
+    }
+    let mut t = table(&[
+        "ID",
+        "STATUS",
+        "RUNNING",
+        "HEALTHY",
+        "CPUS",
+        "MEM",
+        "COMMAND / IMAGE",
+    ]);
+    for a in &list {
+        t.add_row(vec![
+            text(&a["id"]),
+            status_of(a).into(),
+            format!("{}/{}", a["tasksRunning"], a["instances"]),
+            health(a),
+            text(&a["cpus"]),
+            text(&a["mem"]),
+            what(a),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+/// `agora app show ID`: the app's fields, then its tasks.
+async fn show(c: &Client, id: &str) -> anyhow::Result<()> {
+    let path = app_path(id)?;
+    let a = c.get(&format!("/v2/apps{path}")).await?["app"].clone();
+    let mut t = table(&["FIELD", "VALUE"]);
+    t.add_row(vec!["id".into(), text(&a["id"])]);
+    t.add_row(vec!["status".to_string(), status_of(&a).to_string()]);
+    t.add_row(vec![
+        "instances".into(),
+        format!("{} running of {}", a["tasksRunning"], a["instances"]),
+    ]);
+    t.add_row(vec!["healthy".into(), health(&a)]);
+    t.add_row(vec![
+        "resources".into(),
+        format!(
+            "cpus {} · mem {} MB · disk {} MB",
+            a["cpus"], a["mem"], a["disk"]
+        ),
+    ]);
+    t.add_row(vec!["command".into(), what(&a)]);
+    t.add_row(vec!["constraints".into(), text(&a["constraints"])]);
+    let service: Vec<String> = a["portDefinitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| text(&p["port"]))
+        .collect();
+    t.add_row(vec!["service ports".into(), service.join(",")]);
+    t.add_row(vec!["version".into(), text(&a["version"])]);
+    if let Some(f) = a.get("lastTaskFailure") {
+        t.add_row(vec![
+            "last failure".into(),
+            format!(
+                "{} {} ({})",
+                text(&f["state"]),
+                text(&f["message"]),
+                text(&f["timestamp"])
+            ),
+        ]);
+    }
+    println!("{t}");
+    let tasks = a["tasks"].as_array().cloned().unwrap_or_default();
+    let checked = a["healthChecks"].as_array().is_some_and(|h| !h.is_empty());
+    if !tasks.is_empty() {
+        println!("{}", task_table(&tasks, checked));
+    }
+    Ok(())
+}
+
+/// `agora app deploy FILE`: PUT one app or a list, then follow the
+/// deployment.
+async fn deploy(c: &Client, file: &std::path::Path, wait: &Wait) -> anyhow::Result<()> {
+    let raw = if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read the app definition from stdin")?;
+        s
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let def: Value =
+        serde_json::from_str(&raw).with_context(|| format!("{} is not JSON", file.display()))?;
+    let apps: Vec<Value> = match def {
+        Value::Array(a) => a,
+        one @ Value::Object(_) => vec![one],
+        _ => bail!(
+            "{} must hold an app object or a list of apps",
+            file.display()
+        ),
+    };
+    let mut ids = Vec::new();
+    for a in &apps {
+        let Some(id) = a["id"].as_str() else {
+            bail!("every app in {} needs an \"id\"", file.display())
+        };
+        ids.push(app_path(id)?);
+    }
+    let force = if wait.force { "?force=true" } else { "" };
+    let deployment = if apps.len() == 1 {
+        let path = &ids[0];
+        let r = c
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v2/apps{path}{force}"),
+                Some(&apps[0]),
+            )
+            .await?;
+        text(&r["deploymentId"])
+    } else {
+        let sep = if force.is_empty() { "?" } else { "&" };
+        let r = c
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v2/apps{force}{sep}partialUpdate=false"),
+                Some(&Value::Array(apps.clone())),
+            )
+            .await?;
+        text(&r["deploymentId"])
+    };
+    follow(c, &deployment, &ids, wait, "deployed").await
 }
 
 /// Counts of one app for the progress bar: (done, wanted).

@@ -6,7 +6,7 @@
 //! `--hosts N` runs the multi-host test bed instead.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use agora_agent::AgentOptions;
@@ -162,7 +162,7 @@ fn print_summary(
             "  agent     https://{}         rack:r{}  {}",
             a.addr,
             i + 1,
-            a.settings.resources
+            a.settings.core.resources
         );
     }
     if let Some(m) = marathon {
@@ -191,6 +191,9 @@ fn print_summary(
         }
         None => {}
     }
+    println!(
+        "  overlay   off: an address per task needs agents on hosts of their own (sudo agora dev --hosts 3)"
+    );
     println!(
         "  work dir  {} (certificates and credentials in {})",
         args.work_dir.display(),
@@ -358,6 +361,36 @@ async fn start_dns(
     })
 }
 
+/// The dev cluster's overlay range.
+const DEV_OVERLAY: &str = "10.200.0.0/16";
+
+/// Whether this machine can run the overlay: VXLAN in the kernel (tried in
+/// a namespace of its own) and the CNI plugins; why not, plainly.
+fn overlay_possible() -> Result<(), String> {
+    if !Path::new("/usr/lib/cni/bridge").exists() && !Path::new("/opt/cni/bin/bridge").exists() {
+        return Err("no CNI plugins (apt-get install containernetworking-plugins)".into());
+    }
+    let ns = format!("agora-dev-probe-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !ip(&["netns", "add", &ns]) {
+        return Err("cannot make network namespaces (root is needed)".into());
+    }
+    let vxlan = ip(&[
+        "-n", &ns, "link", "add", "probe", "type", "vxlan", "id", "1", "dstport", "4789",
+    ]);
+    ip(&["netns", "del", &ns]);
+    if vxlan {
+        Ok(())
+    } else {
+        Err("the kernel has no VXLAN".into())
+    }
+}
+
 /// `agora dev --hosts N`: the multi-host test bed, for a person.
 async fn on_hosts(
     agents: u16,
@@ -365,8 +398,14 @@ async fn on_hosts(
     agora: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let agora = executor_path(agora)?;
+    let overlay = overlay_possible();
     let layout = agora_testbed::Layout {
         agents: usize::from(agents),
+        master_flags: if overlay.is_ok() {
+            vec!["--overlay-cidr".into(), DEV_OVERLAY.into()]
+        } else {
+            Vec::new()
+        },
         ..agora_testbed::Layout::default()
     };
     let dir = work_dir.join("hosts");
@@ -392,6 +431,12 @@ async fn on_hosts(
         "  ip netns exec agora-dev-client1 curl -sL --cacert {ca} -u {user}:{password} https://master1:5050/master/state"
     );
     println!("  ip netns exec agora-dev-client1 dig @dns web.marathon.mesos");
+    match overlay {
+        Ok(()) => println!(
+            "Overlay {DEV_OVERLAY}: a /24 per agent; tasks on the network \"agora\" get their own address\n  (Marathon: \"networks\": [{{\"mode\": \"container\", \"name\": \"agora\"}}]; see the README)"
+        ),
+        Err(why) => println!("Overlay off: {why}"),
+    }
     println!("Try failover: kill the leading master's process (ip netns pids agora-dev-masterN),");
     println!("or cut a host off: ip netns exec agora-dev-agent1 iptables -A INPUT -i eth0 -j DROP");
     println!(

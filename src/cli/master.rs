@@ -32,6 +32,12 @@ pub struct MasterArgs {
     /// How long an agent admitted before a master failover may take to re-register (an agent whose connection closes has its ping budget: --agent-ping-timeout x --max-agent-ping-timeouts).
     #[arg(long, default_value = "10m", value_parser = agora_proto::duration::parse)]
     pub agent_reregister_timeout: Duration,
+    /// How long frameworks that accept a drained agent's inverse offer
+    /// (marathon-rs does) may take to move their tasks elsewhere before
+    /// they are killed; frameworks that do not answer within 2s are killed
+    /// at once. 0 kills every task at once, as Mesos' DRAIN_AGENT.
+    #[arg(long, default_value = "10mins", value_parser = agora_proto::duration::parse)]
+    pub drain_notice: Duration,
     /// Rescind offers older than this (none when unset).
     #[arg(long, value_parser = agora_proto::duration::parse)]
     pub offer_timeout: Option<Duration>,
@@ -41,6 +47,25 @@ pub struct MasterArgs {
     /// Only these roles (comma separated) may be used.
     #[arg(long, value_delimiter = ',')]
     pub roles: Option<Vec<String>>,
+    /// An overlay network over this range (e.g. `10.200.0.0/16`): each agent
+    /// gets a subnet of it and tasks that ask for the network an address of
+    /// their own; none when unset.
+    #[arg(long)]
+    pub overlay_cidr: Option<ipnet::Ipv4Net>,
+    /// The overlay network's name (tasks ask for it in `network_infos`,
+    /// Marathon apps in `networks`).
+    #[arg(long, default_value = "agora")]
+    pub overlay_name: String,
+    /// The prefix length of each agent's subnet of --overlay-cidr.
+    #[arg(long, default_value_t = 24)]
+    pub overlay_subnet_prefix: u8,
+    /// Encrypt the overlay between agents (IPsec ESP, AES-128-GCM, keys
+    /// made by the master and handed to agents over their TLS channel).
+    #[arg(long, requires = "overlay_cidr")]
+    pub overlay_encrypt: bool,
+    /// How often the encrypted overlay's key is replaced.
+    #[arg(long, default_value = "12h", value_parser = agora_proto::duration::parse)]
+    pub overlay_key_rotation: Duration,
     /// Contend for leadership in ZooKeeper (`zk://host:2181[,host:2181]/mesos`):
     /// a standby redirects to the leader until it is elected.
     #[arg(long, value_parser = parse_zk)]
@@ -187,18 +212,38 @@ impl MasterArgs {
     }
 
     /// The core configuration these flags describe.
-    pub fn config(&self) -> Config {
-        Config {
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let overlay = match self.overlay_cidr {
+            Some(cidr) => {
+                let mut o = agora_master_core::master::OverlayConfig::new(
+                    &self.overlay_name,
+                    cidr,
+                    self.overlay_subnet_prefix,
+                )
+                .context("--overlay-cidr, --overlay-name, --overlay-subnet-prefix")?;
+                anyhow::ensure!(
+                    self.overlay_key_rotation >= Duration::from_secs(10),
+                    "--overlay-key-rotation must be at least 10s (a rotation takes 10s)"
+                );
+                o.encrypt = self.overlay_encrypt;
+                o.key_rotation = self.overlay_key_rotation;
+                Some(o)
+            }
+            None => None,
+        };
+        Ok(Config {
             allocation_interval: self.allocation_interval,
             agent_ping_timeout: self.agent_ping_timeout,
             max_agent_ping_timeouts: self.max_agent_ping_timeouts,
             agent_reregister_timeout: self.agent_reregister_timeout,
             offer_timeout: self.offer_timeout,
+            drain_notice: self.drain_notice,
             weights: self.weights.clone().map(|w| w.0).unwrap_or_default(),
             roles: self.roles.clone(),
             acls: self.auth.acls.clone().unwrap_or_default(),
+            overlay,
             ..Config::default()
-        }
+        })
     }
 
     /// What security is missing from these flags.
@@ -215,7 +260,7 @@ impl MasterArgs {
 
     /// The master options.
     pub fn options(&self) -> anyhow::Result<MasterOptions> {
-        let config = self.config();
+        let config = self.config()?;
         let auth = std::sync::Arc::new(self.auth.http_auth()?);
         let on = |r| auth.requires(r).to_string();
         use agora_proto::auth::Realm;

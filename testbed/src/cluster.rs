@@ -28,6 +28,8 @@ use serde_json::Value;
 use tracing::{debug, info};
 
 use crate::net::{Forward, NetError, Network};
+
+mod components;
 use crate::secrets::{CertSpec, Secrets, SecretsError};
 
 /// Debian's ZooKeeper (libzookeeper-java).
@@ -112,6 +114,11 @@ pub struct Layout {
     pub agent_flags: Vec<String>,
     /// More flags for every marathon-rs.
     pub marathon_flags: Vec<String>,
+    /// The lb host also runs an agent (`lb-agent`), whose resources are
+    /// reserved for role `slave_public` so that no app lands there by
+    /// accident: as DC/OS' public agents ran marathon-lb, it puts the load
+    /// balancer on the overlay.
+    pub lb_agent: bool,
 }
 
 impl Default for Layout {
@@ -131,6 +138,7 @@ impl Default for Layout {
             master_flags: vec![],
             agent_flags: vec![],
             marathon_flags: vec![],
+            lb_agent: false,
         }
     }
 }
@@ -170,6 +178,9 @@ impl Layout {
         if self.lb && self.marathons == 0 {
             return bad("agora lb needs marathon-rs");
         }
+        if self.lb_agent && !self.lb {
+            return bad("an agent on the lb host needs the lb host");
+        }
         if self.hosts().len() > 200 {
             return bad("at most 200 hosts");
         }
@@ -200,6 +211,70 @@ pub struct Cluster {
     http: reqwest::Client,
     // Dropped last: removing the namespaces kills what still runs in them.
     net: Network,
+}
+
+impl Drop for Cluster {
+    /// Before the hosts go: the processes that left their host's network
+    /// namespace (tasks in networks of their own) but run from this
+    /// cluster's directories, and the handles of those namespaces.
+    fn drop(&mut self) {
+        let Ok(dir) = self.dir.canonicalize() else {
+            return;
+        };
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&dir)) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        // Docker containers of this cluster's agents (labelled with their
+        // ids, which each agent keeps in `<work>/meta/agent_id`): they run
+        // in the engine, outside every host.
+        for host in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(id) = std::fs::read_to_string(host.path().join("meta").join("agent_id")) else {
+                continue;
+            };
+            let label = format!("label=agora.agent_id={}", id.trim());
+            let listed = std::process::Command::new("docker")
+                .args(["ps", "-aq", "--filter", &label])
+                .output();
+            if let Ok(out) = listed {
+                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+                if !ids.is_empty() {
+                    let _ = std::process::Command::new("docker")
+                        .args(["rm", "-f"])
+                        .args(&ids)
+                        .output();
+                }
+            }
+        }
+        // Each agent's records of its containers (`<work>/cni/containers/<id>`).
+        for host in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let containers = host.path().join("cni").join("containers");
+            for c in std::fs::read_dir(containers)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let handle = Path::new("/run/netns")
+                    .join(format!("agora-{}", c.file_name().to_string_lossy()));
+                let _ = std::process::Command::new("umount").arg(&handle).output();
+                let _ = std::fs::remove_file(handle);
+            }
+        }
+    }
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -266,7 +341,14 @@ impl Cluster {
                 CertSpec {
                     file: "agent".into(),
                     role: Role::Agent,
-                    names: addrs_of("agent"),
+                    names: if layout.lb_agent {
+                        addrs_of("agent")
+                            .into_iter()
+                            .chain(addrs_of("lb"))
+                            .collect()
+                    } else {
+                        addrs_of("agent")
+                    },
                 },
                 CertSpec {
                     file: "marathon".into(),
@@ -393,6 +475,19 @@ impl Cluster {
         if self.layout.lb {
             defs.push(("lb".into(), agora_cmd(self.lb_args()?), vec![]));
         }
+        if self.layout.lb_agent {
+            defs.push((
+                "lb-agent".into(),
+                agora_cmd(self.agent_args_on(
+                    "lb",
+                    "lb-agent",
+                    "cpus(slave_public):1;mem(slave_public):256;disk(slave_public):256",
+                    "public:true",
+                    agora,
+                )?),
+                vec![],
+            ));
+        }
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
         for (host, command, env) in defs {
             procs.insert(
@@ -406,180 +501,6 @@ impl Cluster {
             );
         }
         Ok(())
-    }
-
-    /// `agora master` on host `master{i}`.
-    fn master_args(&self, i: usize) -> Result<Vec<String>, ClusterError> {
-        let s = &self.secrets;
-        let d = |p: &Path| p.display().to_string();
-        let host = format!("master{i}");
-        let addr = self.net.host(&host)?.addr;
-        let mut args: Vec<String> = vec![
-            "master".into(),
-            "--ip".into(),
-            addr.to_string(),
-            "--port".into(),
-            MASTER_PORT.to_string(),
-            "--hostname".into(),
-            host.clone(),
-            "--work-dir".into(),
-            d(&self.dir.join(&host)),
-            "--credentials".into(),
-            d(&s.credentials),
-            // pymesos speaks plain HTTP; it still authenticates.
-            "--ssl-support-downgrade".into(),
-            "--allocation-interval".into(),
-            "200ms".into(),
-        ];
-        args.extend(s.ssl_flags("master"));
-        args.extend(self.layout.master_flags.iter().cloned());
-        args.extend(self.zk_flags("mesos"));
-        Ok(args)
-    }
-
-    /// `agora agent` on host `agent{i}`, `agora` being the executor.
-    fn agent_args(&self, i: usize, agora: &Path) -> Result<Vec<String>, ClusterError> {
-        let s = &self.secrets;
-        let d = |p: &Path| p.display().to_string();
-        let host = format!("agent{i}");
-        let addr = self.net.host(&host)?.addr;
-        let mut args: Vec<String> = vec![
-            "agent".into(),
-            "--master".into(),
-            self.master_flag(),
-            "--ip".into(),
-            addr.to_string(),
-            "--port".into(),
-            AGENT_PORT.to_string(),
-            "--hostname".into(),
-            host.clone(),
-            "--work-dir".into(),
-            d(&self.dir.join(&host)),
-            "--resources".into(),
-            self.layout.agent_resources.clone(),
-            "--attributes".into(),
-            format!("rack:r{i}"),
-            "--executor-path".into(),
-            d(agora),
-            "--credential".into(),
-            d(&s.credential_file("agent")?),
-            "--http-credentials".into(),
-            d(&s.credentials),
-        ];
-        args.extend(s.ssl_flags("agent"));
-        args.extend(self.layout.agent_flags.iter().cloned());
-        Ok(args)
-    }
-
-    /// marathon-rs on host `marathon{i}`.
-    fn marathon_args(&self, i: usize) -> Result<Vec<String>, ClusterError> {
-        let s = &self.secrets;
-        let d = |p: &Path| p.display().to_string();
-        let host = format!("marathon{i}");
-        let addr = self.net.host(&host)?.addr;
-        let mut args: Vec<String> = vec![
-            "marathon".into(),
-            "--master".into(),
-            self.master_flag(),
-            "--http-address".into(),
-            addr.to_string(),
-            "--http-port".into(),
-            MARATHON_PORT.to_string(),
-            "--hostname".into(),
-            host.clone(),
-            "--work-dir".into(),
-            d(&self.dir.join(&host)),
-            "--mesos-authentication-principal".into(),
-            "marathon".into(),
-            "--mesos-authentication-secret-file".into(),
-            d(&s.secret_file("marathon")?),
-        ];
-        args.extend(self.zk_flags("marathon"));
-        args.extend(s.ssl_flags("marathon"));
-        args.extend(self.layout.marathon_flags.iter().cloned());
-        Ok(args)
-    }
-
-    /// `agora dns` on host `dns`.
-    fn dns_args(&self) -> Result<Vec<String>, ClusterError> {
-        let s = &self.secrets;
-        let d = |p: &Path| p.display().to_string();
-        let addr = self.net.host("dns")?.addr;
-        let args: Vec<String> = vec![
-            "dns".into(),
-            "--master".into(),
-            self.master_flag(),
-            "--ip".into(),
-            addr.to_string(),
-            "--port".into(),
-            DNS_PORT.to_string(),
-            "--http-port".into(),
-            DNS_HTTP_PORT.to_string(),
-            "--credential".into(),
-            d(&s.credential_file("dns")?),
-            "--ssl-ca-file".into(),
-            d(&s.ca),
-        ];
-        Ok(args)
-    }
-
-    /// `agora lb` on host `lb`.
-    fn lb_args(&self) -> Result<Vec<String>, ClusterError> {
-        let s = &self.secrets;
-        let d = |p: &Path| p.display().to_string();
-        let lb = self.dir.join("lb");
-        std::fs::create_dir_all(&lb)?;
-        let args: Vec<String> = vec![
-            "lb".into(),
-            "--marathon".into(),
-            (1..=self.layout.marathons)
-                .map(|i| format!("https://marathon{i}:{MARATHON_PORT}"))
-                .collect::<Vec<_>>()
-                .join(","),
-            "--marathon-ca-cert".into(),
-            d(&s.ca),
-            "--marathon-auth-credential-file".into(),
-            d(&s.basic_file("admin")?),
-            "--haproxy-config".into(),
-            d(&lb.join("haproxy.cfg")),
-            "--socket".into(),
-            d(&lb.join("socket")),
-            "--state-file".into(),
-            d(&lb.join("state")),
-            "--bind-http-port".into(),
-            LB_HTTP_PORT.to_string(),
-            "--resync".into(),
-            "10s".into(),
-        ];
-        Ok(args)
-    }
-
-    /// ZooKeeper server `i`'s configuration and command.
-    fn zookeeper(&self, i: usize) -> Result<Vec<String>, ClusterError> {
-        let dir = self.dir.join(format!("zk{i}"));
-        let data = dir.join("data");
-        std::fs::create_dir_all(&data)?;
-        std::fs::write(data.join("myid"), i.to_string())?;
-        let mut cfg = format!(
-            "tickTime=500\ninitLimit=20\nsyncLimit=10\ndataDir={}\nclientPort={ZK_PORT}\n\
-             admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr,stat\n",
-            data.display()
-        );
-        if self.layout.zookeepers > 1 {
-            for j in 1..=self.layout.zookeepers {
-                cfg.push_str(&format!("server.{j}=zk{j}:2888:3888\n"));
-            }
-        }
-        let cfg_path = dir.join("zoo.cfg");
-        std::fs::write(&cfg_path, cfg)?;
-        Ok(vec![
-            "java".into(),
-            "-Xmx256m".into(),
-            "-cp".into(),
-            format!("{ZK_JAR}:/usr/share/java/slf4j-simple.jar"),
-            "org.apache.zookeeper.server.quorum.QuorumPeerMain".into(),
-            cfg_path.display().to_string(),
-        ])
     }
 
     /// Starts every component in order, waiting for each tier.
@@ -621,6 +542,11 @@ impl Cluster {
             self.start_host("lb")?;
             self.wait_port("lb", 9092, Duration::from_secs(30)).await?;
         }
+        if self.layout.lb_agent {
+            self.start_host("lb-agent")?;
+            self.wait_agents(self.layout.agents + 1, Duration::from_secs(60))
+                .await?;
+        }
         info!(prefix = self.net.prefix(), "cluster is up");
         Ok(())
     }
@@ -638,7 +564,10 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(&p.log)?;
-        let mut c = self.net.command(host, &p.command[0])?;
+        // `lb-agent` runs on the lb host; every other component on the host
+        // of its name.
+        let netns_host = if host == "lb-agent" { "lb" } else { host };
+        let mut c = self.net.command(netns_host, &p.command[0])?;
         c.args(&p.command[1..])
             .envs(p.env.iter().map(|(k, v)| (k, v)))
             .env_remove("AGORA_REQUIRE_ALL")
@@ -819,6 +748,67 @@ impl Cluster {
             .map(|(_, v)| v)
     }
 
+    /// What each master answers now, one line each: for a start that
+    /// timed out.
+    async fn masters_seen(&self) -> String {
+        let mut seen = String::new();
+        for i in 1..=self.layout.masters {
+            let host = format!("master{i}");
+            let line = match self.get(&host, MASTER_PORT, "/master/state").await {
+                Ok((status, state)) => format!(
+                    "HTTP {status}, leader {}, {} agents",
+                    state["leader_info"]["hostname"],
+                    state["slaves"].as_array().map_or(0, Vec::len)
+                ),
+                Err(e) => {
+                    let mut chain = e.to_string();
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(s) = source {
+                        chain += &format!(": {s}");
+                        source = s.source();
+                    }
+                    chain
+                }
+            };
+            seen += &format!("{host}: {line}\n");
+        }
+        seen
+    }
+
+    /// The agents the leading master lacks: whether each still runs, and
+    /// the end of its log.
+    async fn missing_agents(&self) -> String {
+        let registered: Vec<String> = match self.master_state().await {
+            Some(state) => state["slaves"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s["hostname"].as_str().map(str::to_string))
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut report = String::new();
+        for i in 1..=self.layout.agents {
+            let host = format!("agent{i}");
+            if registered.contains(&host) {
+                continue;
+            }
+            let running = {
+                let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+                match procs.get_mut(&host).and_then(|p| p.child.as_mut()) {
+                    Some(child) => match child.try_wait() {
+                        Ok(None) => "runs".to_string(),
+                        Ok(Some(status)) => format!("exited ({status})"),
+                        Err(e) => format!("cannot be waited for ({e})"),
+                    },
+                    None => "was not started".to_string(),
+                }
+            };
+            report += &format!("\n{host} {running}{}", tail(&self.log(&host), 30));
+        }
+        report
+    }
+
     async fn wait_agents(&self, n: usize, within: Duration) -> Result<(), ClusterError> {
         let deadline = Instant::now() + within;
         loop {
@@ -835,7 +825,7 @@ impl Cluster {
                 return Err(ClusterError::Timeout {
                     what: format!("{n} agents registered with a leading master"),
                     secs: within.as_secs(),
-                    log: tail(&self.log("master1"), 20) + &tail(&self.log("agent1"), 20),
+                    log: self.masters_seen().await + &self.missing_agents().await,
                 });
             }
             tokio::time::sleep(Duration::from_millis(250)).await;

@@ -202,6 +202,40 @@ async fn legacy_and_operator_endpoints_answer() {
         hosts.contains(&"agent-1") && hosts.contains(&"agent-2"),
         "{hosts:?}"
     );
+    // DRAIN_AGENT (Mesos 1.9) on an idle agent: DRAINED at once, inactive;
+    // a negative grace is refused.
+    let id = v["get_agents"]["agents"][1]["agent_info"]["id"]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let drain = |seconds: i64| {
+        format!(
+            r#"{{"type":"DRAIN_AGENT","drain_agent":{{"agent_id":{{"value":"{id}"}},"max_grace_period":{{"seconds":{seconds}}}}}}}"#
+        )
+    };
+    let (code, body) = post(&cluster.url("/api/v1"), Some("application/json"), drain(-5)).await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = post(&cluster.url("/api/v1"), Some("application/json"), drain(10)).await;
+    assert_eq!(code, 200, "{body}");
+    let (_, body) = post(
+        &cluster.url("/api/v1"),
+        Some("application/json"),
+        r#"{"type":"GET_AGENTS"}"#,
+    )
+    .await;
+    let agents: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let drained = agents["get_agents"]["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent_info"]["id"]["value"] == id.as_str())
+        .unwrap();
+    assert_eq!(drained["drain_info"]["state"], "DRAINED", "{drained}");
+    assert_eq!(
+        drained["drain_info"]["config"]["max_grace_period"]["nanoseconds"],
+        10_000_000_000i64
+    );
+    assert_eq!(drained["active"], false);
     for call in [
         "GET_HEALTH",
         "GET_VERSION",

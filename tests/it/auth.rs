@@ -471,15 +471,16 @@ async fn executors_authenticate_with_their_agents_token() {
         &scheduler,
         &mut events,
         &offer,
-        ("tokened", "env > env.txt; sleep 60"),
+        ("tokened", "env > env.tmp && mv env.tmp env.txt; sleep 60"),
         TaskState::TaskRunning,
     )
     .await;
-    let env_file = crate::cluster::eventually("the task wrote its environment", || async {
-        find(dir.path(), "env.txt")
+    // `env > env.txt` creates the file before it writes it: wait for the
+    // whole of it (the task renames it into place when written).
+    let env = crate::cluster::eventually("the task wrote its environment", || async {
+        std::fs::read_to_string(find(dir.path(), "env.txt")?).ok()
     })
     .await;
-    let env = std::fs::read_to_string(env_file).unwrap();
     assert!(env.contains("MESOS_TASK_ID=tokened"), "{env}");
     assert!(
         !env.contains("MESOS_EXECUTOR_AUTHENTICATION_TOKEN"),

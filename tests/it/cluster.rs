@@ -242,11 +242,19 @@ impl Drop for AgentProcess {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // Below the kernel's ephemeral range (32768 and up), each handed out
+    // once by this process: a port-0 bind or an outgoing connection of
+    // another test cannot take it before its user binds it (seen in CI as
+    // "Address already in use" when ports came from binding port 0).
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 20) * 600;
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = u16::try_from(base + n % 600).expect("below 32,000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Every framework's tasks in the master's state, once its first agent is

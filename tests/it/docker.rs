@@ -15,7 +15,7 @@ const IMAGE: &str = "agora-test/busybox:1";
 
 /// Builds the test image once; `None` (after saying why) without Docker or
 /// busybox-static.
-fn image() -> Option<&'static str> {
+pub(crate) fn image() -> Option<&'static str> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let busybox = std::path::Path::new("/bin/busybox");

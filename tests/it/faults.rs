@@ -238,17 +238,7 @@ async fn deploy_sleepers(cluster: &Cluster, id: &str, n: usize, marker: &str, ex
         || marathon_leader(cluster),
     )
     .await;
-    let (status, body) = cluster
-        .send(
-            reqwest::Method::POST,
-            &leader,
-            MARATHON_PORT,
-            "/v2/apps",
-            &app,
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{body}");
+    crate::hosts::post_app(cluster, &leader, &app).await;
 }
 
 /// What is running, seen from outside: task processes per host, the

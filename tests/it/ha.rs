@@ -25,6 +25,13 @@ pub(crate) struct ZkServer {
 }
 
 impl ZkServer {
+    /// The `zk://` URL of `path` on this server.
+    pub(crate) fn url(&self, path: &str) -> zk::ZkUrl {
+        format!("zk://127.0.0.1:{}{path}", self.port)
+            .parse()
+            .unwrap()
+    }
+
     /// Starts one (a 500 ms tick, so sessions may be as short as 1 s), or
     /// None when ZooKeeper is not installed.
     pub(crate) async fn start() -> Option<ZkServer> {
@@ -534,19 +541,20 @@ async fn marathon_rs_fails_over_to_a_standby_with_its_apps_and_tasks_from_zookee
     cluster.stop().await;
 }
 
+/// A client of the ZooKeeper servers of `url`.
+async fn zk_client(url: &zk::ZkUrl) -> zk::zookeeper_client::Client {
+    zk::zookeeper_client::Client::connect(&url.servers)
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zookeeper_document_is_chunked_whole_and_fenced_against_a_deposed_writer() {
     let Some(server) = ZkServer::start().await else {
         return;
     };
-    let url: zk::ZkUrl = format!("zk://127.0.0.1:{}/doc", server.port)
-        .parse()
-        .unwrap();
-    let connect = || async {
-        zk::zookeeper_client::Client::connect(&url.servers)
-            .await
-            .unwrap()
-    };
+    let url = server.url("/doc");
+    let connect = || zk_client(&url);
     let old = zk::Document::new(connect().await, &url, "/doc/state".into());
     assert_eq!(old.read().await.unwrap(), None);
     // Bigger than ZooKeeper's 1 MB node limit: stored in chunks.
@@ -586,6 +594,79 @@ async fn a_zookeeper_document_is_chunked_whole_and_fenced_against_a_deposed_writ
     assert!(matches!(err, zk::ZkError::Corrupt(..)), "{err}");
 }
 
+/// The keyed store (marathon-rs' state, issue 15): entries written in
+/// fenced transactions, a write of many carried in several, removals, and a
+/// deposed writer refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_entries_write_only_what_they_are_given_and_fence_a_deposed_writer() {
+    let Some(server) = ZkServer::start().await else {
+        return;
+    };
+    let url = server.url("/entries");
+    let connect = || zk_client(&url);
+    let old = zk::Entries::new(connect().await, &url, "/entries/state".into());
+    assert_eq!(old.read().await.unwrap(), None, "nothing written yet");
+    // 3 MB in 300 entries: more than one transaction may carry.
+    let big: Vec<zk::Change> = (0..300)
+        .map(|i| (format!("app:{i}"), Some(vec![i as u8; 10_000])))
+        .collect();
+    old.write(&big).await.unwrap();
+    old.write(&[("app:7".into(), None), ("meta".into(), Some(b"m".to_vec()))])
+        .await
+        .unwrap();
+    let new = zk::Entries::new(connect().await, &url, "/entries/state".into());
+    let read = new.read().await.unwrap().unwrap();
+    assert_eq!(read.len(), 300, "299 apps and meta");
+    assert!(!read.contains_key("app:7"));
+    assert_eq!(read["app:8"], vec![8u8; 10_000]);
+    assert_eq!(read["meta"], b"m".to_vec());
+    new.write(&[("meta".into(), Some(b"the new leader's".to_vec()))])
+        .await
+        .unwrap();
+    // The old writer has not seen that commit: its next one is refused,
+    // and changes nothing.
+    let refused = old
+        .write(&[("meta".into(), Some(b"a deposed leader's".to_vec()))])
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, zk::ZkError::Fenced(_)), "{refused}");
+    let fresh = zk::Entries::new(connect().await, &url, "/entries/state".into());
+    assert_eq!(
+        fresh.read().await.unwrap().unwrap()["meta"],
+        b"the new leader's".to_vec()
+    );
+    let bad = fresh.write(&[("a/b".into(), Some(Vec::new()))]).await;
+    assert!(bad.is_err(), "a key with '/' names no single node");
+}
+
+/// A detector that starts before any master has made the election's
+/// directory sees the first master that does, whenever it comes: right
+/// after the directory appears as well (seen in CI: an agent listed no
+/// children, the directory was made before it set its watch for it, and it
+/// never heard of the leader).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detector_started_before_any_master_sees_the_first_one() {
+    let Some(server) = ZkServer::start().await else {
+        return;
+    };
+    let record = br#"{"address": {"ip": "10.0.0.1", "port": 5050}, "hostname": "m1"}"#;
+    for round in 0..30u64 {
+        let url = server.url(&format!("/race{round}"));
+        let mut leader = zk::detect(url.clone());
+        // The master comes a little after, a different moment each round.
+        tokio::time::sleep(Duration::from_millis(round % 10)).await;
+        let _candidacy = zk::contend(&url, record, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let seen = zk::current_leader(&mut leader, Duration::from_secs(10)).await;
+        assert_eq!(
+            seen.map(|l| l.address),
+            Some("10.0.0.1:5050".to_string()),
+            "round {round}: the detector never saw the master"
+        );
+    }
+}
+
 /// Issue 12.1: marathon-rs with `--zk` hung under concurrent POSTs (a store
 /// write waited on ZooKeeper while holding the state machine's lock). Four
 /// clients create apps at once while `/ping` and a read are asked
@@ -609,7 +690,13 @@ async fn marathon_rs_in_ha_answers_throughout_concurrent_writes_and_keeps_every_
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    let (clients, per_client) = (4, 100);
+    // Issue 15: apps stored as entries of their own. 1,000 in CI;
+    // AGORA_HA_APPS=5000 for the figures in BENCHMARKS.md.
+    let apps: usize = std::env::var("AGORA_HA_APPS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
+    let (clients, per_client) = (4, apps.div_ceil(4));
     let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let prober = {
         let (client, writing, base) = (client.clone(), writing.clone(), me.clone());
@@ -635,9 +722,11 @@ async fn marathon_rs_in_ha_answers_throughout_concurrent_writes_and_keeps_every_
         .map(|w| {
             let (client, base) = (client.clone(), me.clone());
             tokio::spawn(async move {
+                let mut took = Vec::with_capacity(per_client);
                 for i in 0..per_client {
                     let app = serde_json::json!({"id": format!("/load/w{w}-{i}"), "cmd": "sleep 1",
                                                  "cpus": 0.01, "mem": 8, "instances": 0});
+                    let started = std::time::Instant::now();
                     let r = client
                         .post(format!("http://{base}/v2/apps"))
                         .json(&app)
@@ -645,20 +734,38 @@ async fn marathon_rs_in_ha_answers_throughout_concurrent_writes_and_keeps_every_
                         .await
                         .unwrap_or_else(|e| panic!("POST /load/w{w}-{i}: {e}"));
                     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+                    took.push(started.elapsed());
                 }
+                took
             })
         })
         .collect();
+    // Each client's POSTs in order: the first and the last tenth say
+    // whether a write grows with the number of apps stored.
+    let mut per_writer = Vec::new();
     for w in writers {
-        w.await.unwrap();
+        per_writer.push(w.await.unwrap());
     }
     let elapsed = started.elapsed();
     writing.store(false, std::sync::atomic::Ordering::Relaxed);
     let (answered, worst) = prober.await.unwrap();
+    let tenth = per_client / 10;
+    let mean = |pick: &dyn Fn(&Vec<Duration>) -> &[Duration]| {
+        let all: Vec<Duration> = per_writer.iter().flat_map(|t| pick(t).to_vec()).collect();
+        all.iter().sum::<Duration>() / all.len().max(1) as u32
+    };
+    let (early, late) = (mean(&|t| &t[..tenth]), mean(&|t| &t[t.len() - tenth..]));
+    let mut took: Vec<Duration> = per_writer.into_iter().flatten().collect();
+    took.sort();
+    let at = |q: f64| took[((took.len() - 1) as f64 * q) as usize];
     eprintln!(
-        "marathon-rs in HA: {} POSTs from {clients} clients in {elapsed:?}; \
+        "marathon-rs in HA: {} POSTs from {clients} clients in {elapsed:?}: p50 {:?}, p99 {:?}, \
+         max {:?}; the first tenth {early:?} on average, the last {late:?}; \
          {answered} reads answered meanwhile, the slowest in {worst:?}",
-        clients * per_client
+        clients * per_client,
+        at(0.5),
+        at(0.99),
+        at(1.0)
     );
     let ids = |v: serde_json::Value| -> std::collections::BTreeSet<String> {
         v["apps"]

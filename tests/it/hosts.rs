@@ -29,35 +29,56 @@ pub(crate) async fn one_testbed() -> tokio::sync::MutexGuard<'static, ()> {
 /// or a failure under AGORA_REQUIRE_ALL) where hosts cannot be made.
 pub(crate) async fn testbed(layout: Layout, dir: &std::path::Path) -> Option<Cluster> {
     static N: AtomicUsize = AtomicUsize::new(0);
-    // A start that times out is tried once more on fresh hosts: right after
-    // another cluster's teardown, on a loaded 2-core machine, a start
-    // sometimes never sees its agents through the client host's forward
-    // (under investigation); the first error is printed.
-    for attempt in 1..=2 {
-        let prefix = format!(
-            "agora-t{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let sub = dir.join(format!("try{attempt}"));
-        match Cluster::start(layout.clone(), &prefix, &agora_bin(), &sub).await {
-            Ok(c) => return Some(c),
-            Err(
-                e @ (agora_testbed::cluster::ClusterError::Missing(_)
-                | agora_testbed::cluster::ClusterError::Net(
-                    agora_testbed::net::NetError::Unavailable(_),
-                )),
-            ) => {
-                missing(&format!("a multi-host testbed: {e}"));
-                return None;
-            }
-            Err(e @ agora_testbed::cluster::ClusterError::Timeout { .. }) if attempt == 1 => {
-                eprintln!("the testbed cluster did not start, trying once more: {e}");
-            }
-            Err(e) => panic!("the testbed cluster did not start: {e}"),
+    let prefix = format!(
+        "agora-t{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    match Cluster::start(layout, &prefix, &agora_bin(), dir).await {
+        Ok(c) => Some(c),
+        Err(
+            e @ (agora_testbed::cluster::ClusterError::Missing(_)
+            | agora_testbed::cluster::ClusterError::Net(
+                agora_testbed::net::NetError::Unavailable(_),
+            )),
+        ) => {
+            missing(&format!("a multi-host testbed: {e}"));
+            None
         }
+        Err(e) => panic!("the testbed cluster did not start: {e}"),
     }
-    unreachable!("the second attempt returns or panics")
+}
+
+/// POSTs `app` to marathon-rs on `host`, which must create it.
+pub(crate) async fn post_app(cluster: &Cluster, host: &str, app: &Value) {
+    let (status, body) = cluster
+        .send(reqwest::Method::POST, host, MARATHON_PORT, "/v2/apps", app)
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Asks HAProxy at `lb` for `/` until each of `ids` (the tasks, which
+/// answer with their id) has answered.
+pub(crate) async fn every_task_answers(lb: std::net::SocketAddr, ids: &BTreeSet<String>) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let seen = std::sync::Mutex::new(BTreeSet::new());
+    eventually("HAProxy to answer from every task", || async {
+        if let Ok(r) = client
+            .get(format!("http://{lb}/"))
+            .header("connection", "close")
+            .send()
+            .await
+            && let Ok(body) = r.text().await
+        {
+            seen.lock().unwrap().insert(body.trim().to_string());
+        }
+        (*seen.lock().unwrap() == *ids).then_some(())
+    })
+    .await;
 }
 
 /// `dig +short name` from `host`, against agora dns on its host (sorted).
@@ -166,17 +187,7 @@ async fn every_component_on_its_own_host() {
     } else {
         "marathon1"
     };
-    let (status, body) = cluster
-        .send(
-            reqwest::Method::POST,
-            standby,
-            MARATHON_PORT,
-            "/v2/apps",
-            &app,
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{body}");
+    post_app(&cluster, standby, &app).await;
     let tasks: Vec<Value> = eventually("6 tasks of /web run", || async {
         let (_, v) = cluster
             .get(marathon.as_str(), MARATHON_PORT, "/v2/apps/web/tasks")
@@ -217,28 +228,11 @@ async fn every_component_on_its_own_host() {
 
     // HAProxy on the lb host reaches every task by the service port.
     let lb = cluster.forward("lb", 10000).await.unwrap();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
     let task_ids: BTreeSet<String> = tasks
         .iter()
         .map(|t| t["id"].as_str().unwrap().to_string())
         .collect();
-    let seen = std::sync::Mutex::new(BTreeSet::new());
-    eventually("HAProxy has answered from every task", || async {
-        if let Ok(r) = client
-            .get(format!("http://{lb}/"))
-            .header("connection", "close")
-            .send()
-            .await
-            && let Ok(body) = r.text().await
-        {
-            seen.lock().unwrap().insert(body.trim().to_string());
-        }
-        (*seen.lock().unwrap() == task_ids).then_some(())
-    })
-    .await;
+    every_task_answers(lb, &task_ids).await;
 
     // pymesos, unmodified, on the client host: finds the leading master
     // through ZooKeeper and runs one task on each agent.

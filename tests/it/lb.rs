@@ -40,8 +40,72 @@ async fn bodies(url: &str, host: Option<&str>, n: usize) -> BTreeSet<String> {
     seen
 }
 
+/// A client loop, one request after another (keep-alive), counting what
+/// failed and the bodies seen.
+struct Requests {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    client: tokio::task::JoinHandle<(u32, Vec<String>, BTreeSet<String>)>,
+}
+
+impl Requests {
+    fn start(url: &str) -> Requests {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = tokio::spawn({
+            let stop = stop.clone();
+            let url = url.to_string();
+            async move {
+                let client = reqwest::Client::new();
+                let (mut ok, mut failed, mut seen) = (0u32, Vec::new(), BTreeSet::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match client
+                        .get(&url)
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status().is_success() => match r.text().await {
+                            Ok(body) if !body.trim().is_empty() => {
+                                ok += 1;
+                                seen.insert(body.trim().to_string());
+                            }
+                            Ok(_) => failed.push("an empty body".into()),
+                            Err(e) => failed.push(format!("body: {e}")),
+                        },
+                        Ok(r) => failed.push(format!("HTTP {}", r.status())),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                (ok, failed, seen)
+            }
+        });
+        Requests { stop, client }
+    }
+
+    /// Stops the loop and asserts that no request failed (and that there
+    /// were enough to mean something); returns the bodies seen.
+    async fn none_failed(self, what: &str) -> BTreeSet<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (ok, failed, seen) = self.client.await.unwrap();
+        eprintln!("{what}: {ok} requests answered, {} failed", failed.len());
+        assert!(
+            failed.is_empty(),
+            "{what}: {} of {} requests failed: {failed:?}",
+            failed.len(),
+            ok as usize + failed.len()
+        );
+        assert!(ok > 50, "{what}: only {ok} requests");
+        seen
+    }
+}
+
 /// Two agents and marathon-rs, when HAProxy and busybox are installed.
 async fn cluster_with_marathon() -> Option<(Cluster, Marathon)> {
+    cluster_of(2).await
+}
+
+/// `n` agents and marathon-rs, when HAProxy and busybox are installed.
+async fn cluster_of(n: usize) -> Option<(Cluster, Marathon)> {
     if !haproxy_available() {
         return None;
     }
@@ -49,7 +113,7 @@ async fn cluster_with_marathon() -> Option<(Cluster, Marathon)> {
         missing("busybox-static (/bin/busybox)");
         return None;
     }
-    let cluster = Cluster::start(2, "cpus:4;mem:4096").await;
+    let cluster = Cluster::start(n, "cpus:4;mem:4096").await;
     let m = Marathon::start(&cluster).await;
     Some((cluster, m))
 }
@@ -276,36 +340,7 @@ async fn a_rolling_update_under_continuous_requests_fails_none() {
     })
     .await;
     // A client loop, one request after another, through the update.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let client = tokio::spawn({
-        let stop = stop.clone();
-        let url = url.clone();
-        async move {
-            let client = reqwest::Client::new();
-            let (mut ok, mut failed, mut seen) = (0u32, Vec::new(), BTreeSet::new());
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match client
-                    .get(&url)
-                    .timeout(Duration::from_secs(5))
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status().is_success() => match r.text().await {
-                        Ok(body) if !body.trim().is_empty() => {
-                            ok += 1;
-                            seen.insert(body.trim().to_string());
-                        }
-                        Ok(_) => failed.push("an empty body".into()),
-                        Err(e) => failed.push(format!("body: {e}")),
-                    },
-                    Ok(r) => failed.push(format!("HTTP {}", r.status())),
-                    Err(e) => failed.push(e.to_string()),
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            (ok, failed, seen)
-        }
-    });
+    let requests = Requests::start(&url);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let old = m.running_ids("lb/roll").await;
     let (status, r) = m.call("PUT", "/v2/apps/lb/roll", Some(app("v2"))).await;
@@ -317,19 +352,7 @@ async fn a_rolling_update_under_continuous_requests_fails_none() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed, seen) = client.await.unwrap();
-    eprintln!(
-        "rolling update: {ok} requests answered, {} failed",
-        failed.len()
-    );
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed: {failed:?}",
-        failed.len(),
-        ok as usize + failed.len()
-    );
-    assert!(ok > 50, "only {ok} requests");
+    let seen = requests.none_failed("rolling update").await;
     assert_eq!(seen, BTreeSet::from(["v1".to_string(), "v2".to_string()]));
     // The whole update went through the Runtime API.
     let status = lb.status().await;
@@ -337,6 +360,120 @@ async fn a_rolling_update_under_continuous_requests_fails_none() {
     lb.stop().await;
     m.stop().await;
     cluster.stop().await;
+}
+
+/// Draining an agent under load: marathon-rs accepts the drain's inverse
+/// offer and moves the app's instances (replacements healthy before the
+/// old copies go, as its upgradeStrategy says), agora lb takes each old
+/// copy out before it is signalled: no request fails, and the agent ends
+/// DRAINED with no task, every one of its tasks ended by marathon-rs and
+/// none by the drain's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_an_agent_under_requests_fails_none() {
+    let Some((cluster, m)) = cluster_of(3).await else {
+        return;
+    };
+    let service = free_port();
+    let app = json!({
+        "id": "/lb/drain", "cpus": 0.1, "mem": 16, "instances": 6,
+        "cmd": "hostname > index.html && exec /bin/busybox httpd -f -p 127.0.0.1:$PORT0 -h .",
+        "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_PORT": service.to_string()},
+        "portDefinitions": [{"port": 0}],
+        "healthChecks": [{"protocol": "HTTP", "path": "/index.html", "portIndex": 0,
+                          "gracePeriodSeconds": 5, "intervalSeconds": 1}]
+    });
+    let (status, r) = m.call("POST", "/v2/apps", Some(app)).await;
+    assert_eq!(status, 201, "{r}");
+    m.settled("lb/drain", 6).await;
+    let lb = Lb::start(&m);
+    let url = format!("http://127.0.0.1:{service}/index.html");
+    eventually("the app answers", || async {
+        (!bodies(&url, None, 3).await.is_empty()).then_some(())
+    })
+    .await;
+    let requests = Requests::start(&url);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The agent with the most instances.
+    let mut per_agent: std::collections::BTreeMap<String, usize> = Default::default();
+    for t in m.tasks("lb/drain").await {
+        *per_agent
+            .entry(t["slaveId"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    let (agent, n) = per_agent.iter().max_by_key(|(_, n)| **n).unwrap();
+    eprintln!("draining {agent}, which runs {n} of 6");
+    let api = cluster.url("/api/v1");
+    operator(
+        &api,
+        json!({"type": "DRAIN_AGENT", "drain_agent": {"agent_id": {"value": agent}}}),
+    )
+    .await;
+    eventually("the agent is drained", || async {
+        let agents = operator(&api, json!({"type": "GET_AGENTS"})).await;
+        agents["get_agents"]["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| {
+                a["agent_info"]["id"]["value"] == agent.as_str()
+                    && a["drain_info"]["state"] == "DRAINED"
+            })
+            .then_some(())
+    })
+    .await;
+    m.settled("lb/drain", 6).await;
+    let tasks = m.tasks("lb/drain").await;
+    assert!(
+        tasks.iter().all(|t| t["slaveId"] != agent.as_str()),
+        "{tasks:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    requests.none_failed("drain").await;
+
+    // The master ran nothing more there, and ended nothing for the drain.
+    let state: serde_json::Value = reqwest::get(cluster.url("/master/state"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let framework = &state["frameworks"][0];
+    assert!(
+        framework["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["slave_id"] != agent.as_str())
+    );
+    let ended_there: Vec<&serde_json::Value> = framework["completed_tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["slave_id"] == agent.as_str())
+        .collect();
+    assert_eq!(ended_there.len(), *n, "{ended_there:?}");
+    for t in ended_there {
+        let last = t["statuses"].as_array().unwrap().last().unwrap();
+        assert_ne!(last["reason"], "REASON_AGENT_DRAINING", "{t}");
+    }
+    lb.stop().await;
+    m.stop().await;
+    cluster.stop().await;
+}
+
+/// One operator API call that must succeed; its JSON answer.
+async fn operator(api: &str, call: serde_json::Value) -> serde_json::Value {
+    let r = reqwest::Client::new()
+        .post(api)
+        .json(&call)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert!(status.is_success(), "{call}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or_default()
 }
 
 /// `curl -sk` through `port` as `host` (SNI and Host), with more `args`:

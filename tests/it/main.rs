@@ -14,6 +14,7 @@ mod ha;
 mod hosts;
 mod lb;
 mod marathon;
+mod overlay;
 mod pymesos;
 mod recovery;
 mod tls;

@@ -20,6 +20,9 @@ use zookeeper_client as zk;
 /// The ZooKeeper client crate, for sessions shared with [`Candidacy::client`].
 pub use zookeeper_client;
 
+mod entries;
+pub use entries::{Change, Entries, valid_key};
+
 /// The name prefix of a member's node (Mesos ≥ 0.24).
 pub const MEMBER_PREFIX: &str = "json.info_";
 
@@ -285,8 +288,13 @@ async fn read_leader(
         let (children, watcher) = match client.list_and_watch_children(dir).await {
             Ok(r) => r,
             Err(zk::Error::NoNode) => {
-                // No member has created the directory yet: watch for it.
-                let (_, watcher) = client.check_and_watch_stat(dir).await?;
+                // No member has created the directory yet: watch for it. If
+                // it appeared since, its data watch would never tell of a
+                // member joining: list it again instead.
+                let (stat, watcher) = client.check_and_watch_stat(dir).await?;
+                if stat.is_some() {
+                    continue;
+                }
                 return Ok((None, watcher));
             }
             Err(e) => return Err(e),

@@ -10,11 +10,12 @@ impl Executor {
         let id = task.task_id.value.clone();
         self.update(&id, TaskState::TaskStarting, None, None).await;
         match self.start_container(&task).await {
-            Ok((container, ip)) => {
+            Ok((container, ip, network)) => {
                 info!(task = %id, %container, ?ip, "container started");
                 if let Some(t) = self.tasks.get_mut(&id) {
                     t.container = Some(container);
                     t.ip = ip;
+                    t.network = network;
                     if let Some(hc) = task.health_check.clone() {
                         t.check_env = task_env(&task, &self.directory.to_string_lossy());
                         t.checker = Some(health::Checker::new(hc, Instant::now()));
@@ -35,10 +36,12 @@ impl Executor {
         }
     }
 
+    /// Starts the task's container: its id, its address, and the CNI
+    /// network it joined.
     pub(super) async fn start_container(
         &mut self,
         task: &v1::TaskInfo,
-    ) -> Result<(String, Option<String>), String> {
+    ) -> Result<(String, Option<String>, Option<v1::NetworkInfo>), String> {
         let enabled =
             std::env::var("AGORA_CONTAINERIZERS").unwrap_or_else(|_| "docker,process".into());
         if !enabled.split(',').any(|c| c.trim() == "docker") {
@@ -89,8 +92,16 @@ impl Executor {
                 .is_ok_and(|v| v == "1"),
             enable_cfs: cfs_enabled(),
         };
-        let body =
+        let mut body =
             docker::container_config(&task, &env, &labels, &policy).map_err(|e| e.to_string())?;
+        // On a CNI network (the overlay), the container starts on none of
+        // Docker's and joins it through CNI once it runs.
+        let cni = cni_network(&task);
+        if cni.is_some()
+            && let Some(h) = body.host_config.as_mut()
+        {
+            h.network_mode = Some("none".into());
+        }
         let info = task.container.as_ref().and_then(|c| c.docker.as_ref());
         let image = info.map(|i| i.image.clone()).unwrap_or_default();
         let force_pull = info.and_then(|i| i.force_pull_image).unwrap_or(false);
@@ -123,13 +134,58 @@ impl Executor {
             let exit = docker::wait(&waiter, &c).await;
             let _ = exits.send((task_id, exit));
         });
+        if let Some((asked, config)) = cni {
+            return match self.join_cni(&d, &container, &asked, config).await {
+                Ok(n) => {
+                    let ip = n.ip_addresses.first().and_then(|a| a.ip_address.clone());
+                    Ok((container, ip, Some(n)))
+                }
+                Err(e) => {
+                    let _ = docker::remove(&d, &container).await;
+                    Err(format!(
+                        "cannot join network {:?}: {e}",
+                        asked.name.unwrap_or_default()
+                    ))
+                }
+            };
+        }
         // On the host's network the task has the host's address.
         let ip = if host_network {
             None
         } else {
             docker::ip_address(&d, &container).await
         };
-        Ok((container, ip))
+        Ok((container, ip, None))
+    }
+
+    /// Joins the running container `container` to network `asked` through
+    /// CNI, recorded under this executor's container id (the agent undoes
+    /// it when the executor ends).
+    async fn join_cni(
+        &self,
+        d: &bollard::Docker,
+        container: &str,
+        asked: &v1::NetworkInfo,
+        config: serde_json::Value,
+    ) -> Result<v1::NetworkInfo, String> {
+        let pid = docker::pid(d, container)
+            .await
+            .ok_or("the container has no process (it exited at once?)")?;
+        let (Ok(plugins), Ok(root)) = (
+            std::env::var("AGORA_CNI_PATH"),
+            std::env::var("AGORA_CNI_ROOT"),
+        ) else {
+            return Err("the agent gave no CNI settings".into());
+        };
+        let cni = crate::cni::Cni::for_executor(plugins, root.into());
+        let run = self
+            .container_id
+            .as_ref()
+            .map(|c| c.value.clone())
+            .unwrap_or_default();
+        cni.join_process(&run, pid, asked, config)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     pub(super) async fn container_exited(&mut self, id: &str, exit: docker::Exit) {
@@ -181,4 +237,20 @@ impl Executor {
             }
         }
     }
+}
+
+/// The CNI network a Docker task joins: its USER network, when the agent
+/// handed its configuration (`AGORA_CNI_NETWORKS`); the NetworkInfo it
+/// asked with, and the configuration.
+fn cni_network(task: &v1::TaskInfo) -> Option<(v1::NetworkInfo, serde_json::Value)> {
+    use v1::container_info::docker_info::Network;
+    let c = task.container.as_ref()?;
+    if c.docker.as_ref()?.network() != Network::User {
+        return None;
+    }
+    let asked = c.network_infos.iter().find(|n| n.name.is_some())?.clone();
+    let configs: serde_json::Value =
+        serde_json::from_str(&std::env::var("AGORA_CNI_NETWORKS").ok()?).ok()?;
+    let config = configs.get(asked.name.as_deref()?)?.clone();
+    Some((asked, config))
 }

@@ -330,8 +330,8 @@ impl Driver {
         if !waiting && !tick {
             return;
         }
-        let bytes = match serde_json::to_vec(self.marathon.state()) {
-            Ok(b) => b,
+        let entries = match self.marathon.state().to_entries() {
+            Ok(e) => e,
             Err(e) => {
                 error!(error = %e, "cannot serialise marathon-rs state");
                 return;
@@ -339,7 +339,7 @@ impl Driver {
         };
         let (store, version) = (self.store.clone(), self.version);
         self.writing = Some(tokio::spawn(
-            async move { (version, store.save(bytes).await) },
+            async move { (version, store.save(entries).await) },
         ));
     }
 

@@ -147,6 +147,10 @@ fn handle(marathon: &Handle, event: Event) {
             marathon.input(move |m, now| m.offers(now, offers));
         }
         Event::Rescind(offer) => marathon.input(move |m, _| m.rescinded(&offer)),
+        Event::InverseOffers(offers) => marathon.input(move |m, now| m.inverse_offers(now, offers)),
+        Event::RescindInverseOffer(id) => {
+            marathon.input(move |m, now| m.inverse_offer_rescinded(now, &id))
+        }
         Event::Update(status) => marathon.input(move |m, now| m.status(now, &status)),
         Event::Disconnected(reason) => {
             warn!(%reason, "disconnected from the master");
@@ -188,6 +192,7 @@ pub async fn caller(mut calls: mpsc::UnboundedReceiver<Call>, slot: Slot) {
             } => s.decline(offers, refuse_seconds).await,
             Call::Kill { task, agent } => s.kill(&task, agent.as_ref()).await,
             Call::Reconcile(tasks) => s.reconcile(tasks).await,
+            Call::AcceptInverseOffers(ids) => s.accept_inverse_offers(ids).await,
             Call::Revive => s.revive(Vec::new()).await,
             Call::Suppress => s.suppress(Vec::new()).await,
         };

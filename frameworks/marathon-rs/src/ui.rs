@@ -72,35 +72,13 @@ fn list(v: &Value) -> &[Value] {
     v.as_array().map_or(&[], Vec::as_slice)
 }
 
-/// The rendered page.
-pub async fn page(marathon: &Handle, insecure: bool) -> warp::reply::Response {
-    let read = marathon.read(|m, now| {
-        (
-            m.list_apps(None, None, None, &[]).body,
-            m.list_deployments().body,
-            m.queue(now, &[]).body,
-            m.info().body,
-            m.state().framework_removed.clone(),
-        )
-    });
-    let Ok((apps, deployments, queue, info, removed)) = read.await else {
-        return h::body(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain; charset=utf-8",
-            "marathon-rs is shutting down",
-        );
-    };
-    let (apps, deployments, queue, info) = (
-        apps.unwrap_or_default(),
-        deployments.unwrap_or_default(),
-        queue.unwrap_or_default(),
-        info.unwrap_or_default(),
-    );
+/// A row per app, its status from its deployments and the launch queue.
+fn app_rows(apps: &Value, queue: &Value) -> Vec<AppRow> {
     let queued: std::collections::BTreeSet<String> = list(&queue["queue"])
         .iter()
         .map(|q| s(&q["app"]["id"]))
         .collect();
-    let app_rows: Vec<AppRow> = list(&apps["apps"])
+    list(&apps["apps"])
         .iter()
         .map(|a| {
             let id = s(&a["id"]);
@@ -140,8 +118,12 @@ pub async fn page(marathon: &Handle, insecure: bool) -> warp::reply::Response {
                 id,
             }
         })
-        .collect();
-    let deployment_rows: Vec<DeploymentRow> = list(&deployments)
+        .collect()
+}
+
+/// A row per deployment: its apps, step and current actions.
+fn deployment_rows(deployments: &Value) -> Vec<DeploymentRow> {
+    list(deployments)
         .iter()
         .map(|d| DeploymentRow {
             id: s(&d["id"]),
@@ -158,8 +140,12 @@ pub async fn page(marathon: &Handle, insecure: bool) -> warp::reply::Response {
                 .join(", "),
             version: s(&d["version"]),
         })
-        .collect();
-    let queue_rows: Vec<QueueRow> = list(&queue["queue"])
+        .collect()
+}
+
+/// A row per app waiting in the launch queue, with why offers did not fit.
+fn queue_rows(queue: &Value) -> Vec<QueueRow> {
+    list(&queue["queue"])
         .iter()
         .map(|q| QueueRow {
             app: s(&q["app"]["id"]),
@@ -175,7 +161,36 @@ pub async fn page(marathon: &Handle, insecure: bool) -> warp::reply::Response {
                 .collect::<Vec<_>>()
                 .join(", "),
         })
-        .collect();
+        .collect()
+}
+
+/// The rendered page.
+pub async fn page(marathon: &Handle, insecure: bool) -> warp::reply::Response {
+    let read = marathon.read(|m, now| {
+        (
+            m.list_apps(None, None, None, &[]).body,
+            m.list_deployments().body,
+            m.queue(now, &[]).body,
+            m.info().body,
+            m.state().framework_removed.clone(),
+        )
+    });
+    let Ok((apps, deployments, queue, info, removed)) = read.await else {
+        return h::body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            "marathon-rs is shutting down",
+        );
+    };
+    let (apps, deployments, queue, info) = (
+        apps.unwrap_or_default(),
+        deployments.unwrap_or_default(),
+        queue.unwrap_or_default(),
+        info.unwrap_or_default(),
+    );
+    let app_rows = app_rows(&apps, &queue);
+    let deployment_rows = deployment_rows(&deployments);
+    let queue_rows = queue_rows(&queue);
     let running: u64 = app_rows.iter().map(|a| a.running).sum();
     let wanted: u64 = app_rows.iter().map(|a| a.instances).sum();
     let page = Page {

@@ -101,6 +101,12 @@ pub enum Event {
     Offers(Vec<v1::Offer>),
     /// An offer was withdrawn.
     Rescind(v1::OfferId),
+    /// Agents the framework is asked to leave (a drain or maintenance);
+    /// answer with [`Scheduler::accept_inverse_offers`] or
+    /// [`Scheduler::decline_inverse_offers`].
+    InverseOffers(Vec<v1::InverseOffer>),
+    /// An inverse offer was withdrawn (the agent is staying after all).
+    RescindInverseOffer(v1::OfferId),
     /// A task status update (already acknowledged with auto-acknowledgement).
     Update(v1::TaskStatus),
     /// A message from an executor.
@@ -410,6 +416,15 @@ fn deliver(
                 let _ = events.send(Event::Rescind(r.offer_id));
             }
         }
+        sched::event::Type::InverseOffers => {
+            let offers = next.inverse_offers.map(|o| o.inverse_offers);
+            let _ = events.send(Event::InverseOffers(offers.unwrap_or_default()));
+        }
+        sched::event::Type::RescindInverseOffer => {
+            if let Some(r) = next.rescind_inverse_offer {
+                let _ = events.send(Event::RescindInverseOffer(r.inverse_offer_id));
+            }
+        }
         sched::event::Type::Update => {
             let Some(u) = next.update else {
                 return ControlFlow::Continue(());
@@ -549,6 +564,28 @@ impl Scheduler {
                 filters: Some(v1::Filters {
                     refuse_seconds: Some(refuse_seconds),
                 }),
+            })
+        })
+        .await
+    }
+
+    /// ACCEPT_INVERSE_OFFERS: the framework will leave those agents.
+    pub async fn accept_inverse_offers(&self, ids: Vec<v1::OfferId>) -> Result<(), SdkError> {
+        self.call(C::AcceptInverseOffers, |c| {
+            c.accept_inverse_offers = Some(sched::call::AcceptInverseOffers {
+                inverse_offer_ids: ids,
+                filters: None,
+            })
+        })
+        .await
+    }
+
+    /// DECLINE_INVERSE_OFFERS: the framework cannot leave those agents.
+    pub async fn decline_inverse_offers(&self, ids: Vec<v1::OfferId>) -> Result<(), SdkError> {
+        self.call(C::DeclineInverseOffers, |c| {
+            c.decline_inverse_offers = Some(sched::call::DeclineInverseOffers {
+                inverse_offer_ids: ids,
+                filters: None,
             })
         })
         .await

@@ -14,4 +14,6 @@ pub use time::Time;
 pub mod master;
 pub mod validation;
 
-pub use master::{CallError, Config, Input, Master, MasterView, OperatorCall, Output, Viewer};
+pub use master::{
+    CallError, Config, DRAIN_ANSWER, Input, Master, MasterView, OperatorCall, Output, Viewer,
+};

@@ -210,11 +210,16 @@ fn docker_type() -> String {
     "DOCKER".into()
 }
 
+fn container_mode() -> String {
+    "container".into()
+}
+
 /// A network the app joins.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Network {
-    /// `host`, `container/bridge` or `container`.
+    /// `host`, `container/bridge` or `container` (the default).
+    #[serde(default = "container_mode")]
     pub mode: String,
     /// The network name (mode `container`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -556,85 +561,52 @@ impl AppUpdate {
     }
 }
 
-/// Builds the app an update describes: on top of `base` (partial update) or
-/// of the defaults. `id` is the canonical id (from the path or the body).
-/// Service ports of 0 stay 0 here; the caller assigns them.
-pub fn build(
-    id: &PathId,
-    base: Option<&App>,
-    u: &AppUpdate,
-    version: Millis,
-) -> Result<App, AppError> {
-    let mut errors: Vec<FieldError> = Vec::new();
-    if u.version.is_some() && !u.is_rollback() {
-        errors.push(invalid(
-            "/version",
-            "The 'version' field may only be combined with the 'id' field.",
-        ));
-    }
-    let defaults = App {
-        id: id.to_string(),
-        cmd: None,
-        args: Vec::new(),
-        user: None,
-        env: BTreeMap::new(),
-        instances: 1,
-        cpus: 1.0,
-        mem: 128.0,
-        disk: 0.0,
-        gpus: 0.0,
-        executor: String::new(),
-        constraints: Vec::new(),
-        accepted_resource_roles: Vec::new(),
-        fetch: Vec::new(),
-        port_definitions: None,
-        require_ports: false,
-        container: None,
-        networks: vec![Network {
-            mode: "host".into(),
-            name: None,
+impl App {
+    /// An app with Marathon's defaults (1 instance of 1 cpu, 128 MB, host
+    /// networking).
+    fn defaults(id: &PathId, version: Millis) -> App {
+        App {
+            id: id.to_string(),
+            cmd: None,
+            args: Vec::new(),
+            user: None,
+            env: BTreeMap::new(),
+            instances: 1,
+            cpus: 1.0,
+            mem: 128.0,
+            disk: 0.0,
+            gpus: 0.0,
+            executor: String::new(),
+            constraints: Vec::new(),
+            accepted_resource_roles: Vec::new(),
+            fetch: Vec::new(),
+            port_definitions: None,
+            require_ports: false,
+            container: None,
+            networks: vec![Network {
+                mode: "host".into(),
+                name: None,
+                labels: BTreeMap::new(),
+            }],
+            health_checks: Vec::new(),
+            readiness_checks: Vec::new(),
+            dependencies: Vec::new(),
+            upgrade_strategy: UpgradeStrategy::default(),
+            backoff_seconds: 1.0,
+            backoff_factor: 1.15,
+            max_launch_delay_seconds: 300.0,
+            kill_selection: KillSelection::YoungestFirst,
+            unreachable_strategy: UnreachableStrategy::default(),
+            task_kill_grace_period_seconds: None,
             labels: BTreeMap::new(),
-        }],
-        health_checks: Vec::new(),
-        readiness_checks: Vec::new(),
-        dependencies: Vec::new(),
-        upgrade_strategy: UpgradeStrategy::default(),
-        backoff_seconds: 1.0,
-        backoff_factor: 1.15,
-        max_launch_delay_seconds: 300.0,
-        kill_selection: KillSelection::YoungestFirst,
-        unreachable_strategy: UnreachableStrategy::default(),
-        task_kill_grace_period_seconds: None,
-        labels: BTreeMap::new(),
-        version: version.iso(),
-        version_info: None,
-    };
-    let mut app = base.cloned().unwrap_or(defaults);
-    app.id = id.to_string();
-    app.version = version.iso();
-    macro_rules! set {
-        ($field:ident) => {
-            if let Some(v) = &u.$field {
-                app.$field = v.clone();
-            }
-        };
-    }
-    if let Some(cmd) = &u.cmd {
-        app.cmd = Some(cmd.clone());
-        if u.args.is_none() {
-            app.args.clear();
+            version: version.iso(),
+            version_info: None,
         }
     }
-    if let Some(args) = &u.args {
-        app.args = args.clone();
-        if u.cmd.is_none() {
-            app.cmd = None;
-        }
-    }
-    if let Some(user) = &u.user {
-        app.user = Some(user.clone());
-    }
-    set!(env);
+}
+
+/// `instances`, `cpus`, `mem`, `disk` and `gpus` from `u`, each checked.
+fn set_sizes(u: &AppUpdate, app: &mut App, errors: &mut Vec<FieldError>) {
     if let Some(n) = u.instances {
         if n < 0.0 || n.fract() != 0.0 || n > 1_000_000.0 {
             errors.push(invalid(
@@ -664,6 +636,85 @@ pub fn build(
             }
         }
     }
+}
+
+/// Settles which ports an app declares: host networking keeps
+/// port definitions (one default port when none is given) and drops port
+/// mappings; container networking the other way round.
+fn settle_ports(app: &mut App) {
+    let host = app.networks.iter().all(|n| n.mode == "host");
+    if host {
+        if app.port_definitions.is_none() {
+            app.port_definitions = Some(vec![PortDefinition {
+                port: 0,
+                protocol: "tcp".into(),
+                name: Some("default".into()),
+                labels: BTreeMap::new(),
+            }]);
+        }
+        if let Some(c) = &mut app.container {
+            c.port_mappings = None;
+        }
+    } else {
+        app.port_definitions = None;
+        // Container networking runs in a container: a MESOS one when the
+        // app names none (as Marathon normalises it).
+        let c = app.container.get_or_insert_with(|| Container {
+            kind: "MESOS".into(),
+            docker: None,
+            volumes: Vec::new(),
+            port_mappings: None,
+        });
+        if c.port_mappings.is_none() {
+            c.port_mappings = Some(Vec::new());
+        }
+    }
+}
+
+/// Builds the app an update describes: on top of `base` (partial update) or
+/// of the defaults. `id` is the canonical id (from the path or the body).
+/// Service ports of 0 stay 0 here; the caller assigns them.
+pub fn build(
+    id: &PathId,
+    base: Option<&App>,
+    u: &AppUpdate,
+    version: Millis,
+) -> Result<App, AppError> {
+    let mut errors: Vec<FieldError> = Vec::new();
+    if u.version.is_some() && !u.is_rollback() {
+        errors.push(invalid(
+            "/version",
+            "The 'version' field may only be combined with the 'id' field.",
+        ));
+    }
+    let defaults = App::defaults(id, version);
+    let mut app = base.cloned().unwrap_or(defaults);
+    app.id = id.to_string();
+    app.version = version.iso();
+    macro_rules! set {
+        ($field:ident) => {
+            if let Some(v) = &u.$field {
+                app.$field = v.clone();
+            }
+        };
+    }
+    if let Some(cmd) = &u.cmd {
+        app.cmd = Some(cmd.clone());
+        if u.args.is_none() {
+            app.args.clear();
+        }
+    }
+    if let Some(args) = &u.args {
+        app.args = args.clone();
+        if u.cmd.is_none() {
+            app.cmd = None;
+        }
+    }
+    if let Some(user) = &u.user {
+        app.user = Some(user.clone());
+    }
+    set!(env);
+    set_sizes(u, &mut app, &mut errors);
     set!(executor);
     set!(constraints);
     set!(accepted_resource_roles);
@@ -717,27 +768,7 @@ pub fn build(
         app.task_kill_grace_period_seconds = Some(g);
     }
     set!(labels);
-    let host = app.networks.iter().all(|n| n.mode == "host");
-    if host {
-        if app.port_definitions.is_none() {
-            app.port_definitions = Some(vec![PortDefinition {
-                port: 0,
-                protocol: "tcp".into(),
-                name: Some("default".into()),
-                labels: BTreeMap::new(),
-            }]);
-        }
-        if let Some(c) = &mut app.container {
-            c.port_mappings = None;
-        }
-    } else {
-        app.port_definitions = None;
-        if let Some(c) = &mut app.container
-            && c.port_mappings.is_none()
-        {
-            c.port_mappings = Some(Vec::new());
-        }
-    }
+    settle_ports(&mut app);
     errors.extend(validate(&app));
     if errors.is_empty() {
         Ok(app)

@@ -100,47 +100,7 @@ impl Deployment {
                 })
                 .collect(),
         );
-        // Depth of each changed app in the dependency graph (among changed apps).
-        let deps_of = |p: &PathId| -> Vec<PathId> {
-            let app = &target[p];
-            let mut out = Vec::new();
-            for d in &app.dependencies {
-                let Ok(dp) = PathId::parse_relative(d, &p.parent()) else {
-                    continue;
-                };
-                // A dependency on a group means every app in it.
-                for other in changed.iter().filter(|o| *o != p && o.starts_with(&dp)) {
-                    out.push(other.clone());
-                }
-            }
-            out
-        };
-        let mut depth: BTreeMap<PathId, usize> = BTreeMap::new();
-        fn depth_of(
-            p: &PathId,
-            deps_of: &dyn Fn(&PathId) -> Vec<PathId>,
-            depth: &mut BTreeMap<PathId, usize>,
-            visiting: &mut BTreeSet<PathId>,
-        ) -> usize {
-            if let Some(d) = depth.get(p) {
-                return *d;
-            }
-            if !visiting.insert(p.clone()) {
-                return 0; // a cycle: validation refuses these; do not loop
-            }
-            let d = deps_of(p)
-                .iter()
-                .map(|q| depth_of(q, deps_of, depth, visiting) + 1)
-                .max()
-                .unwrap_or(0);
-            visiting.remove(p);
-            depth.insert(p.clone(), d);
-            d
-        }
-        let mut visiting = BTreeSet::new();
-        for p in &changed {
-            depth_of(p, &deps_of, &mut depth, &mut visiting);
-        }
+        let depth = dependency_depths(target, &changed);
         let max = depth.values().copied().max().unwrap_or(0);
         for layer in 0..=max {
             let actions: Vec<Action> = changed
@@ -260,4 +220,54 @@ impl Deployment {
     pub fn current_step_json(&self) -> Value {
         json!({"actions": self.steps.get(self.current).map(|s| s.iter().map(Self::action_json).collect::<Vec<_>>()).unwrap_or_default()})
     }
+}
+
+/// The depth of each changed app in the dependency graph among the changed
+/// apps: 0 for an app that depends on none of them; a layer is deployed
+/// after the layers below it.
+fn dependency_depths(
+    target: &BTreeMap<PathId, App>,
+    changed: &BTreeSet<PathId>,
+) -> BTreeMap<PathId, usize> {
+    let deps_of = |p: &PathId| -> Vec<PathId> {
+        let app = &target[p];
+        let mut out = Vec::new();
+        for d in &app.dependencies {
+            let Ok(dp) = PathId::parse_relative(d, &p.parent()) else {
+                continue;
+            };
+            // A dependency on a group means every app in it.
+            for other in changed.iter().filter(|o| *o != p && o.starts_with(&dp)) {
+                out.push(other.clone());
+            }
+        }
+        out
+    };
+    let mut depth: BTreeMap<PathId, usize> = BTreeMap::new();
+    fn depth_of(
+        p: &PathId,
+        deps_of: &dyn Fn(&PathId) -> Vec<PathId>,
+        depth: &mut BTreeMap<PathId, usize>,
+        visiting: &mut BTreeSet<PathId>,
+    ) -> usize {
+        if let Some(d) = depth.get(p) {
+            return *d;
+        }
+        if !visiting.insert(p.clone()) {
+            return 0; // a cycle: validation refuses these; do not loop
+        }
+        let d = deps_of(p)
+            .iter()
+            .map(|q| depth_of(q, deps_of, depth, visiting) + 1)
+            .max()
+            .unwrap_or(0);
+        visiting.remove(p);
+        depth.insert(p.clone(), d);
+        d
+    }
+    let mut visiting = BTreeSet::new();
+    for p in changed {
+        depth_of(p, &deps_of, &mut depth, &mut visiting);
+    }
+    depth
 }

@@ -34,6 +34,9 @@ pub enum Unfit {
     /// The ports the app needs are not offered.
     #[error("InsufficientPorts")]
     InsufficientPorts,
+    /// The agent is being drained or is scheduled for maintenance.
+    #[error("AgentMaintenance")]
+    AgentMaintenance,
 }
 
 impl Unfit {
@@ -46,6 +49,7 @@ impl Unfit {
             Unfit::InsufficientGpus => "InsufficientGpus",
             Unfit::UnfulfilledConstraint(_) => "UnfulfilledConstraint",
             Unfit::InsufficientPorts => "InsufficientPorts",
+            Unfit::AgentMaintenance => "AgentMaintenance",
         }
     }
 }
@@ -57,6 +61,9 @@ pub struct OfferSpace {
     pub offer: v1::Offer,
     /// Where it is.
     pub placement: Placement,
+    /// The agent is leaving (drained, or in a maintenance window): nothing
+    /// is placed on it.
+    pub leaving: bool,
     cpus: f64,
     mem: f64,
     disk: f64,
@@ -90,6 +97,7 @@ impl OfferSpace {
         };
         OfferSpace {
             placement,
+            leaving: offer.unavailability.is_some(),
             cpus: r.scalar("cpus"),
             mem: r.scalar("mem"),
             disk: r.scalar("disk"),
@@ -108,6 +116,9 @@ impl OfferSpace {
         placed: &[&Placement],
     ) -> Result<Vec<u32>, Unfit> {
         const EPS: f64 = 1e-9;
+        if self.leaving {
+            return Err(Unfit::AgentMaintenance);
+        }
         if self.cpus + EPS < app.cpus {
             return Err(Unfit::InsufficientCpus);
         }
@@ -336,22 +347,26 @@ pub fn task_info(
         .collect();
     let name = path.reversed_dotted();
     let labels = task_labels(app);
-    let discovery_ports: Vec<v1::Port> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| v1::Port {
-            number: *p,
-            name: declared.get(i).and_then(|d| d.0.clone()),
-            protocol: Some(
-                declared
-                    .get(i)
-                    .map(|d| d.2.clone())
-                    .unwrap_or_else(|| "tcp".into()),
-            ),
-            visibility: None,
-            labels: None,
-        })
-        .collect();
+    let discovery_ports: Vec<v1::Port> = if app.host_networking() {
+        ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| v1::Port {
+                number: *p,
+                name: declared.get(i).and_then(|d| d.0.clone()),
+                protocol: Some(
+                    declared
+                        .get(i)
+                        .map(|d| d.2.clone())
+                        .unwrap_or_else(|| "tcp".into()),
+                ),
+                visibility: None,
+                labels: None,
+            })
+            .collect()
+    } else {
+        container_discovery_ports(app, ports)
+    };
     let mut task = v1::TaskInfo {
         name: name.clone(),
         task_id: v1::TaskId {
@@ -389,8 +404,117 @@ pub fn task_info(
     }
     if let Some(c) = &app.container {
         task.container = Some(container_info(app, c, ports));
+    } else if !app.host_networking() {
+        task.container = Some(v1::ContainerInfo {
+            r#type: v1::container_info::Type::Mesos as i32,
+            network_infos: network_infos(app, ports),
+            ..Default::default()
+        });
     }
     task
+}
+
+/// The port mappings of an app on container networks, each with the host
+/// port it was given (mappings without `hostPort` take none).
+fn mappings_with_host_ports<'a>(
+    app: &'a App,
+    ports: &[u32],
+) -> Vec<(&'a crate::app::PortMapping, Option<u32>)> {
+    let mut allocated = ports.iter();
+    app.container
+        .iter()
+        .flat_map(|c| c.port_mappings.iter().flatten())
+        .map(|m| {
+            let host = m.host_port.and_then(|_| allocated.next().copied());
+            (m, host)
+        })
+        .collect()
+}
+
+/// A MESOS container's networks, as Marathon asks Mesos: per container
+/// network its name and labels, a request for one address, and the port
+/// mappings that take a host port.
+fn network_infos(app: &App, ports: &[u32]) -> Vec<v1::NetworkInfo> {
+    let mappings = mappings_with_host_ports(app, ports);
+    app.networks
+        .iter()
+        .filter(|n| n.mode != "host")
+        .map(|n| v1::NetworkInfo {
+            name: Some(if n.mode == "container/bridge" {
+                "mesos-bridge".to_string()
+            } else {
+                n.name.clone().unwrap_or_default()
+            }),
+            labels: (!n.labels.is_empty()).then(|| v1::Labels {
+                labels: n
+                    .labels
+                    .iter()
+                    .map(|(k, v)| v1::Label {
+                        key: k.clone(),
+                        value: Some(v.clone()),
+                    })
+                    .collect(),
+            }),
+            ip_addresses: vec![v1::network_info::IpAddress::default()],
+            port_mappings: mappings
+                .iter()
+                .filter_map(|(m, host)| {
+                    host.map(|h| v1::network_info::PortMapping {
+                        host_port: h,
+                        container_port: if m.container_port == 0 {
+                            h
+                        } else {
+                            m.container_port
+                        },
+                        protocol: Some(m.protocol.clone()),
+                    })
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Discovery ports of an app on container networks (Marathon's
+/// `PortDiscovery`): a mapping with a host port is that port, scoped
+/// `host`; one without is the container port on each container network,
+/// scoped `container`.
+fn container_discovery_ports(app: &App, ports: &[u32]) -> Vec<v1::Port> {
+    let label = |k: &str, v: &str| v1::Label {
+        key: k.into(),
+        value: Some(v.into()),
+    };
+    let networks: Vec<String> = app
+        .networks
+        .iter()
+        .filter(|n| n.mode == "container")
+        .filter_map(|n| n.name.clone())
+        .collect();
+    let mut out = Vec::new();
+    for (m, host) in mappings_with_host_ports(app, ports) {
+        let port = |number: u32, labels: Vec<v1::Label>| v1::Port {
+            number,
+            name: m.name.clone(),
+            protocol: Some(m.protocol.clone()),
+            visibility: None,
+            labels: Some(v1::Labels { labels }),
+        };
+        match host {
+            Some(h) => out.push(port(h, vec![label("network-scope", "host")])),
+            None => {
+                for n in &networks {
+                    out.push(port(
+                        m.container_port,
+                        vec![
+                            label("network-scope", "container"),
+                            label("network-name", n),
+                        ],
+                    ));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// How long a task behind agora lb keeps running after it is told to stop
@@ -503,6 +627,11 @@ fn container_info(app: &App, c: &crate::app::Container, ports: &[u32]) -> v1::Co
             v1::container_info::Type::Mesos as i32
         } else {
             v1::container_info::Type::Docker as i32
+        },
+        network_infos: if c.kind == "MESOS" {
+            network_infos(app, ports)
+        } else {
+            Vec::new()
         },
         volumes: c
             .volumes
@@ -696,5 +825,89 @@ mod tests {
             t.kill_policy.unwrap().grace_period.unwrap().nanoseconds,
             7_000_000_000
         );
+    }
+
+    #[test]
+    fn an_app_on_a_container_network_asks_mesos_for_it_as_marathon_does() {
+        let a = app(r#"{"id":"/web","cmd":"serve","cpus":0.1,"mem":32,
+                "networks":[{"name":"agora","labels":{"zone":"a"}}],
+                "container":{"type":"MESOS","portMappings":[
+                    {"containerPort":80,"name":"http","servicePort":10080},
+                    {"containerPort":9090,"hostPort":0,"name":"admin"}]}}"#);
+        assert_eq!(a.networks[0].mode, "container", "the default mode");
+        let o = offer(1.0, "[31000-31010]");
+        let t = task_info(&a, &a.path(), "web.1", &o, &[31004]);
+        let c = t.container.unwrap();
+        assert_eq!(c.r#type(), v1::container_info::Type::Mesos);
+        let n = &c.network_infos[0];
+        assert_eq!(n.name.as_deref(), Some("agora"));
+        assert_eq!(n.ip_addresses.len(), 1, "a request for one address");
+        assert_eq!(n.labels.as_ref().unwrap().labels[0].key, "zone");
+        assert_eq!(
+            n.port_mappings
+                .iter()
+                .map(|m| (m.host_port, m.container_port))
+                .collect::<Vec<_>>(),
+            [(31004, 9090)],
+            "only the mapping with a host port"
+        );
+        let ports = t.discovery.unwrap().ports.unwrap().ports;
+        let scoped: Vec<(u32, Vec<(String, String)>)> = ports
+            .iter()
+            .map(|p| {
+                (
+                    p.number,
+                    p.labels
+                        .iter()
+                        .flat_map(|l| &l.labels)
+                        .map(|l| (l.key.clone(), l.value.clone().unwrap_or_default()))
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            scoped,
+            [
+                (
+                    80,
+                    vec![
+                        ("network-scope".into(), "container".into()),
+                        ("network-name".into(), "agora".into())
+                    ]
+                ),
+                (31004, vec![("network-scope".into(), "host".into())]),
+            ]
+        );
+        // Without a container, one is made: MESOS, on the network.
+        let bare =
+            app(r#"{"id":"/b","cmd":"serve","networks":[{"mode":"container","name":"agora"}]}"#);
+        let t = task_info(&bare, &bare.path(), "b.1", &o, &[]);
+        let c = t.container.unwrap();
+        assert_eq!(c.r#type(), v1::container_info::Type::Mesos);
+        assert_eq!(c.network_infos[0].name.as_deref(), Some("agora"));
+        assert!(t.resources.iter().all(|r| r.name != "ports"));
+    }
+
+    #[test]
+    fn container_networks_are_named_and_only_they_are() {
+        let bad = |json: &str| {
+            let u: AppUpdate = parse_json(json.as_bytes()).unwrap();
+            build(&PathId::parse("/n").unwrap(), None, &u, Millis(1)).unwrap_err()
+        };
+        let e = format!(
+            "{:?}",
+            bad(r#"{"id":"/n","cmd":"x","networks":[{"mode":"container"}]}"#)
+        );
+        assert!(e.contains("/networks(0)/name"), "{e}");
+        let e = format!(
+            "{:?}",
+            bad(r#"{"id":"/n","cmd":"x","networks":[{"mode":"host","name":"a"}]}"#)
+        );
+        assert!(e.contains("only a container network has a name"), "{e}");
+        let e = format!(
+            "{:?}",
+            bad(r#"{"id":"/n","cmd":"x","networks":[{"name":"-bad name"}]}"#)
+        );
+        assert!(e.contains("/networks(0)/name"), "{e}");
     }
 }

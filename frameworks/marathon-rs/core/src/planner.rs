@@ -8,6 +8,11 @@
 //! upgrade: at most `floor(I × (1 + maximumOverCapacity))` instances at once,
 //! never fewer healthy than `ceil(I × minimumHealthCapacity)`, old instances
 //! killed as new ones become healthy.
+//!
+//! Instances on agents that are leaving (drained, or in a maintenance
+//! window) are moved the same way: they count as old, so replacements start
+//! elsewhere within the same bounds and the leaving copies are killed as
+//! the replacements become healthy.
 
 use agora_proto::v1::TaskState;
 
@@ -77,26 +82,32 @@ pub fn kill_order<'a>(app: &App, mut candidates: Vec<&'a Instance>) -> Vec<&'a I
 
 /// The plan for `app` given all its instances (active or not).
 pub fn plan(app: &App, instances: &[&Instance]) -> AppPlan {
+    plan_leaving(app, instances, |_| false)
+}
+
+/// The plan for `app` when the instances for which `leaving` holds must
+/// move off their agents.
+pub fn plan_leaving(
+    app: &App,
+    instances: &[&Instance],
+    leaving: impl Fn(&Instance) -> bool,
+) -> AppPlan {
     let checked = !app.health_checks.is_empty();
     let config = app.config_version();
+    let current = |i: &Instance| i.config_version == config && !leaving(i);
     let active: Vec<&Instance> = instances
         .iter()
         .copied()
         .filter(|i| i.is_active())
         .collect();
-    let (new, old): (Vec<&Instance>, Vec<&Instance>) =
-        active.iter().partition(|i| i.config_version == config);
+    let (new, old): (Vec<&Instance>, Vec<&Instance>) = active.iter().partition(|i| current(i));
     let target = app.instances;
     let new_count = new.len() as u32;
     let new_healthy = new.iter().filter(|i| i.is_healthy(checked)).count() as u32;
     // Old instances still shutting down hold their resources: count them.
     let dying = instances
         .iter()
-        .filter(|i| {
-            i.killing
-                && !agora_proto::status::is_terminal(i.task_state())
-                && i.config_version != config
-        })
+        .filter(|i| i.killing && !agora_proto::status::is_terminal(i.task_state()) && !current(i))
         .count() as u32;
     let mut out = AppPlan::default();
     if old.is_empty() && dying == 0 {

@@ -171,6 +171,8 @@ impl Master {
             }),
         });
         self.after_registration(now, &id, lost, readded);
+        self.drain_resume(now, &id);
+        self.overlay_registered(&id, &register.address);
         self.emit_agent_added(&id);
         self.registry_dirty = true;
         self.allocation_requested = true;
@@ -391,7 +393,9 @@ impl Master {
         let latest = update
             .latest_state
             .and_then(|s| TaskState::try_from(s).ok());
+        self.drain_reason(agent, &framework, &mut status);
         self.update_task(now, &framework, status, latest);
+        self.check_drained(now, agent);
     }
 
     fn executor_exited(
@@ -554,6 +558,7 @@ impl Agent {
                 .as_ref()
                 .map(|k| k.pending_kills.clone())
                 .unwrap_or_default(),
+            drain: known.and_then(|k| k.drain.clone()),
         }
     }
 }

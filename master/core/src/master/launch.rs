@@ -63,53 +63,9 @@ impl Master {
         if operations.is_empty() {
             self.metrics.offers_declined += offer_ids.len() as u64;
         }
-        // Validate the offers: known, this framework's, one agent, no duplicates.
-        let mut error = None;
-        let mut seen = BTreeSet::new();
-        let mut agent: Option<AgentId> = None;
-        let mut role: Option<String> = None;
-        for id in &offer_ids {
-            let oid = OfferId::from(id);
-            if !seen.insert(oid.clone()) {
-                error = Some(format!("Duplicate offer {oid} in ACCEPT"));
-                break;
-            }
-            match self.offers.get(&oid) {
-                None => {
-                    error = Some(format!("Offer {oid} is no longer valid"));
-                    break;
-                }
-                Some(o) if &o.framework != framework => {
-                    error = Some(format!(
-                        "Offer {oid} has invalid framework {} while framework {framework} is expected",
-                        o.framework
-                    ));
-                    break;
-                }
-                Some(o) => {
-                    if agent.as_ref().is_some_and(|a| a != &o.agent) {
-                        error = Some("Aggregated offers must belong to one single agent".into());
-                        break;
-                    }
-                    if role.as_ref().is_some_and(|r| r != &o.role) {
-                        error = Some("Aggregated offers must be allocated to the same role".into());
-                        break;
-                    }
-                    agent = Some(o.agent.clone());
-                    role = Some(o.role.clone());
-                }
-            }
-        }
-        if offer_ids.is_empty() && !operations.is_empty() {
-            error = Some("No offers specified".into());
-        }
-        if error.is_none()
-            && let Some(a) = &agent
-            && !self.agents.get(a).is_some_and(|a| a.is_connected())
-        {
-            error = Some(format!("Agent {a} is not connected"));
-        }
-        if let Some(message) = error {
+        // The offers: known, this framework's, one agent, no duplicates.
+        let checked = self.check_offers(framework, &offer_ids, !operations.is_empty());
+        if let Err(message) = checked {
             // Valid offers among them go back without a filter; tasks are dropped.
             for id in &offer_ids {
                 let oid = OfferId::from(id);
@@ -133,7 +89,7 @@ impl Master {
             self.allocation_requested = true;
             return;
         }
-        let (Some(agent), Some(role)) = (agent, role) else {
+        let Ok(Some((agent, role))) = checked else {
             return;
         };
         let mut available = Resources::new();
@@ -173,6 +129,51 @@ impl Master {
         self.allocator
             .recover(&agent, framework, &role, &available, filter, now);
         self.allocation_requested = true;
+    }
+
+    /// The agent and role of the offers an ACCEPT names (None for no
+    /// offers and no operations), or why they cannot be accepted together.
+    fn check_offers(
+        &self,
+        framework: &FrameworkId,
+        offer_ids: &[v1::OfferId],
+        operations: bool,
+    ) -> Result<Option<(AgentId, String)>, String> {
+        let mut seen = BTreeSet::new();
+        let mut agent: Option<AgentId> = None;
+        let mut role: Option<String> = None;
+        for id in offer_ids {
+            let oid = OfferId::from(id);
+            if !seen.insert(oid.clone()) {
+                return Err(format!("Duplicate offer {oid} in ACCEPT"));
+            }
+            let Some(o) = self.offers.get(&oid) else {
+                return Err(format!("Offer {oid} is no longer valid"));
+            };
+            if &o.framework != framework {
+                return Err(format!(
+                    "Offer {oid} has invalid framework {} while framework {framework} is expected",
+                    o.framework
+                ));
+            }
+            if agent.as_ref().is_some_and(|a| a != &o.agent) {
+                return Err("Aggregated offers must belong to one single agent".into());
+            }
+            if role.as_ref().is_some_and(|r| r != &o.role) {
+                return Err("Aggregated offers must be allocated to the same role".into());
+            }
+            agent = Some(o.agent.clone());
+            role = Some(o.role.clone());
+        }
+        if offer_ids.is_empty() && operations {
+            return Err("No offers specified".into());
+        }
+        if let Some(a) = &agent
+            && !self.agents.get(a).is_some_and(|a| a.is_connected())
+        {
+            return Err(format!("Agent {a} is not connected"));
+        }
+        Ok(agent.zip(role))
     }
 
     pub(crate) fn drop_launches(
@@ -304,8 +305,14 @@ impl Master {
     ) -> bool {
         let resources = match validation::validate_task(&task, framework.as_str()) {
             Ok(r) => r,
-            Err(message) => {
-                self.task_error(now, framework, &task, Reason::TaskInvalid, message);
+            Err(invalid) => {
+                self.task_error(
+                    now,
+                    framework,
+                    &task,
+                    Reason::TaskInvalid,
+                    invalid.to_string(),
+                );
                 return false;
             }
         };
@@ -324,44 +331,20 @@ impl Master {
         }
         // A new executor's resources come out of the offer as well.
         let executor = group_executor.cloned().or_else(|| task.executor.clone());
-        let mut needed = resources.clone();
-        let mut new_executor = None;
-        if let Some(e) = &executor {
-            let eid = ExecutorId::from(&e.executor_id);
-            let known = self
-                .frameworks
-                .get(framework)
-                .and_then(|f| f.executors.get(agent))
-                .and_then(|m| m.get(&eid));
-            match known {
-                Some(existing)
-                    if existing.command != e.command || existing.resources != e.resources =>
-                {
-                    let message = format!(
-                        "ExecutorInfo for executor {eid} differs from the one already running on agent {agent}"
-                    );
-                    self.task_error(now, framework, &task, Reason::TaskInvalid, message);
-                    return false;
-                }
-                Some(_) => {}
-                None => {
-                    let er = match Resources::from_protos(&e.resources) {
-                        Ok(r) => r.unallocated(),
-                        Err(err) => {
-                            self.task_error(
-                                now,
-                                framework,
-                                &task,
-                                Reason::TaskInvalid,
-                                format!("invalid executor resources: {err}"),
-                            );
-                            return false;
-                        }
-                    };
-                    needed += &er;
-                    new_executor = Some((eid, e.clone(), er));
-                }
+        let new_executor = match executor
+            .as_ref()
+            .map(|e| self.new_executor(framework, agent, e))
+            .transpose()
+        {
+            Ok(n) => n.flatten(),
+            Err(message) => {
+                self.task_error(now, framework, &task, Reason::TaskInvalid, message);
+                return false;
             }
+        };
+        let mut needed = resources.clone();
+        if let Some((_, _, er)) = &new_executor {
+            needed += er;
         }
         if !available.contains(&needed) {
             let message = format!("Task uses more resources {needed} than available {available}");
@@ -384,29 +367,15 @@ impl Master {
             }
         }
         let task_id = TaskId::from(&task.task_id);
-        let proto = v1::Task {
-            name: task.name.clone(),
-            task_id: task.task_id.clone(),
-            framework_id: framework.to_proto(),
-            executor_id: executor.as_ref().map(|e| e.executor_id.clone()),
-            agent_id: agent.to_proto(),
-            state: TaskState::TaskStaging as i32,
-            resources: format_task_resources(&resources, role),
-            statuses: Vec::new(),
-            status_update_state: None,
-            status_update_uuid: None,
-            labels: task.labels.clone(),
-            discovery: task.discovery.clone(),
-            container: task.container.clone(),
-            health_check: task.health_check.clone(),
-            kill_policy: task.kill_policy,
-            user: task
-                .command
-                .as_ref()
-                .and_then(|c| c.user.clone())
-                .or_else(|| Some(framework_info.user.clone()).filter(|u| !u.is_empty())),
-            limits: task.limits.clone(),
-        };
+        let proto = task_proto(
+            &task,
+            framework,
+            agent,
+            executor.as_ref(),
+            &resources,
+            role,
+            &framework_info,
+        );
         let f = self.frameworks.get_mut(framework).expect("checked above");
         f.tasks.insert(
             task_id.clone(),
@@ -440,6 +409,40 @@ impl Master {
         true
     }
 
+    /// An executor a task brings, when it is new on the agent: its id,
+    /// info and resources (None when it runs there already). An executor
+    /// that differs from the one running, or has bad resources, is an
+    /// error.
+    fn new_executor(
+        &self,
+        framework: &FrameworkId,
+        agent: &AgentId,
+        e: &v1::ExecutorInfo,
+    ) -> Result<Option<(ExecutorId, v1::ExecutorInfo, Resources)>, String> {
+        let eid = ExecutorId::from(&e.executor_id);
+        let known = self
+            .frameworks
+            .get(framework)
+            .and_then(|f| f.executors.get(agent))
+            .and_then(|m| m.get(&eid));
+        match known {
+            Some(existing)
+                if existing.command != e.command || existing.resources != e.resources =>
+            {
+                Err(format!(
+                    "ExecutorInfo for executor {eid} differs from the one already running on agent {agent}"
+                ))
+            }
+            Some(_) => Ok(None),
+            None => {
+                let er = Resources::from_protos(&e.resources)
+                    .map_err(|err| format!("invalid executor resources: {err}"))?
+                    .unallocated();
+                Ok(Some((eid, e.clone(), er)))
+            }
+        }
+    }
+
     pub(crate) fn launch_group(
         &mut self,
         now: Time,
@@ -468,7 +471,7 @@ impl Master {
             return;
         }
         if let Err(e) = validation::validate_executor(&executor, framework.as_str()) {
-            fail_all(self, e);
+            fail_all(self, e.to_string());
             return;
         }
         if executor.r#type() == v1::executor_info::Type::Unknown {
@@ -618,4 +621,39 @@ fn filter_duration(filters: Option<&v1::Filters>, interval: Duration) -> Option<
             .min(MAX_FILTER)
     };
     Some(d.max(interval))
+}
+
+/// The master's record of a task being launched (TASK_STAGING).
+fn task_proto(
+    task: &v1::TaskInfo,
+    framework: &FrameworkId,
+    agent: &AgentId,
+    executor: Option<&v1::ExecutorInfo>,
+    resources: &Resources,
+    role: &str,
+    framework_info: &v1::FrameworkInfo,
+) -> v1::Task {
+    v1::Task {
+        name: task.name.clone(),
+        task_id: task.task_id.clone(),
+        framework_id: framework.to_proto(),
+        executor_id: executor.map(|e| e.executor_id.clone()),
+        agent_id: agent.to_proto(),
+        state: TaskState::TaskStaging as i32,
+        resources: format_task_resources(resources, role),
+        statuses: Vec::new(),
+        status_update_state: None,
+        status_update_uuid: None,
+        labels: task.labels.clone(),
+        discovery: task.discovery.clone(),
+        container: task.container.clone(),
+        health_check: task.health_check.clone(),
+        kill_policy: task.kill_policy,
+        user: task
+            .command
+            .as_ref()
+            .and_then(|c| c.user.clone())
+            .or_else(|| Some(framework_info.user.clone()).filter(|u| !u.is_empty())),
+        limits: task.limits.clone(),
+    }
 }

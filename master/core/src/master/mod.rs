@@ -8,8 +8,10 @@
 
 mod agents;
 mod authz;
+mod drain;
 mod launch;
 mod operator_calls;
+mod overlay;
 mod scheduler;
 mod state;
 mod views;
@@ -27,6 +29,8 @@ use crate::time::Time;
 use crate::validation::Capabilities;
 
 pub use authz::Viewer;
+pub use drain::DRAIN_ANSWER;
+pub use overlay::{KEY_LEN as OVERLAY_KEY_LEN, OverlayConfig, OverlayError};
 pub use views::MasterView;
 
 /// Master settings (Mesos flag names in the docs).
@@ -61,6 +65,13 @@ pub struct Config {
     pub allocator: AllocatorConfig,
     /// `--acls`: who may do what (the default allows everything).
     pub acls: agora_proto::acl::Acls,
+    /// `--overlay-cidr`: a subnet of this range for each agent (no overlay
+    /// when None).
+    pub overlay: Option<OverlayConfig>,
+    /// `--drain-notice`: how long frameworks that accept a drain's inverse
+    /// offer may take to move their tasks off the agent before they are
+    /// killed (0: killed at once, as Mesos).
+    pub drain_notice: Duration,
 }
 
 impl Default for Config {
@@ -79,6 +90,8 @@ impl Default for Config {
             weights: Vec::new(),
             allocator: AllocatorConfig::default(),
             acls: agora_proto::acl::Acls::default(),
+            overlay: None,
+            drain_notice: Duration::from_secs(600),
         }
     }
 }
@@ -88,6 +101,9 @@ impl Default for Config {
 pub enum Input {
     /// Time passed: fire due timers (allocation, pings, timeouts).
     Tick,
+    /// A fresh key for the encrypted overlay (20 random bytes: AES-128 and
+    /// its salt), given at start and on the rotation schedule.
+    OverlayKey(Vec<u8>),
     /// A SUBSCRIBE call. The shell has opened `stream` and buffers its events;
     /// the reply says whether to answer 200 with the stream or an error.
     Subscribe {
@@ -150,8 +166,18 @@ pub enum OperatorCall {
     MarkAgentGone(AgentId),
     /// DEACTIVATE_AGENT.
     DeactivateAgent(AgentId),
-    /// REACTIVATE_AGENT.
+    /// REACTIVATE_AGENT (also ends a drain).
     ReactivateAgent(AgentId),
+    /// DRAIN_AGENT: deactivate, kill every task with at most
+    /// `max_grace_period`, then DRAINED (and gone, with `mark_gone`).
+    DrainAgent {
+        /// The agent.
+        agent: AgentId,
+        /// The most a task's kill may wait.
+        max_grace_period: Option<std::time::Duration>,
+        /// Mark it gone once drained.
+        mark_gone: bool,
+    },
 }
 
 /// Why a call was refused; the shell turns it into an HTTP status and a
@@ -224,6 +250,9 @@ pub enum Output {
     },
     /// An event for operator API subscribers (`SUBSCRIBE` on `/api/v1`).
     OperatorEvent(Box<operator::Event>),
+    /// Something an operator should know that no caller is told (the shell
+    /// logs it).
+    Warn(String),
 }
 
 /// A framework the master knows.
@@ -306,6 +335,8 @@ pub(crate) struct Agent {
     pub missed_pongs: u32,
     /// Kills requested while the agent was away, sent on re-registration.
     pub pending_kills: Vec<(FrameworkId, TaskId, Option<v1::KillPolicy>)>,
+    /// A drain under way or done (DRAIN_AGENT).
+    pub drain: Option<drain::Drain>,
 }
 
 /// An outstanding offer.
@@ -338,9 +369,15 @@ pub struct Master {
     pub(crate) unreachable_agents: BTreeMap<AgentId, (v1::AgentInfo, Time)>,
     /// Agents an operator marked gone: shut down if they return.
     pub(crate) gone_agents: BTreeSet<AgentId>,
+    /// Overlay subnets leased to agents.
+    pub(crate) overlay: BTreeMap<AgentId, overlay::Lease>,
+    /// The encrypted overlay's keys.
+    pub(crate) overlay_keys: overlay::Keyring,
     /// The registry changed since the shell last asked.
     pub(crate) registry_dirty: bool,
     pub(crate) offers: BTreeMap<OfferId, Offer>,
+    /// Inverse offers outstanding (agents being drained).
+    pub(crate) inverse_offers: BTreeMap<OfferId, drain::InverseOffer>,
     pub(crate) next_framework: u64,
     pub(crate) next_agent: u64,
     pub(crate) next_offer: u64,
@@ -401,8 +438,11 @@ impl Master {
             conns: BTreeMap::new(),
             unreachable_agents: BTreeMap::new(),
             gone_agents: BTreeSet::new(),
+            overlay: BTreeMap::new(),
+            overlay_keys: overlay::Keyring::default(),
             registry_dirty: false,
             offers: BTreeMap::new(),
+            inverse_offers: BTreeMap::new(),
             next_framework: 0,
             next_agent: 0,
             next_offer: 0,
@@ -417,6 +457,7 @@ impl Master {
     pub fn handle(&mut self, now: Time, input: Input) -> Vec<Output> {
         match input {
             Input::Tick => self.tick(now),
+            Input::OverlayKey(key) => self.overlay_key(now, key),
             Input::Subscribe {
                 request,
                 stream,
@@ -469,6 +510,12 @@ impl Master {
         {
             next = next.min(oldest + timeout);
         }
+        if let Some(due) = self.overlay_key_deadline() {
+            next = next.min(due);
+        }
+        if let Some(due) = self.drain_deadline() {
+            next = next.min(due);
+        }
         Some(next)
     }
 
@@ -483,6 +530,7 @@ impl Master {
     /// learn from agents and frameworks.
     pub fn registry(&self) -> agora_proto::internal::Registry {
         use agora_proto::internal::{Registry, RoleWeight, UnreachableAgent};
+        let (overlay_keys, overlay_primary_key) = self.keyring_message();
         Registry {
             admitted: self.agents.values().map(|a| a.info.clone()).collect(),
             unreachable: self
@@ -502,6 +550,10 @@ impl Master {
                     weight,
                 })
                 .collect(),
+            overlay_leases: self.overlay_leases(),
+            overlay_keys,
+            overlay_primary_key,
+            drains: self.drains_stored(),
         }
     }
 
@@ -523,6 +575,8 @@ impl Master {
         for gone in &registry.gone {
             self.gone_agents.insert(AgentId::new(gone.clone()));
         }
+        self.recover_overlay(&registry.overlay_leases);
+        self.recover_overlay_keys(&registry.overlay_keys, registry.overlay_primary_key);
         for u in registry.unreachable {
             if let Some(id) = u.info.id.as_ref().map(AgentId::from) {
                 self.unreachable_agents
@@ -561,9 +615,16 @@ impl Master {
                     pong_pending: false,
                     missed_pongs: 0,
                     pending_kills: Vec::new(),
+                    drain: None,
                 },
             );
         }
+        self.recover_drains(now, &registry.drains);
+    }
+
+    /// The settings it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The master's leadership epoch.
@@ -587,6 +648,7 @@ impl Master {
     }
 
     fn tick(&mut self, now: Time) {
+        self.overlay_key_tick(now);
         // Timeouts first, so that allocation sees their effects.
         let expired: Vec<FrameworkId> = self
             .frameworks
@@ -610,6 +672,7 @@ impl Master {
         for (id, why) in lost {
             self.mark_unreachable(now, &id, why);
         }
+        self.drain_tick(now);
         if now >= self.next_ping {
             self.next_ping = now + self.config.agent_ping_timeout;
             self.ping_agents(now);

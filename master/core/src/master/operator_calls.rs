@@ -1,5 +1,6 @@
 //! Operator API calls that change state: TEARDOWN, UPDATE_WEIGHTS,
-//! MARK_AGENT_GONE, DEACTIVATE_AGENT and REACTIVATE_AGENT.
+//! MARK_AGENT_GONE, DEACTIVATE_AGENT, REACTIVATE_AGENT and DRAIN_AGENT
+//! (`drain.rs`).
 
 use agora_proto::operator;
 use agora_proto::v1::{TaskState, task_status::Reason};
@@ -38,6 +39,9 @@ impl Master {
             }
             OperatorCall::ReactivateAgent(_) => {
                 self.authorize(Action::ReactivateAgents, principal, None)?;
+            }
+            OperatorCall::DrainAgent { .. } => {
+                self.authorize(Action::DrainAgents, principal, None)?;
             }
         }
         match call {
@@ -95,16 +99,24 @@ impl Master {
                 if a.is_connected() {
                     self.allocator.activate_agent(&id);
                 }
+                self.end_drain(&id);
                 self.allocation_requested = true;
                 self.emit_agent_added(&id);
                 Ok(())
             }
+            OperatorCall::DrainAgent {
+                agent,
+                max_grace_period,
+                mark_gone,
+            } => self.drain_agent(now, &agent, max_grace_period, mark_gone),
         }
     }
 
     pub(crate) fn mark_gone(&mut self, now: Time, id: &AgentId) {
         self.gone_agents.insert(id.clone());
         self.registry_dirty = true;
+        self.overlay_removed(id);
+        self.rescind_inverse_offers(id);
         if let Some(conn) = self.agents.get(id).and_then(|a| a.conn) {
             self.shutdown_agent_conn(conn, "agent was marked gone by an operator");
         }

@@ -76,10 +76,10 @@ impl Master {
             request,
             result: Ok(()),
         });
-        if let Err(message) =
+        if let Err(invalid) =
             validation::validate_framework_info(&info, self.config.roles.as_deref())
         {
-            self.stream_error(&stream, &message);
+            self.stream_error(&stream, &invalid.to_string());
             return;
         }
         if let Err(message) = self.may_register(&info) {
@@ -107,44 +107,7 @@ impl Master {
         };
         let existing = self.frameworks.contains_key(&id);
         if existing {
-            // Failover: a new subscription replaces the old one.
-            let f = self.frameworks.get_mut(&id).expect("checked above");
-            if let Some(old) = f.stream.take() {
-                self.streams.remove(&old);
-                self.out.push(Output::Event {
-                    stream: old.clone(),
-                    event: Box::new(error_event("Framework failed over")),
-                });
-                self.out.push(Output::CloseStream { stream: old });
-            }
-            let f = self.frameworks.get_mut(&id).expect("checked above");
-            // user and checkpoint cannot change on re-subscription.
-            if !f.recovered {
-                info.user = f.info.user.clone();
-                info.checkpoint = f.info.checkpoint;
-            }
-            let offers: Vec<OfferId> = f.offers.iter().cloned().collect();
-            for offer in offers {
-                self.rescind_offer(now, &offer, None);
-            }
-            let f = self.frameworks.get_mut(&id).expect("checked above");
-            f.info = info.clone();
-            f.caps = caps;
-            f.roles = roles.clone();
-            f.stream = Some(stream.clone());
-            f.active = true;
-            f.recovered = false;
-            f.failover_deadline = None;
-            f.reregistered_time = Some(now);
-            f.suppressed_roles = suppressed.clone();
-            self.allocator
-                .update_framework(&id, &roles, caps.gpu_resources);
-            self.allocator.revive(&id, None);
-            if !suppressed.is_empty() {
-                let s: Vec<String> = suppressed.iter().cloned().collect();
-                self.allocator.suppress(&id, Some(&s));
-            }
-            self.allocator.activate_framework(&id);
+            self.fail_over_framework(now, &id, info, &stream, &suppressed);
         } else {
             let mut framework = Framework::new(id.clone(), &info, Some(stream.clone()), now);
             framework.suppressed_roles = suppressed.clone();
@@ -153,6 +116,16 @@ impl Master {
             self.allocator
                 .add_framework(id.clone(), &roles, true, caps.gpu_resources, &s);
         }
+        self.announce_subscription(&id, stream, existing);
+        if existing {
+            self.resend_inverse_offers(&id);
+        }
+        self.allocation_requested = true;
+    }
+
+    /// Tells a subscribed framework it is (SUBSCRIBED, then a HEARTBEAT)
+    /// and operator subscribers that it was added or updated.
+    fn announce_subscription(&mut self, id: &FrameworkId, stream: StreamId, existing: bool) {
         self.streams.insert(stream.clone(), id.clone());
         self.out.push(Output::Event {
             stream: stream.clone(),
@@ -185,7 +158,59 @@ impl Master {
                 ..Default::default()
             });
         }
-        self.allocation_requested = true;
+    }
+
+    /// A framework subscribing again (failover): the new stream replaces
+    /// the old, its offers are rescinded, and the allocator hears of its
+    /// roles and suppressions anew.
+    fn fail_over_framework(
+        &mut self,
+        now: Time,
+        id: &FrameworkId,
+        mut info: v1::FrameworkInfo,
+        stream: &StreamId,
+        suppressed: &BTreeSet<String>,
+    ) {
+        let caps = Capabilities::of(&info);
+        let roles = validation::framework_roles(&info);
+        // Failover: a new subscription replaces the old one.
+        let f = self.frameworks.get_mut(id).expect("checked above");
+        if let Some(old) = f.stream.take() {
+            self.streams.remove(&old);
+            self.out.push(Output::Event {
+                stream: old.clone(),
+                event: Box::new(error_event("Framework failed over")),
+            });
+            self.out.push(Output::CloseStream { stream: old });
+        }
+        let f = self.frameworks.get_mut(id).expect("checked above");
+        // user and checkpoint cannot change on re-subscription.
+        if !f.recovered {
+            info.user = f.info.user.clone();
+            info.checkpoint = f.info.checkpoint;
+        }
+        let offers: Vec<OfferId> = f.offers.iter().cloned().collect();
+        for offer in offers {
+            self.rescind_offer(now, &offer, None);
+        }
+        let f = self.frameworks.get_mut(id).expect("checked above");
+        f.info = info;
+        f.caps = caps;
+        f.roles = roles.clone();
+        f.stream = Some(stream.clone());
+        f.active = true;
+        f.recovered = false;
+        f.failover_deadline = None;
+        f.reregistered_time = Some(now);
+        f.suppressed_roles = suppressed.clone();
+        self.allocator
+            .update_framework(id, &roles, caps.gpu_resources);
+        self.allocator.revive(id, None);
+        if !suppressed.is_empty() {
+            let s: Vec<String> = suppressed.iter().cloned().collect();
+            self.allocator.suppress(id, Some(&s));
+        }
+        self.allocator.activate_framework(id);
     }
 
     fn stream_error(&mut self, stream: &StreamId, message: &str) {
@@ -209,13 +234,15 @@ impl Master {
 
     // ------------------------------------------------------------ other calls
 
-    pub(crate) fn call(
-        &mut self,
-        now: Time,
+    /// The framework a non-SUBSCRIBE call comes from, once the call is
+    /// well formed and comes on the framework's current stream from its
+    /// principal.
+    fn caller(
+        &self,
         stream: Option<StreamId>,
-        call: sched::Call,
+        call: &sched::Call,
         principal: Option<&str>,
-    ) -> Result<(), CallError> {
+    ) -> Result<FrameworkId, CallError> {
         let kind = call.r#type();
         if kind == CallType::Unknown {
             return Err(CallError::NotImplemented("Received 'UNKNOWN' call".into()));
@@ -230,7 +257,7 @@ impl Master {
             .as_ref()
             .map(FrameworkId::from)
             .ok_or_else(|| bad("Expecting 'framework_id' to be present"))?;
-        check_payload(&call)?;
+        check_payload(call)?;
         let Some(framework) = self.frameworks.get(&framework_id) else {
             return Err(bad("Framework cannot be found"));
         };
@@ -256,6 +283,18 @@ impl Master {
             }
             Some(_) => {}
         }
+        Ok(framework_id)
+    }
+
+    pub(crate) fn call(
+        &mut self,
+        now: Time,
+        stream: Option<StreamId>,
+        call: sched::Call,
+        principal: Option<&str>,
+    ) -> Result<(), CallError> {
+        let kind = call.r#type();
+        let framework_id = self.caller(stream, &call, principal)?;
         match kind {
             CallType::Teardown => {
                 self.remove_framework(now, &framework_id, "framework asked to be torn down");
@@ -330,10 +369,18 @@ impl Master {
                 let update = call.update_framework.unwrap_or_default();
                 self.update_framework(now, &framework_id, update)
             }
+            CallType::AcceptInverseOffers | CallType::DeclineInverseOffers => {
+                let accept = kind == CallType::AcceptInverseOffers;
+                let ids = if accept {
+                    call.accept_inverse_offers.map(|a| a.inverse_offer_ids)
+                } else {
+                    call.decline_inverse_offers.map(|d| d.inverse_offer_ids)
+                };
+                self.answer_inverse_offers(now, &framework_id, &ids.unwrap_or_default(), accept);
+                Ok(())
+            }
             // Accepted and ignored, as the built-in Mesos allocator does.
             CallType::Request
-            | CallType::AcceptInverseOffers
-            | CallType::DeclineInverseOffers
             | CallType::AcknowledgeOperationStatus
             | CallType::ReconcileOperations => Ok(()),
             CallType::Subscribe | CallType::Unknown => unreachable!("handled above"),
@@ -399,7 +446,8 @@ impl Master {
                 "'update_framework.framework_info.id' must equal 'framework_id'",
             ));
         }
-        validation::validate_framework_info(&info, self.config.roles.as_deref()).map_err(bad)?;
+        validation::validate_framework_info(&info, self.config.roles.as_deref())
+            .map_err(|e| bad(e.to_string()))?;
         self.may_register(&info).map_err(CallError::Forbidden)?;
         let f = self.frameworks.get(id).expect("checked by caller");
         if info.user != f.info.user {

@@ -390,6 +390,7 @@ impl Master {
             return;
         };
         let _ = why;
+        self.forget_inverse_offers(id);
         if let Some(stream) = f.stream.take() {
             // Tell the scheduler before closing its stream, so it knows
             // resubscribing cannot help (Mesos' FrameworkErrorMessage).
@@ -482,6 +483,7 @@ impl Master {
         for offer in offers {
             self.rescind_offer(now, &offer, None);
         }
+        self.rescind_inverse_offers(id);
         let Some(agent) = self.agents.remove(id) else {
             return;
         };

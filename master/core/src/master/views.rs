@@ -77,7 +77,7 @@ impl Master {
             })
             .collect(),
             resource_providers: Vec::new(),
-            drain_info: None,
+            drain_info: a.drain.as_ref().map(|d| d.info()),
             estimated_drain_start_time: None,
         }
     }

@@ -5,7 +5,9 @@
 
 mod agents;
 mod authz;
+mod drain;
 mod harness;
+mod overlay;
 mod properties;
 mod scheduler;
 mod simulation;

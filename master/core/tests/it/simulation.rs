@@ -65,6 +65,8 @@ struct SimAgent {
     conn: Option<ConnId>,
     tasks: BTreeMap<String, AgentTask>,
     frameworks: BTreeMap<String, v1::FrameworkInfo>,
+    /// The overlay as the master told it: its subnet, the peers' by id.
+    overlay: Option<(String, BTreeMap<String, String>)>,
 }
 
 struct SimFramework {
@@ -109,6 +111,14 @@ impl Sim {
     fn new(seed: u64) -> Sim {
         let config = Config {
             agent_reregister_timeout: Duration::from_secs(120),
+            overlay: Some(
+                agora_master_core::master::OverlayConfig::new(
+                    "agora",
+                    "10.200.0.0/16".parse().unwrap(),
+                    24,
+                )
+                .unwrap(),
+            ),
             ..Config::default()
         };
         let mut h = Harness::with_config(config.clone());
@@ -125,6 +135,7 @@ impl Sim {
                     conn: None,
                     tasks: BTreeMap::new(),
                     frameworks: BTreeMap::new(),
+                    overlay: None,
                 })
                 .collect(),
             frameworks: Vec::new(),
@@ -203,7 +214,7 @@ impl Sim {
                         f.offers.clear();
                     }
                 }
-                Output::Reply { .. } | Output::OperatorEvent(_) => {}
+                Output::Reply { .. } | Output::OperatorEvent(_) | Output::Warn(_) => {}
             }
         }
         for (f, agent, task, uuid) in acks {
@@ -274,6 +285,26 @@ impl Sim {
                 for id in gone {
                     agent.tasks.remove(&id);
                     self.ended.insert(id, TaskState::TaskKilled);
+                }
+            }
+            M::Overlay(o) => {
+                let agent = &mut self.agents[a];
+                match (o.network, &mut agent.overlay) {
+                    (Some(n), picture) => *picture = Some((n.subnet, BTreeMap::new())),
+                    (None, None) => {
+                        return Err(format!(
+                            "{} heard of an overlay change before the overlay",
+                            agent.hostname
+                        ));
+                    }
+                    (None, Some(_)) => {}
+                }
+                let (_, peers) = agent.overlay.as_mut().unwrap();
+                for r in o.removed {
+                    peers.remove(&r);
+                }
+                for p in o.peers {
+                    peers.insert(p.agent_id, p.subnet);
                 }
             }
             M::ShutdownAgent(s) => {
@@ -654,6 +685,7 @@ impl Sim {
     /// What must hold after every step.
     fn check(&self) -> Result<(), String> {
         self.h.master.allocator().check_invariants()?;
+        self.check_overlay()?;
         for a in &self.agents {
             let Some(id) = &a.id else { continue };
             let total = Resources::parse(&a.resources, "*").unwrap();
@@ -686,6 +718,37 @@ impl Sim {
                     "{} over-committed: {cpus} cpus of {}",
                     a.hostname,
                     total.scalar("cpus")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Overlay subnets are leased once each, and every connected agent's
+    /// picture is the master's: its own subnet, and every other lease.
+    fn check_overlay(&self) -> Result<(), String> {
+        let leases: BTreeMap<String, String> = self
+            .h
+            .master
+            .registry()
+            .overlay_leases
+            .into_iter()
+            .map(|l| (l.agent_id, l.subnet))
+            .collect();
+        let distinct: BTreeSet<&String> = leases.values().collect();
+        if distinct.len() != leases.len() {
+            return Err(format!("a subnet leased twice: {leases:?}"));
+        }
+        for a in &self.agents {
+            let (Some(id), Some(_), Some((subnet, peers))) = (&a.id, a.conn, &a.overlay) else {
+                continue;
+            };
+            let mut others = leases.clone();
+            let own = others.remove(id.as_str());
+            if own.as_ref() != Some(subnet) || *peers != others {
+                return Err(format!(
+                    "{} sees the overlay as {subnet} with {peers:?}; the master leased {own:?} and {others:?}",
+                    a.hostname
                 ));
             }
         }

@@ -22,6 +22,64 @@ pub fn validate(app: &App) -> Vec<FieldError> {
             "AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'.",
         ));
     }
+    check_container(app, &mut errors);
+    check_timings(app, &mut errors);
+    for (i, c) in app.constraints.iter().enumerate() {
+        if let Err(e) = Constraint::parse(c) {
+            errors.push(invalid(&format!("/constraints({i})"), e.to_string()));
+        }
+    }
+    check_ports_and_health(app, &mut errors);
+    for (i, n) in app.networks.iter().enumerate() {
+        if !matches!(n.mode.as_str(), "host" | "container/bridge" | "container") {
+            errors.push(invalid(
+                &format!("/networks({i})/mode"),
+                "must be host, container/bridge or container",
+            ));
+        }
+        match (n.mode.as_str(), n.name.as_deref()) {
+            ("container", None | Some("")) => errors.push(invalid(
+                &format!("/networks({i})/name"),
+                "a container network needs a name",
+            )),
+            ("container", Some(name)) if !valid_network_name(name) => errors.push(invalid(
+                &format!("/networks({i})/name"),
+                "must be letters, digits, '.', '_' and '-', starting with a letter or digit, at most 63",
+            )),
+            ("host" | "container/bridge", Some(_)) => errors.push(invalid(
+                &format!("/networks({i})/name"),
+                "only a container network has a name",
+            )),
+            _ => {}
+        }
+    }
+    if app.networks.len() > 1 && app.networks.iter().any(|n| n.mode != "container") {
+        errors.push(invalid(
+            "/networks",
+            "host or bridge networking excludes other networks",
+        ));
+    }
+    for (k, _) in app.env.iter() {
+        if k.is_empty() || k.contains('=') {
+            errors.push(invalid(
+                &format!("/env/{k}"),
+                "environment variable names must be non-empty and have no '='",
+            ));
+        }
+    }
+    for (i, d) in app.dependencies.iter().enumerate() {
+        if PathId::parse(d).is_err() {
+            errors.push(invalid(
+                &format!("/dependencies({i})"),
+                format!("'{d}' is not a valid path"),
+            ));
+        }
+    }
+    errors
+}
+
+/// `container`: its type, image and volume modes.
+fn check_container(app: &App, errors: &mut Vec<FieldError>) {
     if let Some(c) = &app.container {
         if c.kind != "DOCKER" && c.kind != "MESOS" {
             errors.push(invalid("/container/type", "must be DOCKER or MESOS"));
@@ -41,6 +99,10 @@ pub fn validate(app: &App) -> Vec<FieldError> {
             }
         }
     }
+}
+
+/// The upgrade strategy's bounds, backoff and kill grace.
+fn check_timings(app: &App, errors: &mut Vec<FieldError>) {
     let us = &app.upgrade_strategy;
     for (name, v) in [
         ("minimumHealthCapacity", us.minimum_health_capacity),
@@ -68,11 +130,11 @@ pub fn validate(app: &App) -> Vec<FieldError> {
     {
         errors.push(invalid("/taskKillGracePeriodSeconds", "must be 0 or more"));
     }
-    for (i, c) in app.constraints.iter().enumerate() {
-        if let Err(e) = Constraint::parse(c) {
-            errors.push(invalid(&format!("/constraints({i})"), e.to_string()));
-        }
-    }
+}
+
+/// Port definitions, `requirePorts`, and health checks (whose port
+/// indices address those ports).
+fn check_ports_and_health(app: &App, errors: &mut Vec<FieldError>) {
     let port_count = port_count(app);
     let mut names = std::collections::BTreeSet::new();
     for (i, pd) in app.port_definitions.iter().flatten().enumerate() {
@@ -139,35 +201,16 @@ pub fn validate(app: &App) -> Vec<FieldError> {
             }
         }
     }
-    for (i, n) in app.networks.iter().enumerate() {
-        if !matches!(n.mode.as_str(), "host" | "container/bridge" | "container") {
-            errors.push(invalid(
-                &format!("/networks({i})/mode"),
-                "must be host, container/bridge or container",
-            ));
-        }
-    }
-    if app.networks.len() > 1 && app.networks.iter().any(|n| n.mode != "container") {
-        errors.push(invalid(
-            "/networks",
-            "host or bridge networking excludes other networks",
-        ));
-    }
-    for (k, _) in app.env.iter() {
-        if k.is_empty() || k.contains('=') {
-            errors.push(invalid(
-                &format!("/env/{k}"),
-                "environment variable names must be non-empty and have no '='",
-            ));
-        }
-    }
-    for (i, d) in app.dependencies.iter().enumerate() {
-        if PathId::parse(d).is_err() {
-            errors.push(invalid(
-                &format!("/dependencies({i})"),
-                format!("'{d}' is not a valid path"),
-            ));
-        }
-    }
-    errors
+}
+
+/// A CNI network name (`[A-Za-z0-9][A-Za-z0-9_.-]*`), of a sane length.
+fn valid_network_name(name: &str) -> bool {
+    name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }

@@ -350,6 +350,9 @@ impl Marathon {
             return Ok((id, version));
         };
         let affected: BTreeSet<PathId> = plan.affected().into_iter().collect();
+        // What this change may move: its apps and those of deployments it
+        // cancels (the others are as they were).
+        let mut touched = affected.clone();
         let conflicts: Vec<String> = self
             .state
             .deployments
@@ -382,6 +385,9 @@ impl Marathon {
             self.state
                 .deployments
                 .retain(|d| !conflicts.contains(&d.id));
+            for d in &cancelled {
+                touched.extend(d.affected());
+            }
             for d in cancelled {
                 let plan = self.plan_with_groups(&d);
                 self.event(
@@ -428,7 +434,7 @@ impl Marathon {
             "deployment_info",
             json!({"plan": plan_json, "currentStep": step}),
         );
-        self.reconcile(now);
+        self.reconcile_paths(now, touched);
         Ok((id, version))
     }
 

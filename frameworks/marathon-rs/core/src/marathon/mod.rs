@@ -11,6 +11,8 @@
 
 mod api;
 mod groups;
+mod status;
+mod stored;
 mod views;
 
 use std::borrow::Cow;
@@ -24,13 +26,14 @@ use serde_json::{Value, json};
 use crate::app::{App, UnreachableStrategy};
 use crate::constraints::{Constraint, Placement};
 use crate::deployment::{ActionKind, Deployment};
-use crate::instance::{Health, Instance, app_of_task};
+use crate::instance::{Instance, app_of_task};
 use crate::offers::{OfferSpace, task_info};
 use crate::path::PathId;
 use crate::planner::{self, Backoff};
 use crate::time::Millis;
 
 pub use api::{Reply, TaskKill};
+pub use stored::EntryError;
 
 /// Settings (Marathon flags).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -159,6 +162,8 @@ pub enum Call {
     },
     /// Reconcile tasks (all when empty).
     Reconcile(Vec<(v1::TaskId, Option<v1::AgentId>)>),
+    /// The framework will leave the agents of these inverse offers.
+    AcceptInverseOffers(Vec<v1::OfferId>),
     /// Offers are needed again.
     Revive,
     /// No offers are needed.
@@ -179,6 +184,15 @@ pub enum Output {
     },
 }
 
+/// An app that needs instances, as placement sees it.
+struct Want {
+    path: PathId,
+    app: App,
+    constraints: Vec<Constraint>,
+    /// Where its active instances are (only kept with constraints).
+    placed: Vec<Placement>,
+}
+
 /// The state machine. See the module documentation.
 pub struct Marathon {
     pub(crate) config: Config,
@@ -186,6 +200,9 @@ pub struct Marathon {
     pub(crate) queue: BTreeMap<PathId, QueueStats>,
     /// Launches needed per app (recomputed on every reconcile).
     pub(crate) needs: BTreeMap<PathId, u32>,
+    /// Agents the master asked marathon-rs to leave (drained, or in a
+    /// maintenance window), with the inverse offers that asked.
+    pub(crate) leaving: BTreeMap<String, BTreeSet<String>>,
     pub(crate) rng: fastrand::Rng,
     pub(crate) out: Vec<Output>,
     pub(crate) suppressed: bool,
@@ -205,6 +222,7 @@ impl Marathon {
             state,
             queue: BTreeMap::new(),
             needs: BTreeMap::new(),
+            leaving: BTreeMap::new(),
             rng: fastrand::Rng::with_seed(seed),
             out: Vec::new(),
             suppressed: false,
@@ -368,6 +386,12 @@ impl Marathon {
     /// deployment starts on every agent at once instead of filling the
     /// first offer.
     pub fn offers(&mut self, now: Millis, offers: Vec<v1::Offer>) {
+        // The master offers no agent it is draining: one offered without an
+        // unavailability stays (a rescind of its inverse offer was missed
+        // while disconnected, or it came from a master since replaced).
+        for o in offers.iter().filter(|o| o.unavailability.is_none()) {
+            self.leaving.remove(&o.agent_id.value);
+        }
         self.reconcile(now);
         let nothing_needed = self.needs.values().all(|n| *n == 0);
         let launched = if nothing_needed {
@@ -406,14 +430,9 @@ impl Marathon {
 
     /// Places needed instances on `offers`, one per offer per round, until
     /// nothing more fits or is needed. Returns the tasks per offer.
-    fn place(&mut self, now: Millis, offers: &[v1::Offer]) -> Vec<Vec<v1::TaskInfo>> {
-        struct Want {
-            path: PathId,
-            app: App,
-            constraints: Vec<Constraint>,
-            /// Where its active instances are (only kept with constraints).
-            placed: Vec<Placement>,
-        }
+    /// The apps that need instances now (not waiting out a backoff), with
+    /// their constraints and where their active instances are.
+    fn wants(&self, now: Millis) -> Vec<Want> {
         let mut wants: Vec<Want> = Vec::new();
         for (path, n) in &self.needs {
             if *n == 0
@@ -450,8 +469,19 @@ impl Marathon {
                 placed,
             });
         }
-        let mut spaces: Vec<OfferSpace> =
-            offers.iter().map(|o| OfferSpace::new(o.clone())).collect();
+        wants
+    }
+
+    fn place(&mut self, now: Millis, offers: &[v1::Offer]) -> Vec<Vec<v1::TaskInfo>> {
+        let mut wants = self.wants(now);
+        let mut spaces: Vec<OfferSpace> = offers
+            .iter()
+            .map(|o| {
+                let mut space = OfferSpace::new(o.clone());
+                space.leaving |= self.leaving.contains_key(&o.agent_id.value);
+                space
+            })
+            .collect();
         let mut tasks: Vec<Vec<v1::TaskInfo>> = vec![Vec::new(); offers.len()];
         // (offer, app) pairs that did not fit: space only shrinks, so they never will.
         let mut full: BTreeSet<(usize, usize)> = BTreeSet::new();
@@ -535,146 +565,42 @@ impl Marathon {
     /// An offer was withdrawn (nothing to do: offers are used at once).
     pub fn rescinded(&mut self, _offer: &v1::OfferId) {}
 
-    /// A status update for one of our tasks (or an unknown one).
-    pub fn status(&mut self, now: Millis, status: &v1::TaskStatus) {
-        let task_id = status.task_id.value.clone();
-        let state = status.state();
-        let Some(inst) = self.state.instances.get_mut(&task_id) else {
-            if !is_terminal(state) {
-                // A task this marathon does not know (e.g. launched before a
-                // state loss): kill it rather than let it run unmanaged.
-                self.out.push(Output::Call(Call::Kill {
-                    task: status.task_id.clone(),
-                    agent: status.agent_id.clone(),
-                }));
-                if let Some(app) = app_of_task(&task_id) {
-                    self.event(now, "unknown_instance_terminated_event", json!({
-                        "instanceId": task_id, "runSpecId": app.to_string(), "condition": "Killed",
-                    }));
-                }
-            }
-            return;
-        };
-        let app_id = inst.app_id.clone();
-        let before = inst.task_state();
-        inst.state = state as i32;
-        if state == TaskState::TaskRunning && inst.started_at.is_none() {
-            inst.started_at = Some(now);
-        }
-        if let Some(cs) = &status.container_status {
-            let ips: Vec<String> = cs
-                .network_infos
-                .iter()
-                .flat_map(|n| n.ip_addresses.iter().filter_map(|ip| ip.ip_address.clone()))
-                .collect();
-            if !ips.is_empty() {
-                inst.ip_addresses = ips;
-            }
-        }
-        let mut health_changed = None;
-        if let Some(healthy) = status.healthy {
-            let h = inst.health.get_or_insert_with(Health::default);
-            let was = h.alive;
-            h.alive = healthy;
-            if healthy {
-                h.consecutive_failures = 0;
-                h.last_success = Some(now);
-                h.first_success.get_or_insert(now);
-            } else {
-                h.consecutive_failures += 1;
-                h.last_failure = Some(now);
-                h.last_failure_cause = status.message.clone();
-            }
-            if was != healthy || h.consecutive_failures == 1 || h.first_success == Some(now) {
-                health_changed = Some(healthy);
-            }
-        }
-        let inst = inst.clone();
-        self.dirty = true;
-        if before != state || is_terminal(state) {
-            self.event(now, "status_update_event", json!({
-                "slaveId": inst.agent_id,
-                "taskId": task_id,
-                "taskStatus": state.as_str_name(),
-                "message": status.message.clone().unwrap_or_default(),
-                "appId": app_id.to_string(),
-                "host": inst.placement.hostname,
-                "ipAddresses": inst.ip_addresses.iter().map(|ip| json!({"ipAddress": ip, "protocol": "IPv4"})).collect::<Vec<_>>(),
-                "ports": inst.ports,
-                "version": inst.version,
-            }));
-            self.event(
-                now,
-                "instance_changed_event",
-                json!({
-                    "instanceId": task_id,
-                    "condition": condition(state),
-                    "runSpecId": app_id.to_string(),
-                    "agentId": inst.agent_id,
-                    "host": inst.placement.hostname,
-                    "runSpecVersion": inst.version,
-                }),
-            );
-        }
-        if let Some(healthy) = health_changed {
-            self.event(now, "health_status_changed_event", json!({
-                "appId": app_id.to_string(), "instanceId": task_id, "version": inst.version, "alive": healthy,
-            }));
-            self.event(now, "instance_health_changed_event", json!({
-                "instanceId": task_id, "runSpecId": app_id.to_string(), "runSpecVersion": inst.version, "healthy": healthy,
-            }));
-        }
-        let unreachable = state == TaskState::TaskUnreachable;
-        let strategy = self
-            .state
-            .apps
-            .get(&app_id)
-            .map(|a| a.unreachable_strategy.clone())
-            .unwrap_or_default();
-        let expunge_now = unreachable
-            && matches!(strategy, UnreachableStrategy::Enabled { inactive_after_seconds, expunge_after_seconds }
-                if inactive_after_seconds <= 0.0 && expunge_after_seconds <= 0.0);
-        if let Some(i) = self.state.instances.get_mut(&task_id) {
-            if unreachable {
-                i.unreachable_since.get_or_insert(now);
-            } else if !is_terminal(state) {
-                // Back from an unreachable agent: it counts again (the
-                // planner kills whatever is now too many).
-                i.unreachable_since = None;
-                i.inactive = false;
-            }
-        }
-        if is_terminal(state) || expunge_now {
-            self.state.instances.remove(&task_id);
-            // Failures (not kills we asked for) slow the next launches down.
-            let failed = matches!(
-                state,
-                TaskState::TaskFailed | TaskState::TaskFinished | TaskState::TaskError
-            ) || (state == TaskState::TaskKilled && !inst.killing);
-            if failed && let Some(app) = self.state.apps.get(&app_id).cloned() {
-                self.state
-                    .backoff
-                    .entry(app_id.clone())
+    /// INVERSE_OFFERS: the master asks marathon-rs to leave these agents (a
+    /// drain or a maintenance window). It accepts: nothing more is placed
+    /// there, and each app's instances on them move as a rolling restart
+    /// moves them (replacements elsewhere first, within the app's
+    /// upgradeStrategy, then the leaving copies are killed). Where no other
+    /// agent has room the instances stay until the master's deadline.
+    pub fn inverse_offers(&mut self, now: Millis, offers: Vec<v1::InverseOffer>) {
+        let mut accepted = Vec::new();
+        for o in offers {
+            if let Some(agent) = o.agent_id {
+                self.leaving
+                    .entry(agent.value)
                     .or_default()
-                    .failed(&app, now.0);
-            }
-            if !inst.killing && state != TaskState::TaskFinished {
-                self.state.last_failure.insert(
-                    app_id.clone(),
-                    json!({
-                        "appId": app_id.to_string(),
-                        "host": inst.placement.hostname,
-                        "message": status.message.clone().unwrap_or_default(),
-                        "state": state.as_str_name(),
-                        "taskId": task_id,
-                        "timestamp": now.iso(),
-                        "version": inst.version,
-                        "slaveId": inst.agent_id,
-                    }),
-                );
+                    .insert(o.id.value.clone());
+                accepted.push(o.id);
             }
         }
-        self.reconcile_one(now, &app_id);
+        if !accepted.is_empty() {
+            self.out
+                .push(Output::Call(Call::AcceptInverseOffers(accepted)));
+        }
+        self.reconcile(now);
+    }
+
+    /// RESCIND_INVERSE_OFFER: the agent stays (its drain ended).
+    pub fn inverse_offer_rescinded(&mut self, now: Millis, id: &v1::OfferId) {
+        for offers in self.leaving.values_mut() {
+            offers.remove(&id.value);
+        }
+        self.leaving.retain(|_, offers| !offers.is_empty());
+        self.reconcile(now);
+    }
+
+    /// The agents marathon-rs is leaving.
+    pub fn leaving(&self) -> impl Iterator<Item = &str> {
+        self.leaving.keys().map(String::as_str)
     }
 
     /// Periodic work: backoff expiry can free launches; instances on
@@ -792,8 +718,37 @@ impl Marathon {
     pub(crate) fn reconcile(&mut self, now: Millis) {
         self.reconcile_apps(now);
         // Each round advances at least one step, so this ends.
-        while self.advance_deployments(now) {
+        while !self.advance_deployments(now).is_empty() {
             self.reconcile_apps(now);
+        }
+    }
+
+    /// [`Marathon::reconcile`] for a change that touched only `paths`:
+    /// those apps, then the apps of each deployment that advances, until
+    /// nothing moves. A change to one app of thousands costs that app.
+    pub(crate) fn reconcile_paths(&mut self, now: Millis, mut paths: BTreeSet<PathId>) {
+        loop {
+            for path in &paths {
+                let known = self.state.apps.contains_key(path)
+                    || self.instances_of(path).next().is_some()
+                    || self
+                        .state
+                        .deployments
+                        .iter()
+                        .any(|d| d.affected().contains(path));
+                if known {
+                    self.reconcile_app(now, path);
+                } else {
+                    self.needs.remove(path);
+                    self.queue.remove(path);
+                }
+            }
+            self.revive_if_needed();
+            // Each round advances at least one step, so this ends.
+            paths = self.advance_deployments(now);
+            if paths.is_empty() {
+                return;
+            }
         }
     }
 
@@ -813,11 +768,7 @@ impl Marathon {
 
     /// Status updates change one app: reconcile it, then the deployments.
     fn reconcile_one(&mut self, now: Millis, path: &PathId) {
-        self.reconcile_app(now, path);
-        self.revive_if_needed();
-        while self.advance_deployments(now) {
-            self.reconcile_apps(now);
-        }
+        self.reconcile_paths(now, BTreeSet::from([path.clone()]));
     }
 
     fn revive_if_needed(&mut self) {
@@ -842,7 +793,9 @@ impl Marathon {
                         .collect::<Vec<_>>(),
                 ),
                 Some(app) => {
-                    let p = planner::plan(&app, &instances);
+                    let p = planner::plan_leaving(&app, &instances, |i| {
+                        self.leaving.contains_key(&i.agent_id)
+                    });
                     (p.launch, p.kill)
                 }
             }
@@ -885,7 +838,10 @@ impl Marathon {
                     None => true,
                     Some(app) => {
                         let instances: Vec<&Instance> = self.instances_of(&a.app).collect();
-                        planner::plan(app, &instances).done
+                        planner::plan_leaving(app, &instances, |i| {
+                            self.leaving.contains_key(&i.agent_id)
+                        })
+                        .done
                             && !instances
                                 .iter()
                                 .any(|i| i.killing && !is_terminal(i.task_state()))
@@ -897,8 +853,10 @@ impl Marathon {
 
     /// Moves every deployment whose current step is done one step on;
     /// finished deployments are removed. Returns whether anything moved.
-    fn advance_deployments(&mut self, now: Millis) -> bool {
-        let mut moved = false;
+    /// Advances the deployments whose current step is done; returns the
+    /// apps of those that moved (empty: none did).
+    fn advance_deployments(&mut self, now: Millis) -> BTreeSet<PathId> {
+        let mut moved = BTreeSet::new();
         let mut idx = 0;
         while idx < self.state.deployments.len() {
             let d = &self.state.deployments[idx];
@@ -912,7 +870,7 @@ impl Marathon {
                 );
                 self.state.deployments[idx].current += 1;
                 self.dirty = true;
-                moved = true;
+                moved.extend(self.state.deployments[idx].affected());
                 let d = &self.state.deployments[idx];
                 if d.current < d.steps.len() {
                     let plan = self.plan_with_groups(d);
@@ -930,7 +888,7 @@ impl Marathon {
                 let plan = self.plan_with_groups(&d);
                 self.event(now, "deployment_success", json!({"id": d.id, "plan": plan}));
                 self.dirty = true;
-                moved = true;
+                moved.extend(d.affected());
                 continue;
             }
             idx += 1;

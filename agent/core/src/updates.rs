@@ -1,13 +1,14 @@
 //! The status update manager: forwards each task's status updates to the
 //! master one at a time, in order, retrying with backoff until the framework
 //! acknowledges (at-least-once; duplicates are harmless). Pure bookkeeping:
-//! the agent actor asks it what to send and when.
+//! the agent core asks it what to send and when.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agora_proto::internal::StatusUpdate;
 use agora_proto::status::is_terminal;
+use agora_proto::time::Time;
 use agora_proto::v1::TaskState;
 
 /// First retry after this long without an acknowledgement.
@@ -22,7 +23,7 @@ pub type TaskKey = (String, String);
 struct Stream {
     pending: VecDeque<StatusUpdate>,
     /// When the head was last sent, and the current backoff.
-    sent: Option<(Instant, Duration)>,
+    sent: Option<(Time, Duration)>,
 }
 
 /// What came of an acknowledgement.
@@ -60,7 +61,7 @@ impl StatusUpdateManager {
 
     /// The updates to send now: each stream's head if it was never sent or
     /// its retry is due. Marks them sent at `now`.
-    pub fn due(&mut self, now: Instant) -> Vec<StatusUpdate> {
+    pub fn due(&mut self, now: Time) -> Vec<StatusUpdate> {
         let mut out = Vec::new();
         for stream in self.streams.values_mut() {
             let Some(head) = stream.pending.front() else {
@@ -71,7 +72,7 @@ impl StatusUpdateManager {
                     stream.sent = Some((now, FIRST_RETRY));
                     out.push(head.clone());
                 }
-                Some((at, backoff)) if now.duration_since(at) >= backoff => {
+                Some((at, backoff)) if now.since(at) >= backoff => {
                     stream.sent = Some((now, (backoff * 2).min(MAX_RETRY)));
                     out.push(head.clone());
                 }
@@ -79,6 +80,21 @@ impl StatusUpdateManager {
             }
         }
         out
+    }
+
+    /// When `due` next has something to send: the earliest retry, or
+    /// None when every head waits for an acknowledgement within its backoff
+    /// and nothing is unsent. (A head never sent is due at once: `Some`
+    /// of the zero time.)
+    pub fn next_due(&self) -> Option<Time> {
+        self.streams
+            .values()
+            .filter(|s| !s.pending.is_empty())
+            .map(|s| match s.sent {
+                None => Time::ZERO,
+                Some((at, backoff)) => at + backoff,
+            })
+            .min()
     }
 
     /// Forgets when heads were sent, so `due` returns every head again (after
@@ -167,7 +183,7 @@ mod tests {
     #[test]
     fn one_at_a_time_in_order_per_task() {
         let mut m = StatusUpdateManager::default();
-        let t0 = Instant::now();
+        let t0 = Time::from_secs(1_000);
         m.push(key("a"), update("a", TaskState::TaskRunning, 1));
         m.push(key("a"), update("a", TaskState::TaskFinished, 2));
         m.push(key("b"), update("b", TaskState::TaskRunning, 3));
@@ -210,7 +226,7 @@ mod tests {
     #[test]
     fn retries_back_off() {
         let mut m = StatusUpdateManager::default();
-        let t0 = Instant::now();
+        let t0 = Time::from_secs(1_000);
         m.push(key("a"), update("a", TaskState::TaskRunning, 1));
         assert_eq!(m.due(t0).len(), 1);
         assert!(m.due(t0 + Duration::from_secs(9)).is_empty());

@@ -346,3 +346,41 @@ fn with_haproxy_map_vhosts_and_app_ids_route_through_map_files() {
         "{app_ids}"
     );
 }
+
+#[test]
+fn tasks_on_a_container_network_are_served_at_their_own_address_and_container_port() {
+    let apps = serde_json::json!({"apps": [
+        {"id": "/ipt", "labels": {"HAPROXY_GROUP": "external"},
+         "networks": [{"mode": "container", "name": "agora"}],
+         "container": {"type": "MESOS", "portMappings": [
+             {"containerPort": 80, "hostPort": 31000, "servicePort": 10080, "name": "http"}]},
+         "tasks": [
+             {"id": "ipt.1", "host": "agent1", "state": "TASK_RUNNING", "ports": [31000],
+              "ipAddresses": [{"ipAddress": "10.200.0.5", "protocol": "IPv4"}]},
+             {"id": "ipt.2", "host": "agent2", "state": "TASK_RUNNING", "ports": [],
+              "ipAddresses": [{"ipAddress": "10.200.1.7", "protocol": "IPv4"}]},
+             {"id": "ipt.3", "host": "agent2", "state": "TASK_RUNNING", "ports": []}]},
+        {"id": "/bridged", "labels": {"HAPROXY_GROUP": "external"},
+         "container": {"type": "DOCKER", "docker": {"image": "x", "network": "BRIDGE"},
+                       "portMappings": [{"containerPort": 80, "hostPort": 0, "servicePort": 10081}]},
+         "tasks": [{"id": "b.1", "host": "agent1", "state": "TASK_RUNNING", "ports": [31555],
+                    "ipAddresses": [{"ipAddress": "172.17.0.3", "protocol": "IPv4"}]}]}
+    ]});
+    let settings = Settings::default();
+    let (svcs, errors) = services(&apps, &settings, &resolve);
+    assert!(errors.is_empty(), "{errors:?}");
+    let servers = |port: u16| -> Vec<String> {
+        svcs.iter()
+            .find(|s| s.service_port == port)
+            .unwrap()
+            .servers
+            .iter()
+            .map(|s| s.address.clone())
+            .collect()
+    };
+    // The task's own address and the container port (hostPort ignored, as
+    // marathon-lb does); a task without an address yet waits.
+    assert_eq!(servers(10080), ["10.200.0.5:80", "10.200.1.7:80"]);
+    // Docker's bridge: the agent and the mapped host port.
+    assert_eq!(servers(10081), ["1.1.1.1:31555"]);
+}
