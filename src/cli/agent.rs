@@ -10,13 +10,18 @@ use agora_proto::v1;
 use anyhow::Context as _;
 use clap::Args;
 
-/// Flags of `agora agent` (Mesos names where Mesos users know them).
+/// Flags of `agora agent` (Mesos names where Mesos users know them); with a
+/// subcommand (`agora agent list`, `drain`, …) it manages the cluster's
+/// agents instead of running one.
 #[derive(Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct AgentArgs {
+    #[command(subcommand)]
+    pub admin: Option<super::agents::AgentCommand>,
     /// The master, `host:port` (the port defaults to 5050), or
     /// `zk://host:2181[,host:2181]/mesos` to follow the leader ZooKeeper names.
-    #[arg(long, env = "AGORA_MASTER")]
-    pub master: String,
+    #[arg(long, env = "AGORA_MASTER", required = true)]
+    pub master: Option<String>,
     /// Where sandboxes and the agent's metadata live.
     #[arg(long, env = "AGORA_WORK_DIR", default_value = "/tmp/agora/agent")]
     pub work_dir: PathBuf,
@@ -140,8 +145,9 @@ pub fn executor_path(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 impl AgentArgs {
     /// The agent options these flags describe.
     pub fn options(&self) -> anyhow::Result<AgentOptions> {
+        let master = self.master.clone().context("--master is required")?;
         let mut o = AgentOptions::new(
-            self.master.clone(),
+            master,
             self.work_dir.clone(),
             executor_path(self.executor_path.clone())?,
         );
@@ -186,6 +192,9 @@ impl AgentArgs {
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    if let Some(admin) = args.admin {
+        return super::agents::run(admin).await;
+    }
     let mut missing = Vec::new();
     if args.tls.ssl_cert_file.is_none() {
         missing.push("TLS (--ssl-cert-file, --ssl-key-file, --ssl-ca-file)");
@@ -209,7 +218,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         })?;
     eprintln!(
         "agora agent listening on http://{} (master {})",
-        agent.addr, args.master
+        agent.addr,
+        args.master.as_deref().unwrap_or_default()
     );
     match &agent.settings.core.isolation {
         Some(how) => eprintln!("process tasks: cpu and memory limits with {how}"),

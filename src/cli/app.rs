@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::Table;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
+
+use super::{table, text};
 
 /// Flags of `agora app`.
 #[derive(Args, Debug, Clone)]
@@ -177,21 +179,6 @@ fn app_path(id: &str) -> anyhow::Result<String> {
         bail!("'{id}' is not an app id (lowercase letters, digits, '-', '.', '/')");
     }
     Ok(format!("/{id}"))
-}
-
-fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED)
-        .set_header(header.to_vec());
-    t
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 fn status_of(app: &Value) -> &'static str {

@@ -5,14 +5,18 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub(crate) mod agent;
+mod agents;
 mod app;
 mod ca;
 mod dev;
 mod dev_secrets;
 mod dns;
+mod frameworks;
 mod lb;
 mod marathon;
 mod master;
+mod operator;
+mod tasks;
 
 /// Agora: a cluster manager in the Mesos tradition.
 #[derive(Parser, Debug)]
@@ -22,14 +26,24 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a whole cluster on this machine: a master and local agents.
     Dev(dev::DevArgs),
     /// Run a master (Mesos v1 scheduler and operator APIs, agents over gRPC).
     Master(master::MasterArgs),
-    /// Run an agent that offers this machine's resources to a master.
+    /// Run an agent that offers this machine's resources to a master; or,
+    /// with a subcommand, manage the cluster's agents (list, show, drain,
+    /// deactivate, reactivate, gone).
     Agent(agent::AgentArgs),
+    /// The cluster's frameworks: list, teardown.
+    #[command(subcommand)]
+    Framework(frameworks::FrameworkCommand),
+    /// The cluster's tasks: list, show, logs (`-f` follows).
+    #[command(subcommand)]
+    Task(tasks::TaskCommand),
     /// Run marathon-rs: long-running apps behind a Marathon-compatible REST API.
     Marathon(marathon::MarathonArgs),
     /// Serve every running task by name over DNS, as Mesos-DNS names them.
@@ -92,6 +106,8 @@ pub fn main() -> ExitCode {
             Command::Dns(args) => dns::run(args).await,
             Command::Lb(args) => lb::run(args).await,
             Command::App(args) => app::run(args).await,
+            Command::Framework(c) => frameworks::run(c).await,
+            Command::Task(c) => tasks::run(c).await,
             Command::Executor => agent::executor().await,
             Command::Bench(args) => crate::bench::run(args).await,
             Command::Ca(args) => ca::run(args),
@@ -103,6 +119,23 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A table in the CLI's style.
+pub(crate) fn table(header: &[&str]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+        .set_header(header.to_vec());
+    t
+}
+
+/// A JSON value as a table cell: strings without quotes, null empty.
+pub(crate) fn text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 

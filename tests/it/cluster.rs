@@ -329,3 +329,130 @@ pub(crate) fn dig(dns: &agora_dns::RunningDns, args: &[&str]) -> Vec<String> {
     lines.sort();
     lines
 }
+
+/// `agora dev`, the README's first command, in a work dir of the test's:
+/// its master on a free port with its agents on the next ones,
+/// marathon-rs and agora dns on free ports, agora lb off.
+pub struct Dev {
+    pub child: tokio::process::Child,
+    pub args: Vec<String>,
+    pub log: PathBuf,
+    pub work: PathBuf,
+    pub port: u16,
+    pub marathon_port: u16,
+    pub dns_port: u16,
+}
+
+impl Dev {
+    /// Starts `agents` agents of `cpus:2;mem:1024` and waits until the
+    /// cluster says it is up.
+    pub async fn start(work: &Path, agents: u16) -> Dev {
+        let port = loop {
+            let p = free_port();
+            if (1..=agents).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+                break p;
+            }
+        };
+        let (marathon_port, dns_port) = (free_port(), free_port());
+        let args: Vec<String> = [
+            "dev",
+            "--agents",
+            &agents.to_string(),
+            "--port",
+            &port.to_string(),
+            "--marathon-port",
+            &marathon_port.to_string(),
+            "--dns-port",
+            &dns_port.to_string(),
+            "--lb-http-port",
+            "0",
+            "--agent-resources",
+            "cpus:2;mem:1024",
+            "--work-dir",
+            &work.display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        std::fs::create_dir_all(work).unwrap();
+        let log = work.with_extension("log");
+        let mut dev = Dev {
+            child: Self::spawn(&args, &log),
+            args,
+            log,
+            work: work.to_path_buf(),
+            port,
+            marathon_port,
+            dns_port,
+        };
+        dev.wait_up().await;
+        dev
+    }
+
+    fn spawn(args: &[String], log: &Path) -> tokio::process::Child {
+        let f = std::fs::File::create(log).unwrap();
+        tokio::process::Command::new(agora_bin())
+            .args(args)
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap()
+    }
+
+    fn terminate(&self) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+
+    /// Stops it as Ctrl-C does: its tasks are killed.
+    pub async fn stop(mut self) {
+        self.terminate();
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+    }
+
+    async fn wait_up(&mut self) {
+        let log = self.log.clone();
+        eventually("agora dev is up", || async {
+            std::fs::read_to_string(&log)
+                .ok()?
+                .contains("Agora dev cluster is up")
+                .then_some(())
+        })
+        .await;
+    }
+
+    /// Stops it (SIGTERM) and starts it again on the same work dir.
+    pub async fn restart(&mut self) {
+        self.terminate();
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        self.child = Self::spawn(&self.args, &self.log);
+        self.wait_up().await;
+    }
+
+    /// `agora ARGS` as a person on this machine runs it: no flags naming the
+    /// cluster, only AGORA_WORK_DIR (the CLI finds the rest there).
+    pub fn agora(&self, args: &[&str]) -> std::process::Output {
+        tokio::task::block_in_place(|| {
+            std::process::Command::new(agora_bin())
+                .args(args)
+                .env_remove("AGORA_MARATHON")
+                .env_remove("AGORA_MASTER_URL")
+                .env_remove("AGORA_PRINCIPAL")
+                .env_remove("AGORA_SECRET")
+                .env_remove("AGORA_CA_FILE")
+                .env("AGORA_WORK_DIR", &self.work)
+                .output()
+                .unwrap()
+        })
+    }
+}
+
+impl Drop for Dev {
+    /// A failed test's cluster stops too, and kills its tasks.
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod admin;
 mod api;
 mod auth;
 mod cluster;

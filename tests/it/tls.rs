@@ -218,42 +218,8 @@ async fn mutual_tls_between_agents_and_the_master_and_verified_clients() {
 async fn agora_dev_is_secure_by_default_and_its_clients_find_their_way() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("dev");
-    // The master takes --port and its agents the next ports.
-    let port = loop {
-        let p = free_port();
-        if (1..=2).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
-            break p;
-        }
-    };
-    let (marathon_port, dns_port) = (free_port(), free_port());
-    let args: Vec<String> = [
-        "dev",
-        "--agents",
-        "2",
-        "--port",
-        &port.to_string(),
-        "--marathon-port",
-        &marathon_port.to_string(),
-        "--dns-port",
-        &dns_port.to_string(),
-        "--lb-http-port",
-        "0",
-        "--agent-resources",
-        "cpus:2;mem:1024",
-        "--work-dir",
-        &work.display().to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let log = dir.path().join("dev.log");
-    let mut dev = spawn(&args, log.clone());
-    eventually("agora dev is up", || async {
-        std::fs::read_to_string(&log)
-            .ok()?
-            .contains("Agora dev cluster is up")
-            .then_some(())
-    })
-    .await;
+    let mut dev = crate::cluster::Dev::start(&work, 2).await;
+    let (port, marathon_port, dns_port) = (dev.port, dev.marathon_port, dev.dns_port);
     let secrets = work.join("secrets");
     let mode = |f: &str| {
         use std::os::unix::fs::PermissionsExt as _;
@@ -301,16 +267,7 @@ async fn agora_dev_is_secure_by_default_and_its_clients_find_their_way() {
         r#"{"id": "/dev/web", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "instances": 2}"#,
     )
     .unwrap();
-    let app = |args: &[&str]| {
-        std::process::Command::new(agora_bin())
-            .arg("app")
-            .args(args)
-            .env_remove("AGORA_MARATHON")
-            .env("AGORA_WORK_DIR", &work)
-            .output()
-            .unwrap()
-    };
-    let out = tokio::task::block_in_place(|| app(&["deploy", file.to_str().unwrap()]));
+    let out = dev.agora(&["app", "deploy", file.to_str().unwrap()]);
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("(2/2 running)"),
         "{}{}",
@@ -389,26 +346,13 @@ async fn agora_dev_is_secure_by_default_and_its_clients_find_their_way() {
         .await;
     }
     // Stopped and started again, it keeps its secrets.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(dev.id().unwrap() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(30), dev.wait()).await;
     let before = std::fs::read(secrets.join("credentials.json")).unwrap();
-    std::fs::write(&log, "").unwrap();
-    let _dev = spawn(&args, log.clone());
-    eventually("agora dev is up again", || async {
-        std::fs::read_to_string(&log)
-            .ok()?
-            .contains("Agora dev cluster is up")
-            .then_some(())
-    })
-    .await;
+    dev.restart().await;
     assert_eq!(
         std::fs::read(secrets.join("credentials.json")).unwrap(),
         before
     );
+    dev.stop().await;
 }
 
 /// agora dns' HTTP API speaks TLS with a certificate (its DNS stays open,
