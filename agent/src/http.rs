@@ -30,6 +30,10 @@ pub(crate) struct Context {
     pub actor: mpsc::UnboundedSender<Command>,
     pub settings: Arc<Settings>,
     pub generation: AtomicU64,
+    /// When the agent started (`slave/uptime_secs`).
+    pub started: std::time::Instant,
+    /// HTTP requests' latency, for `/metrics`.
+    pub http_metrics: agora_rpc::metrics::HttpMetrics,
 }
 
 pub(crate) fn routes(
@@ -144,6 +148,23 @@ async fn dispatch(
             json!({"version": agora_proto::MESOS_VERSION, "build_user": format!("agora {}", agora_proto::AGORA_VERSION)}),
         )),
         "/state" => Ok(json_reply(query(ctx, state_json).await?)),
+        "/metrics/snapshot" | "/metrics" => {
+            let uptime = ctx.started.elapsed().as_secs_f64();
+            let snapshot = query(ctx, move |a| crate::metrics::snapshot(a, uptime)).await?;
+            if path == "/metrics" {
+                let mut all = agora_rpc::metrics::snapshot(&snapshot);
+                all.push(ctx.http_metrics.collector());
+                Ok(h::body(
+                    StatusCode::OK,
+                    agora_rpc::metrics::CONTENT_TYPE,
+                    agora_rpc::metrics::render(all),
+                ))
+            } else {
+                let map: serde_json::Map<String, serde_json::Value> =
+                    snapshot.into_iter().map(|(k, v)| (k, json!(v))).collect();
+                Ok(json_reply(serde_json::Value::Object(map)))
+            }
+        }
         "/files/read" => {
             let offset = number(param("offset"), "offset")?;
             let length = number(param("length"), "length")?;
@@ -257,6 +278,16 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         path: "/state",
+        realm: Some(Realm::AgentReadonly),
+        action: None,
+    },
+    Route {
+        path: "/metrics/snapshot",
+        realm: Some(Realm::AgentReadonly),
+        action: None,
+    },
+    Route {
+        path: "/metrics",
         realm: Some(Realm::AgentReadonly),
         action: None,
     },

@@ -28,6 +28,7 @@ mod files;
 pub mod health;
 mod http;
 mod link;
+mod metrics;
 pub mod overlay;
 mod peer;
 pub mod sandbox;
@@ -408,17 +409,21 @@ pub async fn start(options: AgentOptions, listener: TcpListener) -> std::io::Res
     let previous = recorded_id(&work_dir);
     let actor = actor::Actor::new(settings.clone(), tx.clone(), previous.clone());
     let actor_task = tokio::spawn(actor.run(rx));
+    let http_metrics = agora_rpc::metrics::HttpMetrics::new("agent");
     let ctx = Arc::new(http::Context {
         auth: options.http_auth.clone(),
         actor: tx.clone(),
         settings: settings.clone(),
         generation: AtomicU64::new(1),
+        started: std::time::Instant::now(),
+        http_metrics: http_metrics.clone(),
     });
     let (stop_server, stop_rx) = oneshot::channel::<()>();
     let transport = match &options.tls {
         Some(tls) => agora_rpc::serve::Transport::tls(tls.clone(), true),
         None => agora_rpc::serve::Transport::plain(),
-    };
+    }
+    .with_metrics(http_metrics);
     let server = tokio::spawn(agora_rpc::http::serve_with(
         listener,
         transport,

@@ -43,6 +43,28 @@ pub struct Handler {
     pub resolvers: Vec<SocketAddr>,
     /// How long each resolver may take.
     pub timeout: Duration,
+    /// Queries answered, by response code, and how long each took.
+    pub metrics: DnsMetrics,
+}
+
+/// agora dns' own metrics.
+#[derive(Clone, Debug)]
+pub struct DnsMetrics {
+    /// `agora_dns_query_duration_seconds{rcode}`.
+    pub queries: agora_rpc::metrics::prometheus::HistogramVec,
+}
+
+impl Default for DnsMetrics {
+    fn default() -> Self {
+        DnsMetrics {
+            queries: agora_rpc::metrics::histogram(
+                "dns",
+                "query_duration",
+                "Time to answer a DNS query (forwarded ones included), by response code.",
+                &["rcode"],
+            ),
+        }
+    }
 }
 
 /// Asks `resolver` the question `query` (over TCP when `tcp`).
@@ -219,6 +241,32 @@ impl Handler {
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        let started = std::time::Instant::now();
+        let info = self.answer(request, response_handle).await;
+        let code = info.response_code();
+        let rcode = match code {
+            ResponseCode::NoError => "NOERROR",
+            ResponseCode::NXDomain => "NXDOMAIN",
+            ResponseCode::ServFail => "SERVFAIL",
+            ResponseCode::Refused => "REFUSED",
+            ResponseCode::FormErr => "FORMERR",
+            ResponseCode::NotImp => "NOTIMP",
+            _ => "other",
+        };
+        self.metrics
+            .queries
+            .with_label_values(&[rcode])
+            .observe(started.elapsed().as_secs_f64());
+        info
+    }
+}
+
+impl Handler {
+    async fn answer<R: ResponseHandler>(
         &self,
         request: &Request,
         mut response_handle: R,

@@ -17,6 +17,39 @@ pub struct Context {
     pub options: DnsOptions,
     /// The DNS address (for `/v1/config`).
     pub dns_port: u16,
+    /// Queries' latency, for `/metrics`.
+    pub metrics: crate::handler::DnsMetrics,
+    /// HTTP requests' latency, for `/metrics`.
+    pub http_metrics: agora_rpc::metrics::HttpMetrics,
+}
+
+/// `/metrics`: the zone's size, queries and HTTP requests (Prometheus).
+fn metrics(ctx: &Context, zone: &Zone) -> warp::reply::Response {
+    let r = &zone.records;
+    let all = vec![
+        agora_rpc::metrics::gauge(
+            "agora_dns_host_names",
+            "Names with A or AAAA records.",
+            r.hosts.len() as f64,
+        ),
+        agora_rpc::metrics::gauge(
+            "agora_dns_service_names",
+            "Names with SRV records.",
+            r.services.len() as f64,
+        ),
+        agora_rpc::metrics::gauge(
+            "agora_dns_zone_serial",
+            "The SOA serial: when the records were last built (unix time).",
+            f64::from(zone.serial),
+        ),
+        Box::new(ctx.metrics.queries.clone()),
+        ctx.http_metrics.collector(),
+    ];
+    body(
+        StatusCode::OK,
+        agora_rpc::metrics::CONTENT_TYPE,
+        agora_rpc::metrics::render(all),
+    )
 }
 
 fn json_reply(v: &Value) -> warp::reply::Response {
@@ -119,6 +152,7 @@ pub async fn route(ctx: Arc<Context>, req: Request) -> warp::reply::Response {
     let path = req.path.trim_end_matches('/');
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
+        ["metrics"] => metrics(&ctx, &zone),
         ["v1", "version"] => json_reply(&json!({
             "Service": "Agora DNS (Mesos-DNS compatible)",
             "URL": "https://github.com/mesosphere/mesos-dns",

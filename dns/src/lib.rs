@@ -143,11 +143,13 @@ pub async fn start(
         records: records::build(&serde_json::Value::Null, &options.records),
         serial: 0,
     })));
+    let metrics = handler::DnsMetrics::default();
     let handler = Handler {
         zone: zone.clone(),
         ttl: options.ttl,
         resolvers: options.resolvers.clone(),
         timeout: options.timeout,
+        metrics: metrics.clone(),
     };
     let mut server = ServerFuture::new(handler);
     server.register_socket(udp);
@@ -162,15 +164,18 @@ pub async fn start(
     let mut http_addr = None;
     if let Some(listener) = http {
         http_addr = Some(listener.local_addr()?);
+        let http_metrics = agora_rpc::metrics::HttpMetrics::new("dns");
         let ctx = Arc::new(http::Context {
             zone: zone.clone(),
             options: options.clone(),
             dns_port: addr.port(),
+            metrics: metrics.clone(),
+            http_metrics: http_metrics.clone(),
         });
         let routes = agora_rpc::http::handle(64 * 1024, move |req| http::route(ctx.clone(), req));
         tasks.push(tokio::spawn(agora_rpc::http::serve_with(
             listener,
-            options.http_transport.clone(),
+            options.http_transport.clone().with_metrics(http_metrics),
             routes,
             std::future::pending(),
         )));

@@ -12,6 +12,7 @@ use agora_master_core::{CallError, Input, Master, MasterView, OperatorCall, Outp
 use agora_proto::internal::{AgentMessage, MasterMessage};
 use agora_proto::operator;
 use agora_proto::scheduler as sched;
+use agora_rpc::metrics::prometheus;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -148,11 +149,13 @@ pub(crate) fn spawn(
     master: Master,
     clock: Clock,
     registry: Option<tokio::sync::watch::Sender<Option<agora_proto::internal::Registry>>>,
+    allocation: prometheus::Histogram,
 ) -> (MasterHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let driver = Driver {
         master,
         clock,
+        allocation,
         registry,
         rx,
         next_request: 0,
@@ -167,6 +170,8 @@ pub(crate) fn spawn(
 struct Driver {
     master: Master,
     clock: Clock,
+    /// How long the core's steps that ran an allocation pass took.
+    allocation: prometheus::Histogram,
     registry: Option<tokio::sync::watch::Sender<Option<agora_proto::internal::Registry>>>,
     rx: mpsc::UnboundedReceiver<Command>,
     next_request: u64,
@@ -328,7 +333,13 @@ impl Driver {
 
     fn input(&mut self, input: Input) {
         let now = self.clock.now();
-        for output in self.master.handle(now, input) {
+        let runs = self.master.metrics().allocation_runs;
+        let started = std::time::Instant::now();
+        let outputs = self.master.handle(now, input);
+        if self.master.metrics().allocation_runs != runs {
+            self.allocation.observe(started.elapsed().as_secs_f64());
+        }
+        for output in outputs {
             self.output(output);
         }
     }

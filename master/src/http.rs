@@ -30,6 +30,10 @@ pub(crate) struct Context {
     pub flags: Vec<(String, String)>,
     pub heartbeat: Duration,
     pub start_time: f64,
+    /// Allocation passes' latency, for `/metrics`.
+    pub allocation: agora_rpc::metrics::prometheus::Histogram,
+    /// HTTP requests' latency, for `/metrics`.
+    pub http_metrics: agora_rpc::metrics::HttpMetrics,
 }
 
 /// The warp filter for every master route.
@@ -216,10 +220,14 @@ async fn legacy_endpoint(
                 .query(|m| m.metrics_snapshot())
                 .await
                 .map_err(stopped)?;
+            let mut all =
+                agora_rpc::metrics::snapshot(&legacy::with_uptime(&metrics, ctx.start_time));
+            all.push(Box::new(ctx.allocation.clone()));
+            all.push(ctx.http_metrics.collector());
             Ok(h::body(
                 StatusCode::OK,
-                "text/plain; version=0.0.4",
-                legacy::prometheus(&metrics),
+                agora_rpc::metrics::CONTENT_TYPE,
+                agora_rpc::metrics::render(all),
             ))
         }
         "/state" | "/state-summary" | "/slaves" | "/frameworks" | "/tasks" | "/roles" => {

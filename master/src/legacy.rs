@@ -65,26 +65,22 @@ pub(crate) fn flags(flags: &[(String, String)]) -> Value {
 
 /// `/metrics/snapshot`.
 pub(crate) fn metrics(metrics: &[(String, f64)], start_time: f64) -> Value {
-    let mut map: Map<String, Value> = metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let map: Map<String, Value> = with_uptime(metrics, start_time)
+        .into_iter()
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
+    Value::Object(map)
+}
+
+/// The core's snapshot with `master/uptime_secs`.
+pub(crate) fn with_uptime(metrics: &[(String, f64)], start_time: f64) -> Vec<(String, f64)> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
-    map.insert("master/uptime_secs".into(), json!(now - start_time));
-    Value::Object(map)
-}
-
-/// `/metrics` in the Prometheus text format.
-pub(crate) fn prometheus(metrics: &[(String, f64)]) -> String {
-    let mut out = String::new();
-    for (k, v) in metrics {
-        let name: String = k
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        out.push_str(&format!("# TYPE agora_{name} gauge\nagora_{name} {v}\n"));
-    }
-    out
+    let mut all = metrics.to_vec();
+    all.push(("master/uptime_secs".into(), now - start_time));
+    all
 }
 
 /// Resources as a legacy object.

@@ -210,7 +210,15 @@ async fn start_leading(
         registry_tx = Some(tx);
         writer = Some((task, fenced));
     }
-    let (handle, driver) = driver::spawn(master, clock, registry_tx);
+    let allocation = agora_rpc::metrics::histogram(
+        "master",
+        "allocation_pass_duration",
+        "Time of the master's steps that ran an allocation pass (offers to frameworks).",
+        &[],
+    )
+    .with_label_values(&[] as &[&str]);
+    let http_metrics = agora_rpc::metrics::HttpMetrics::new("master");
+    let (handle, driver) = driver::spawn(master, clock, registry_tx, allocation.clone());
     let ctx = Arc::new(http::Context {
         auth: options.auth.clone(),
         handle: handle.clone(),
@@ -222,6 +230,8 @@ async fn start_leading(
             heartbeat
         },
         start_time: now.as_secs_f64(),
+        allocation,
+        http_metrics: http_metrics.clone(),
     });
     let http_service = warp::service(http::routes(ctx));
     let grpc_service = tonic::service::Routes::new(grpc::Service::server(
@@ -240,7 +250,7 @@ async fn start_leading(
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(
         listener,
-        options.transport.clone(),
+        options.transport.clone().with_metrics(http_metrics),
         http_service,
         grpc_service,
         async {

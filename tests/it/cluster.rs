@@ -456,3 +456,41 @@ impl Drop for Dev {
         self.terminate();
     }
 }
+
+/// Asserts that `promtool check metrics` (Debian's prometheus) accepts
+/// `text` from `what`, lint included; without promtool, says so.
+pub fn promtool_accepts(what: &str, text: &str) {
+    use std::io::Write as _;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        missing("promtool (Debian's prometheus package)");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool refuses {what}'s metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The value of the sample `series` (its name with labels, exactly as
+/// exposed) in a Prometheus text exposition.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(series))
+        .filter_map(|rest| rest.strip_prefix(' '))
+        .find_map(|v| v.trim().parse().ok())
+}

@@ -150,6 +150,23 @@ async fn tasks_are_found_by_name_as_they_come_and_go() {
         "{axfr}"
     );
     assert!(api("/v1/version".into()).await["Version"].is_string());
+    // Prometheus: the queries asked above, by response code.
+    let metrics = reqwest::get(format!("http://{}/metrics", dns.http_addr.unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    crate::cluster::promtool_accepts("agora dns", &metrics);
+    let answered = crate::cluster::sample(
+        &metrics,
+        r#"agora_dns_query_duration_seconds_count{rcode="NOERROR"}"#,
+    );
+    assert!(answered.is_some_and(|n| n >= 6.0), "{metrics}");
+    assert!(
+        crate::cluster::sample(&metrics, "agora_dns_host_names").is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
 
     // Masters, agents, the framework.
     assert_eq!(dig(&dns, &["leader.mesos", "A"]), ["127.0.0.1"]);

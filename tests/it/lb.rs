@@ -237,6 +237,7 @@ async fn haproxy_serves_apps_by_service_port_and_vhost_and_follows_scaling() {
         .await
         .unwrap();
     assert!(metrics.contains("agora_lb_reloads_total 0"), "{metrics}");
+    crate::cluster::promtool_accepts("agora lb", &metrics);
     lb.stop().await;
     m.stop().await;
     cluster.stop().await;

@@ -15,6 +15,7 @@ mod ha;
 mod hosts;
 mod lb;
 mod marathon;
+mod metrics;
 mod overlay;
 mod pymesos;
 mod recovery;

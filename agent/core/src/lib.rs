@@ -536,6 +536,9 @@ pub struct Agent {
     pub(crate) frameworks: BTreeMap<String, v1::FrameworkInfo>,
     pub(crate) executors: BTreeMap<ExecutorKey, Executor>,
     pub(crate) completed_tasks: VecDeque<(String, v1::TaskInfo, TaskState)>,
+    /// Tasks that ended since this agent started, by their last state (for
+    /// metrics: counts, unlike `completed_tasks`, never drop).
+    pub(crate) terminated: BTreeMap<TaskState, u64>,
     /// Tasks of executors that are gone whose terminal update is not yet
     /// acknowledged: still reported to the master, until acknowledged.
     /// (framework, task) → (executor id, kind, record).
@@ -567,6 +570,7 @@ impl Agent {
             frameworks: BTreeMap::new(),
             executors: BTreeMap::new(),
             completed_tasks: VecDeque::new(),
+            terminated: BTreeMap::new(),
             ended: BTreeMap::new(),
             updates: StatusUpdateManager::default(),
             stopping: None,
@@ -687,6 +691,16 @@ impl Agent {
     /// One executor.
     pub fn executor(&self, key: &ExecutorKey) -> Option<&Executor> {
         self.executors.get(key)
+    }
+
+    /// How many tasks ended in each state since this agent started.
+    pub fn terminated(&self) -> &BTreeMap<TaskState, u64> {
+        &self.terminated
+    }
+
+    /// Whether the agent is registered with a master now.
+    pub fn registered(&self) -> bool {
+        self.connected && self.id.is_some()
     }
 
     /// Tasks that ended (framework, task, state), oldest first.

@@ -225,6 +225,7 @@ impl Agent {
     }
 
     fn push_completed(&mut self, framework: &str, info: &v1::TaskInfo, state: TaskState) {
+        *self.terminated.entry(state).or_default() += 1;
         self.completed_tasks
             .push_back((framework.to_string(), info.clone(), state));
         while self.completed_tasks.len() > MAX_COMPLETED {

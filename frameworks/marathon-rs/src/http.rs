@@ -24,6 +24,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/"),
     ("GET", "/ping"),
     ("GET", "/metrics"),
+    ("GET", "/metrics/prometheus"),
     ("GET", "/v2/info"),
     ("GET", "/v2/leader"),
     ("DELETE", "/v2/leader"),
@@ -58,6 +59,8 @@ pub struct Context {
     pub marathon: Handle,
     /// When this marathon-rs started (for `/metrics`).
     pub started: std::time::Instant,
+    /// HTTP requests' latency, for `/metrics`.
+    pub http_metrics: agora_rpc::metrics::HttpMetrics,
     /// Heartbeat interval of `/v2/events`.
     pub event_heartbeat: std::time::Duration,
     /// Told on `DELETE /v2/leader` (None outside a leader election).
@@ -239,6 +242,8 @@ async fn dispatch(
     match path.as_str() {
         "/" | "/ui" => return ui::page(s, ctx.insecure).await,
         "/ping" => return ping(headers),
+        "/metrics/prometheus" => return prometheus(ctx).await,
+        "/metrics" if wants_prometheus(headers) => return prometheus(ctx).await,
         "/v2/events" if *method == Method::GET => return events::stream(ctx, &q, headers),
         _ => {}
     }
@@ -445,28 +450,118 @@ fn ping(headers: &HeaderMap) -> warp::reply::Response {
     r
 }
 
-/// A Dropwizard-style snapshot (Marathon ≤ 1.6).
-fn metrics(m: &agora_marathon_core::marathon::Marathon, started: std::time::Instant) -> Value {
+/// marathon-rs' gauges now: (Marathon's Dropwizard name, Prometheus
+/// name, help, value).
+fn gauges(
+    m: &agora_marathon_core::marathon::Marathon,
+    started: std::time::Instant,
+) -> Vec<(&'static str, &'static str, &'static str, f64)> {
     let st = m.state();
     let running = st.instances.values().filter(|i| i.is_running()).count();
     let staged = st.instances.len() - running;
-    let gauge = |v: f64| json!({"value": v});
+    let uptime = started.elapsed();
+    let removed = if st.framework_removed.is_some() {
+        1.0
+    } else {
+        0.0
+    };
+    vec![
+        (
+            "service.mesosphere.marathon.app.count",
+            "agora_marathon_apps",
+            "Apps defined.",
+            st.apps.len() as f64,
+        ),
+        (
+            "service.mesosphere.marathon.group.count",
+            "agora_marathon_groups",
+            "Groups defined.",
+            st.groups.len() as f64,
+        ),
+        (
+            "service.mesosphere.marathon.task.running.count",
+            "agora_marathon_instances_running",
+            "Instances running.",
+            running as f64,
+        ),
+        (
+            "service.mesosphere.marathon.task.staged.count",
+            "agora_marathon_instances_staged",
+            "Instances launched and not yet running.",
+            staged as f64,
+        ),
+        (
+            "service.mesosphere.marathon.deployments.active",
+            "agora_marathon_deployments_active",
+            "Deployments in progress.",
+            st.deployments.len() as f64,
+        ),
+        (
+            "service.mesosphere.marathon.uptime",
+            "agora_marathon_uptime_seconds",
+            "Time since this marathon-rs started.",
+            uptime.as_secs_f64(),
+        ),
+        (
+            "agora.marathon.framework.removed",
+            "agora_marathon_framework_removed",
+            "1 when the master removed the framework (an operator's TEARDOWN).",
+            removed,
+        ),
+    ]
+}
+
+/// A Dropwizard-style snapshot (Marathon ≤ 1.6); uptime in milliseconds
+/// there.
+fn metrics(m: &agora_marathon_core::marathon::Marathon, started: std::time::Instant) -> Value {
+    let gauges: serde_json::Map<String, Value> = gauges(m, started)
+        .into_iter()
+        .map(|(name, _, _, v)| {
+            let v = if name.ends_with(".uptime") {
+                (v * 1000.0).floor()
+            } else {
+                v
+            };
+            (name.to_string(), json!({"value": v}))
+        })
+        .collect();
     json!({
         "version": "4.0.0",
-        "gauges": {
-            "service.mesosphere.marathon.app.count": gauge(st.apps.len() as f64),
-            "service.mesosphere.marathon.group.count": gauge(st.groups.len() as f64),
-            "service.mesosphere.marathon.task.running.count": gauge(running as f64),
-            "service.mesosphere.marathon.task.staged.count": gauge(staged as f64),
-            "service.mesosphere.marathon.deployments.active": gauge(st.deployments.len() as f64),
-            "service.mesosphere.marathon.uptime": gauge(started.elapsed().as_millis() as f64),
-            "agora.marathon.framework.removed": gauge(if st.framework_removed.is_some() { 1.0 } else { 0.0 }),
-        },
+        "gauges": gauges,
         "counters": {},
         "histograms": {},
         "meters": {},
         "timers": {},
     })
+}
+
+/// Whether a `/metrics` request asks for the Prometheus text format (as
+/// Prometheus' scraper does in its `Accept`), not Marathon's JSON.
+fn wants_prometheus(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/plain;version=0.0.4") || v.contains("openmetrics-text"))
+}
+
+/// `/metrics/prometheus` (Marathon 1.9's path), and `/metrics` for
+/// Prometheus: the gauges and the HTTP latencies.
+async fn prometheus(ctx: &Context) -> warp::reply::Response {
+    let started = ctx.started;
+    let Ok(gauges) = ctx.marathon.read(move |m, _| gauges(m, started)).await else {
+        return json_response(&stopping());
+    };
+    let mut all: Vec<_> = gauges
+        .into_iter()
+        .map(|(_, name, help, v)| agora_rpc::metrics::gauge(name, help, v))
+        .collect();
+    all.push(ctx.http_metrics.collector());
+    h::body(
+        StatusCode::OK,
+        agora_rpc::metrics::CONTENT_TYPE,
+        agora_rpc::metrics::render(all),
+    )
 }
 
 #[cfg(test)]

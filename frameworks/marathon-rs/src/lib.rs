@@ -285,11 +285,13 @@ pub fn start_with(
         credential: options.credential.clone(),
         tls: options.client_tls.clone(),
     };
+    let http_metrics = agora_rpc::metrics::HttpMetrics::new("marathon");
     let ctx = Arc::new(http::Context {
         insecure: options.insecure,
         auth: options.http_auth.clone(),
         marathon: handle.clone(),
         started: Instant::now(),
+        http_metrics: http_metrics.clone(),
         event_heartbeat: options.event_heartbeat,
         abdicate,
     });
@@ -297,7 +299,7 @@ pub fn start_with(
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(agora_rpc::http::serve_with(
         listener,
-        options.transport.clone(),
+        options.transport.clone().with_metrics(http_metrics),
         http::routes(ctx),
         async {
             let _ = stop_rx.await;

@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod client;
 pub mod http;
+pub mod metrics;
 pub mod serve;
 pub mod tls;
 

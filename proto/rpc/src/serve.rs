@@ -27,6 +27,8 @@ pub struct Transport {
     /// With certificates, whether plain-text connections are served too
     /// (marked in [`Conn::tls`] so handlers can refuse them).
     pub plaintext: bool,
+    /// Where each request's latency is recorded.
+    pub metrics: Option<crate::metrics::HttpMetrics>,
 }
 
 impl Transport {
@@ -35,6 +37,7 @@ impl Transport {
         Transport {
             tls: None,
             plaintext: true,
+            metrics: None,
         }
     }
 
@@ -43,7 +46,14 @@ impl Transport {
         Transport {
             tls: Some(tls),
             plaintext,
+            metrics: None,
         }
+    }
+
+    /// The same, recording each request in `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::HttpMetrics) -> Transport {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// `https` or `http`: what clients should dial.
@@ -104,6 +114,7 @@ pub async fn serve<F, Fut, B>(
         let handler = handler.clone();
         let acceptor = acceptor.clone();
         let plaintext = transport.plaintext;
+        let metrics = transport.metrics.clone();
         connections.spawn(async move {
             let conn = Conn {
                 peer,
@@ -137,10 +148,10 @@ pub async fn serve<F, Fut, B>(
                         client_cert,
                         ..conn
                     };
-                    http(TokioIo::new(tls), conn, handler).await;
+                    http(TokioIo::new(tls), conn, handler, metrics).await;
                 }
                 Some(_) if !plaintext => refuse_plaintext(stream).await,
-                _ => http(TokioIo::new(stream), conn, handler).await,
+                _ => http(TokioIo::new(stream), conn, handler, metrics).await,
             }
         });
     }
@@ -167,8 +178,12 @@ async fn refuse_plaintext(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
-async fn http<IO, F, Fut, B>(io: IO, conn: Conn, handler: F)
-where
+async fn http<IO, F, Fut, B>(
+    io: IO,
+    conn: Conn,
+    handler: F,
+    metrics: Option<crate::metrics::HttpMetrics>,
+) where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     F: Fn(http::Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = http::Response<B>> + Send + 'static,
@@ -178,8 +193,17 @@ where
     let peer = conn.peer;
     let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
         req.extensions_mut().insert(conn.clone());
+        let started = std::time::Instant::now();
+        let method = req.method().clone();
         let response = handler(req);
-        async move { Ok::<_, std::convert::Infallible>(response.await) }
+        let metrics = metrics.clone();
+        async move {
+            let response = response.await;
+            if let Some(m) = &metrics {
+                m.observe(&method, response.status().as_u16(), started.elapsed());
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection(io, service)
