@@ -553,7 +553,8 @@ async fn operator_read(
     ctx.handle
         .query(move |m| core_read(m, t, viewer.as_deref()))
         .await
-        .map_err(stopped)
+        .map_err(stopped)?
+        .map_err(call_error)
 }
 
 /// The reads this process answers without the core: health, version,
@@ -603,9 +604,30 @@ fn core_read(
     m: &agora_master_core::Master,
     t: operator::call::Type,
     viewer: Option<&str>,
-) -> Option<operator::Response> {
+) -> Result<Option<operator::Response>, CallError> {
     use operator::call::Type as C;
     use operator::response::Type as R;
+    match t {
+        C::GetMaintenanceSchedule => {
+            return Ok(Some(operator::Response {
+                r#type: Some(R::GetMaintenanceSchedule as i32),
+                get_maintenance_schedule: Some(response::GetMaintenanceSchedule {
+                    schedule: m.get_maintenance_schedule(viewer)?,
+                }),
+                ..Default::default()
+            }));
+        }
+        C::GetMaintenanceStatus => {
+            return Ok(Some(operator::Response {
+                r#type: Some(R::GetMaintenanceStatus as i32),
+                get_maintenance_status: Some(response::GetMaintenanceStatus {
+                    status: m.get_maintenance_status(viewer)?,
+                }),
+                ..Default::default()
+            }));
+        }
+        _ => {}
+    }
     let mut r = operator::Response {
         r#type: Some(match t {
             C::GetMetrics => R::GetMetrics,
@@ -617,7 +639,7 @@ fn core_read(
             C::GetRoles => R::GetRoles,
             C::GetMaster => R::GetMaster,
             C::GetWeights => R::GetWeights,
-            _ => return None,
+            _ => return Ok(None),
         } as i32),
         ..Default::default()
     };
@@ -670,7 +692,7 @@ fn core_read(
             r.get_weights = Some(response::GetWeights { weight_infos });
         }
     }
-    Some(r)
+    Ok(Some(r))
 }
 
 /// The operator calls that change state, as the core takes them; None for
@@ -743,6 +765,24 @@ fn operator_write(call: &mut operator::Call) -> Result<Option<OperatorCall>, Htt
                 max_grace_period,
                 mark_gone: d.mark_gone.unwrap_or(false),
             }))
+        }
+        C::UpdateMaintenanceSchedule => {
+            let u = call.update_maintenance_schedule.take().ok_or_else(|| {
+                HttpError::bad_request("Expecting 'update_maintenance_schedule' to be present")
+            })?;
+            Ok(Some(OperatorCall::UpdateMaintenanceSchedule(u.schedule)))
+        }
+        C::StartMaintenance => {
+            let s = call.start_maintenance.take().ok_or_else(|| {
+                HttpError::bad_request("Expecting 'start_maintenance' to be present")
+            })?;
+            Ok(Some(OperatorCall::StartMaintenance(s.machines)))
+        }
+        C::StopMaintenance => {
+            let s = call.stop_maintenance.take().ok_or_else(|| {
+                HttpError::bad_request("Expecting 'stop_maintenance' to be present")
+            })?;
+            Ok(Some(OperatorCall::StopMaintenance(s.machines)))
         }
         _ => Ok(None),
     }

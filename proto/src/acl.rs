@@ -46,11 +46,21 @@ pub enum Action {
     ReactivateAgents,
     /// DRAIN_AGENT (object: ANY).
     DrainAgents,
+    /// UPDATE_MAINTENANCE_SCHEDULE (object: ANY).
+    UpdateMaintenanceSchedules,
+    /// GET_MAINTENANCE_SCHEDULE (object: ANY).
+    GetMaintenanceSchedules,
+    /// START_MAINTENANCE (object: ANY).
+    StartMaintenances,
+    /// STOP_MAINTENANCE (object: ANY).
+    StopMaintenances,
+    /// GET_MAINTENANCE_STATUS (object: ANY).
+    GetMaintenanceStatuses,
 }
 
 impl Action {
     /// Every action, for listing and parsing.
-    pub const ALL: [Action; 15] = [
+    pub const ALL: [Action; 20] = [
         Action::RegisterFrameworks,
         Action::RunTasks,
         Action::TeardownFrameworks,
@@ -66,6 +76,11 @@ impl Action {
         Action::DeactivateAgents,
         Action::ReactivateAgents,
         Action::DrainAgents,
+        Action::UpdateMaintenanceSchedules,
+        Action::GetMaintenanceSchedules,
+        Action::StartMaintenances,
+        Action::StopMaintenances,
+        Action::GetMaintenanceStatuses,
     ];
 
     /// The key of its list in the ACL JSON.
@@ -86,6 +101,11 @@ impl Action {
             Action::DeactivateAgents => "deactivate_agents",
             Action::ReactivateAgents => "reactivate_agents",
             Action::DrainAgents => "drain_agents",
+            Action::UpdateMaintenanceSchedules => "update_maintenance_schedules",
+            Action::GetMaintenanceSchedules => "get_maintenance_schedules",
+            Action::StartMaintenances => "start_maintenances",
+            Action::StopMaintenances => "stop_maintenances",
+            Action::GetMaintenanceStatuses => "get_maintenance_statuses",
         }
     }
 
@@ -105,6 +125,11 @@ impl Action {
             | Action::DeactivateAgents
             | Action::ReactivateAgents
             | Action::DrainAgents => "agents",
+            Action::UpdateMaintenanceSchedules
+            | Action::GetMaintenanceSchedules
+            | Action::StartMaintenances
+            | Action::StopMaintenances
+            | Action::GetMaintenanceStatuses => "machines",
         }
     }
 
@@ -115,7 +140,7 @@ impl Action {
 
     /// Whether the object may only be ANY or NONE (Mesos validates it).
     fn implicit_object(self) -> bool {
-        self.object_field() == "agents"
+        matches!(self.object_field(), "agents" | "machines")
     }
 }
 

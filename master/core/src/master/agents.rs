@@ -97,6 +97,10 @@ impl Master {
             self.shutdown_agent_conn(conn, "agent was marked gone by an operator");
             return;
         }
+        if self.maintenance.is_down(&info.hostname, &register.address) {
+            self.shutdown_agent_conn(conn, "machine is down for maintenance");
+            return;
+        }
         // A previous connection of the same agent is replaced.
         if let Some(old) = self.agents.get(&id).and_then(|a| a.conn)
             && old != conn

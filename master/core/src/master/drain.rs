@@ -84,6 +84,8 @@ pub(crate) struct InverseOffer {
     pub framework: FrameworkId,
     pub agent: AgentId,
     pub unavailability: v1::Unavailability,
+    /// When it was sent.
+    pub sent: Time,
     /// ACCEPT or DECLINE, and when.
     pub answer: Option<(v1::allocator::inverse_offer_status::Status, Time)>,
 }
@@ -191,19 +193,28 @@ impl Master {
                     d.killed.insert(framework);
                 }
             } else if offer.is_none() {
-                self.send_inverse_offer(now, id, &framework);
+                self.send_inverse_offer(now, id, &framework, unavailable_from(now));
             }
         }
         self.check_drained(now, id);
     }
 
-    fn send_inverse_offer(&mut self, now: Time, agent: &AgentId, framework: &FrameworkId) {
+    /// Asks `framework` to leave `agent` (a drain, or a maintenance
+    /// window's `unavailability`).
+    pub(crate) fn send_inverse_offer(
+        &mut self,
+        now: Time,
+        agent: &AgentId,
+        framework: &FrameworkId,
+        unavailability: v1::Unavailability,
+    ) {
         self.next_offer += 1;
         let offer = InverseOffer {
             id: OfferId::new(format!("{}-O{}", self.info.id, self.next_offer)),
             framework: framework.clone(),
             agent: agent.clone(),
-            unavailability: unavailable_from(now),
+            unavailability,
+            sent: now,
             answer: None,
         };
         self.send(framework, inverse_offers_event(vec![offer.to_proto()]));

@@ -10,6 +10,7 @@ mod agents;
 mod authz;
 mod drain;
 mod launch;
+mod maintenance;
 mod operator_calls;
 mod overlay;
 mod scheduler;
@@ -178,6 +179,12 @@ pub enum OperatorCall {
         /// Mark it gone once drained.
         mark_gone: bool,
     },
+    /// UPDATE_MAINTENANCE_SCHEDULE: the whole schedule.
+    UpdateMaintenanceSchedule(agora_proto::v1::maintenance::Schedule),
+    /// START_MAINTENANCE: scheduled machines go DOWN.
+    StartMaintenance(Vec<agora_proto::v1::MachineId>),
+    /// STOP_MAINTENANCE: down machines come UP and leave the schedule.
+    StopMaintenance(Vec<agora_proto::v1::MachineId>),
 }
 
 /// Why a call was refused; the shell turns it into an HTTP status and a
@@ -376,8 +383,11 @@ pub struct Master {
     /// The registry changed since the shell last asked.
     pub(crate) registry_dirty: bool,
     pub(crate) offers: BTreeMap<OfferId, Offer>,
-    /// Inverse offers outstanding (agents being drained).
+    /// Inverse offers outstanding (agents being drained, or on machines
+    /// scheduled for maintenance).
     pub(crate) inverse_offers: BTreeMap<OfferId, drain::InverseOffer>,
+    /// The maintenance schedule and the machines that are down.
+    pub(crate) maintenance: maintenance::Maintenance,
     pub(crate) next_framework: u64,
     pub(crate) next_agent: u64,
     pub(crate) next_offer: u64,
@@ -443,6 +453,7 @@ impl Master {
             registry_dirty: false,
             offers: BTreeMap::new(),
             inverse_offers: BTreeMap::new(),
+            maintenance: maintenance::Maintenance::default(),
             next_framework: 0,
             next_agent: 0,
             next_offer: 0,
@@ -531,6 +542,7 @@ impl Master {
     pub fn registry(&self) -> agora_proto::internal::Registry {
         use agora_proto::internal::{Registry, RoleWeight, UnreachableAgent};
         let (overlay_keys, overlay_primary_key) = self.keyring_message();
+        let (maintenance, down_machines) = self.maintenance_stored();
         Registry {
             admitted: self.agents.values().map(|a| a.info.clone()).collect(),
             unreachable: self
@@ -554,6 +566,8 @@ impl Master {
             overlay_keys,
             overlay_primary_key,
             drains: self.drains_stored(),
+            maintenance,
+            down_machines,
         }
     }
 
@@ -620,6 +634,7 @@ impl Master {
             );
         }
         self.recover_drains(now, &registry.drains);
+        self.recover_maintenance(registry.maintenance, registry.down_machines);
     }
 
     /// The settings it runs with.

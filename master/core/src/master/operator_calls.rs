@@ -43,6 +43,15 @@ impl Master {
             OperatorCall::DrainAgent { .. } => {
                 self.authorize(Action::DrainAgents, principal, None)?;
             }
+            OperatorCall::UpdateMaintenanceSchedule(_) => {
+                self.authorize(Action::UpdateMaintenanceSchedules, principal, None)?;
+            }
+            OperatorCall::StartMaintenance(_) => {
+                self.authorize(Action::StartMaintenances, principal, None)?;
+            }
+            OperatorCall::StopMaintenance(_) => {
+                self.authorize(Action::StopMaintenances, principal, None)?;
+            }
         }
         match call {
             OperatorCall::Teardown(id) => {
@@ -109,16 +118,37 @@ impl Master {
                 max_grace_period,
                 mark_gone,
             } => self.drain_agent(now, &agent, max_grace_period, mark_gone),
+            OperatorCall::UpdateMaintenanceSchedule(schedule) => {
+                self.update_maintenance_schedule(now, schedule)
+            }
+            OperatorCall::StartMaintenance(machines) => self.start_maintenance(now, &machines),
+            OperatorCall::StopMaintenance(machines) => self.stop_maintenance(&machines),
         }
     }
 
     pub(crate) fn mark_gone(&mut self, now: Time, id: &AgentId) {
-        self.gone_agents.insert(id.clone());
+        self.remove_by_operator(now, id, true, "Agent was marked gone by an operator");
+    }
+
+    /// Removes an agent for an operator: it is shut down, its tasks end as
+    /// TASK_GONE_BY_OPERATOR (TASK_LOST for legacy frameworks) with
+    /// `message`; when `gone`, it is never admitted again (else it may come
+    /// back, e.g. after maintenance).
+    pub(crate) fn remove_by_operator(
+        &mut self,
+        now: Time,
+        id: &AgentId,
+        gone: bool,
+        message: &str,
+    ) {
+        if gone {
+            self.gone_agents.insert(id.clone());
+            self.overlay_removed(id);
+        }
         self.registry_dirty = true;
-        self.overlay_removed(id);
         self.rescind_inverse_offers(id);
         if let Some(conn) = self.agents.get(id).and_then(|a| a.conn) {
-            self.shutdown_agent_conn(conn, "agent was marked gone by an operator");
+            self.shutdown_agent_conn(conn, &message.to_ascii_lowercase());
         }
         // Tasks on it end as TASK_GONE_BY_OPERATOR (TASK_LOST for legacy frameworks).
         let tasks: Vec<(FrameworkId, TaskId)> = self
@@ -133,7 +163,7 @@ impl Master {
                 &t,
                 TaskState::TaskGoneByOperator,
                 Reason::AgentRemovedByOperator,
-                "Agent was marked gone by an operator",
+                message,
             );
         }
         let unreachable: Vec<(FrameworkId, TaskId)> = self
@@ -153,7 +183,7 @@ impl Master {
                 &t,
                 TaskState::TaskGoneByOperator,
                 Reason::AgentRemovedByOperator,
-                "Agent was marked gone by an operator",
+                message,
             );
         }
         if let Some(a) = self.agents.remove(id) {

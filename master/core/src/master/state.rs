@@ -25,6 +25,7 @@ impl Master {
 
     pub(crate) fn allocate(&mut self, now: Time) {
         self.metrics.allocation_runs += 1;
+        self.maintenance_step(now);
         let allocations = self.allocator.allocate(now, &mut self.rng);
         if allocations.is_empty() {
             return;
@@ -123,7 +124,7 @@ impl Master {
             resources: format_resources(&offer.resources, &offer.role, caps),
             attributes,
             executor_ids,
-            unavailability: None,
+            unavailability: self.unavailability(&offer.agent),
             allocation_info: caps.multi_role.then(|| v1::resource::AllocationInfo {
                 role: Some(offer.role.clone()),
             }),

@@ -7,6 +7,7 @@ mod agents;
 mod authz;
 mod drain;
 mod harness;
+mod maintenance;
 mod overlay;
 mod properties;
 mod scheduler;
