@@ -13,6 +13,7 @@ mod dev_secrets;
 mod dns;
 mod frameworks;
 mod lb;
+mod maintenance;
 mod marathon;
 mod master;
 mod operator;
@@ -44,6 +45,10 @@ enum Command {
     /// The cluster's tasks: list, show, logs (`-f` follows).
     #[command(subcommand)]
     Task(tasks::TaskCommand),
+    /// Maintenance windows: schedule machines, see who moved off, take them
+    /// down and bring them back.
+    #[command(subcommand)]
+    Maintenance(maintenance::MaintenanceCommand),
     /// Run marathon-rs: long-running apps behind a Marathon-compatible REST API.
     Marathon(marathon::MarathonArgs),
     /// Serve every running task by name over DNS, as Mesos-DNS names them.
@@ -108,6 +113,7 @@ pub fn main() -> ExitCode {
             Command::App(args) => app::run(args).await,
             Command::Framework(c) => frameworks::run(c).await,
             Command::Task(c) => tasks::run(c).await,
+            Command::Maintenance(c) => maintenance::run(c).await,
             Command::Executor => agent::executor().await,
             Command::Bench(args) => crate::bench::run(args).await,
             Command::Ca(args) => ca::run(args),

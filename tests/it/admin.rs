@@ -204,3 +204,75 @@ async fn an_operator_drains_an_agent_and_reads_task_logs_from_the_cli() {
     assert!(!o.status.success() && err.contains("401"), "{err}");
     dev.stop().await;
 }
+
+/// Maintenance from the CLI: a scheduled machine's instances move before
+/// anything is killed (marathon-rs accepts the inverse offer), START takes
+/// it down with nothing left to kill, STOP brings its agent back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_moves_instances_before_the_machine_goes_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(&dir.path().join("dev"), 3).await;
+    let app = dir.path().join("web.json");
+    std::fs::write(
+        &app,
+        r#"{"id": "/ops/kept", "cpus": 0.1, "mem": 16, "instances": 6, "cmd": "sleep 100000"}"#,
+    )
+    .unwrap();
+    ok(&dev, &["app", "deploy", app.to_str().unwrap()]);
+    let before = running(&dev, "ops_kept");
+    assert_eq!(before.len(), 6);
+    assert!(
+        before.iter().any(|(_, host)| host == "127.0.0.3"),
+        "{before:?}"
+    );
+
+    ok(
+        &dev,
+        &["maintenance", "add", "127.0.0.3", "--duration", "2h"],
+    );
+    let schedule = ok(&dev, &["maintenance", "schedule"]);
+    assert!(
+        schedule.contains("127.0.0.3") && schedule.contains("2h"),
+        "{schedule}"
+    );
+    eventually("6 instances run off the scheduled machine", || async {
+        let now = running(&dev, "ops_kept");
+        (now.len() == 6 && now.iter().all(|(_, host)| host != "127.0.0.3")).then_some(())
+    })
+    .await;
+    let status = json(&dev, &["maintenance", "status", "--json"]);
+    let machine = &status["status"]["draining_machines"][0];
+    assert_eq!(machine["id"]["ip"], "127.0.0.3", "{status}");
+    assert_eq!(machine["statuses"][0]["status"], "ACCEPT", "{status}");
+    let table = ok(&dev, &["maintenance", "status"]);
+    assert!(table.contains("marathon (accept)"), "{table}");
+
+    // Down: the agent is removed; nothing of the app was there any more.
+    assert!(fails(&dev, &["maintenance", "start", "127.0.0.3"]).contains("--yes"));
+    ok(&dev, &["maintenance", "start", "127.0.0.3", "--yes"]);
+    let agents = ok(&dev, &["agent", "list"]);
+    assert!(!agents.contains("127.0.0.3"), "{agents}");
+    let ended = json(&dev, &["task", "list", "--all", "--json"]);
+    assert!(
+        ended["completed_tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|t| t["state"] != "TASK_GONE_BY_OPERATOR"),
+        "{ended}"
+    );
+    assert_eq!(running(&dev, "ops_kept").len(), 6);
+    // A DOWN machine stays in the schedule until it is brought up.
+    assert!(fails(&dev, &["maintenance", "remove", "127.0.0.3"]).contains("DOWN"));
+
+    ok(&dev, &["maintenance", "stop", "127.0.0.3"]);
+    assert!(ok(&dev, &["maintenance", "status"]).contains("No machine"));
+    eventually("the agent registers again", || async {
+        ok(&dev, &["agent", "list"])
+            .lines()
+            .any(|l| l.contains("127.0.0.3") && l.contains("active"))
+            .then_some(())
+    })
+    .await;
+    dev.stop().await;
+}
