@@ -601,6 +601,39 @@ impl Resources {
         out
     }
 
+    /// The same resources with each scalar name's total cut to at most
+    /// `cap(name)` thousandths (None: not cut); what is cut to nothing is
+    /// left out. Ranges and sets are kept whole.
+    pub fn capped(&self, mut cap: impl FnMut(&str) -> Option<i64>) -> Resources {
+        let mut out = Vec::with_capacity(self.entries.len());
+        let mut current: Option<(&str, Option<i64>)> = None;
+        for e in &self.entries {
+            let Quantity::Scalar(v) = e.quantity else {
+                out.push(e.clone());
+                continue;
+            };
+            let name = e.key.name.as_str();
+            if current.is_none_or(|(n, _)| n != name) {
+                current = Some((name, cap(name)));
+            }
+            let left = &mut current.as_mut().expect("set above").1;
+            let take = match left {
+                None => v,
+                Some(l) => {
+                    let t = v.min(*l).max(0);
+                    *l -= t;
+                    t
+                }
+            };
+            if take > 0 {
+                let mut e = e.clone();
+                e.quantity = Quantity::Scalar(take);
+                out.push(e);
+            }
+        }
+        Resources { entries: out }
+    }
+
     /// The resources whose protobuf form satisfies `keep`.
     pub fn filter(&self, mut keep: impl FnMut(&Resource) -> bool) -> Resources {
         Resources {

@@ -212,3 +212,14 @@ proptest! {
         prop_assert_eq!(restored, sum);
     }
 }
+
+#[test]
+fn capped_cuts_scalars_and_keeps_ranges() {
+    let r = Resources::parse("cpus:4;mem:1024;ports:[1-10]", "*").unwrap();
+    let c = r.capped(|n| (n == "cpus").then_some(1500));
+    assert_eq!(c.scalar("cpus"), 1.5);
+    assert_eq!(c.scalar("mem"), 1024.0);
+    assert_eq!(c.ranges("ports").count(), 10);
+    assert_eq!(r.capped(|_| Some(0)).scalar("cpus"), 0.0);
+    assert!(r.contains(&c));
+}

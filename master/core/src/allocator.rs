@@ -29,6 +29,9 @@ use crate::ids::{AgentId, FrameworkId};
 use crate::time::Time;
 
 mod pass;
+mod quota;
+
+pub use quota::Quota;
 
 /// Allocator settings (master flags).
 #[derive(Clone, Debug)]
@@ -93,6 +96,8 @@ struct Role {
     allocated: Vec<i64>,
     key: u64,
     eligible_clients: usize,
+    /// Indexes of the quotas that apply (its own and its ancestors').
+    quotas: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -207,6 +212,8 @@ pub struct Allocator {
     eligible_bits: Vec<u64>,
     order: Vec<u32>,
     order_stale: bool,
+    /// Roles' quotas.
+    quotas: Vec<quota::QuotaSlot>,
     /// Allocation passes run.
     pub passes: u64,
 }
@@ -234,6 +241,7 @@ impl Allocator {
             eligible_bits: Vec::new(),
             order: Vec::new(),
             order_stale: true,
+            quotas: Vec::new(),
             passes: 0,
         }
     }
@@ -600,6 +608,7 @@ impl Allocator {
             return r;
         }
         let weight = self.weights.get(role).copied().unwrap_or(1.0);
+        let quotas = self.quotas_of(role);
         self.roles.push(Role {
             name: role.into(),
             weight,
@@ -607,6 +616,7 @@ impl Allocator {
             allocated: Vec::new(),
             key: 0,
             eligible_clients: 0,
+            quotas,
         });
         let r = (self.roles.len() - 1) as u32;
         self.role_index.insert(role.to_string(), r);

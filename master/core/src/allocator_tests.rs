@@ -464,3 +464,81 @@ fn filters_sharing_one_declined_offer_lift_together_when_the_agent_gains() {
     assert_ne!(offers[0].0, first);
     a.check_invariants().unwrap();
 }
+
+fn quota(guarantees: &[(&str, f64)], limits: &[(&str, f64)]) -> Quota {
+    Quota {
+        guarantees: guarantees.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+        limits: limits.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+    }
+}
+
+#[test]
+fn a_role_is_never_offered_beyond_its_limit_nor_its_parents() {
+    let mut a = Allocator::new(AllocatorConfig::default());
+    a.set_quota("eng", Some(quota(&[], &[("cpus", 3.0)])));
+    a.set_quota("eng/web", Some(quota(&[], &[("cpus", 2.0)])));
+    a.add_framework(fw("web"), &["eng/web".to_string()], true, false, &[]);
+    a.add_framework(fw("batch"), &["eng/batch".to_string()], true, false, &[]);
+    for i in 0..4 {
+        a.add_agent(ag(&format!("a{i}")), res("cpus:4;mem:1024"), vec![]);
+    }
+    let offers = pass(&mut a, Time::ZERO);
+    let cpus = |f: &str| -> f64 {
+        offers
+            .iter()
+            .filter(|o| o.0 == f)
+            .map(|o| res(&o.2).scalar("cpus"))
+            .sum()
+    };
+    // eng/web at most 2; eng (web and batch together) at most 3.
+    assert_eq!(cpus("web"), 2.0, "{offers:?}");
+    assert_eq!(cpus("batch"), 1.0, "{offers:?}");
+    assert_eq!(a.consumed("eng")["cpus"], 3.0);
+    // Nothing more while the offers are out.
+    assert!(pass(&mut a, Time::ZERO).is_empty());
+    a.check_invariants().unwrap();
+    // Without the limits, the rest is offered.
+    a.set_quota("eng", None);
+    a.set_quota("eng/web", None);
+    let more = pass(&mut a, Time::ZERO);
+    let rest: f64 = more.iter().map(|o| res(&o.2).scalar("cpus")).sum();
+    assert_eq!(rest, 13.0, "{more:?}");
+}
+
+#[test]
+fn a_role_below_its_guarantee_is_offered_first() {
+    let mut a = Allocator::new(AllocatorConfig::default());
+    // "small" holds half the cluster, "other" nothing: by DRF the free
+    // agent goes to "other", unless "small" is below its guarantee.
+    a.add_framework(fw("small"), &["small".to_string()], true, false, &[]);
+    a.add_framework(fw("other"), &["other".to_string()], true, false, &[]);
+    a.add_agent(
+        ag("a0"),
+        res("cpus:4;mem:1024"),
+        vec![(fw("small"), "small".into(), res("cpus:4;mem:1024"))],
+    );
+    a.add_agent(ag("a1"), res("cpus:4;mem:1024"), vec![]);
+    // Without quota DRF gives the free agent to "other" (share 0).
+    let offers = pass(&mut a, Time::ZERO);
+    assert_eq!(offers.iter().filter(|o| o.1 == "a1").count(), 1);
+    assert_eq!(offers.iter().find(|o| o.1 == "a1").unwrap().0, "other");
+    a.check_invariants().unwrap();
+
+    let mut a = Allocator::new(AllocatorConfig::default());
+    a.add_framework(fw("small"), &["small".to_string()], true, false, &[]);
+    a.add_framework(fw("other"), &["other".to_string()], true, false, &[]);
+    a.add_agent(
+        ag("a0"),
+        res("cpus:4;mem:1024"),
+        vec![(fw("small"), "small".into(), res("cpus:4;mem:1024"))],
+    );
+    a.add_agent(ag("a1"), res("cpus:4;mem:1024"), vec![]);
+    a.set_quota("small", Some(quota(&[("cpus", 6.0)], &[])));
+    let offers = pass(&mut a, Time::ZERO);
+    assert_eq!(
+        offers,
+        vec![("small".into(), "a1".into(), "cpus:4; mem:1024".into())],
+        "the guaranteed role gets the free agent first"
+    );
+    a.check_invariants().unwrap();
+}

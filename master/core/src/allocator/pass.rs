@@ -58,6 +58,9 @@ impl Allocator {
                 }
                 allocated[i] = (allocated[i] + sign * v).max(0);
             }
+            if !self.quotas.is_empty() {
+                self.quota_consume(role, i, sign * v);
+            }
         }
         if !self.shares_stale {
             self.reposition_client(c);
@@ -174,7 +177,7 @@ impl Allocator {
         if slot.blocked_eligible >= self.eligible_count {
             return;
         }
-        if !self.agent(a).has_reservations {
+        if !self.agent(a).has_reservations && self.quotas.is_empty() {
             // Everything goes to the first client in DRF order.
             let Some(c) = self.pick(a, None) else { return };
             let slot = self.agents[a as usize].as_mut().expect("live agent slot");
@@ -197,7 +200,7 @@ impl Allocator {
             });
             return;
         }
-        // With reservations, each role may get its own offer.
+        // With reservations or quotas, each role may get its own offer.
         for _ in 0..self.roles.len() {
             let mut offerable = Resources::new();
             let Some(c) = self.pick(a, Some(&mut offerable)) else {
@@ -221,6 +224,11 @@ impl Allocator {
     /// The first eligible, unblocked client in DRF order. For an agent with
     /// reservations, `offerable` receives what that client's role may use.
     pub(super) fn pick(&self, a: u32, mut offerable: Option<&mut Resources>) -> Option<ClientIdx> {
+        if !self.quotas.is_empty()
+            && let Some(out) = offerable.as_deref_mut()
+        {
+            return self.pick_with_quota(a, out);
+        }
         let slot = self.agent(a);
         if !slot.has_reservations && !self.allocatable(&slot.available) {
             return None;

@@ -1,0 +1,201 @@
+//! Quota (Mesos 1.9's quota v2): per role, scalar guarantees and limits.
+//!
+//! A role's consumption is what is allocated (offered or used) to it and to
+//! the roles below it (`eng` counts `eng/web`). A limit caps every offer to
+//! a role under it: the offer is cut to what is left of the tightest limit
+//! among the role and its ancestors, and a role with nothing left gets
+//! nothing. Roles below their own guarantee are visited before every other
+//! role, in DRF order, so guaranteed resources go to them first.
+
+use std::collections::BTreeMap;
+
+use agora_proto::resources::{Resources, from_fixed, to_fixed};
+
+use super::*;
+
+/// A role's quota: guarantees and limits by scalar resource name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Quota {
+    /// What the role is offered before roles without a guarantee.
+    pub guarantees: BTreeMap<String, f64>,
+    /// What the role (with the roles below it) is never offered beyond.
+    pub limits: BTreeMap<String, f64>,
+}
+
+#[derive(Debug)]
+pub(super) struct QuotaSlot {
+    pub path: String,
+    pub quota: Quota,
+    /// (name index, thousandths).
+    guarantees: Vec<(usize, i64)>,
+    limits: Vec<(usize, i64)>,
+    /// Allocated to the role and those below it, by name index.
+    consumed: Vec<i64>,
+}
+
+/// Whether `role` is `path` or below it.
+fn under(role: &str, path: &str) -> bool {
+    role == path || role.strip_prefix(path).is_some_and(|r| r.starts_with('/'))
+}
+
+impl Allocator {
+    /// Sets (or with None removes) `role`'s quota.
+    pub fn set_quota(&mut self, role: &str, quota: Option<Quota>) {
+        self.quotas.retain(|q| q.path != role);
+        if let Some(quota) = quota {
+            let mut fixed = |m: &BTreeMap<String, f64>| -> Vec<(usize, i64)> {
+                m.iter()
+                    .map(|(n, v)| (self.name_index(n), to_fixed(*v)))
+                    .collect()
+            };
+            let guarantees = fixed(&quota.guarantees);
+            let limits = fixed(&quota.limits);
+            self.quotas.push(QuotaSlot {
+                path: role.to_string(),
+                quota,
+                guarantees,
+                limits,
+                consumed: Vec::new(),
+            });
+        }
+        self.index_quotas();
+    }
+
+    /// Every role's quota.
+    pub fn quotas(&self) -> impl Iterator<Item = (&str, &Quota)> {
+        self.quotas.iter().map(|q| (q.path.as_str(), &q.quota))
+    }
+
+    /// What `role` and the roles below it are allocated, by resource name.
+    pub fn consumed(&self, role: &str) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        for r in &self.roles {
+            if under(&r.name, role) {
+                for (i, v) in r.allocated.iter().enumerate() {
+                    if *v > 0 {
+                        *out.entry(self.names[i].clone()).or_insert(0.0) += from_fixed(*v);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Which quotas apply to each role, and what each quota's roles hold.
+    pub(super) fn index_quotas(&mut self) {
+        for r in 0..self.roles.len() {
+            let name = self.roles[r].name.clone();
+            self.roles[r].quotas = self
+                .quotas
+                .iter()
+                .enumerate()
+                .filter(|(_, q)| under(&name, &q.path))
+                .map(|(i, _)| i as u32)
+                .collect();
+        }
+        let names = self.names.len();
+        for q in &mut self.quotas {
+            q.consumed = vec![0; names];
+        }
+        for role in &self.roles {
+            for &q in &role.quotas {
+                let consumed = &mut self.quotas[q as usize].consumed;
+                for (i, v) in role.allocated.iter().enumerate() {
+                    if consumed.len() <= i {
+                        consumed.resize(i + 1, 0);
+                    }
+                    consumed[i] += v;
+                }
+            }
+        }
+    }
+
+    /// The quotas of a role just made.
+    pub(super) fn quotas_of(&self, role: &str) -> Vec<u32> {
+        self.quotas
+            .iter()
+            .enumerate()
+            .filter(|(_, q)| under(role, &q.path))
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+
+    /// Role `r`'s allocation changed by `v` of name `i`.
+    pub(super) fn quota_consume(&mut self, r: usize, i: usize, v: i64) {
+        for k in 0..self.roles[r].quotas.len() {
+            let q = self.roles[r].quotas[k] as usize;
+            let consumed = &mut self.quotas[q].consumed;
+            if consumed.len() <= i {
+                consumed.resize(i + 1, 0);
+            }
+            consumed[i] = (consumed[i] + v).max(0);
+        }
+    }
+
+    /// Whether role `r` has a guarantee of its own it does not hold yet.
+    pub(super) fn below_guarantee(&self, r: u32) -> bool {
+        let name = &self.roles[r as usize].name;
+        self.quotas.iter().any(|q| {
+            *q.path == **name
+                && q.guarantees
+                    .iter()
+                    .any(|(i, g)| q.consumed.get(*i).copied().unwrap_or(0) < *g)
+        })
+    }
+
+    /// What of `base` role `r` may be offered under its limits and its
+    /// ancestors'.
+    pub(super) fn within_limits(&self, r: u32, base: Resources) -> Resources {
+        let quotas = &self.roles[r as usize].quotas;
+        if quotas.iter().all(|&q| self.quotas[q as usize].limits.is_empty()) {
+            return base;
+        }
+        base.capped(|name| {
+            let i = self.names.iter().position(|n| n == name)?;
+            quotas
+                .iter()
+                .filter_map(|&q| {
+                    let q = &self.quotas[q as usize];
+                    let (_, limit) = q.limits.iter().find(|(n, _)| *n == i)?;
+                    Some((limit - q.consumed.get(i).copied().unwrap_or(0)).max(0))
+                })
+                .min()
+        })
+    }
+
+    /// `pick` when some role has a quota: roles below their guarantee
+    /// first, then the others, each in DRF order; each role's offer cut to
+    /// its limits. `offerable` receives the offer.
+    pub(super) fn pick_with_quota(&self, a: u32, offerable: &mut Resources) -> Option<ClientIdx> {
+        let slot = self.agent(a);
+        for guaranteed in [true, false] {
+            for &(_, r) in &self.role_order {
+                let role = &self.roles[r as usize];
+                if role.eligible_clients == 0 || self.below_guarantee(r) != guaranteed {
+                    continue;
+                }
+                let base = if slot.has_reservations {
+                    slot.available.allocatable_to(&role.name)
+                } else {
+                    slot.available.clone()
+                };
+                let o = self.within_limits(r, base);
+                if !self.allocatable(&o) {
+                    continue;
+                }
+                for &(_, c) in &role.clients {
+                    let client = self.client(c);
+                    if !client.eligible || slot.is_blocked(c) {
+                        continue;
+                    }
+                    if self.config.filter_gpu_resources && slot.has_gpus && !client.gpu {
+                        continue;
+                    }
+                    *offerable = o;
+                    return Some(c);
+                }
+            }
+        }
+        None
+    }
+}
