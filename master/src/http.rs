@@ -617,6 +617,15 @@ fn core_read(
                 ..Default::default()
             }));
         }
+        C::GetQuota => {
+            return Ok(Some(operator::Response {
+                r#type: Some(R::GetQuota as i32),
+                get_quota: Some(response::GetQuota {
+                    status: m.get_quota(viewer),
+                }),
+                ..Default::default()
+            }));
+        }
         C::GetMaintenanceStatus => {
             return Ok(Some(operator::Response {
                 r#type: Some(R::GetMaintenanceStatus as i32),
@@ -783,6 +792,16 @@ fn operator_write(call: &mut operator::Call) -> Result<Option<OperatorCall>, Htt
                 HttpError::bad_request("Expecting 'stop_maintenance' to be present")
             })?;
             Ok(Some(OperatorCall::StopMaintenance(s.machines)))
+        }
+        C::UpdateQuota => {
+            let u = call
+                .update_quota
+                .take()
+                .ok_or_else(|| HttpError::bad_request("Expecting 'update_quota' to be present"))?;
+            Ok(Some(OperatorCall::UpdateQuota {
+                force: u.force.unwrap_or(false),
+                configs: u.quota_configs,
+            }))
         }
         _ => Ok(None),
     }

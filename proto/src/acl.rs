@@ -56,11 +56,15 @@ pub enum Action {
     StopMaintenances,
     /// GET_MAINTENANCE_STATUS (object: ANY).
     GetMaintenanceStatuses,
+    /// UPDATE_QUOTA (object: each role).
+    UpdateQuotas,
+    /// GET_QUOTA (object: each role shown).
+    GetQuotas,
 }
 
 impl Action {
     /// Every action, for listing and parsing.
-    pub const ALL: [Action; 20] = [
+    pub const ALL: [Action; 22] = [
         Action::RegisterFrameworks,
         Action::RunTasks,
         Action::TeardownFrameworks,
@@ -81,6 +85,8 @@ impl Action {
         Action::StartMaintenances,
         Action::StopMaintenances,
         Action::GetMaintenanceStatuses,
+        Action::UpdateQuotas,
+        Action::GetQuotas,
     ];
 
     /// The key of its list in the ACL JSON.
@@ -106,13 +112,19 @@ impl Action {
             Action::StartMaintenances => "start_maintenances",
             Action::StopMaintenances => "stop_maintenances",
             Action::GetMaintenanceStatuses => "get_maintenance_statuses",
+            Action::UpdateQuotas => "update_quotas",
+            Action::GetQuotas => "get_quotas",
         }
     }
 
     /// The name of the object field in each of its ACLs.
     pub fn object_field(self) -> &'static str {
         match self {
-            Action::RegisterFrameworks | Action::UpdateWeights | Action::ViewRoles => "roles",
+            Action::RegisterFrameworks
+            | Action::UpdateWeights
+            | Action::ViewRoles
+            | Action::UpdateQuotas
+            | Action::GetQuotas => "roles",
             Action::RunTasks
             | Action::ViewFrameworks
             | Action::ViewTasks

@@ -64,6 +64,11 @@ enum Bench {
         /// in one DECLINE call, as marathon-rs does.
         #[arg(long)]
         through_master: bool,
+        /// Also run each size with the frameworks in this many roles, each
+        /// with a quota (a guarantee and a limit), beside the rows without
+        /// (0: only those).
+        #[arg(long, default_value_t = 100)]
+        quota_roles: usize,
     },
     /// What TLS and authentication cost: registration, launch, GET_STATE, with and without.
     Security {
@@ -152,7 +157,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             frameworks,
             rounds,
             through_master,
-        } => allocator(&agents, &frameworks, rounds, through_master),
+            quota_roles,
+        } => allocator(&agents, &frameworks, rounds, through_master, quota_roles),
         Bench::Backoff { seconds } => offers::backoff(seconds).await,
         Bench::Security {
             tasks,
@@ -228,15 +234,17 @@ fn allocator(
     frameworks: &[usize],
     rounds: Option<usize>,
     through_master: bool,
+    quota_roles: usize,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         agents.len() == frameworks.len(),
         "--agents and --frameworks need the same number of values"
     );
     println!(
-        "{:>7} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10} {:>17}",
+        "{:>7} {:>10} {:>6} {:>7} {:>10} {:>10} {:>10} {:>10} {:>17}",
         "agents",
         "frameworks",
+        "quotas",
         "rounds",
         "first ms",
         "p50 ms",
@@ -244,13 +252,22 @@ fn allocator(
         "max ms",
         "offering p50 ms"
     );
-    for (&a, &f) in agents.iter().zip(frameworks) {
+    let with_quota: &[usize] = if through_master || quota_roles == 0 {
+        &[0]
+    } else {
+        &[0, quota_roles]
+    };
+    for ((&a, &f), &q) in agents
+        .iter()
+        .zip(frameworks)
+        .flat_map(|p| with_quota.iter().map(move |q| (p, q)))
+    {
         let r = rounds.unwrap_or(2 * f);
         let (first, rounds) = if through_master {
             let rounds = offers::master_decline_offers(a, f, r)?;
             (rounds.first().map(|t| t.0).unwrap_or_default(), rounds)
         } else {
-            allocator_decline_offers(a, f, r)
+            allocator_decline_offers(a, f, r, q)
         };
         let times: Vec<Duration> = rounds.iter().map(|(t, _)| *t).collect();
         // The rounds that offered something (the others find every agent
@@ -262,7 +279,7 @@ fn allocator(
             .collect();
         let p = |q: f64| percentile(&times, q);
         println!(
-            "{a:>7} {f:>10} {r:>7} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} ({:>4})",
+            "{a:>7} {f:>10} {q:>6} {r:>7} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} ({:>4})",
             ms(first),
             ms(p(0.5)),
             ms(p(0.99)),
@@ -343,19 +360,39 @@ pub(super) fn percentile(sorted_or_not: &[Duration], q: f64) -> Duration {
     v[((v.len() as f64 - 1.0) * q).round() as usize]
 }
 
-/// Returns the first pass's time and every pass's time.
+/// Returns the first pass's time and every pass's time. With `quota_roles`,
+/// framework i is in role `team-{i % quota_roles}`, and each role has a
+/// guarantee of 8 cpus and a limit of 24 cpus per framework in it (limits
+/// that cut offers once a role's frameworks hold most of what they may).
 fn allocator_decline_offers(
     agents: usize,
     frameworks: usize,
     rounds: usize,
+    quota_roles: usize,
 ) -> (Duration, Vec<(Duration, usize)>) {
     let mut allocator = Allocator::new(AllocatorConfig::default());
-    let star = vec!["*".to_string()];
+    let role_of = |i: usize| -> String {
+        if quota_roles == 0 {
+            "*".to_string()
+        } else {
+            format!("team-{}", i % quota_roles)
+        }
+    };
     let ids: Vec<FrameworkId> = (0..frameworks)
         .map(|i| FrameworkId::new(format!("framework-{i}")))
         .collect();
-    for id in &ids {
-        allocator.add_framework(id.clone(), &star, true, false, &[]);
+    for (i, id) in ids.iter().enumerate() {
+        allocator.add_framework(id.clone(), &[role_of(i)], true, false, &[]);
+    }
+    for k in 0..quota_roles {
+        let members = (0..frameworks).filter(|i| i % quota_roles == k).count();
+        let mut q = agora_master_core::allocator::Quota::default();
+        q.guarantees.insert("cpus".into(), 8.0);
+        q.limits.insert(
+            "cpus".into(),
+            24.0 * members.max(1) as f64 * agents as f64 / frameworks.max(1) as f64,
+        );
+        allocator.set_quota(&format!("team-{k}"), Some(q));
     }
     let total =
         Resources::parse("cpus:24;mem:4096;disk:4096;ports:[31000-32000]", "*").expect("valid");
@@ -366,7 +403,7 @@ fn allocator_decline_offers(
         allocator.add_agent(
             AgentId::new(format!("agent-{i}")),
             total.clone(),
-            vec![(ids[i % frameworks].clone(), "*".into(), used)],
+            vec![(ids[i % frameworks].clone(), role_of(i % frameworks), used)],
         );
     }
     let mut rng = fastrand::Rng::with_seed(1);

@@ -17,6 +17,7 @@ mod maintenance;
 mod marathon;
 mod master;
 mod operator;
+mod quota;
 mod tasks;
 
 /// Agora: a cluster manager in the Mesos tradition.
@@ -49,6 +50,9 @@ enum Command {
     /// down and bring them back.
     #[command(subcommand)]
     Maintenance(maintenance::MaintenanceCommand),
+    /// Roles' quotas: guarantees and limits, and what each role holds.
+    #[command(subcommand)]
+    Quota(quota::QuotaCommand),
     /// Run marathon-rs: long-running apps behind a Marathon-compatible REST API.
     Marathon(marathon::MarathonArgs),
     /// Serve every running task by name over DNS, as Mesos-DNS names them.
@@ -114,6 +118,7 @@ pub fn main() -> ExitCode {
             Command::Framework(c) => frameworks::run(c).await,
             Command::Task(c) => tasks::run(c).await,
             Command::Maintenance(c) => maintenance::run(c).await,
+            Command::Quota(c) => quota::run(c).await,
             Command::Executor => agent::executor().await,
             Command::Bench(args) => crate::bench::run(args).await,
             Command::Ca(args) => ca::run(args),

@@ -276,3 +276,45 @@ async fn maintenance_moves_instances_before_the_machine_goes_down() {
     .await;
     dev.stop().await;
 }
+
+/// Quota from the CLI: set, read back with what the role holds, refused
+/// when invalid, removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_is_set_read_and_removed_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(&dir.path().join("dev"), 1).await;
+    ok(
+        &dev,
+        &[
+            "quota",
+            "set",
+            "dev",
+            "--guarantee",
+            "cpus:0.5",
+            "--limit",
+            "cpus:1,mem:512",
+        ],
+    );
+    ok(&dev, &["quota", "set", "dev/web", "--limit", "cpus:0.5"]);
+    let table = ok(&dev, &["quota", "get"]);
+    let line = table
+        .lines()
+        .find(|l| l.contains("dev ") || l.contains(" dev"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("cpus:0.5") && line.contains("mem:512"),
+        "{table}"
+    );
+    let raw = json(&dev, &["quota", "get", "--json"]);
+    let configs = raw["status"]["configs"].as_array().unwrap();
+    assert_eq!(configs.len(), 2, "{raw}");
+    // A child's limit above its parent's, and a bad amount, are refused.
+    let err = fails(&dev, &["quota", "set", "dev/api", "--limit", "cpus:2"]);
+    assert!(err.contains("above that of 'dev'"), "{err}");
+    let err = fails(&dev, &["quota", "set", "dev", "--limit", "cpus:-1"]);
+    assert!(err.contains("--limit"), "{err}");
+    ok(&dev, &["quota", "remove", "dev/web"]);
+    ok(&dev, &["quota", "remove", "dev"]);
+    assert!(ok(&dev, &["quota", "get"]).contains("No role has a quota"));
+    dev.stop().await;
+}

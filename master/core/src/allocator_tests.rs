@@ -467,7 +467,10 @@ fn filters_sharing_one_declined_offer_lift_together_when_the_agent_gains() {
 
 fn quota(guarantees: &[(&str, f64)], limits: &[(&str, f64)]) -> Quota {
     Quota {
-        guarantees: guarantees.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+        guarantees: guarantees
+            .iter()
+            .map(|(n, v)| (n.to_string(), *v))
+            .collect(),
         limits: limits.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
     }
 }

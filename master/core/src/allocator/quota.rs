@@ -134,9 +134,10 @@ impl Allocator {
 
     /// Whether role `r` has a guarantee of its own it does not hold yet.
     pub(super) fn below_guarantee(&self, r: u32) -> bool {
-        let name = &self.roles[r as usize].name;
-        self.quotas.iter().any(|q| {
-            *q.path == **name
+        let role = &self.roles[r as usize];
+        role.quotas.iter().any(|&q| {
+            let q = &self.quotas[q as usize];
+            *q.path == *role.name
                 && q.guarantees
                     .iter()
                     .any(|(i, g)| q.consumed.get(*i).copied().unwrap_or(0) < *g)
@@ -147,7 +148,10 @@ impl Allocator {
     /// ancestors'.
     pub(super) fn within_limits(&self, r: u32, base: Resources) -> Resources {
         let quotas = &self.roles[r as usize].quotas;
-        if quotas.iter().all(|&q| self.quotas[q as usize].limits.is_empty()) {
+        if quotas
+            .iter()
+            .all(|&q| self.quotas[q as usize].limits.is_empty())
+        {
             return base;
         }
         base.capped(|name| {
@@ -168,12 +172,26 @@ impl Allocator {
     /// its limits. `offerable` receives the offer.
     pub(super) fn pick_with_quota(&self, a: u32, offerable: &mut Resources) -> Option<ClientIdx> {
         let slot = self.agent(a);
+        let unblocked = self.eligible_count.saturating_sub(slot.blocked_eligible);
+        if unblocked * unblocked < self.eligible_count {
+            return self.pick_with_quota_among_unblocked(slot, offerable);
+        }
         for guaranteed in [true, false] {
             for &(_, r) in &self.role_order {
                 let role = &self.roles[r as usize];
                 if role.eligible_clients == 0 || self.below_guarantee(r) != guaranteed {
                     continue;
                 }
+                // The role's first client that may take this agent; only
+                // then what it would be offered.
+                let Some(c) = role.clients.iter().map(|&(_, c)| c).find(|&c| {
+                    let client = self.client(c);
+                    client.eligible
+                        && !slot.is_blocked(c)
+                        && !(self.config.filter_gpu_resources && slot.has_gpus && !client.gpu)
+                }) else {
+                    continue;
+                };
                 let base = if slot.has_reservations {
                     slot.available.allocatable_to(&role.name)
                 } else {
@@ -183,17 +201,53 @@ impl Allocator {
                 if !self.allocatable(&o) {
                     continue;
                 }
-                for &(_, c) in &role.clients {
-                    let client = self.client(c);
-                    if !client.eligible || slot.is_blocked(c) {
-                        continue;
-                    }
-                    if self.config.filter_gpu_resources && slot.has_gpus && !client.gpu {
-                        continue;
-                    }
-                    *offerable = o;
-                    return Some(c);
+                *offerable = o;
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// `pick_with_quota` for an agent most clients have declined: the
+    /// unblocked eligible clients, in the same order.
+    fn pick_with_quota_among_unblocked(
+        &self,
+        slot: &AgentSlot,
+        offerable: &mut Resources,
+    ) -> Option<ClientIdx> {
+        let mut candidates: Vec<(bool, u64, u32, u64, ClientIdx)> = Vec::new();
+        for (w, eligible) in self.eligible_bits.iter().enumerate() {
+            let mut bits = eligible & !slot.blocked.get(w).copied().unwrap_or(0);
+            while bits != 0 {
+                let c = (w * 64) as ClientIdx + bits.trailing_zeros();
+                bits &= bits - 1;
+                let Some(client) = self.clients[c as usize].as_ref() else {
+                    continue;
+                };
+                if self.config.filter_gpu_resources && slot.has_gpus && !client.gpu {
+                    continue;
                 }
+                let r = client.role;
+                candidates.push((
+                    !self.below_guarantee(r),
+                    self.roles[r as usize].key,
+                    r,
+                    client.key,
+                    c,
+                ));
+            }
+        }
+        candidates.sort_unstable();
+        for (_, _, r, _, c) in candidates {
+            let base = if slot.has_reservations {
+                slot.available.allocatable_to(&self.roles[r as usize].name)
+            } else {
+                slot.available.clone()
+            };
+            let o = self.within_limits(r, base);
+            if self.allocatable(&o) {
+                *offerable = o;
+                return Some(c);
             }
         }
         None

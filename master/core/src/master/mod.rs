@@ -13,6 +13,7 @@ mod launch;
 mod maintenance;
 mod operator_calls;
 mod overlay;
+mod quota;
 mod scheduler;
 mod state;
 mod views;
@@ -185,6 +186,13 @@ pub enum OperatorCall {
     StartMaintenance(Vec<agora_proto::v1::MachineId>),
     /// STOP_MAINTENANCE: down machines come UP and leave the schedule.
     StopMaintenance(Vec<agora_proto::v1::MachineId>),
+    /// UPDATE_QUOTA: roles' guarantees and limits (empty ones: removed).
+    UpdateQuota {
+        /// Set limits below what roles hold.
+        force: bool,
+        /// One per role.
+        configs: Vec<agora_proto::v1::quota::QuotaConfig>,
+    },
 }
 
 /// Why a call was refused; the shell turns it into an HTTP status and a
@@ -568,6 +576,7 @@ impl Master {
             drains: self.drains_stored(),
             maintenance,
             down_machines,
+            quotas: self.quotas_stored(),
         }
     }
 
@@ -635,6 +644,7 @@ impl Master {
         }
         self.recover_drains(now, &registry.drains);
         self.recover_maintenance(registry.maintenance, registry.down_machines);
+        self.recover_quotas(&registry.quotas);
     }
 
     /// The settings it runs with.

@@ -52,6 +52,8 @@ impl Master {
             OperatorCall::StopMaintenance(_) => {
                 self.authorize(Action::StopMaintenances, principal, None)?;
             }
+            // Per role, in `update_quota`.
+            OperatorCall::UpdateQuota { .. } => {}
         }
         match call {
             OperatorCall::Teardown(id) => {
@@ -123,6 +125,9 @@ impl Master {
             }
             OperatorCall::StartMaintenance(machines) => self.start_maintenance(now, &machines),
             OperatorCall::StopMaintenance(machines) => self.stop_maintenance(&machines),
+            OperatorCall::UpdateQuota { force, configs } => {
+                self.update_quota(&configs, force, principal)
+            }
         }
     }
 

@@ -216,6 +216,9 @@ impl MasterView for Master {
         let mut roles: std::collections::BTreeMap<String, (Vec<v1::FrameworkId>, Resources)> =
             Default::default();
         roles.entry("*".into()).or_default();
+        for (role, _) in self.allocator.quotas() {
+            roles.entry(role.to_string()).or_default();
+        }
         for f in self.frameworks.values() {
             for r in &f.roles {
                 roles.entry(r.clone()).or_default().0.push(f.id.to_proto());

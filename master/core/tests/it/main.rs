@@ -10,5 +10,6 @@ mod harness;
 mod maintenance;
 mod overlay;
 mod properties;
+mod quota;
 mod scheduler;
 mod simulation;
