@@ -32,6 +32,7 @@ mod pass;
 mod quota;
 
 pub use quota::Quota;
+pub(crate) use quota::under;
 
 /// Allocator settings (master flags).
 #[derive(Clone, Debug)]

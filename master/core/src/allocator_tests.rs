@@ -510,32 +510,28 @@ fn a_role_is_never_offered_beyond_its_limit_nor_its_parents() {
 
 #[test]
 fn a_role_below_its_guarantee_is_offered_first() {
-    let mut a = Allocator::new(AllocatorConfig::default());
     // "small" holds half the cluster, "other" nothing: by DRF the free
     // agent goes to "other", unless "small" is below its guarantee.
-    a.add_framework(fw("small"), &["small".to_string()], true, false, &[]);
-    a.add_framework(fw("other"), &["other".to_string()], true, false, &[]);
-    a.add_agent(
-        ag("a0"),
-        res("cpus:4;mem:1024"),
-        vec![(fw("small"), "small".into(), res("cpus:4;mem:1024"))],
-    );
-    a.add_agent(ag("a1"), res("cpus:4;mem:1024"), vec![]);
+    let setup = || {
+        let mut a = Allocator::new(AllocatorConfig::default());
+        a.add_framework(fw("small"), &["small".to_string()], true, false, &[]);
+        a.add_framework(fw("other"), &["other".to_string()], true, false, &[]);
+        a.add_agent(
+            ag("a0"),
+            res("cpus:4;mem:1024"),
+            vec![(fw("small"), "small".into(), res("cpus:4;mem:1024"))],
+        );
+        a.add_agent(ag("a1"), res("cpus:4;mem:1024"), vec![]);
+        a
+    };
+    let mut a = setup();
     // Without quota DRF gives the free agent to "other" (share 0).
     let offers = pass(&mut a, Time::ZERO);
     assert_eq!(offers.iter().filter(|o| o.1 == "a1").count(), 1);
     assert_eq!(offers.iter().find(|o| o.1 == "a1").unwrap().0, "other");
     a.check_invariants().unwrap();
 
-    let mut a = Allocator::new(AllocatorConfig::default());
-    a.add_framework(fw("small"), &["small".to_string()], true, false, &[]);
-    a.add_framework(fw("other"), &["other".to_string()], true, false, &[]);
-    a.add_agent(
-        ag("a0"),
-        res("cpus:4;mem:1024"),
-        vec![(fw("small"), "small".into(), res("cpus:4;mem:1024"))],
-    );
-    a.add_agent(ag("a1"), res("cpus:4;mem:1024"), vec![]);
+    let mut a = setup();
     a.set_quota("small", Some(quota(&[("cpus", 6.0)], &[])));
     let offers = pass(&mut a, Time::ZERO);
     assert_eq!(

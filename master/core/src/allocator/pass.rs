@@ -274,30 +274,42 @@ impl Allocator {
     /// `pick` for an agent that most clients have declined: the first of
     /// the unblocked eligible clients in DRF order.
     pub(super) fn pick_among_unblocked(&self, slot: &AgentSlot) -> Option<ClientIdx> {
-        let mut best: Option<(u64, u32, u64, ClientIdx)> = None;
-        for (w, eligible) in self.eligible_bits.iter().enumerate() {
-            let mut bits = eligible & !slot.blocked.get(w).copied().unwrap_or(0);
-            while bits != 0 {
-                let c = (w * 64) as ClientIdx + bits.trailing_zeros();
-                bits &= bits - 1;
-                let Some(client) = self.clients[c as usize].as_ref() else {
-                    continue;
-                };
-                if self.config.filter_gpu_resources && slot.has_gpus && !client.gpu {
-                    continue;
-                }
-                let key = (
+        self.unblocked(slot)
+            .map(|(c, client)| {
+                (
                     self.roles[client.role as usize].key,
                     client.role,
                     client.key,
                     c,
-                );
-                if best.is_none_or(|b| key < b) {
-                    best = Some(key);
-                }
-            }
-        }
-        best.map(|b| b.3)
+                )
+            })
+            .min()
+            .map(|b| b.3)
+    }
+
+    /// The eligible clients `slot` does not block (nor refuses for GPUs),
+    /// read from the bit sets.
+    pub(super) fn unblocked<'a>(
+        &'a self,
+        slot: &'a AgentSlot,
+    ) -> impl Iterator<Item = (ClientIdx, &'a Client)> + 'a {
+        self.eligible_bits
+            .iter()
+            .enumerate()
+            .flat_map(move |(w, eligible)| {
+                let mut bits = eligible & !slot.blocked.get(w).copied().unwrap_or(0);
+                std::iter::from_fn(move || {
+                    (bits != 0).then(|| {
+                        let c = (w * 64) as ClientIdx + bits.trailing_zeros();
+                        bits &= bits - 1;
+                        c
+                    })
+                })
+            })
+            .filter_map(move |c| Some((c, self.clients[c as usize].as_ref()?)))
+            .filter(move |(_, client)| {
+                !(self.config.filter_gpu_resources && slot.has_gpus && !client.gpu)
+            })
     }
 
     pub(super) fn allocatable(&self, r: &Resources) -> bool {

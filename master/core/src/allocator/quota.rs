@@ -34,7 +34,7 @@ pub(super) struct QuotaSlot {
 }
 
 /// Whether `role` is `path` or below it.
-fn under(role: &str, path: &str) -> bool {
+pub(crate) fn under(role: &str, path: &str) -> bool {
     role == path || role.strip_prefix(path).is_some_and(|r| r.starts_with('/'))
 }
 
@@ -215,28 +215,19 @@ impl Allocator {
         slot: &AgentSlot,
         offerable: &mut Resources,
     ) -> Option<ClientIdx> {
-        let mut candidates: Vec<(bool, u64, u32, u64, ClientIdx)> = Vec::new();
-        for (w, eligible) in self.eligible_bits.iter().enumerate() {
-            let mut bits = eligible & !slot.blocked.get(w).copied().unwrap_or(0);
-            while bits != 0 {
-                let c = (w * 64) as ClientIdx + bits.trailing_zeros();
-                bits &= bits - 1;
-                let Some(client) = self.clients[c as usize].as_ref() else {
-                    continue;
-                };
-                if self.config.filter_gpu_resources && slot.has_gpus && !client.gpu {
-                    continue;
-                }
+        let mut candidates: Vec<(bool, u64, u32, u64, ClientIdx)> = self
+            .unblocked(slot)
+            .map(|(c, client)| {
                 let r = client.role;
-                candidates.push((
+                (
                     !self.below_guarantee(r),
                     self.roles[r as usize].key,
                     r,
                     client.key,
                     c,
-                ));
-            }
-        }
+                )
+            })
+            .collect();
         candidates.sort_unstable();
         for (_, _, r, _, c) in candidates {
             let base = if slot.has_reservations {

@@ -11,7 +11,7 @@ use agora_proto::v1::{self, quota};
 
 use super::scheduler::bad;
 use super::{CallError, Master};
-use crate::allocator::Quota;
+use crate::allocator::{Quota, under};
 
 /// A role's quota from its QuotaConfig, checked.
 fn from_config(c: &quota::QuotaConfig) -> Result<Quota, CallError> {
@@ -64,14 +64,6 @@ fn to_config(role: &str, q: &Quota) -> quota::QuotaConfig {
         guarantees: map(&q.guarantees),
         limits: map(&q.limits),
     }
-}
-
-/// Whether `role` is `parent` or below it.
-fn under(role: &str, parent: &str) -> bool {
-    role == parent
-        || role
-            .strip_prefix(parent)
-            .is_some_and(|r| r.starts_with('/'))
 }
 
 impl Master {
