@@ -168,7 +168,7 @@ pub fn address(a: &Value) -> String {
 
 /// The agent's state in words: active, deactivated, draining, drained,
 /// disconnected.
-fn state(a: &Value) -> String {
+pub fn state(a: &Value) -> String {
     match a["drain_info"]["state"].as_str() {
         Some("DRAINING") => return "draining".into(),
         Some("DRAINED") => return "drained".into(),

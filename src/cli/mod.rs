@@ -19,6 +19,7 @@ mod master;
 mod operator;
 mod quota;
 mod tasks;
+mod top;
 
 /// Agora: a cluster manager in the Mesos tradition.
 #[derive(Parser, Debug)]
@@ -53,6 +54,8 @@ enum Command {
     /// Roles' quotas: guarantees and limits, and what each role holds.
     #[command(subcommand)]
     Quota(quota::QuotaCommand),
+    /// A live table of the agents, what they use and run, and the totals.
+    Top(top::TopArgs),
     /// Run marathon-rs: long-running apps behind a Marathon-compatible REST API.
     Marathon(marathon::MarathonArgs),
     /// Serve every running task by name over DNS, as Mesos-DNS names them.
@@ -119,6 +122,7 @@ pub fn main() -> ExitCode {
             Command::Task(c) => tasks::run(c).await,
             Command::Maintenance(c) => maintenance::run(c).await,
             Command::Quota(c) => quota::run(c).await,
+            Command::Top(args) => top::run(args).await,
             Command::Executor => agent::executor().await,
             Command::Bench(args) => crate::bench::run(args).await,
             Command::Ca(args) => ca::run(args),

@@ -92,6 +92,22 @@ async fn an_operator_drains_an_agent_and_reads_task_logs_from_the_cli() {
             "{agents}"
         );
     }
+    // `agora top --once`: a row per agent with its tasks, and the totals.
+    let top = ok(&dev, &["top", "--once"]);
+    assert!(top.contains("3 agents"), "{top}");
+    let tasks_on = |host: &str| -> usize {
+        top.lines()
+            .find(|l| l.contains(host))
+            .and_then(|l| l.split('┆').last())
+            .and_then(|c| c.trim().trim_end_matches('│').trim().parse().ok())
+            .unwrap_or(usize::MAX)
+    };
+    assert_eq!(
+        tasks_on("127.0.0.2") + tasks_on("127.0.0.3") + tasks_on("127.0.0.4"),
+        4,
+        "{top}"
+    );
+    assert!(top.contains("marathon (4)"), "{top}");
     let frameworks = ok(&dev, &["framework", "list"]);
     assert!(
         frameworks
