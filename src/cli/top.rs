@@ -121,7 +121,7 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
     loop {
         let s = screen(&o).await?;
         // Home and clear, then the screen.
-        print!("\x1b[H\x1b[2J{s}(every {:?}; Ctrl-C quits)\n", interval);
+        println!("\x1b[H\x1b[2J{s}(every {interval:?}; Ctrl-C quits)");
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             () = super::shutdown_signal() => return Ok(()),

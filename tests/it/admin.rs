@@ -98,7 +98,7 @@ async fn an_operator_drains_an_agent_and_reads_task_logs_from_the_cli() {
     let tasks_on = |host: &str| -> usize {
         top.lines()
             .find(|l| l.contains(host))
-            .and_then(|l| l.split('┆').last())
+            .and_then(|l| l.split('┆').next_back())
             .and_then(|c| c.trim().trim_end_matches('│').trim().parse().ok())
             .unwrap_or(usize::MAX)
     };
