@@ -52,18 +52,46 @@ pub struct Handler {
 pub struct DnsMetrics {
     /// `agora_dns_query_duration_seconds{rcode}`.
     pub queries: agora_rpc::metrics::prometheus::HistogramVec,
+    /// Its series for each code of [`RCODES`], resolved once (a label
+    /// lookup per query would hash and lock on the hot path).
+    by_rcode: Vec<agora_rpc::metrics::prometheus::Histogram>,
 }
+
+/// The response codes counted apart; the rest are `other`.
+const RCODES: [(ResponseCode, &str); 6] = [
+    (ResponseCode::NoError, "NOERROR"),
+    (ResponseCode::NXDomain, "NXDOMAIN"),
+    (ResponseCode::ServFail, "SERVFAIL"),
+    (ResponseCode::Refused, "REFUSED"),
+    (ResponseCode::FormErr, "FORMERR"),
+    (ResponseCode::NotImp, "NOTIMP"),
+];
 
 impl Default for DnsMetrics {
     fn default() -> Self {
-        DnsMetrics {
-            queries: agora_rpc::metrics::histogram(
-                "dns",
-                "query_duration",
-                "Time to answer a DNS query (forwarded ones included), by response code.",
-                &["rcode"],
-            ),
-        }
+        let queries = agora_rpc::metrics::histogram(
+            "dns",
+            "query_duration",
+            "Time to answer a DNS query (forwarded ones included), by response code.",
+            &["rcode"],
+        );
+        let by_rcode = RCODES
+            .iter()
+            .map(|(_, name)| *name)
+            .chain(["other"])
+            .map(|name| queries.with_label_values(&[name]))
+            .collect();
+        DnsMetrics { queries, by_rcode }
+    }
+}
+
+impl DnsMetrics {
+    fn observe(&self, code: ResponseCode, seconds: f64) {
+        let i = RCODES
+            .iter()
+            .position(|(c, _)| *c == code)
+            .unwrap_or(RCODES.len());
+        self.by_rcode[i].observe(seconds);
     }
 }
 
@@ -247,20 +275,8 @@ impl RequestHandler for Handler {
     ) -> ResponseInfo {
         let started = std::time::Instant::now();
         let info = self.answer(request, response_handle).await;
-        let code = info.response_code();
-        let rcode = match code {
-            ResponseCode::NoError => "NOERROR",
-            ResponseCode::NXDomain => "NXDOMAIN",
-            ResponseCode::ServFail => "SERVFAIL",
-            ResponseCode::Refused => "REFUSED",
-            ResponseCode::FormErr => "FORMERR",
-            ResponseCode::NotImp => "NOTIMP",
-            _ => "other",
-        };
         self.metrics
-            .queries
-            .with_label_values(&[rcode])
-            .observe(started.elapsed().as_secs_f64());
+            .observe(info.response_code(), started.elapsed().as_secs_f64());
         info
     }
 }

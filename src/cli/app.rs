@@ -109,13 +109,7 @@ impl Client {
         credentials: Option<&(String, String)>,
         ca: Option<&std::path::Path>,
     ) -> anyhow::Result<Client> {
-        let b = base.trim().trim_end_matches('/');
-        let base = if b.starts_with("http://") || b.starts_with("https://") {
-            b.to_string()
-        } else {
-            format!("http://{b}")
-        };
-        reqwest::Url::parse(&base).with_context(|| format!("--marathon '{base}' is not a URL"))?;
+        let base = super::base_url(base, "--marathon")?;
         let http = super::marathon_client(credentials, ca)?
             .timeout(Duration::from_secs(30))
             .build()?;

@@ -137,6 +137,20 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A server's base URL as the CLI's `flag` gives it: `http://` when no
+/// scheme is given, no trailing `/`, checked to be a URL.
+pub(crate) fn base_url(given: &str, flag: &str) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let b = given.trim().trim_end_matches('/');
+    let base = if b.starts_with("http://") || b.starts_with("https://") {
+        b.to_string()
+    } else {
+        format!("http://{b}")
+    };
+    reqwest::Url::parse(&base).with_context(|| format!("{flag} '{base}' is not a URL"))?;
+    Ok(base)
+}
+
 /// A table in the CLI's style.
 pub(crate) fn table(header: &[&str]) -> comfy_table::Table {
     let mut t = comfy_table::Table::new();

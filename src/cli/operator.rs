@@ -58,14 +58,10 @@ impl Operator {
                 args.secret = s("password");
             }
         }
-        let b = args.master.as_deref().unwrap_or("http://localhost:5050");
-        let b = b.trim().trim_end_matches('/');
-        let base = if b.starts_with("http://") || b.starts_with("https://") {
-            b.to_string()
-        } else {
-            format!("http://{b}")
-        };
-        reqwest::Url::parse(&base).with_context(|| format!("--master '{base}' is not a URL"))?;
+        let base = super::base_url(
+            args.master.as_deref().unwrap_or("http://localhost:5050"),
+            "--master",
+        )?;
         let credentials = args.principal.zip(args.secret);
         let http = super::marathon_client(credentials.as_ref(), args.ca_file.as_deref())?
             .timeout(Duration::from_secs(30))

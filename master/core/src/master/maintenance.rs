@@ -101,6 +101,11 @@ impl Master {
     /// The window of the machine `a` is on, if it is scheduled (and not
     /// down).
     pub(crate) fn window_of(&self, a: &Agent) -> Option<&maintenance::Window> {
+        // Asked for every offer made: nothing to parse when nothing is
+        // scheduled.
+        if self.maintenance.windows.is_empty() {
+            return None;
+        }
         let ip = ip_of(&a.address);
         self.maintenance.window_of(&a.info.hostname, ip.as_deref())
     }
