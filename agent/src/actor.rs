@@ -295,6 +295,15 @@ impl Actor {
                 self.write_checkpoint(*c);
                 None
             }
+            Output::CheckpointResources(total) => {
+                let work_dir = &self.settings.core.work_dir;
+                let saved = crate::volumes::load(work_dir)
+                    .and_then(|previous| crate::volumes::save(work_dir, &total, &previous));
+                if let Err(e) = saved {
+                    warn!(error = %e, "cannot checkpoint the agent's resources");
+                }
+                None
+            }
             Output::PersistId(id) => {
                 if let Err(e) = persist_id(&self.settings.core.work_dir, &id) {
                     warn!(error = %e, "cannot record the agent id in the work dir");
@@ -452,6 +461,7 @@ fn start_process(
 ) -> std::io::Result<Option<u32>> {
     {
         let (stdout, stderr) = sandbox::create(&s.dir)?;
+        crate::volumes::link(&s.dir, &s.volumes)?;
         let user = match &s.user {
             Some(name) => {
                 let u = crate::users::lookup(name).map_err(std::io::Error::other)?;

@@ -34,6 +34,7 @@ mod peer;
 pub mod sandbox;
 pub use agora_agent_core::updates;
 pub mod users;
+mod volumes;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -293,7 +294,10 @@ async fn settings(options: &AgentOptions, addr: SocketAddr) -> std::io::Result<S
         .advertise_ip
         .unwrap_or_else(|| advertise_ip(addr.ip(), &options.hostname));
     let advertise = SocketAddr::new(ip, addr.port()).to_string();
-    let resources = detect::resources(&work_dir, options.resources.as_ref());
+    let detected = detect::resources(&work_dir, options.resources.as_ref());
+    // With the reservations and volumes operations made of them.
+    let resources = volumes::total(&detected, &volumes::load(&work_dir)?)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     // Executors start in their sandboxes: a relative path would not resolve.
     let executor_path = options.executor_path.canonicalize().map_err(|e| {
         std::io::Error::new(

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_master_core::ids::{AgentId, FrameworkId, StreamId};
+use agora_master_core::master::ResourceOp;
 use agora_master_core::{CallError, MasterView, OperatorCall};
 use agora_proto::auth::Realm;
 use agora_proto::operator::{self, response};
@@ -513,12 +514,18 @@ async fn operator_api(
         .decode(&body)
         .map_err(|e| HttpError::bad_request(format!("Failed to parse body into Call: {e}")))?;
     if let Some(write) = operator_write(&mut call)? {
+        // Mesos answers the resource operations 202 Accepted, the others 200.
+        let status = if matches!(write, OperatorCall::Resources { .. }) {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::OK
+        };
         ctx.handle
             .operator(write, principal)
             .await
             .map_err(stopped)?
             .map_err(call_error)?;
-        return Ok(h::empty(StatusCode::OK));
+        return Ok(h::empty(status));
     }
     match call.r#type() {
         C::Subscribe => operator_subscribe(ctx, accept, principal).await,
@@ -801,6 +808,42 @@ fn operator_write(call: &mut operator::Call) -> Result<Option<OperatorCall>, Htt
             Ok(Some(OperatorCall::UpdateQuota {
                 force: u.force.unwrap_or(false),
                 configs: u.quota_configs,
+            }))
+        }
+        C::ReserveResources => {
+            let r = call.reserve_resources.take().ok_or_else(|| {
+                HttpError::bad_request("Expecting 'reserve_resources' to be present")
+            })?;
+            Ok(Some(OperatorCall::Resources {
+                agent: AgentId::from(&r.agent_id),
+                op: ResourceOp::Reserve(r.resources),
+            }))
+        }
+        C::UnreserveResources => {
+            let r = call.unreserve_resources.take().ok_or_else(|| {
+                HttpError::bad_request("Expecting 'unreserve_resources' to be present")
+            })?;
+            Ok(Some(OperatorCall::Resources {
+                agent: AgentId::from(&r.agent_id),
+                op: ResourceOp::Unreserve(r.resources),
+            }))
+        }
+        C::CreateVolumes => {
+            let r = call.create_volumes.take().ok_or_else(|| {
+                HttpError::bad_request("Expecting 'create_volumes' to be present")
+            })?;
+            Ok(Some(OperatorCall::Resources {
+                agent: AgentId::from(&r.agent_id),
+                op: ResourceOp::Create(r.volumes),
+            }))
+        }
+        C::DestroyVolumes => {
+            let r = call.destroy_volumes.take().ok_or_else(|| {
+                HttpError::bad_request("Expecting 'destroy_volumes' to be present")
+            })?;
+            Ok(Some(OperatorCall::Resources {
+                agent: AgentId::from(&r.agent_id),
+                op: ResourceOp::Destroy(r.volumes),
             }))
         }
         _ => Ok(None),

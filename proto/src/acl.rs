@@ -60,11 +60,19 @@ pub enum Action {
     UpdateQuotas,
     /// GET_QUOTA (object: each role shown).
     GetQuotas,
+    /// RESERVE, RESERVE_RESOURCES (object: the reservation's role).
+    ReserveResources,
+    /// UNRESERVE, UNRESERVE_RESOURCES (object: the principal that reserved).
+    UnreserveResources,
+    /// CREATE, CREATE_VOLUMES (object: the volume's role).
+    CreateVolumes,
+    /// DESTROY, DESTROY_VOLUMES (object: the principal that created it).
+    DestroyVolumes,
 }
 
 impl Action {
     /// Every action, for listing and parsing.
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 26] = [
         Action::RegisterFrameworks,
         Action::RunTasks,
         Action::TeardownFrameworks,
@@ -87,6 +95,10 @@ impl Action {
         Action::GetMaintenanceStatuses,
         Action::UpdateQuotas,
         Action::GetQuotas,
+        Action::ReserveResources,
+        Action::UnreserveResources,
+        Action::CreateVolumes,
+        Action::DestroyVolumes,
     ];
 
     /// The key of its list in the ACL JSON.
@@ -114,6 +126,10 @@ impl Action {
             Action::GetMaintenanceStatuses => "get_maintenance_statuses",
             Action::UpdateQuotas => "update_quotas",
             Action::GetQuotas => "get_quotas",
+            Action::ReserveResources => "reserve_resources",
+            Action::UnreserveResources => "unreserve_resources",
+            Action::CreateVolumes => "create_volumes",
+            Action::DestroyVolumes => "destroy_volumes",
         }
     }
 
@@ -124,7 +140,11 @@ impl Action {
             | Action::UpdateWeights
             | Action::ViewRoles
             | Action::UpdateQuotas
-            | Action::GetQuotas => "roles",
+            | Action::GetQuotas
+            | Action::ReserveResources
+            | Action::CreateVolumes => "roles",
+            Action::UnreserveResources => "reserver_principals",
+            Action::DestroyVolumes => "creator_principals",
             Action::RunTasks
             | Action::ViewFrameworks
             | Action::ViewTasks

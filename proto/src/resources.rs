@@ -674,26 +674,44 @@ impl Resources {
 
     /// The same resources, marked as allocated to `role` (`allocation_info`).
     pub fn allocated_to(&self, role: &str) -> Resources {
-        let mut out = Resources::new();
-        for e in &self.entries {
-            let mut key = (*e.key).clone();
+        self.map_identity(|key| {
             key.allocation_info = Some(v1::resource::AllocationInfo {
                 role: Some(role.to_string()),
             });
+        })
+    }
+
+    /// The same resources without `allocation_info`.
+    pub fn unallocated(&self) -> Resources {
+        self.map_identity(|key| key.allocation_info = None)
+    }
+
+    /// The same quantities under changed identities (entries that end up
+    /// with one identity merge).
+    pub fn map_identity(&self, mut change: impl FnMut(&mut Resource)) -> Resources {
+        let mut out = Resources::new();
+        for e in &self.entries {
+            let mut key = (*e.key).clone();
+            change(&mut key);
             out.add_entry(key, e.quantity.clone());
         }
         out
     }
 
-    /// The same resources without `allocation_info`.
-    pub fn unallocated(&self) -> Resources {
-        let mut out = Resources::new();
-        for e in &self.entries {
-            let mut key = (*e.key).clone();
-            key.allocation_info = None;
-            out.add_entry(key, e.quantity.clone());
-        }
-        out
+    /// What operations made of the static resources: dynamic reservations
+    /// and persistent volumes (what an agent checkpoints).
+    pub fn checkpointed(&self) -> Resources {
+        self.filter(|r| is_dynamically_reserved(r) || is_persistent_volume(r))
+    }
+
+    /// Persistent volumes.
+    pub fn persistent_volumes(&self) -> Resources {
+        self.filter(is_persistent_volume)
+    }
+
+    /// The identities (without quantities) of these resources.
+    pub fn keys(&self) -> impl Iterator<Item = &Resource> + '_ {
+        self.entries.iter().map(|e| &*e.key)
     }
 
     /// The allocation roles present in these resources.
@@ -791,6 +809,39 @@ fn normalize(r: &Resource) -> Result<(Resource, Quantity), ResourceError> {
         })?;
     }
     Ok((key, quantity))
+}
+
+/// Whether a resource's last reservation is dynamic (RESERVE made it).
+pub fn is_dynamically_reserved(r: &Resource) -> bool {
+    r.reservations
+        .last()
+        .is_some_and(|x| x.r#type == Some(v1::resource::reservation_info::Type::Dynamic as i32))
+}
+
+/// Whether a resource is a persistent volume (CREATE made it).
+pub fn is_persistent_volume(r: &Resource) -> bool {
+    r.disk.as_ref().is_some_and(|d| d.persistence.is_some())
+}
+
+/// A persistent volume as it was before CREATE: plain (reserved) disk,
+/// its source kept.
+pub fn without_volume(r: &mut Resource) {
+    if let Some(disk) = &mut r.disk {
+        disk.persistence = None;
+        disk.volume = None;
+        if disk.source.is_none() {
+            r.disk = None;
+        }
+    }
+}
+
+/// What static resources an operation-made resource came from: without
+/// its volume and its dynamic reservations.
+pub fn as_static(r: &mut Resource) {
+    without_volume(r);
+    while is_dynamically_reserved(r) {
+        r.reservations.pop();
+    }
 }
 
 impl fmt::Display for Resources {

@@ -10,7 +10,8 @@ use agora_proto::v1::{self, TaskState, task_status::Reason};
 use tracing::{info, warn};
 
 use crate::{
-    Agent, Checkpoint, Executor, ExecutorKey, Kind, Launch, Output, Run, Spawn, TaskRecord, Time,
+    Agent, Checkpoint, Executor, ExecutorKey, Kind, Launch, Output, Run, SandboxVolume, Spawn,
+    TaskRecord, Time,
 };
 
 impl Agent {
@@ -44,7 +45,13 @@ impl Agent {
             return;
         }
         if !self.executors.contains_key(&key)
-            && let Err(e) = self.launch_executor(now, &key, kind, info)
+            && let Err(e) = self.launch_executor(
+                now,
+                &key,
+                kind,
+                info,
+                self.volumes(&framework, std::slice::from_ref(&task)),
+            )
         {
             self.agent_update(
                 now,
@@ -78,8 +85,9 @@ impl Agent {
         if kind == Kind::Default {
             executor_info.command = Some(self.executor_command());
         }
+        let volumes = self.volumes(&framework, &group.tasks);
         if !self.executors.contains_key(&key)
-            && let Err(e) = self.launch_executor(now, &key, kind, executor_info)
+            && let Err(e) = self.launch_executor(now, &key, kind, executor_info, volumes)
         {
             for t in &group.tasks {
                 self.agent_update(
@@ -165,6 +173,47 @@ impl Agent {
         }
     }
 
+    /// The persistent volumes tasks use, to link into their sandbox (owned
+    /// by the tasks' user when the agent switches users).
+    fn volumes(&self, framework: &str, tasks: &[v1::TaskInfo]) -> Vec<SandboxVolume> {
+        let mut out = Vec::new();
+        for task in tasks {
+            let owner = self
+                .config
+                .switch_user
+                .then(|| {
+                    task.command
+                        .as_ref()
+                        .and_then(|c| c.user.clone())
+                        .or_else(|| self.frameworks.get(framework).map(|f| f.user.clone()))
+                })
+                .flatten()
+                .filter(|u| !u.is_empty());
+            for r in &task.resources {
+                let Some(disk) = &r.disk else { continue };
+                let (Some(p), Some(v)) = (&disk.persistence, &disk.volume) else {
+                    continue;
+                };
+                let role = r
+                    .reservations
+                    .last()
+                    .and_then(|x| x.role.clone())
+                    .or_else(|| {
+                        #[allow(deprecated)]
+                        r.role.clone()
+                    })
+                    .unwrap_or_else(|| "*".into());
+                out.push(SandboxVolume {
+                    host: volume_path(&self.config.work_dir, &role, &p.id),
+                    container_path: v.container_path.clone(),
+                    read_only: v.mode == v1::volume::Mode::Ro as i32,
+                    owner: owner.clone(),
+                });
+            }
+        }
+        out
+    }
+
     /// Records a new executor and asks the shell to start it.
     fn launch_executor(
         &mut self,
@@ -172,6 +221,7 @@ impl Agent {
         key: &ExecutorKey,
         kind: Kind,
         info: v1::ExecutorInfo,
+        volumes: Vec<SandboxVolume>,
     ) -> Result<(), &'static str> {
         let Some(agent) = self.id.clone() else {
             return Err("the agent is not registered yet");
@@ -214,6 +264,7 @@ impl Agent {
             user,
             networks,
             docker_networks,
+            volumes,
         })));
         self.executors.insert(
             key.clone(),
@@ -426,6 +477,12 @@ impl Agent {
             None => e.queued.push(launch),
         }
     }
+}
+
+/// Where a persistent volume's data lives (as Mesos:
+/// `<work-dir>/volumes/roles/<role>/<persistence id>`).
+pub fn volume_path(work_dir: &std::path::Path, role: &str, id: &str) -> PathBuf {
+    work_dir.join("volumes").join("roles").join(role).join(id)
 }
 
 /// Where a run of an executor lives:

@@ -36,7 +36,7 @@ mod lifecycle;
 mod master;
 pub mod updates;
 
-pub use launch::sandbox_path;
+pub use launch::{sandbox_path, volume_path};
 
 use updates::StatusUpdateManager;
 
@@ -292,6 +292,10 @@ pub enum Output {
         /// The container.
         container: String,
     },
+    /// Checkpoint the agent's total resources after an operation (their
+    /// dynamic reservations and persistent volumes), create the directories
+    /// of new volumes and delete those of destroyed ones.
+    CheckpointResources(Resources),
     /// The agent stopped (after [`Input::Shutdown`] or [`Input::Detach`]).
     Stopped,
 }
@@ -332,6 +336,21 @@ pub struct Spawn {
     /// CNI networks the Docker containers it starts join (the executor
     /// joins them, with the configurations the shell hands it).
     pub docker_networks: Vec<String>,
+    /// Persistent volumes its tasks use, linked into the sandbox.
+    pub volumes: Vec<SandboxVolume>,
+}
+
+/// A persistent volume in a sandbox.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SandboxVolume {
+    /// The volume's directory on the agent ([`volume_path`]).
+    pub host: PathBuf,
+    /// Where it appears, relative to the sandbox.
+    pub container_path: String,
+    /// Mounted read-only (Docker tasks).
+    pub read_only: bool,
+    /// The user to give it to (tasks run as their users).
+    pub owner: Option<String>,
 }
 
 /// A checkpoint write, under `<work-dir>/meta/slaves/<agent>/`. (Boxed

@@ -7,6 +7,7 @@ use agora_proto::executor;
 use agora_proto::internal::{
     MasterMessage, Pong, Register, RunningExecutor, agent_message, master_message,
 };
+use agora_proto::resources::Resources;
 use agora_proto::v1::{self, TaskState};
 use tracing::{debug, error, info, warn};
 
@@ -161,6 +162,14 @@ impl Agent {
                 sequence: p.sequence,
             })),
             M::Overlay(o) => self.overlay_changed(o),
+            M::CheckpointResources(c) => match Resources::from_protos(&c.total) {
+                Ok(total) => {
+                    info!(resources = %total, "resources changed by an operation");
+                    self.config.resources = total.clone();
+                    self.out.push(Output::CheckpointResources(total));
+                }
+                Err(e) => warn!(error = %e, "the master sent resources that are not valid"),
+            },
             M::ShutdownAgent(s) => {
                 let why = s.message.unwrap_or_default();
                 error!(reason = %why, "the master refused this agent");

@@ -759,6 +759,79 @@ impl Allocator {
         self.maybe_drop_client(c);
     }
 
+    /// An operation (RESERVE, UNRESERVE, CREATE, DESTROY) in an ACCEPT
+    /// changed what a framework was offered: `from` became `to`, in its
+    /// allocation and in the agent's total. False when it does not hold
+    /// `from` there.
+    pub fn convert_allocated(
+        &mut self,
+        agent: &AgentId,
+        framework: &FrameworkId,
+        role: &str,
+        from: &Resources,
+        to: &Resources,
+    ) -> bool {
+        let Some(&a) = self.agent_index.get(agent) else {
+            return false;
+        };
+        let Some(c) = self
+            .frameworks
+            .get(framework)
+            .and_then(|f| f.clients.get(role))
+            .copied()
+        else {
+            return false;
+        };
+        if !self
+            .agent(a)
+            .allocated
+            .get(&c)
+            .is_some_and(|held| held.contains(from))
+        {
+            return false;
+        }
+        self.change_total(a, |total| {
+            *total -= from;
+            *total += to;
+        });
+        let slot = self.agent_mut(a);
+        let held = slot.allocated.entry(c).or_default();
+        *held -= from;
+        *held += to;
+        self.change_client_allocation(c, from, -1);
+        self.change_client_allocation(c, to, 1);
+        true
+    }
+
+    /// An operator's RESERVE_RESOURCES, CREATE_VOLUMES, … on what an agent
+    /// has available: `from` becomes `to`. False when `from` is not
+    /// available (offered or used).
+    pub fn convert_available(&mut self, agent: &AgentId, from: &Resources, to: &Resources) -> bool {
+        let Some(&a) = self.agent_index.get(agent) else {
+            return false;
+        };
+        if !self.agent(a).available.contains(from) {
+            return false;
+        }
+        self.change_total(a, |total| {
+            *total -= from;
+            *total += to;
+        });
+        let slot = self.agent_mut(a);
+        slot.available -= from;
+        slot.available += to;
+        slot.available_fp = None;
+        true
+    }
+
+    fn change_total(&mut self, a: u32, change: impl FnOnce(&mut Resources)) {
+        self.add_totals(a, -1);
+        let slot = self.agent_mut(a);
+        change(&mut slot.total);
+        slot.has_reservations = !slot.total.reserved().is_empty();
+        self.add_totals(a, 1);
+    }
+
     // ----------------------------------------------------------------- views
 
     /// What an agent has that is neither offered nor used.

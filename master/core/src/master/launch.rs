@@ -5,10 +5,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use agora_proto::internal::{RunTask, RunTaskGroup, master_message};
+use agora_proto::operator;
 use agora_proto::resources::Resources;
 use agora_proto::v1::{self, TaskState, task_status::Reason};
-use agora_proto::{operator, scheduler as sched};
 
+use super::operations::operation_update;
 use super::{Master, Task};
 use crate::allocator::MAX_FILTER;
 use crate::ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId};
@@ -111,14 +112,18 @@ impl Master {
                         self.launch_group(now, framework, &agent, &role, &mut available, group);
                     }
                 }
+                Op::Reserve | Op::Unreserve | Op::Create | Op::Destroy => {
+                    self.accept_resource_op(framework, &agent, &role, &mut available, &op);
+                }
                 _ => {
                     if let Some(id) = op.id {
                         self.send(
                             framework,
-                            operation_status(
+                            operation_update(
                                 id,
                                 &agent,
-                                "operation type is not supported by Agora",
+                                v1::OperationState::OperationUnsupported,
+                                Some("operation type is not supported by Agora".into()),
                             ),
                         );
                     }
@@ -585,22 +590,6 @@ impl Master {
     }
 
     // ------------------------------------------------------------ KILL, ACK
-}
-
-fn operation_status(id: v1::OperationId, agent: &AgentId, message: &str) -> sched::Event {
-    sched::Event {
-        r#type: Some(sched::event::Type::UpdateOperationStatus as i32),
-        update_operation_status: Some(sched::event::UpdateOperationStatus {
-            status: v1::OperationStatus {
-                operation_id: Some(id),
-                state: v1::OperationState::OperationUnsupported as i32,
-                message: Some(message.to_string()),
-                agent_id: Some(agent.to_proto()),
-                ..Default::default()
-            },
-        }),
-        ..Default::default()
-    }
 }
 
 /// A task's resources as `Task.resources` shows them (with allocation info).

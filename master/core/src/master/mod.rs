@@ -11,6 +11,7 @@ mod authz;
 mod drain;
 mod launch;
 mod maintenance;
+mod operations;
 mod operator_calls;
 mod overlay;
 mod quota;
@@ -32,6 +33,7 @@ use crate::validation::Capabilities;
 
 pub use authz::Viewer;
 pub use drain::DRAIN_ANSWER;
+pub use operations::ResourceOp;
 pub use overlay::{KEY_LEN as OVERLAY_KEY_LEN, OverlayConfig, OverlayError};
 pub use views::MasterView;
 
@@ -186,6 +188,14 @@ pub enum OperatorCall {
     StartMaintenance(Vec<agora_proto::v1::MachineId>),
     /// STOP_MAINTENANCE: down machines come UP and leave the schedule.
     StopMaintenance(Vec<agora_proto::v1::MachineId>),
+    /// RESERVE_RESOURCES, UNRESERVE_RESOURCES, CREATE_VOLUMES and
+    /// DESTROY_VOLUMES on an agent's unused resources.
+    Resources {
+        /// The agent.
+        agent: AgentId,
+        /// What to do.
+        op: ResourceOp,
+    },
     /// UPDATE_QUOTA: roles' guarantees and limits (empty ones: removed).
     UpdateQuota {
         /// Set limits below what roles hold.
@@ -428,6 +438,10 @@ pub struct Metrics {
     pub tasks_error: u64,
     /// Tasks dropped or lost at launch (invalid offers).
     pub tasks_dropped: u64,
+    /// RESERVE, UNRESERVE, CREATE and DESTROY operations applied.
+    pub operations_finished: u64,
+    /// Those refused.
+    pub operations_error: u64,
 }
 
 impl Master {

@@ -52,8 +52,8 @@ impl Master {
             OperatorCall::StopMaintenance(_) => {
                 self.authorize(Action::StopMaintenances, principal, None)?;
             }
-            // Per role, in `update_quota`.
-            OperatorCall::UpdateQuota { .. } => {}
+            // Per role, in `update_quota`; per resource, in `conversion`.
+            OperatorCall::UpdateQuota { .. } | OperatorCall::Resources { .. } => {}
         }
         match call {
             OperatorCall::Teardown(id) => {
@@ -127,6 +127,9 @@ impl Master {
             OperatorCall::StopMaintenance(machines) => self.stop_maintenance(&machines),
             OperatorCall::UpdateQuota { force, configs } => {
                 self.update_quota(&configs, force, principal)
+            }
+            OperatorCall::Resources { agent, op } => {
+                self.operator_resource_op(now, &agent, &op, principal)
             }
         }
     }

@@ -413,6 +413,14 @@ impl MasterView for Master {
             "master/offers_rescinded",
             self.metrics.offers_rescinded as f64,
         );
+        put(
+            "master/operations/finished",
+            self.metrics.operations_finished as f64,
+        );
+        put(
+            "master/operations/error",
+            self.metrics.operations_error as f64,
+        );
         m
     }
 }

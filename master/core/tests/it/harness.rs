@@ -122,11 +122,33 @@ impl Harness {
         attributes: &str,
         id: Option<&AgentId>,
     ) -> Ag {
+        let resources = Resources::parse(resources, "*").unwrap().to_protos();
+        self.register(hostname, resources, attributes, id)
+    }
+
+    /// An agent (re-)registering with resources as protobufs (with
+    /// reservations and volumes, as an agent checkpointed them).
+    pub fn register_agent_with_resources(
+        &mut self,
+        hostname: &str,
+        resources: Vec<v1::Resource>,
+        id: Option<&AgentId>,
+    ) -> Ag {
+        self.register(hostname, resources, "", id)
+    }
+
+    fn register(
+        &mut self,
+        hostname: &str,
+        resources: Vec<v1::Resource>,
+        attributes: &str,
+        id: Option<&AgentId>,
+    ) -> Ag {
         let conn = ConnId(self.id());
         let info = v1::AgentInfo {
             hostname: hostname.into(),
             port: Some(5051),
-            resources: Resources::parse(resources, "*").unwrap().to_protos(),
+            resources,
             attributes: parse_attributes(attributes).unwrap(),
             id: id.map(AgentId::to_proto),
             domain: None,

@@ -11,5 +11,6 @@ mod maintenance;
 mod overlay;
 mod properties;
 mod quota;
+mod reservations;
 mod scheduler;
 mod simulation;
