@@ -298,7 +298,7 @@ impl Driver {
             match o {
                 Output::Call(c) => {
                     let needs = match c {
-                        Call::Launch { .. } => self.version,
+                        Call::Launch { .. } | Call::Operate { .. } => self.version,
                         _ => 0,
                     };
                     if self.held.is_empty() && needs <= self.stored {

@@ -270,7 +270,10 @@ pub fn start_with(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
-    let marathon = Marathon::new(options.config.clone(), state, seed);
+    let mut config = options.config.clone();
+    config.role = options.role.clone();
+    config.principal = options.credential.as_ref().map(|c| c.principal.clone());
+    let marathon = Marathon::new(config, state, seed);
     let (calls_tx, calls_rx) = tokio::sync::mpsc::unbounded_channel();
     let (handle, driver) = driver::spawn(marathon, store, calls_tx, options.tick);
     let slot: scheduler::Slot = Arc::new(Mutex::new(None));

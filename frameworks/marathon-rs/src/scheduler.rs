@@ -186,6 +186,21 @@ pub async fn caller(mut calls: mpsc::UnboundedReceiver<Call>, slot: Slot) {
                 };
                 s.accept(vec![offer], vec![op], refuse_seconds).await
             }
+            Call::Operate {
+                offer,
+                mut operations,
+                tasks,
+                refuse_seconds,
+            } => {
+                if !tasks.is_empty() {
+                    operations.push(v1::offer::Operation {
+                        r#type: Some(v1::offer::operation::Type::Launch as i32),
+                        launch: Some(v1::offer::operation::Launch { task_infos: tasks }),
+                        ..Default::default()
+                    });
+                }
+                s.accept(vec![offer], operations, refuse_seconds).await
+            }
             Call::Decline {
                 offers,
                 refuse_seconds,

@@ -182,6 +182,54 @@ pub struct Volume {
     /// `RO` or `RW`.
     #[serde(default = "rw")]
     pub mode: String,
+    /// A local persistent volume of this size: the instance reserves its
+    /// resources and keeps its data on one agent across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent: Option<PersistentVolume>,
+}
+
+/// `container.volumes[].persistent`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PersistentVolume {
+    /// Size in MB.
+    pub size: f64,
+    /// `root` (a directory on the agent's disk; the only type offered).
+    #[serde(rename = "type", default = "root_type")]
+    pub kind: String,
+}
+
+fn root_type() -> String {
+    "root".into()
+}
+
+/// `residency`: how a resident app's instances come back (Marathon 1.x).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Residency {
+    /// Kept for compatibility: instances wait for their agent.
+    #[serde(default = "hour")]
+    pub relaunch_escalation_timeout_seconds: f64,
+    /// `WAIT_FOREVER`: an instance on a lost agent is not replaced elsewhere.
+    #[serde(default = "wait_forever")]
+    pub task_lost_behavior: String,
+}
+
+fn hour() -> f64 {
+    3600.0
+}
+
+fn wait_forever() -> String {
+    "WAIT_FOREVER".into()
+}
+
+impl Default for Residency {
+    fn default() -> Self {
+        Residency {
+            relaunch_escalation_timeout_seconds: hour(),
+            task_lost_behavior: wait_forever(),
+        }
+    }
 }
 
 fn rw() -> String {
@@ -439,6 +487,9 @@ pub struct App {
     /// SIGTERM → SIGKILL delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_kill_grace_period_seconds: Option<f64>,
+    /// Set for apps with persistent volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residency: Option<Residency>,
     /// Labels (always present).
     pub labels: BTreeMap<String, String>,
     /// This version's timestamp.
@@ -513,6 +564,8 @@ pub struct AppUpdate {
     pub unreachable_strategy: Option<UnreachableStrategy>,
     /// Kill grace.
     pub task_kill_grace_period_seconds: Option<f64>,
+    /// Residency (apps with persistent volumes).
+    pub residency: Option<Residency>,
     /// Labels.
     pub labels: Option<BTreeMap<String, String>>,
     /// Rollback target (alone, or with `id`).
@@ -562,6 +615,20 @@ impl AppUpdate {
 }
 
 impl App {
+    /// The app's local persistent volumes.
+    pub fn persistent_volumes(&self) -> impl Iterator<Item = (&Volume, &PersistentVolume)> + '_ {
+        self.container
+            .iter()
+            .flat_map(|c| &c.volumes)
+            .filter_map(|v| Some((v, v.persistent.as_ref()?)))
+    }
+
+    /// An app with persistent volumes: its instances are tied to the
+    /// agents that hold their data.
+    pub fn is_resident(&self) -> bool {
+        self.persistent_volumes().next().is_some()
+    }
+
     /// An app with Marathon's defaults (1 instance of 1 cpu, 128 MB, host
     /// networking).
     fn defaults(id: &PathId, version: Millis) -> App {
@@ -598,6 +665,7 @@ impl App {
             kill_selection: KillSelection::YoungestFirst,
             unreachable_strategy: UnreachableStrategy::default(),
             task_kill_grace_period_seconds: None,
+            residency: None,
             labels: BTreeMap::new(),
             version: version.iso(),
             version_info: None,
@@ -635,6 +703,32 @@ fn set_sizes(u: &AppUpdate, app: &mut App, errors: &mut Vec<FieldError>) {
                 *target = v;
             }
         }
+    }
+}
+
+/// Apps with persistent volumes are resident, with Marathon's defaults for
+/// them: a residency, upgrades that never run more instances than asked
+/// (minimumHealthCapacity 0.5, maximumOverCapacity 0), and instances on
+/// unreachable agents waited for, not replaced.
+fn settle_residency(u: &AppUpdate, app: &mut App) {
+    if !app.is_resident() {
+        app.residency = None;
+        return;
+    }
+    if let Some(r) = &u.residency {
+        app.residency = Some(r.clone());
+    }
+    app.residency.get_or_insert_with(Residency::default);
+    if u.upgrade_strategy.is_none() && app.upgrade_strategy == UpgradeStrategy::default() {
+        app.upgrade_strategy = UpgradeStrategy {
+            minimum_health_capacity: 0.5,
+            maximum_over_capacity: 0.0,
+        };
+    }
+    if u.unreachable_strategy.is_none()
+        && app.unreachable_strategy == UnreachableStrategy::default()
+    {
+        app.unreachable_strategy = UnreachableStrategy::Disabled("disabled".into());
     }
 }
 
@@ -769,6 +863,7 @@ pub fn build(
     }
     set!(labels);
     settle_ports(&mut app);
+    settle_residency(u, &mut app);
     errors.extend(validate(&app));
     if errors.is_empty() {
         Ok(app)

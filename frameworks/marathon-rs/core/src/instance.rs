@@ -64,6 +64,30 @@ pub struct Instance {
     /// longer counts, and a replacement is launched.
     #[serde(default)]
     pub inactive: bool,
+    /// The reservation it runs on (resident apps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<String>,
+}
+
+/// A resident app's reservation: resources reserved and persistent volumes
+/// created on one agent for one of its instances. Its tasks come and go on
+/// it (each replacement finds the data the last one left); it is destroyed
+/// and unreserved when its app is deleted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// Its id (`<app>.<uuid>`, the `marathon_task_id` label of its
+    /// resources, as Marathon labels reservations).
+    pub id: String,
+    /// The app.
+    pub app_id: PathId,
+    /// The agent that holds it.
+    pub agent_id: String,
+    /// Where that is (hostname, attributes) for constraints.
+    pub placement: Placement,
+    /// Its volumes: (persistence id, container path).
+    pub volumes: Vec<(String, String)>,
+    /// The task running on it, if any.
+    pub task_id: Option<String>,
 }
 
 impl Instance {

@@ -37,6 +37,9 @@ pub enum Unfit {
     /// The agent is being drained or is scheduled for maintenance.
     #[error("AgentMaintenance")]
     AgentMaintenance,
+    /// A resident app needs a role to reserve for, and the offer is for `*`.
+    #[error("UnfulfilledRole")]
+    UnfulfilledRole,
 }
 
 impl Unfit {
@@ -50,6 +53,7 @@ impl Unfit {
             Unfit::UnfulfilledConstraint(_) => "UnfulfilledConstraint",
             Unfit::InsufficientPorts => "InsufficientPorts",
             Unfit::AgentMaintenance => "AgentMaintenance",
+            Unfit::UnfulfilledRole => "UnfulfilledRole",
         }
     }
 }
@@ -74,8 +78,10 @@ pub struct OfferSpace {
 impl OfferSpace {
     /// The space an offer has.
     pub fn new(offer: v1::Offer) -> Self {
+        // Only unreserved resources: tasks of plain apps and new
+        // reservations take from them (reservations are used as they are).
         let r = Resources::from_protos(&offer.resources)
-            .map(|r| r.unallocated())
+            .map(|r| r.unallocated().unreserved())
             .unwrap_or_default();
         let placement = Placement {
             hostname: offer.hostname.clone(),
@@ -125,7 +131,9 @@ impl OfferSpace {
         if self.mem + EPS < app.mem {
             return Err(Unfit::InsufficientMemory);
         }
-        if self.disk + EPS < app.disk {
+        // A resident app reserves its volumes' disk as well.
+        let disk = app.disk + app.persistent_volumes().map(|(_, p)| p.size).sum::<f64>();
+        if self.disk + EPS < disk {
             return Err(Unfit::InsufficientDisk);
         }
         if self.gpus + EPS < app.gpus {
@@ -135,7 +143,7 @@ impl OfferSpace {
         let ports = self.pick_ports(app).ok_or(Unfit::InsufficientPorts)?;
         self.cpus -= app.cpus;
         self.mem -= app.mem;
-        self.disk -= app.disk;
+        self.disk -= disk;
         self.gpus -= app.gpus;
         self.ports = self.ports.difference(&RangeSet::from_ranges(
             ports.iter().map(|p| (u64::from(*p), u64::from(*p))),
@@ -193,7 +201,7 @@ fn declared_ports(app: &App) -> Vec<(Option<String>, u32, String)> {
 }
 
 /// The resources one instance takes: its scalars and its host ports.
-fn task_resources(app: &App, ports: &[u32]) -> Vec<v1::Resource> {
+pub fn task_resources(app: &App, ports: &[u32]) -> Vec<v1::Resource> {
     let mut resources = vec![scalar("cpus", app.cpus), scalar("mem", app.mem)];
     if app.disk > 0.0 {
         resources.push(scalar("disk", app.disk));

@@ -44,6 +44,7 @@ fn inst(id: &str, config: &str, state: TaskState, healthy: Option<bool>, staged:
         killing: false,
         unreachable_since: None,
         inactive: false,
+        reservation: None,
     }
 }
 

@@ -97,7 +97,43 @@ fn check_container(app: &App, errors: &mut Vec<FieldError>) {
                     "must be RO or RW",
                 ));
             }
+            if let Some(p) = &v.persistent {
+                check_persistent(i, v, p, errors);
+            }
         }
+    }
+}
+
+/// A local persistent volume: a size, a plain relative path in the
+/// sandbox, and no host path (Marathon's rules).
+fn check_persistent(
+    i: usize,
+    v: &crate::app::Volume,
+    p: &crate::app::PersistentVolume,
+    errors: &mut Vec<FieldError>,
+) {
+    let at = |field: &str| format!("/container/volumes({i})/{field}");
+    if !(p.size > 0.0 && p.size <= super::MAX_SCALAR) {
+        errors.push(invalid(&at("persistent/size"), "must be more than 0"));
+    }
+    if p.kind != "root" {
+        errors.push(invalid(
+            &at("persistent/type"),
+            "only 'root' volumes are offered by Agora agents",
+        ));
+    }
+    let path = &v.container_path;
+    if path.is_empty() || path.contains('/') || path == "." || path == ".." {
+        errors.push(invalid(
+            &at("containerPath"),
+            "a persistent volume's containerPath is a name in the sandbox, without '/'",
+        ));
+    }
+    if v.host_path.is_some() {
+        errors.push(invalid(
+            &at("hostPath"),
+            "a persistent volume has no hostPath",
+        ));
     }
 }
 
@@ -114,6 +150,12 @@ fn check_timings(app: &App, errors: &mut Vec<FieldError>) {
                 format!("is {}, must be between 0 and 1", v),
             ));
         }
+    }
+    if app.is_resident() && us.maximum_over_capacity != 0.0 {
+        errors.push(invalid(
+            "/upgradeStrategy/maximumOverCapacity",
+            "must be 0 for apps with persistent volumes (an instance cannot run twice on its data)",
+        ));
     }
     if !(app.backoff_factor >= 1.0 && app.backoff_factor.is_finite()) {
         errors.push(invalid("/backoffFactor", "must be 1 or more"));

@@ -488,6 +488,15 @@ impl Marathon {
         } else {
             app::build(path, base, update, now).map_err(Reply::app_error)?
         };
+        if app.is_resident() && self.config.role == "*" {
+            return Err(Reply::app_error(AppError::Invalid(vec![app::FieldError {
+                path: "/container/volumes".into(),
+                errors: vec![
+                    "persistent volumes need resources reserved for a role: start marathon-rs with --mesos-role other than '*'"
+                        .into(),
+                ],
+            }])));
+        }
         self.assign_service_ports(&mut app, base)
             .map_err(|e| Reply::error(422, e))?;
         Self::with_version_info(&mut app, base);

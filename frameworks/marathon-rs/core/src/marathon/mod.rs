@@ -11,6 +11,7 @@
 
 mod api;
 mod groups;
+mod resident;
 mod status;
 mod stored;
 mod views;
@@ -26,8 +27,8 @@ use serde_json::{Value, json};
 use crate::app::{App, UnreachableStrategy};
 use crate::constraints::{Constraint, Placement};
 use crate::deployment::{ActionKind, Deployment};
-use crate::instance::{Instance, app_of_task};
-use crate::offers::{OfferSpace, task_info};
+use crate::instance::{Instance, Reservation, app_of_task};
+use crate::offers::{self, OfferSpace, Unfit, task_info};
 use crate::path::PathId;
 use crate::planner::{self, Backoff};
 use crate::time::Millis;
@@ -58,6 +59,11 @@ pub struct Config {
     pub zk: Option<String>,
     /// `--zk_session_timeout`, milliseconds.
     pub zk_session_timeout_ms: u64,
+    /// `--mesos_role`: the role resident apps reserve for.
+    pub role: String,
+    /// The principal marathon-rs authenticates as (reservations and
+    /// volumes are made in its name).
+    pub principal: Option<String>,
 }
 
 impl Default for Config {
@@ -73,6 +79,8 @@ impl Default for Config {
             max_running_deployments: 100,
             zk: None,
             zk_session_timeout_ms: 10_000,
+            role: "*".into(),
+            principal: None,
         }
     }
 }
@@ -90,6 +98,10 @@ pub struct State {
     pub versions: BTreeMap<PathId, Vec<App>>,
     /// Instances by task id.
     pub instances: BTreeMap<String, Instance>,
+    /// Resident apps' reservations (resources and volumes on one agent,
+    /// kept while their tasks come and go), by id.
+    #[serde(default)]
+    pub reservations: BTreeMap<String, Reservation>,
     /// Deployments in progress, in order.
     pub deployments: Vec<Deployment>,
     /// Launch backoff per app.
@@ -146,6 +158,19 @@ pub enum Call {
         /// Filter on the unused rest.
         refuse_seconds: f64,
     },
+    /// Apply operations to an offer (RESERVE, CREATE, DESTROY,
+    /// UNRESERVE), then launch tasks on it; the rest is declined for
+    /// `refuse_seconds`.
+    Operate {
+        /// The offer.
+        offer: v1::OfferId,
+        /// The operations, in order, before the launch.
+        operations: Vec<v1::offer::Operation>,
+        /// The tasks (may be none).
+        tasks: Vec<v1::TaskInfo>,
+        /// Filter on the unused rest.
+        refuse_seconds: f64,
+    },
     /// Decline offers.
     Decline {
         /// The offers.
@@ -181,6 +206,26 @@ pub enum Output {
         event_type: String,
         /// The payload (with `eventType` and `timestamp`).
         payload: Value,
+    },
+}
+
+/// What marathon-rs does with one offer.
+#[derive(Clone, Debug, Default)]
+struct Planned {
+    operations: Vec<v1::offer::Operation>,
+    tasks: Vec<v1::TaskInfo>,
+}
+
+/// How an instance was placed on an offer.
+enum Placement_ {
+    /// On unreserved resources, with these host ports.
+    Plain { ports: Vec<u32> },
+    /// On a reservation (made now, with `operations`, or earlier).
+    Reserved {
+        ports: Vec<u32>,
+        reservation: String,
+        operations: Vec<v1::offer::Operation>,
+        resources: Vec<v1::Resource>,
     },
 }
 
@@ -377,6 +422,9 @@ impl Marathon {
     pub fn forget_framework(&mut self) {
         if self.state.framework_removed.take().is_some() {
             self.state.framework_id = None;
+            // Reservations are labelled with the old framework's id: the new
+            // one makes its own.
+            self.state.reservations.clear();
             self.dirty = true;
         }
     }
@@ -384,7 +432,7 @@ impl Marathon {
     /// New offers: launch what apps need, decline the rest. Instances are
     /// spread over the batch one offer at a time (round robin), so a large
     /// deployment starts on every agent at once instead of filling the
-    /// first offer.
+    /// first offer. Reservations no app owns are destroyed and unreserved.
     pub fn offers(&mut self, now: Millis, offers: Vec<v1::Offer>) {
         // The master offers no agent it is draining: one offered without an
         // unavailability stays (a rescind of its inverse offer was missed
@@ -394,19 +442,34 @@ impl Marathon {
         }
         self.reconcile(now);
         let nothing_needed = self.needs.values().all(|n| *n == 0);
-        let launched = if nothing_needed {
-            vec![Vec::new(); offers.len()]
+        let reserved = self.offered_reservations(&offers);
+        let mut planned = if nothing_needed {
+            vec![Planned::default(); offers.len()]
         } else {
-            self.place(now, &offers)
+            self.place(now, &offers, &reserved)
         };
+        for (p, mine) in planned.iter_mut().zip(&reserved) {
+            for (id, resources) in mine {
+                if !self.state.reservations.contains_key(id) {
+                    p.operations.extend(resident::cleanup(resources));
+                }
+            }
+        }
         let mut declined = Vec::new();
-        for (offer, tasks) in offers.into_iter().zip(launched) {
-            if tasks.is_empty() {
+        for (offer, p) in offers.into_iter().zip(planned) {
+            if p.operations.is_empty() && p.tasks.is_empty() {
                 declined.push(offer.id);
-            } else {
+            } else if p.operations.is_empty() {
                 self.out.push(Output::Call(Call::Launch {
                     offer: offer.id,
-                    tasks,
+                    tasks: p.tasks,
+                    refuse_seconds: 1.0,
+                }));
+            } else {
+                self.out.push(Output::Call(Call::Operate {
+                    offer: offer.id,
+                    operations: p.operations,
+                    tasks: p.tasks,
                     refuse_seconds: 1.0,
                 }));
             }
@@ -428,8 +491,17 @@ impl Marathon {
         }
     }
 
-    /// Places needed instances on `offers`, one per offer per round, until
-    /// nothing more fits or is needed. Returns the tasks per offer.
+    /// marathon-rs' reservations in each offer, by reservation id.
+    fn offered_reservations(
+        &self,
+        offers: &[v1::Offer],
+    ) -> Vec<BTreeMap<String, Vec<v1::Resource>>> {
+        match &self.state.framework_id {
+            Some(fw) => offers.iter().map(|o| resident::offered(o, fw)).collect(),
+            None => vec![BTreeMap::new(); offers.len()],
+        }
+    }
+
     /// The apps that need instances now (not waiting out a backoff), with
     /// their constraints and where their active instances are.
     fn wants(&self, now: Millis) -> Vec<Want> {
@@ -472,7 +544,17 @@ impl Marathon {
         wants
     }
 
-    fn place(&mut self, now: Millis, offers: &[v1::Offer]) -> Vec<Vec<v1::TaskInfo>> {
+    /// Places needed instances on `offers`, one per offer per round, until
+    /// nothing more fits or is needed. Returns the operations and tasks
+    /// per offer. A resident app's instance goes to one of its free
+    /// reservations when its agent offers it, and makes a new one only
+    /// when the app has fewer reservations than it needs.
+    fn place(
+        &mut self,
+        now: Millis,
+        offers: &[v1::Offer],
+        reserved: &[BTreeMap<String, Vec<v1::Resource>>],
+    ) -> Vec<Planned> {
         let mut wants = self.wants(now);
         let mut spaces: Vec<OfferSpace> = offers
             .iter()
@@ -482,7 +564,7 @@ impl Marathon {
                 space
             })
             .collect();
-        let mut tasks: Vec<Vec<v1::TaskInfo>> = vec![Vec::new(); offers.len()];
+        let mut planned: Vec<Planned> = vec![Planned::default(); offers.len()];
         // (offer, app) pairs that did not fit: space only shrinks, so they never will.
         let mut full: BTreeSet<(usize, usize)> = BTreeSet::new();
         let mut seen: BTreeSet<(usize, usize)> = BTreeSet::new();
@@ -498,12 +580,42 @@ impl Marathon {
                     if seen.insert((o, w)) {
                         self.queue.entry(want.path.clone()).or_default().processed += 1;
                     }
-                    let placed: Vec<&Placement> = want.placed.iter().collect();
-                    match spaces[o].reserve(&want.app, &want.constraints, &placed) {
-                        Ok(ports) => {
+                    let result = if want.app.is_resident() {
+                        self.place_resident(want, &mut spaces[o], offer, &reserved[o])
+                    } else {
+                        let placed: Vec<&Placement> = want.placed.iter().collect();
+                        spaces[o]
+                            .reserve(&want.app, &want.constraints, &placed)
+                            .map(|ports| Placement_::Plain { ports })
+                            .map_err(Some)
+                    };
+                    match result {
+                        Ok(how) => {
                             let task_id = format!("{}.{}", want.path.safe(), self.uuid());
-                            tasks[o]
-                                .push(task_info(&want.app, &want.path, &task_id, offer, &ports));
+                            let (ports, reservation) = match how {
+                                Placement_::Plain { ports } => {
+                                    planned[o].tasks.push(task_info(
+                                        &want.app, &want.path, &task_id, offer, &ports,
+                                    ));
+                                    (ports, None)
+                                }
+                                Placement_::Reserved {
+                                    ports,
+                                    reservation,
+                                    operations,
+                                    resources,
+                                } => {
+                                    let mut task =
+                                        task_info(&want.app, &want.path, &task_id, offer, &ports);
+                                    task.resources = resources;
+                                    planned[o].operations.extend(operations);
+                                    planned[o].tasks.push(task);
+                                    if let Some(r) = self.state.reservations.get_mut(&reservation) {
+                                        r.task_id = Some(task_id.clone());
+                                    }
+                                    (ports, Some(reservation))
+                                }
+                            };
                             if !want.constraints.is_empty() {
                                 want.placed.push(spaces[o].placement.clone());
                             }
@@ -525,6 +637,7 @@ impl Marathon {
                                     killing: false,
                                     unreachable_since: None,
                                     inactive: false,
+                                    reservation,
                                 },
                             );
                             if let Some(n) = self.needs.get_mut(&want.path) {
@@ -537,9 +650,13 @@ impl Marathon {
                             // One instance per offer per round.
                             break;
                         }
-                        Err(reason) => {
+                        Err(None) => {
+                            // A resident app waiting for its reservations' agents.
                             full.insert((o, w));
-                            let launched_here = tasks[o].iter().any(|t| {
+                        }
+                        Err(Some(reason)) => {
+                            full.insert((o, w));
+                            let launched_here = planned[o].tasks.iter().any(|t| {
                                 app_of_task(&t.task_id.value).as_ref() == Some(&want.path)
                             });
                             let stats = self.queue.entry(want.path.clone()).or_default();
@@ -559,7 +676,73 @@ impl Marathon {
                 break;
             }
         }
-        tasks
+        planned
+    }
+
+    /// One instance of a resident app on an offer: on a free reservation of
+    /// the app in it, else (when the app has fewer reservations than it
+    /// needs instances) on a new one. `Err(None)`: not here, and no reason
+    /// to report (its reservations are elsewhere).
+    fn place_resident(
+        &mut self,
+        want: &Want,
+        space: &mut OfferSpace,
+        offer: &v1::Offer,
+        reserved: &BTreeMap<String, Vec<v1::Resource>>,
+    ) -> Result<Placement_, Option<Unfit>> {
+        let free: Vec<String> = self
+            .free_reservations(&want.path)
+            .map(|r| r.id.clone())
+            .collect();
+        if let Some(id) = free.iter().find(|id| reserved.contains_key(*id)) {
+            let resources = reserved[id].clone();
+            return Ok(Placement_::Reserved {
+                ports: resident::ports(&resources),
+                reservation: id.clone(),
+                operations: Vec::new(),
+                resources,
+            });
+        }
+        let need = self.needs.get(&want.path).copied().unwrap_or(0);
+        if need as usize <= free.len() {
+            return Err(None);
+        }
+        let role = offer
+            .allocation_info
+            .as_ref()
+            .and_then(|a| a.role.clone())
+            .unwrap_or_else(|| self.config.role.clone());
+        if role == "*" {
+            return Err(Some(Unfit::UnfulfilledRole));
+        }
+        let placed: Vec<&Placement> = want.placed.iter().collect();
+        let ports = space
+            .reserve(&want.app, &want.constraints, &placed)
+            .map_err(Some)?;
+        let id = format!("{}.{}", want.path.safe(), self.uuid());
+        let made = self.new_reservation(
+            &want.app,
+            &id,
+            &role,
+            offers::task_resources(&want.app, &ports),
+        );
+        self.state.reservations.insert(
+            id.clone(),
+            Reservation {
+                id: id.clone(),
+                app_id: want.path.clone(),
+                agent_id: offer.agent_id.value.clone(),
+                placement: space.placement.clone(),
+                volumes: made.volumes,
+                task_id: None,
+            },
+        );
+        Ok(Placement_::Reserved {
+            ports,
+            reservation: id,
+            operations: made.operations,
+            resources: made.task_resources,
+        })
     }
 
     /// An offer was withdrawn (nothing to do: offers are used at once).
@@ -731,6 +914,7 @@ impl Marathon {
             for path in &paths {
                 let known = self.state.apps.contains_key(path)
                     || self.instances_of(path).next().is_some()
+                    || self.state.reservations.values().any(|r| &r.app_id == path)
                     || self
                         .state
                         .deployments
@@ -755,6 +939,7 @@ impl Marathon {
     fn reconcile_apps(&mut self, now: Millis) {
         let mut paths: BTreeSet<PathId> = self.state.apps.keys().cloned().collect();
         paths.extend(self.state.instances.values().map(|i| i.app_id.clone()));
+        paths.extend(self.state.reservations.values().map(|r| r.app_id.clone()));
         for d in &self.state.deployments {
             paths.extend(d.affected());
         }
@@ -781,6 +966,15 @@ impl Marathon {
 
     /// Kills what `path` has too many of and records what it needs.
     fn reconcile_app(&mut self, now: Millis, path: &PathId) {
+        if self.effective_ref(path).is_none() {
+            // A deleted app's reservations go once no task uses them (the
+            // next offers of them destroy and unreserve them).
+            let before = self.state.reservations.len();
+            self.state
+                .reservations
+                .retain(|_, r| &r.app_id != path || r.task_id.is_some());
+            self.dirty |= self.state.reservations.len() != before;
+        }
         let (launch, kill) = {
             let instances: Vec<&Instance> = self.instances_of(path).collect();
             match self.effective_ref(path) {

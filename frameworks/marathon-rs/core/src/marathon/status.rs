@@ -135,6 +135,15 @@ impl Marathon {
     fn instance_ended(&mut self, now: Millis, inst: &Instance, status: &v1::TaskStatus) {
         let (task_id, state, app_id) = (&status.task_id.value, status.state(), &inst.app_id);
         self.state.instances.remove(task_id);
+        // Its reservation waits for the app's next task.
+        if let Some(r) = inst
+            .reservation
+            .as_ref()
+            .and_then(|id| self.state.reservations.get_mut(id))
+            && r.task_id.as_deref() == Some(task_id.as_str())
+        {
+            r.task_id = None;
+        }
         // Failures (not kills we asked for) slow the next launches down; an
         // instance a drain ended did not fail, and its replacement starts
         // without delay.

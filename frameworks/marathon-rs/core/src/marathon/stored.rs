@@ -6,6 +6,7 @@
 //! ```text
 //! app:<id>          {"id", "app": App | null, "versions": [App, …]}   ('/' as %2F)
 //! instance:<task>   Instance
+//! reservation:<id>  Reservation (resident apps)
 //! meta              groups, dependencies, deployments, backoff, last failures, framework id
 //! ```
 
@@ -17,7 +18,7 @@ use serde_json::Value;
 use super::{FrameworkRemoved, State};
 use crate::app::App;
 use crate::deployment::Deployment;
-use crate::instance::Instance;
+use crate::instance::{Instance, Reservation};
 use crate::path::PathId;
 use crate::planner::Backoff;
 
@@ -40,6 +41,7 @@ pub enum EntryError {
 const META: &str = "meta";
 const APP: &str = "app:";
 const INSTANCE: &str = "instance:";
+const RESERVATION: &str = "reservation:";
 
 #[derive(Serialize)]
 struct MetaRef<'a> {
@@ -119,6 +121,12 @@ impl State {
                 serde_json::to_vec(instance)?,
             );
         }
+        for (id, reservation) in &self.reservations {
+            out.insert(
+                format!("{RESERVATION}{}", escape(id)),
+                serde_json::to_vec(reservation)?,
+            );
+        }
         Ok(out)
     }
 
@@ -153,6 +161,9 @@ impl State {
             } else if key.starts_with(INSTANCE) {
                 let i: Instance = serde_json::from_slice(bytes).map_err(json(key))?;
                 state.instances.insert(i.task_id.clone(), i);
+            } else if key.starts_with(RESERVATION) {
+                let r: Reservation = serde_json::from_slice(bytes).map_err(json(key))?;
+                state.reservations.insert(r.id.clone(), r);
             } else if key != META {
                 return Err(EntryError::Unknown(key.clone()));
             }
