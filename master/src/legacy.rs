@@ -174,6 +174,9 @@ impl View<'_> {
                 v.push(proto_json(&r));
             }
         }
+        // As Mesos: `reserved_resources_full` lists each reserved resource
+        // (reservations, labels, volumes); `reserved_resources` sums them.
+        let reserved_full: Map<String, Value> = reserved.clone().into_iter().collect();
         let reserved: Map<String, Value> = reserved
             .into_iter()
             .map(|(role, v)| {
@@ -199,6 +202,7 @@ impl View<'_> {
             "used_resources": resources(&a.allocated_resources),
             "offered_resources": resources(&a.offered_resources),
             "reserved_resources": reserved,
+            "reserved_resources_full": reserved_full,
             "unreserved_resources": resources(&total.unreserved().to_legacy_protos()),
             "active": a.active,
             "deactivated": a.deactivated.unwrap_or(false),

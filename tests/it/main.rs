@@ -20,3 +20,4 @@ mod overlay;
 mod pymesos;
 mod recovery;
 mod tls;
+mod volumes;

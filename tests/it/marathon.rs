@@ -32,10 +32,19 @@ impl Marathon {
     pub async fn start(cluster: &Cluster) -> Marathon {
         let work_dir = tempfile::tempdir().unwrap();
         let running = start_marathon(&cluster.master(), work_dir.path()).await;
+        Self::attach(running, work_dir, cluster.master())
+    }
+
+    /// A marathon-rs a test started with options of its own.
+    pub fn attach(
+        running: RunningMarathon,
+        work_dir: tempfile::TempDir,
+        master: String,
+    ) -> Marathon {
         Marathon {
             running: Some(running),
             work_dir,
-            master: cluster.master(),
+            master,
             client: reqwest::Client::new(),
         }
     }
