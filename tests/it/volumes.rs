@@ -140,7 +140,7 @@ async fn a_resident_apps_data_outlives_its_tasks_and_agent_restarts() {
     .await;
     assert_eq!(
         volume_dirs(&agent_dir),
-        [volume.clone()],
+        std::slice::from_ref(&volume),
         "one volume all along"
     );
 
