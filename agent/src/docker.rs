@@ -335,6 +335,48 @@ fn volume_binds(
     Ok(binds)
 }
 
+/// Where a Docker task finds its sandbox's persistent volumes, as under
+/// Mesos' Docker containerizer.
+pub const SANDBOX_MOUNT: &str = "/mnt/mesos/sandbox";
+
+/// Bind mounts for the task's persistent volumes: the agent linked each
+/// into the sandbox at its container path; the container gets the volume's
+/// directory at `/mnt/mesos/sandbox/<container path>`.
+pub fn persistent_volume_binds(
+    task: &v1::TaskInfo,
+    sandbox: &std::path::Path,
+) -> Result<Vec<String>, DockerError> {
+    let mut binds = Vec::new();
+    for r in &task.resources {
+        let Some(volume) = r
+            .disk
+            .as_ref()
+            .filter(|d| d.persistence.is_some())
+            .and_then(|d| d.volume.as_ref())
+        else {
+            continue;
+        };
+        let link = sandbox.join(&volume.container_path);
+        let host = std::fs::canonicalize(&link).map_err(|e| {
+            refused(format!(
+                "persistent volume {} is not in the sandbox: {e}",
+                volume.container_path
+            ))
+        })?;
+        let mode = if volume.mode == v1::volume::Mode::Ro as i32 {
+            "ro"
+        } else {
+            "rw"
+        };
+        binds.push(format!(
+            "{}:{SANDBOX_MOUNT}/{}:{mode}",
+            host.display(),
+            volume.container_path
+        ));
+    }
+    Ok(binds)
+}
+
 /// Makes sure the image is there: pulled when missing or `force_pull`.
 pub async fn ensure_image(d: &Docker, image: &str, force_pull: bool) -> Result<(), DockerError> {
     let present = d.inspect_image(image).await.is_ok();

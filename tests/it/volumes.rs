@@ -62,10 +62,8 @@ async fn running_task(m: &Marathon, not: Option<&str>) -> String {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resident_apps_data_outlives_its_tasks_and_agent_restarts() {
-    let mut cluster = Cluster::start(1, RESOURCES).await;
-    let agent_dir = cluster.dir.path().join("agent-1");
+/// marathon-rs with role `db`, whose resident apps reserve for it.
+async fn marathon_for_db(cluster: &Cluster) -> Marathon {
     let work_dir = tempfile::tempdir().unwrap();
     let mut o = agora_marathon::MarathonOptions::new(&cluster.master(), work_dir.path().into());
     o.tick = Duration::from_millis(200);
@@ -74,7 +72,14 @@ async fn a_resident_apps_data_outlives_its_tasks_and_agent_restarts() {
     let running = agora_marathon::start(o, TcpListener::bind("127.0.0.1:0").await.unwrap())
         .await
         .unwrap();
-    let m = Marathon::attach(running, work_dir, cluster.master());
+    Marathon::attach(running, work_dir, cluster.master())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resident_apps_data_outlives_its_tasks_and_agent_restarts() {
+    let mut cluster = Cluster::start(1, RESOURCES).await;
+    let agent_dir = cluster.dir.path().join("agent-1");
+    let m = marathon_for_db(&cluster).await;
 
     let (status, body) = m
         .call(
@@ -184,6 +189,55 @@ async fn a_resident_apps_data_outlives_its_tasks_and_agent_restarts() {
     )
     .await;
     assert_eq!(status, 202, "{body}");
+    m.stop().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_task_finds_its_volume_under_the_sandbox_mount() {
+    let Some(image) = crate::docker::image() else {
+        return;
+    };
+    let cluster = Cluster::start(1, RESOURCES).await;
+    let agent_dir = cluster.dir.path().join("agent-1");
+    let m = marathon_for_db(&cluster).await;
+    let (status, body) = m
+        .call(
+            "POST",
+            "/v2/apps",
+            Some(json!({
+                "id": "/db", "cmd": "echo run >> /mnt/mesos/sandbox/data/runs && exec sleep 600",
+                "cpus": 0.2, "mem": 32,
+                "container": {"type": "DOCKER", "docker": {"image": image, "network": "HOST"},
+                    "volumes": [{"containerPath": "data", "mode": "RW", "persistent": {"size": 50}}]}
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let first = running_task(&m, None).await;
+    let volume = eventually("the volume's directory", || async {
+        volume_dirs(&agent_dir).pop()
+    })
+    .await;
+    eventually("the first run's line", || async {
+        (lines(&volume) == 1).then_some(())
+    })
+    .await;
+    let (status, _) = m
+        .call("DELETE", &format!("/v2/apps/db/tasks/{first}"), None)
+        .await;
+    assert_eq!(status, 200);
+    running_task(&m, Some(&first)).await;
+    eventually("the second run's line", || async {
+        (lines(&volume) == 2).then_some(())
+    })
+    .await;
+    let (status, _) = m.call("DELETE", "/v2/apps/db", None).await;
+    assert_eq!(status, 200);
+    eventually("the volume is destroyed", || async {
+        (!volume.exists()).then_some(())
+    })
+    .await;
     m.stop().await;
     cluster.stop().await;
 }

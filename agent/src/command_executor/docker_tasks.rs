@@ -94,6 +94,13 @@ impl Executor {
         };
         let mut body =
             docker::container_config(&task, &env, &labels, &policy).map_err(|e| e.to_string())?;
+        let volumes =
+            docker::persistent_volume_binds(&task, &self.directory).map_err(|e| e.to_string())?;
+        if !volumes.is_empty()
+            && let Some(h) = body.host_config.as_mut()
+        {
+            h.binds.get_or_insert_with(Vec::new).extend(volumes);
+        }
         // On a CNI network (the overlay), the container starts on none of
         // Docker's and joins it through CNI once it runs.
         let cni = cni_network(&task);

@@ -129,9 +129,19 @@ fn the_first_launch_reserves_and_creates_and_replacements_come_back_to_the_data(
     assert_eq!(volume_ids(&first).len(), 1);
     assert!(first.resources.iter().all(|r| !r.reservations.is_empty()));
 
-    // The task fails. Another agent's offer gets nothing: the instance
-    // waits for its reservation's agent.
+    // The task is killed (its replacement may not double the reservation
+    // while it stops), then fails. Another agent's offer gets nothing: the
+    // instance waits for its reservation's agent.
     status(&mut m, &first.task_id.value, TaskState::TaskRunning);
+    let how = super::super::TaskKill::default();
+    m.delete_app_task(NOW.plus(200), "/db", &first.task_id.value, how);
+    m.take_outputs();
+    m.offers(NOW.plus(300), vec![unreserved("a2", 2)]);
+    let out = m.take_outputs();
+    assert!(
+        operate(&out).is_none() && launched(&out).is_empty(),
+        "{out:?}"
+    );
     status(&mut m, &first.task_id.value, TaskState::TaskFailed);
     m.take_outputs();
     let later = NOW.plus(60_000);
@@ -198,4 +208,31 @@ fn persistent_volumes_need_a_role_and_resident_upgrade_limits() {
     );
     let reply = m.create_app(NOW, slash.as_bytes(), false);
     assert_eq!(reply.status, 422);
+}
+
+#[test]
+fn wiping_a_task_gives_up_its_reservation() {
+    let mut m = marathon("db");
+    m.create_app(NOW, APP.as_bytes(), false);
+    m.offers(NOW.plus(10), vec![unreserved("a1", 1)]);
+    let (_, tasks) = operate(&m.take_outputs()).unwrap();
+    let task = tasks[0].task_id.value.clone();
+    status(&mut m, &task, TaskState::TaskRunning);
+    let how = super::super::TaskKill {
+        wipe: true,
+        ..Default::default()
+    };
+    m.delete_app_task(NOW.plus(200), "/db", &task, how);
+    assert!(m.state().reservations.is_empty());
+    status(&mut m, &task, TaskState::TaskKilled);
+    m.take_outputs();
+    // Another agent: a new reservation there.
+    m.offers(NOW.plus(60_000), vec![unreserved("a2", 2)]);
+    let (ops, tasks) = operate(&m.take_outputs()).expect("a new reservation");
+    assert_eq!(ops.len(), 2);
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(
+        m.state().reservations.values().next().unwrap().agent_id,
+        "a2"
+    );
 }

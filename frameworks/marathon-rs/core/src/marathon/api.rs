@@ -708,7 +708,18 @@ impl Marathon {
                 }));
             }
             *per_app.entry(inst.app_id.clone()).or_default() += 1;
+            // `wipe`: the instance's reservation goes too (its volumes are
+            // destroyed when next offered); the app gets a new one.
+            let wiped = if how.wipe {
+                inst.reservation.take()
+            } else {
+                None
+            };
             let inst = inst.clone();
+            if let Some(r) = wiped {
+                self.state.reservations.remove(&r);
+                self.orphaned.insert(r);
+            }
             let checked = self
                 .state
                 .apps

@@ -248,6 +248,10 @@ pub struct Marathon {
     /// Agents the master asked marathon-rs to leave (drained, or in a
     /// maintenance window), with the inverse offers that asked.
     pub(crate) leaving: BTreeMap<String, BTreeSet<String>>,
+    /// Reservations given up (their app deleted, or wiped) that offers must
+    /// bring back to be destroyed and unreserved: offers are not
+    /// suppressed until they have.
+    pub(crate) orphaned: BTreeSet<String>,
     pub(crate) rng: fastrand::Rng,
     pub(crate) out: Vec<Output>,
     pub(crate) suppressed: bool,
@@ -268,6 +272,7 @@ impl Marathon {
             queue: BTreeMap::new(),
             needs: BTreeMap::new(),
             leaving: BTreeMap::new(),
+            orphaned: BTreeSet::new(),
             rng: fastrand::Rng::with_seed(seed),
             out: Vec::new(),
             suppressed: false,
@@ -452,6 +457,7 @@ impl Marathon {
             for (id, resources) in mine {
                 if !self.state.reservations.contains_key(id) {
                     p.operations.extend(resident::cleanup(resources));
+                    self.orphaned.remove(id);
                 }
             }
         }
@@ -485,7 +491,7 @@ impl Marathon {
                 refuse_seconds: refuse,
             }));
         }
-        if nothing_needed && !self.suppressed && self.subscribed {
+        if nothing_needed && self.orphaned.is_empty() && !self.suppressed && self.subscribed {
             self.suppressed = true;
             self.out.push(Output::Call(Call::Suppress));
         }
@@ -680,8 +686,8 @@ impl Marathon {
     }
 
     /// One instance of a resident app on an offer: on a free reservation of
-    /// the app in it, else (when the app has fewer reservations than it
-    /// needs instances) on a new one. `Err(None)`: not here, and no reason
+    /// the app in it, else (when the app has fewer reservations than
+    /// instances) on a new one. `Err(None)`: not here, and no reason
     /// to report (its reservations are elsewhere).
     fn place_resident(
         &mut self,
@@ -703,8 +709,16 @@ impl Marathon {
                 resources,
             });
         }
-        let need = self.needs.get(&want.path).copied().unwrap_or(0);
-        if need as usize <= free.len() {
+        // A new reservation only while the app has fewer than its
+        // instances: a killed task's reservation is reused once the task
+        // is gone, never doubled while it stops.
+        let held = self
+            .state
+            .reservations
+            .values()
+            .filter(|r| r.app_id == want.path)
+            .count();
+        if held >= want.app.instances as usize {
             return Err(None);
         }
         let role = offer
@@ -957,7 +971,7 @@ impl Marathon {
     }
 
     fn revive_if_needed(&mut self) {
-        let wanted = self.needs.values().any(|n| *n > 0);
+        let wanted = self.needs.values().any(|n| *n > 0) || !self.orphaned.is_empty();
         if wanted && self.suppressed && self.subscribed {
             self.suppressed = false;
             self.out.push(Output::Call(Call::Revive));
@@ -969,11 +983,18 @@ impl Marathon {
         if self.effective_ref(path).is_none() {
             // A deleted app's reservations go once no task uses them (the
             // next offers of them destroy and unreserve them).
-            let before = self.state.reservations.len();
-            self.state
+            let gone: Vec<String> = self
+                .state
                 .reservations
-                .retain(|_, r| &r.app_id != path || r.task_id.is_some());
-            self.dirty |= self.state.reservations.len() != before;
+                .values()
+                .filter(|r| &r.app_id == path && r.task_id.is_none())
+                .map(|r| r.id.clone())
+                .collect();
+            for id in gone {
+                self.state.reservations.remove(&id);
+                self.orphaned.insert(id);
+                self.dirty = true;
+            }
         }
         let (launch, kill) = {
             let instances: Vec<&Instance> = self.instances_of(path).collect();
