@@ -324,6 +324,9 @@ async fn start_marathon(
         options.transport = Transport::tls(secrets.marathon.clone(), false);
         options.client_tls = Some(secrets.marathon.client());
         options.credential = Some(secrets.framework.clone());
+        // A role of its own, so that apps with persistent volumes can
+        // reserve (nothing can be reserved for `*`).
+        options.role = "marathon".into();
         options.http_auth = Arc::new(agora_marathon::auth::HttpAuth::new(
             Some((
                 secrets.admin.principal.clone(),

@@ -149,6 +149,17 @@ async fn a_resident_apps_data_outlives_its_tasks_and_agent_restarts() {
         "one volume all along"
     );
 
+    // A rolling restart (maximumOverCapacity 0) replaces the task on the
+    // same reservation.
+    let third = running_task(&m, None).await;
+    let (status, body) = m.call("POST", "/v2/apps/db/restart", None).await;
+    assert_eq!(status, 200, "{body}");
+    running_task(&m, Some(&third)).await;
+    eventually("the fourth run's line", || async {
+        (lines(&volume) == 4).then_some(())
+    })
+    .await;
+
     // Deleting the app destroys the volume and unreserves.
     let (status, _) = m.call("DELETE", "/v2/apps/db", None).await;
     assert_eq!(status, 200);

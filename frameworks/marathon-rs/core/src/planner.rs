@@ -125,14 +125,20 @@ pub fn plan_leaving(
     }
     // Rolling restart.
     let Bounds {
-        min_healthy,
+        mut min_healthy,
         mut max_capacity,
     } = bounds(app);
     let old_healthy = old.iter().filter(|i| i.is_healthy(checked)).count() as u32;
     let healthy = old_healthy + new_healthy;
     if min_healthy == max_capacity && max_capacity <= healthy {
-        // Room for one more, or nothing could ever move.
-        max_capacity += 1;
+        if app.is_resident() {
+            // An instance cannot run twice on its data (its replacement
+            // needs its reservation): one goes first, as in Marathon.
+            min_healthy -= 1;
+        } else {
+            // Room for one more, or nothing could ever move.
+            max_capacity += 1;
+        }
     }
     let mut kill_budget = healthy.saturating_sub(min_healthy);
     let surplus = (old.len() as u32 + new_count).saturating_sub(max_capacity.max(target));

@@ -132,6 +132,25 @@ fn zero_zero_kills_everything_then_starts() {
 }
 
 #[test]
+fn a_single_resident_instance_is_killed_before_its_replacement_starts() {
+    let mut a = app(1, 0.5, 0.0, false);
+    a.container = Some(
+        serde_json::from_str(
+            r#"{"type":"MESOS","volumes":[{"containerPath":"d","persistent":{"size":1}}]}"#,
+        )
+        .unwrap(),
+    );
+    let old = inst("o", "old", TaskState::TaskRunning, None, 0);
+    let p = plan(&a, &[&old]);
+    assert_eq!(p.kill, ["o"]);
+    assert_eq!(p.launch, 0, "nothing starts before the old task is gone");
+    // A plain app with the same strategy starts the new one first.
+    let plain = app(1, 0.5, 0.0, false);
+    let p = plan(&plain, &[&old]);
+    assert_eq!((p.kill.len(), p.launch), (0, 1));
+}
+
+#[test]
 fn half_and_zero_kills_half_first() {
     let a = app(4, 0.5, 0.0, false);
     let old: Vec<Instance> = (0..4)
