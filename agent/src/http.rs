@@ -183,6 +183,19 @@ async fn dispatch(
             may_access(ctx, principal.as_deref(), &file).await?;
             files::download(&file).await
         }
+        "/ui/sandbox" => {
+            let dir = sandbox_file(
+                &ctx.settings.core.work_dir,
+                &param("path").unwrap_or_default(),
+            )?;
+            may_access(ctx, principal.as_deref(), &dir).await?;
+            let listing = files::browse(&dir).await?;
+            Ok(h::body(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                crate::ui::render(&ctx.settings.core.hostname, &dir, &listing),
+            ))
+        }
         "/files/browse" => {
             let dir = sandbox_file(
                 &ctx.settings.core.work_dir,
@@ -303,6 +316,11 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         path: "/files/browse",
+        realm: Some(Realm::AgentReadonly),
+        action: Some(Action::AccessSandboxes),
+    },
+    Route {
+        path: "/ui/sandbox",
         realm: Some(Realm::AgentReadonly),
         action: Some(Action::AccessSandboxes),
     },

@@ -33,6 +33,7 @@ pub mod overlay;
 mod peer;
 pub mod sandbox;
 pub use agora_agent_core::updates;
+mod ui;
 pub mod users;
 mod volumes;
 

@@ -260,7 +260,7 @@ async fn legacy_endpoint(
         }
         "/flags" => Ok(json(legacy::flags(&ctx.flags))),
         "/teardown" => teardown(ctx, body?, principal).await,
-        "/" => {
+        "/" | "/ui/task" => {
             let (state, roles, epoch) = visible_state(ctx, principal.clone()).await?;
             let view = legacy::View {
                 info: &ctx.info,
@@ -270,11 +270,22 @@ async fn legacy_endpoint(
                 roles: &roles,
                 epoch,
             };
-            Ok(h::body(
-                StatusCode::OK,
-                "text/html; charset=utf-8",
-                crate::ui::render(&view),
-            ))
+            let html = if path == "/" {
+                let who = principal.clone();
+                let quota = ctx
+                    .handle
+                    .query(move |m| m.get_quota(who.as_deref()))
+                    .await
+                    .map_err(stopped)?;
+                crate::ui::render(&view, &quota)
+            } else {
+                let (framework, id) = (param("framework"), param("id"));
+                framework
+                    .zip(id)
+                    .and_then(|(f, t)| crate::ui::render_task(&view, &f, &t))
+                    .ok_or_else(|| HttpError::new(StatusCode::NOT_FOUND, "No such task"))?
+            };
+            Ok(h::body(StatusCode::OK, "text/html; charset=utf-8", html))
         }
         _ => Err(HttpError::new(
             StatusCode::NOT_FOUND,
@@ -371,6 +382,7 @@ pub const ROUTES: &[Route] = &[
         action: Some(agora_proto::acl::Action::GetEndpoints),
     },
     r("/", Some(Realm::MasterReadonly)),
+    r("/ui/task", Some(Realm::MasterReadonly)),
 ];
 
 /// The route of a (normalised) path.

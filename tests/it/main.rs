@@ -20,4 +20,5 @@ mod overlay;
 mod pymesos;
 mod recovery;
 mod tls;
+mod ui;
 mod volumes;

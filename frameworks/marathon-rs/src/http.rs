@@ -241,6 +241,9 @@ async fn dispatch(
     let s = &ctx.marathon;
     match path.as_str() {
         "/" | "/ui" => return ui::page(s, ctx.insecure).await,
+        p if p.starts_with("/ui/app/") && *method == Method::GET => {
+            return ui::app_page(s, &p["/ui/app".len()..]).await;
+        }
         "/ping" => return ping(headers),
         "/metrics/prometheus" => return prometheus(ctx).await,
         "/metrics" if wants_prometheus(headers) => return prometheus(ctx).await,

@@ -1,10 +1,14 @@
-//! The status page: apps with their health at a glance, deployments in
-//! progress, and what waits in the queue and why. Built from the same JSON
-//! the REST API serves.
+//! The web UI. `/`: apps with their health at a glance, deployments in
+//! progress, what waits in the queue and why, and a form (or JSON) to
+//! create an app. `/ui/app/<id>`: an app's tasks with their health, its
+//! deployment's progress and last failure, and buttons to scale, restart,
+//! edit, roll back and destroy it. Built from the same JSON the REST API
+//! serves; the pages' script (`UI_JS`) calls the REST API and refreshes
+//! the live part in place.
 
 use askama::Template;
 use http::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use agora_rpc::http as h;
 
@@ -42,6 +46,7 @@ struct QueueRow {
 #[template(path = "marathon.html")]
 struct Page {
     css: &'static str,
+    js: &'static str,
     leader: String,
     master: String,
     framework_id: String,
@@ -195,6 +200,7 @@ pub async fn page(marathon: &Handle, insecure: bool) -> warp::reply::Response {
     let wanted: u64 = app_rows.iter().map(|a| a.instances).sum();
     let page = Page {
         css: agora_rpc::http::UI_CSS,
+        js: agora_rpc::http::UI_JS,
         leader: s(&info["leader"]),
         master: s(&info["marathon_config"]["master"]),
         framework_id: info["frameworkId"]
@@ -223,6 +229,205 @@ pub async fn page(marathon: &Handle, insecure: bool) -> warp::reply::Response {
         app_rows,
         deployment_rows,
         queue_rows,
+    };
+    let html = page
+        .render()
+        .unwrap_or_else(|e| format!("template error: {e}"));
+    h::body(StatusCode::OK, "text/html; charset=utf-8", html)
+}
+
+struct TaskRow {
+    id: String,
+    host: String,
+    state: String,
+    health: &'static str,
+    ports: String,
+    started: String,
+    version: String,
+}
+
+struct Progress {
+    id: String,
+    step: u64,
+    steps: u64,
+    pct: u64,
+    actions: String,
+}
+
+#[derive(Template)]
+#[template(path = "app.html")]
+struct AppPage {
+    css: &'static str,
+    js: &'static str,
+    id: String,
+    /// The id as a JSON string, for the script.
+    id_json: String,
+    what: String,
+    cpus: String,
+    mem: String,
+    version: String,
+    status: &'static str,
+    running: u64,
+    instances: u64,
+    running_pct: u64,
+    healthy: String,
+    staged: u64,
+    deployments: Vec<Progress>,
+    last_failure: Option<String>,
+    waiting: Option<String>,
+    tasks: Vec<TaskRow>,
+    /// The definition to edit: the app without what marathon-rs adds.
+    definition: String,
+    versions: Vec<String>,
+}
+
+/// What marathon-rs adds to an app's JSON: not part of a definition.
+const RUNTIME_FIELDS: &[&str] = &[
+    "tasks",
+    "tasksRunning",
+    "tasksStaged",
+    "tasksHealthy",
+    "tasksUnhealthy",
+    "deployments",
+    "version",
+    "versionInfo",
+    "lastTaskFailure",
+    "taskStats",
+    "readinessCheckResults",
+];
+
+/// A task's health as the page shows it.
+fn health(task: &Value, checked: bool) -> &'static str {
+    if !checked {
+        return "—";
+    }
+    match task["healthCheckResults"][0]["alive"].as_bool() {
+        Some(true) => "healthy",
+        Some(false) => "unhealthy",
+        None => "unknown",
+    }
+}
+
+/// The page of app `id` (404 when there is none).
+pub async fn app_page(marathon: &Handle, id: &str) -> warp::reply::Response {
+    let id = id.to_string();
+    let read = marathon.read(move |m, now| {
+        (
+            m.get_app(&id, &[]),
+            m.app_versions(&id).body,
+            m.list_deployments().body,
+            m.queue(now, &[]).body,
+        )
+    });
+    let Ok((app, versions, deployments, queue)) = read.await else {
+        return h::body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            "marathon-rs is shutting down",
+        );
+    };
+    if app.status != 200 {
+        return h::body(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "No such app",
+        );
+    }
+    let a = app.body.unwrap_or_default()["app"].clone();
+    let queue = queue.unwrap_or_default();
+    let id = s(&a["id"]);
+    let checked = !list(&a["healthChecks"]).is_empty();
+    let row = app_rows(&json!({"apps": [a.clone()]}), &queue).pop();
+    let deployments = list(&deployments.unwrap_or_default())
+        .iter()
+        .filter(|d| list(&d["affectedApps"]).iter().any(|x| s(x) == id))
+        .map(|d| {
+            let (step, steps) = (u(&d["currentStep"]), u(&d["totalSteps"]));
+            Progress {
+                id: s(&d["id"]),
+                step,
+                steps,
+                pct: (step * 100).checked_div(steps).unwrap_or(0),
+                actions: list(&d["currentActions"])
+                    .iter()
+                    .map(|x| format!("{} {}", s(&x["action"]), s(&x["app"])))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+        })
+        .collect();
+    let waiting = queue_rows(&queue)
+        .into_iter()
+        .find(|q| q.app == id)
+        .map(|q| {
+            let why = if q.reasons.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", q.reasons)
+            };
+            format!("{} instance(s), {} offers seen{why}", q.count, q.processed)
+        });
+    let last_failure = a["lastTaskFailure"].as_object().map(|f| {
+        format!(
+            "{} on {} at {}: {}",
+            s(&f["state"]),
+            s(&f["host"]),
+            s(&f["timestamp"]),
+            s(&f["message"])
+        )
+    });
+    let mut tasks: Vec<TaskRow> = list(&a["tasks"])
+        .iter()
+        .map(|t| TaskRow {
+            id: s(&t["id"]),
+            host: s(&t["host"]),
+            state: s(&t["state"]),
+            health: health(t, checked),
+            ports: list(&t["ports"])
+                .iter()
+                .map(s)
+                .collect::<Vec<_>>()
+                .join(", "),
+            started: t["startedAt"].as_str().unwrap_or("").to_string(),
+            version: s(&t["version"]),
+        })
+        .collect();
+    tasks.sort_by(|x, y| x.id.cmp(&y.id));
+    let mut definition = a.clone();
+    if let Some(o) = definition.as_object_mut() {
+        for k in RUNTIME_FIELDS {
+            o.remove(*k);
+        }
+    }
+    let (running, instances) = (u(&a["tasksRunning"]), u(&a["instances"]));
+    let page = AppPage {
+        css: agora_rpc::http::UI_CSS,
+        js: agora_rpc::http::UI_JS,
+        id_json: Value::String(id.clone()).to_string(),
+        what: row.as_ref().map(|r| r.what.clone()).unwrap_or_default(),
+        cpus: s(&a["cpus"]),
+        mem: s(&a["mem"]),
+        version: s(&a["version"]),
+        status: row.as_ref().map_or("Running", |r| r.status),
+        running,
+        instances,
+        running_pct: (running * 100).checked_div(instances).unwrap_or(0).min(100),
+        healthy: if checked {
+            format!("{} / {}", u(&a["tasksHealthy"]), running)
+        } else {
+            "—".into()
+        },
+        staged: u(&a["tasksStaged"]),
+        deployments,
+        last_failure,
+        waiting,
+        tasks,
+        definition: serde_json::to_string_pretty(&definition).unwrap_or_default(),
+        versions: list(&versions.unwrap_or_default()["versions"])
+            .iter()
+            .map(s)
+            .collect(),
+        id,
     };
     let html = page
         .render()

@@ -215,9 +215,27 @@ pub const UI_CSS: &str = r#"
   table { border-collapse: collapse; width: 100%; background: #fff; margin-bottom: 1.5rem; border: 1px solid #dde1e7; }
   th, td { text-align: left; padding: .4rem .7rem; border-bottom: 1px solid #eef0f3; }
   th { background: #f0f2f5; font-weight: 600; font-size: .85rem; color: #445; }
-  .ok { color: #15803d; } .bad { color: #b91c1c; } .muted { color: #889; }
+  .ok { color: #15803d; } .bad { color: #b91c1c; } .muted { color: #889; } .warn { color: #b45309; }
   code { font-size: .85rem; }
+  a { color: #1d4ed8; text-decoration: none; } a:hover { text-decoration: underline; }
+  button { font: inherit; padding: .2rem .7rem; border: 1px solid #c5cbd5; border-radius: 5px; background: #fff; cursor: pointer; }
+  button:hover { background: #eef2ff; } button.danger { color: #b91c1c; border-color: #f3c4c4; }
+  input, textarea, select { font: inherit; padding: .25rem .4rem; border: 1px solid #c5cbd5; border-radius: 5px; }
+  textarea { width: 100%; font-family: ui-monospace, monospace; font-size: .85rem; }
+  form.inline { display: inline-flex; gap: .4rem; align-items: center; margin: 0 .8rem .4rem 0; }
+  fieldset { border: 1px solid #dde1e7; border-radius: 8px; background: #fff; margin-bottom: 1.5rem; }
+  fieldset label { display: inline-flex; flex-direction: column; font-size: .8rem; color: #556; margin: 0 .8rem .6rem 0; }
+  pre.log { background: #10141c; color: #dfe6ee; padding: .8rem; border-radius: 8px; max-height: 24rem; overflow: auto; white-space: pre-wrap; }
+  .flash { padding: .5rem .8rem; border-radius: 6px; margin-bottom: 1rem; background: #fff; border: 1px solid #dde1e7; }
+  .flash:empty { display: none; }
+  .box { background: #fff; border: 1px solid #dde1e7; border-radius: 8px; padding: .8rem 1.2rem; margin-bottom: 1.5rem; }
 "#;
+
+/// The script every UI page includes (`<script>{{ js|safe }}</script>`):
+/// `api` (a call to this origin's API, errors shown in `#flash`), `live`
+/// (the page's `#live` part refreshed in place) and `tail` (a sandbox
+/// file followed through `/files/read`).
+pub const UI_JS: &str = include_str!("ui.js");
 
 /// A request with its body read (up to a limit).
 #[derive(Debug)]

@@ -92,7 +92,7 @@ pub enum TlsError {
     deprecated,
     reason = "ring has no post-quantum key exchange; TLS 1.2/1.3 with X25519 and P-256 as before"
 )]
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
