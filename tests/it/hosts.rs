@@ -49,13 +49,29 @@ pub(crate) async fn testbed(layout: Layout, dir: &std::path::Path) -> Option<Clu
     }
 }
 
-/// POSTs `app` to marathon-rs on `host`, which must create it.
+/// POSTs `app` to marathon-rs on `host`, which must create it. A
+/// connection cut before the answer (a loaded testbed host; a leader
+/// stepping down) is retried, as Marathon clients retry; an app that the
+/// cut request did create then answers 409.
 pub(crate) async fn post_app(cluster: &Cluster, host: &str, app: &Value) {
-    let (status, body) = cluster
-        .send(reqwest::Method::POST, host, MARATHON_PORT, "/v2/apps", app)
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{body}");
+    let mut cut = None;
+    for _ in 0..3 {
+        match cluster
+            .send(reqwest::Method::POST, host, MARATHON_PORT, "/v2/apps", app)
+            .await
+        {
+            Ok((status, body)) => {
+                let created_before = status == 409 && cut.is_some();
+                assert!(status == 201 || created_before, "{status} {body}");
+                return;
+            }
+            Err(e) => {
+                cut = Some(e);
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+    panic!("POST /v2/apps on {host}: {cut:?}");
 }
 
 /// Asks HAProxy at `lb` for `/` until each of `ids` (the tasks, which
