@@ -12,7 +12,6 @@ use agora_master_core::{CallError, Input, Master, MasterView, OperatorCall, Outp
 use agora_proto::internal::{AgentMessage, MasterMessage};
 use agora_proto::operator;
 use agora_proto::scheduler as sched;
-use agora_rpc::metrics::prometheus;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -149,13 +148,13 @@ pub(crate) fn spawn(
     master: Master,
     clock: Clock,
     registry: Option<tokio::sync::watch::Sender<Option<agora_proto::internal::Registry>>>,
-    allocation: prometheus::Histogram,
+    histograms: crate::histograms::Histograms,
 ) -> (MasterHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let driver = Driver {
         master,
         clock,
-        allocation,
+        histograms,
         registry,
         rx,
         next_request: 0,
@@ -170,8 +169,9 @@ pub(crate) fn spawn(
 struct Driver {
     master: Master,
     clock: Clock,
-    /// How long the core's steps that ran an allocation pass took.
-    allocation: prometheus::Histogram,
+    /// Latencies: the core's steps that ran an allocation pass, and what
+    /// the core measured.
+    histograms: crate::histograms::Histograms,
     registry: Option<tokio::sync::watch::Sender<Option<agora_proto::internal::Registry>>>,
     rx: mpsc::UnboundedReceiver<Command>,
     next_request: u64,
@@ -337,7 +337,12 @@ impl Driver {
         let started = std::time::Instant::now();
         let outputs = self.master.handle(now, input);
         if self.master.metrics().allocation_runs != runs {
-            self.allocation.observe(started.elapsed().as_secs_f64());
+            self.histograms
+                .allocation
+                .observe(started.elapsed().as_secs_f64());
+        }
+        for (what, took) in self.master.take_observations() {
+            self.histograms.observe(what, took);
         }
         for output in outputs {
             self.output(output);

@@ -32,7 +32,7 @@ pub(crate) struct Context {
     pub heartbeat: Duration,
     pub start_time: f64,
     /// Allocation passes' latency, for `/metrics`.
-    pub allocation: agora_rpc::metrics::prometheus::Histogram,
+    pub histograms: crate::histograms::Histograms,
     /// HTTP requests' latency, for `/metrics`.
     pub http_metrics: agora_rpc::metrics::HttpMetrics,
 }
@@ -136,6 +136,12 @@ async fn dispatch(
         }
         return operator_api(ctx, headers, body?, principal).await;
     }
+    if matches!(
+        path.as_str(),
+        "/maintenance/schedule" | "/maintenance/status" | "/machine/down" | "/machine/up"
+    ) {
+        return maintenance_endpoint(ctx, &method, &path, body?, principal).await;
+    }
     if method != Method::GET && method != Method::HEAD && path != "/teardown" {
         return Err(HttpError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -170,6 +176,77 @@ async fn may_get_endpoint(
         ));
     }
     Ok(())
+}
+
+/// Mesos' legacy maintenance endpoints, as the operator calls they stand
+/// for: `GET|POST /maintenance/schedule` (a `Schedule`),
+/// `GET /maintenance/status` (a `ClusterStatus`), `POST /machine/down` and
+/// `POST /machine/up` (a JSON array of `MachineID`s).
+async fn maintenance_endpoint(
+    ctx: &Context,
+    method: &Method,
+    path: &str,
+    body: Bytes,
+    principal: Option<String>,
+) -> Result<warp::reply::Response, HttpError> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        HttpError::bad_request(format!("Failed to parse {what}: {e}"))
+    };
+    let read = |r: Result<serde_json::Value, CallError>| {
+        r.map(|v| h::body(StatusCode::OK, "application/json", v.to_string()))
+            .map_err(call_error)
+    };
+    let write = OperatorCall::UpdateMaintenanceSchedule;
+    let call = match (method.as_str(), path) {
+        ("GET", "/maintenance/schedule") => {
+            let who = principal.clone();
+            let r = ctx
+                .handle
+                .query(move |m| m.get_maintenance_schedule(who.as_deref()))
+                .await
+                .map_err(stopped)?;
+            return read(r.map(|s| agora_proto::json::to_value(&s)));
+        }
+        ("GET", "/maintenance/status") => {
+            let who = principal.clone();
+            let r = ctx
+                .handle
+                .query(move |m| m.get_maintenance_status(who.as_deref()))
+                .await
+                .map_err(stopped)?;
+            return read(r.map(|s| agora_proto::json::to_value(&s)));
+        }
+        ("POST", "/maintenance/schedule") => write(
+            agora_proto::json::from_slice(&body)
+                .map_err(|e| bad("the maintenance schedule", &e))?,
+        ),
+        ("POST", "/machine/down" | "/machine/up") => {
+            let list: Vec<serde_json::Value> =
+                serde_json::from_slice(&body).map_err(|e| bad("the list of machines", &e))?;
+            let machines = list
+                .iter()
+                .map(agora_proto::json::from_value::<v1::MachineId>)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad("a machine", &e))?;
+            if path == "/machine/down" {
+                OperatorCall::StartMaintenance(machines)
+            } else {
+                OperatorCall::StopMaintenance(machines)
+            }
+        }
+        _ => {
+            return Err(HttpError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed on {path}"),
+            ));
+        }
+    };
+    ctx.handle
+        .operator(call, principal)
+        .await
+        .map_err(stopped)?
+        .map_err(call_error)?;
+    Ok(h::empty(StatusCode::OK))
 }
 
 /// The GET endpoints of Mesos' master (`/state`, `/metrics/snapshot`, …),
@@ -223,7 +300,7 @@ async fn legacy_endpoint(
                 .map_err(stopped)?;
             let mut all =
                 agora_rpc::metrics::snapshot(&legacy::with_uptime(&metrics, ctx.start_time));
-            all.push(Box::new(ctx.allocation.clone()));
+            all.extend(ctx.histograms.collectors());
             all.push(ctx.http_metrics.collector());
             Ok(h::body(
                 StatusCode::OK,
@@ -383,6 +460,28 @@ pub const ROUTES: &[Route] = &[
     },
     r("/", Some(Realm::MasterReadonly)),
     r("/ui/task", Some(Realm::MasterReadonly)),
+    // The maintenance endpoints authorize as the operator calls they
+    // stand for (GET /maintenance/schedule as GET_MAINTENANCE_SCHEDULE).
+    Route {
+        path: "/maintenance/schedule",
+        realm: Some(Realm::MasterReadwrite),
+        action: Some(agora_proto::acl::Action::UpdateMaintenanceSchedules),
+    },
+    Route {
+        path: "/maintenance/status",
+        realm: Some(Realm::MasterReadonly),
+        action: Some(agora_proto::acl::Action::GetMaintenanceStatuses),
+    },
+    Route {
+        path: "/machine/down",
+        realm: Some(Realm::MasterReadwrite),
+        action: Some(agora_proto::acl::Action::StartMaintenances),
+    },
+    Route {
+        path: "/machine/up",
+        realm: Some(Realm::MasterReadwrite),
+        action: Some(agora_proto::acl::Action::StopMaintenances),
+    },
 ];
 
 /// The route of a (normalised) path.

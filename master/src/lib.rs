@@ -14,6 +14,7 @@
 mod clock;
 mod driver;
 mod grpc;
+mod histograms;
 mod http;
 mod legacy;
 mod registry;
@@ -210,15 +211,9 @@ async fn start_leading(
         registry_tx = Some(tx);
         writer = Some((task, fenced));
     }
-    let allocation = agora_rpc::metrics::histogram(
-        "master",
-        "allocation_pass_duration",
-        "Time of the master's steps that ran an allocation pass (offers to frameworks).",
-        &[],
-    )
-    .with_label_values(&[] as &[&str]);
+    let histograms = histograms::Histograms::new();
     let http_metrics = agora_rpc::metrics::HttpMetrics::new("master");
-    let (handle, driver) = driver::spawn(master, clock, registry_tx, allocation.clone());
+    let (handle, driver) = driver::spawn(master, clock, registry_tx, histograms.clone());
     let ctx = Arc::new(http::Context {
         auth: options.auth.clone(),
         handle: handle.clone(),
@@ -230,7 +225,7 @@ async fn start_leading(
             heartbeat
         },
         start_time: now.as_secs_f64(),
-        allocation,
+        histograms,
         http_metrics: http_metrics.clone(),
     });
     let http_service = warp::service(http::routes(ctx));

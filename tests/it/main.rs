@@ -16,6 +16,7 @@ mod hosts;
 mod lb;
 mod marathon;
 mod metrics;
+mod operate;
 mod overlay;
 mod pymesos;
 mod recovery;

@@ -58,6 +58,19 @@ async fn master_agents_and_marathon_serve_prometheus_metrics() {
             .is_some_and(|n| n >= 1.0),
         "{text}"
     );
+    // Offers taken, tasks launched to TASK_RUNNING, and updates
+    // acknowledged: each measured at least once per task.
+    for h in [
+        "agora_master_offer_to_accept_seconds_count",
+        "agora_master_task_launch_seconds_count",
+        "agora_master_status_update_round_trip_seconds_count",
+    ] {
+        assert!(sample(&text, h).is_some_and(|n| n >= 1.0), "{h}: {text}");
+    }
+    assert!(
+        sample(&text, "agora_master_task_launch_seconds_count").is_some_and(|n| n >= 3.0),
+        "{text}"
+    );
     // marathon-rs' calls (SUBSCRIBE, ACCEPT, …) are POSTs answered 200/202.
     assert!(
         text.contains(

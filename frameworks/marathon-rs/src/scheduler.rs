@@ -208,6 +208,16 @@ pub async fn caller(mut calls: mpsc::UnboundedReceiver<Call>, slot: Slot) {
             Call::Kill { task, agent } => s.kill(&task, agent.as_ref()).await,
             Call::Reconcile(tasks) => s.reconcile(tasks).await,
             Call::AcceptInverseOffers(ids) => s.accept_inverse_offers(ids).await,
+            Call::UpdateRoles(roles) => {
+                s.update_framework(|info| {
+                    info.roles = roles;
+                    #[allow(deprecated)]
+                    {
+                        info.role = None;
+                    }
+                })
+                .await
+            }
             Call::Revive => s.revive(Vec::new()).await,
             Call::Suppress => s.suppress(Vec::new()).await,
         };

@@ -136,6 +136,9 @@ pub enum Event {
 #[derive(Default)]
 struct Session {
     framework_id: Option<v1::FrameworkId>,
+    /// The FrameworkInfo as last updated ([`Scheduler::update_framework`]);
+    /// resubscriptions send it.
+    framework_info: Option<v1::FrameworkInfo>,
     stream_id: Option<String>,
     master: String,
     stopped: bool,
@@ -172,6 +175,7 @@ pub async fn subscribe(
     let session = Arc::new(Mutex::new(Session {
         master: config.master.clone(),
         framework_id: config.framework_info.id.clone(),
+        framework_info: Some(config.framework_info.clone()),
         ..Default::default()
     }));
     let scheduler = Scheduler {
@@ -252,7 +256,15 @@ async fn subscription_loop(
             config.tls.as_ref(),
         )
         .with_authorization(scheduler.authorization.clone());
-        let call = subscribe_call(&config, framework_id);
+        let updated = session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .framework_info
+            .clone();
+        let call = subscribe_call(
+            updated.as_ref().unwrap_or(&config.framework_info),
+            framework_id,
+        );
         let reason = match client.subscribe::<_, sched::Event>(&call).await {
             Err(ClientError::Status {
                 status: 307,
@@ -332,8 +344,8 @@ fn detector(
 }
 
 /// SUBSCRIBE with the framework's info (and id, once it has one).
-fn subscribe_call(config: &SchedulerConfig, framework_id: Option<v1::FrameworkId>) -> sched::Call {
-    let mut info = config.framework_info.clone();
+fn subscribe_call(info: &v1::FrameworkInfo, framework_id: Option<v1::FrameworkId>) -> sched::Call {
+    let mut info = info.clone();
     info.id = framework_id.clone();
     sched::Call {
         framework_id,
@@ -514,6 +526,30 @@ impl Scheduler {
         fill(&mut call);
         client.call(&call, Some(&stream_id)).await?;
         Ok(())
+    }
+
+    /// UPDATE_FRAMEWORK: changes the framework's info (its roles, name,
+    /// capabilities …) without resubscribing; later resubscriptions send
+    /// the changed info too.
+    pub async fn update_framework(
+        &self,
+        change: impl FnOnce(&mut v1::FrameworkInfo),
+    ) -> Result<(), SdkError> {
+        let info = {
+            let mut s = self.session.lock().unwrap_or_else(|p| p.into_inner());
+            let mut info = s.framework_info.clone().unwrap_or_default();
+            change(&mut info);
+            info.id = s.framework_id.clone();
+            s.framework_info = Some(info.clone());
+            info
+        };
+        self.call(C::UpdateFramework, |c| {
+            c.update_framework = Some(sched::call::UpdateFramework {
+                framework_info: info,
+                ..Default::default()
+            })
+        })
+        .await
     }
 
     /// ACCEPT: runs `operations` on the offers; the rest is declined for

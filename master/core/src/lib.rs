@@ -15,5 +15,6 @@ pub mod master;
 pub mod validation;
 
 pub use master::{
-    CallError, Config, DRAIN_ANSWER, Input, Master, MasterView, OperatorCall, Output, Viewer,
+    CallError, Config, DRAIN_ANSWER, Input, Master, MasterView, Observation, OperatorCall, Output,
+    Viewer,
 };

@@ -490,6 +490,9 @@ pub struct App {
     /// Set for apps with persistent volumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub residency: Option<Residency>,
+    /// The role its tasks run in (Marathon 1.9; default `--mesos-role`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     /// Labels (always present).
     pub labels: BTreeMap<String, String>,
     /// This version's timestamp.
@@ -566,6 +569,8 @@ pub struct AppUpdate {
     pub task_kill_grace_period_seconds: Option<f64>,
     /// Residency (apps with persistent volumes).
     pub residency: Option<Residency>,
+    /// Role.
+    pub role: Option<String>,
     /// Labels.
     pub labels: Option<BTreeMap<String, String>>,
     /// Rollback target (alone, or with `id`).
@@ -666,6 +671,7 @@ impl App {
             unreachable_strategy: UnreachableStrategy::default(),
             task_kill_grace_period_seconds: None,
             residency: None,
+            role: None,
             labels: BTreeMap::new(),
             version: version.iso(),
             version_info: None,
@@ -862,6 +868,12 @@ pub fn build(
         app.task_kill_grace_period_seconds = Some(g);
     }
     set!(labels);
+    if let Some(role) = &u.role {
+        match agora_proto::roles::validate(role) {
+            Ok(()) => app.role = Some(role.clone()),
+            Err(e) => errors.push(invalid("/role", e.to_string())),
+        }
+    }
     settle_ports(&mut app);
     settle_residency(u, &mut app);
     errors.extend(validate(&app));

@@ -279,6 +279,8 @@ impl Master {
                     role,
                     resources,
                     recovered: terminal,
+                    launched: now,
+                    update_sent: None,
                 },
             );
             if !terminal {

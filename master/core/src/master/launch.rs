@@ -10,7 +10,7 @@ use agora_proto::resources::Resources;
 use agora_proto::v1::{self, TaskState, task_status::Reason};
 
 use super::operations::operation_update;
-use super::{Master, Task};
+use super::{Master, Observation, Task};
 use crate::allocator::MAX_FILTER;
 use crate::ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId};
 use crate::time::Time;
@@ -97,6 +97,9 @@ impl Master {
         for id in &offer_ids {
             if let Some(o) = self.take_offer(&OfferId::from(id)) {
                 available += &o.resources;
+                if !operations.is_empty() {
+                    self.observe(Observation::OfferToAccept, now.since(o.created));
+                }
             }
         }
         for op in operations {
@@ -390,6 +393,8 @@ impl Master {
                 role: role.to_string(),
                 resources,
                 recovered: false,
+                launched: now,
+                update_sent: None,
             },
         );
         if let Some(a) = self.agents.get_mut(agent) {

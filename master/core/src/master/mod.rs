@@ -316,6 +316,10 @@ pub(crate) struct Task {
     pub resources: Resources,
     /// Its resources went back to the allocator (at the first terminal state).
     pub recovered: bool,
+    /// When it was launched (or, for a task an agent reported, found).
+    pub launched: Time,
+    /// When its latest update (`status_update_uuid`) went to the framework.
+    pub update_sent: Option<Time>,
 }
 
 impl Task {
@@ -415,6 +419,20 @@ pub struct Master {
     pub(crate) operator_events: bool,
     pub(crate) out: Vec<Output>,
     pub(crate) metrics: Metrics,
+    /// Latencies for the shell's histograms, taken with
+    /// [`Master::take_observations`].
+    pub(crate) observations: Vec<(Observation, std::time::Duration)>,
+}
+
+/// A latency the master measures, for the shell's histograms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observation {
+    /// From an offer to the ACCEPT that used it.
+    OfferToAccept,
+    /// From a task's launch to its first TASK_RUNNING.
+    Launch,
+    /// From a status update sent to its framework to the acknowledgement.
+    StatusUpdateRoundTrip,
 }
 
 /// Counters for `/metrics/snapshot`.
@@ -483,6 +501,7 @@ impl Master {
             operator_events: false,
             out: Vec::new(),
             metrics: Metrics::default(),
+            observations: Vec::new(),
         }
     }
 
@@ -679,6 +698,18 @@ impl Master {
     /// Counters.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The latencies measured since the last call, for histograms.
+    pub fn take_observations(&mut self) -> Vec<(Observation, std::time::Duration)> {
+        std::mem::take(&mut self.observations)
+    }
+
+    /// Records a latency (dropped once 10,000 wait: nobody takes them).
+    pub(crate) fn observe(&mut self, what: Observation, took: std::time::Duration) {
+        if self.observations.len() < 10_000 {
+            self.observations.push((what, took));
+        }
     }
 
     /// The allocator (read-only), for views and benchmarks.

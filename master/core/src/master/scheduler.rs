@@ -345,7 +345,7 @@ impl Master {
             }
             CallType::Acknowledge => {
                 let ack = call.acknowledge.unwrap_or_default();
-                self.acknowledge(&framework_id, ack)
+                self.acknowledge(now, &framework_id, ack)
             }
             CallType::Reconcile => {
                 let tasks = call.reconcile.map(|r| r.tasks).unwrap_or_default();
@@ -539,6 +539,7 @@ impl Master {
 
     fn acknowledge(
         &mut self,
+        now: Time,
         framework: &FrameworkId,
         ack: sched::call::Acknowledge,
     ) -> Result<(), CallError> {
@@ -551,6 +552,15 @@ impl Master {
         let task_id = TaskId::from(&ack.task_id);
         let agent = AgentId::from(&ack.agent_id);
         let mut done = false;
+        let round_trip = self
+            .frameworks
+            .get_mut(framework)
+            .and_then(|f| f.tasks.get_mut(&task_id))
+            .filter(|t| t.proto.status_update_uuid.as_deref() == Some(ack.uuid.as_slice()))
+            .and_then(|t| t.update_sent.take());
+        if let Some(sent) = round_trip {
+            self.observe(super::Observation::StatusUpdateRoundTrip, now.since(sent));
+        }
         if let Some(task) = self
             .frameworks
             .get(framework)

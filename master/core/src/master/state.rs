@@ -192,6 +192,7 @@ impl Master {
             .get_mut(&task_id)
             .or_else(|| f.unreachable_tasks.get_mut(&task_id));
         let mut recover = None;
+        let mut launch_took = None;
         if let Some(task) = task {
             if status.agent_id.is_none() {
                 status.agent_id = Some(task.agent.to_proto());
@@ -202,6 +203,16 @@ impl Master {
             if status.timestamp.is_none() {
                 status.timestamp = Some(now.as_secs_f64());
             }
+            let first_running = status.state() == TaskState::TaskRunning
+                && !task
+                    .proto
+                    .statuses
+                    .iter()
+                    .any(|s| s.state() == TaskState::TaskRunning);
+            if first_running {
+                launch_took = Some(now.since(task.launched));
+            }
+            task.update_sent = status.uuid.is_some().then_some(now);
             task.proto.status_update_state = Some(status.state);
             task.proto.status_update_uuid = status.uuid.clone();
             task.proto.state = latest.map(|s| s as i32).unwrap_or(status.state);
@@ -219,6 +230,9 @@ impl Master {
                     task.resources.clone(),
                 ));
             }
+        }
+        if let Some(took) = launch_took {
+            self.observe(super::Observation::Launch, took);
         }
         if let Some((agent, role, resources)) = recover {
             if let Some(a) = self.agents.get_mut(&agent) {

@@ -488,7 +488,9 @@ impl Marathon {
         } else {
             app::build(path, base, update, now).map_err(Reply::app_error)?
         };
-        if app.is_resident() && self.config.role == "*" {
+        // Marathon 1.9: an app without a role runs in --mesos-role.
+        app.role.get_or_insert_with(|| self.config.role.clone());
+        if app.is_resident() && app.role.as_deref() == Some("*") {
             return Err(Reply::app_error(AppError::Invalid(vec![app::FieldError {
                 path: "/container/volumes".into(),
                 errors: vec![

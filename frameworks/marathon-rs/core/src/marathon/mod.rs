@@ -189,6 +189,9 @@ pub enum Call {
     Reconcile(Vec<(v1::TaskId, Option<v1::AgentId>)>),
     /// The framework will leave the agents of these inverse offers.
     AcceptInverseOffers(Vec<v1::OfferId>),
+    /// UPDATE_FRAMEWORK: the framework's roles are now these (`--mesos-role`
+    /// and every app's role).
+    UpdateRoles(Vec<String>),
     /// Offers are needed again.
     Revive,
     /// No offers are needed.
@@ -252,6 +255,8 @@ pub struct Marathon {
     /// bring back to be destroyed and unreserved: offers are not
     /// suppressed until they have.
     pub(crate) orphaned: BTreeSet<String>,
+    /// The roles the framework has now (as last subscribed or updated).
+    pub(crate) roles: BTreeSet<String>,
     pub(crate) rng: fastrand::Rng,
     pub(crate) out: Vec<Output>,
     pub(crate) suppressed: bool,
@@ -266,6 +271,7 @@ pub struct Marathon {
 impl Marathon {
     /// A marathon with `state` (empty, or loaded from the store).
     pub fn new(config: Config, state: State, seed: u64) -> Self {
+        let roles = BTreeSet::from([config.role.clone()]);
         Marathon {
             config,
             state,
@@ -273,6 +279,7 @@ impl Marathon {
             needs: BTreeMap::new(),
             leaving: BTreeMap::new(),
             orphaned: BTreeSet::new(),
+            roles,
             rng: fastrand::Rng::with_seed(seed),
             out: Vec::new(),
             suppressed: false,
@@ -342,6 +349,9 @@ impl Marathon {
         }
         self.subscribed = true;
         self.suppressed = false;
+        // A new subscription registers with --mesos-role alone.
+        self.roles = BTreeSet::from([self.config.role.clone()]);
+        self.announce_roles();
         let known: Vec<(v1::TaskId, Option<v1::AgentId>)> = self
             .state
             .instances
@@ -586,7 +596,14 @@ impl Marathon {
                     if seen.insert((o, w)) {
                         self.queue.entry(want.path.clone()).or_default().processed += 1;
                     }
-                    let result = if want.app.is_resident() {
+                    let offer_role = offer
+                        .allocation_info
+                        .as_ref()
+                        .and_then(|a| a.role.as_deref())
+                        .unwrap_or(&self.config.role);
+                    let result = if want.app.role.as_deref().is_some_and(|r| r != offer_role) {
+                        Err(Some(Unfit::UnfulfilledRole))
+                    } else if want.app.is_resident() {
                         self.place_resident(want, &mut spaces[o], offer, &reserved[o])
                     } else {
                         let placed: Vec<&Placement> = want.placed.iter().collect();
@@ -970,7 +987,36 @@ impl Marathon {
         self.reconcile_paths(now, BTreeSet::from([path.clone()]));
     }
 
+    /// The roles the framework needs: `--mesos-role` and its apps'.
+    fn wanted_roles(&self) -> BTreeSet<String> {
+        let mut roles = BTreeSet::from([self.config.role.clone()]);
+        roles.extend(self.state.apps.values().filter_map(|a| a.role.clone()));
+        for d in &self.state.deployments {
+            for path in d.affected() {
+                if let Some(role) = self.effective_ref(&path).and_then(|a| a.role.clone()) {
+                    roles.insert(role);
+                }
+            }
+        }
+        roles
+    }
+
+    /// UPDATE_FRAMEWORK when the roles apps need changed.
+    fn announce_roles(&mut self) {
+        if !self.subscribed {
+            return;
+        }
+        let wanted = self.wanted_roles();
+        if wanted != self.roles {
+            self.out.push(Output::Call(Call::UpdateRoles(
+                wanted.iter().cloned().collect(),
+            )));
+            self.roles = wanted;
+        }
+    }
+
     fn revive_if_needed(&mut self) {
+        self.announce_roles();
         let wanted = self.needs.values().any(|n| *n > 0) || !self.orphaned.is_empty();
         if wanted && self.suppressed && self.subscribed {
             self.suppressed = false;
@@ -1172,3 +1218,7 @@ fn condition(state: TaskState) -> &'static str {
 #[cfg(test)]
 #[path = "../marathon_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "../roles_tests.rs"]
+mod roles_tests;

@@ -1,0 +1,139 @@
+//! Operating the cluster over HTTP: a marathon-rs app in a role of its own
+//! held to that role's quota limit, and Mesos' legacy maintenance endpoints.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::cluster::{Cluster, eventually};
+use crate::marathon::Marathon;
+
+async fn post(cluster: &Cluster, path: &str, body: Value) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .post(cluster.url(path))
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+async fn get(cluster: &Cluster, path: &str) -> Value {
+    reqwest::get(cluster.url(path))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn running(m: &Marathon, app: &str) -> usize {
+    m.tasks(app)
+        .await
+        .iter()
+        .filter(|t| t["state"] == "TASK_RUNNING")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_in_its_own_role_is_held_to_the_roles_quota() {
+    let cluster = Cluster::start(1, "cpus:2;mem:1024;disk:1000").await;
+    let (status, body) = post(
+        &cluster,
+        "/api/v1",
+        json!({"type": "UPDATE_QUOTA", "update_quota": {"quota_configs": [
+            {"role": "dev", "limits": {"cpus": {"value": 0.25}}}
+        ]}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let m = Marathon::start(&cluster).await;
+    let (status, body) = m
+        .call(
+            "POST",
+            "/v2/apps",
+            Some(
+                json!({"id": "/dev/api", "cmd": "sleep 600", "cpus": 0.1, "mem": 16,
+                        "instances": 5, "role": "dev"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["role"], "dev");
+
+    // marathon-rs took the role (UPDATE_FRAMEWORK); 2 instances fit under
+    // the limit of 0.25 cpus and the other 3 wait.
+    eventually("two instances in role dev", || async {
+        (running(&m, "dev/api").await == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(running(&m, "dev/api").await, 2, "never beyond the limit");
+    let state = get(&cluster, "/state").await;
+    let roles = &state["frameworks"][0]["roles"];
+    assert!(roles.as_array().unwrap().contains(&json!("dev")), "{roles}");
+    let queue = m.get("/v2/queue").await;
+    assert_eq!(queue["queue"][0]["count"], 3, "{queue}");
+
+    // Raising the limit lets the rest run.
+    let (status, _) = post(
+        &cluster,
+        "/api/v1",
+        json!({"type": "UPDATE_QUOTA", "update_quota": {"quota_configs": [
+            {"role": "dev", "limits": {"cpus": {"value": 1.0}}}
+        ]}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    eventually("five instances", || async {
+        (running(&m, "dev/api").await == 5).then_some(())
+    })
+    .await;
+    m.stop().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_legacy_maintenance_endpoints_schedule_and_take_machines_down() {
+    let cluster = Cluster::start(1, "cpus:1;mem:512").await;
+    let machine = json!({"hostname": "agent-1", "ip": "127.0.0.1"});
+    let schedule = json!({"windows": [{
+        "machine_ids": [machine],
+        "unavailability": {"start": {"nanoseconds": 1_000_000_000_000_000_000_i64},
+                           "duration": {"nanoseconds": 3_600_000_000_000_i64}}
+    }]});
+    let (status, body) = post(&cluster, "/maintenance/schedule", schedule.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let got = get(&cluster, "/maintenance/schedule").await;
+    assert_eq!(got["windows"][0]["machine_ids"][0]["hostname"], "agent-1");
+    let status_json = get(&cluster, "/maintenance/status").await;
+    assert_eq!(
+        status_json["draining_machines"][0]["id"]["hostname"], "agent-1",
+        "{status_json}"
+    );
+
+    let (status, body) = post(&cluster, "/machine/down", json!([machine])).await;
+    assert_eq!(status, 200, "{body}");
+    let status_json = get(&cluster, "/maintenance/status").await;
+    assert_eq!(status_json["down_machines"][0]["hostname"], "agent-1");
+    eventually("the agent removed", || async {
+        let state = get(&cluster, "/state").await;
+        state["slaves"].as_array()?.is_empty().then_some(())
+    })
+    .await;
+    let (status, body) = post(&cluster, "/machine/up", json!([machine])).await;
+    assert_eq!(status, 200, "{body}");
+    let status_json = get(&cluster, "/maintenance/status").await;
+    assert!(
+        status_json["down_machines"]
+            .as_array()
+            .is_none_or(|d| d.is_empty()),
+        "{status_json}"
+    );
+    // Bad input is a 400 naming what did not parse.
+    let (status, body) = post(&cluster, "/machine/down", json!({"not": "a list"})).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("list of machines"), "{body}");
+    cluster.stop().await;
+}
