@@ -98,6 +98,18 @@ impl Cluster {
         format!("http://{}{path}", self.master.address())
     }
 
+    /// POSTs JSON to the master: the status and the body.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, String) {
+        let resp = reqwest::Client::new()
+            .post(self.url(path))
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
     pub async fn stop(self) {
         for a in self.agents {
             a.stop().await;

@@ -9,14 +9,7 @@ use crate::cluster::{Cluster, eventually};
 use crate::marathon::Marathon;
 
 async fn post(cluster: &Cluster, path: &str, body: Value) -> (u16, String) {
-    let resp = reqwest::Client::new()
-        .post(cluster.url(path))
-        .header("Content-Type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
+    cluster.post(path, &body).await
 }
 
 async fn get(cluster: &Cluster, path: &str) -> Value {

@@ -86,6 +86,15 @@ async fn type_into(c: &Client, css: &str, value: &str) {
     e.send_keys(value).await.unwrap();
 }
 
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn screenshot(c: &Client, name: &str) {
     if let Ok(dir) = std::env::var("AGORA_SCREENSHOTS") {
         let png = c.screenshot().await.unwrap();
@@ -112,12 +121,7 @@ async fn an_app_is_created_scaled_followed_and_its_agent_drained_from_the_browse
     )
     .await;
     type_into(&c, "#new-app input[name=health]", "true").await;
-    c.find(Locator::Css("#new-app button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#new-app button[type=submit]").await;
     eventually("the app's page", || async {
         c.current_url()
             .await
@@ -129,12 +133,7 @@ async fn an_app_is_created_scaled_followed_and_its_agent_drained_from_the_browse
 
     // Scale to 2 from the page.
     type_into(&c, "#scale input[name=instances]", "2").await;
-    c.find(Locator::Css("#scale button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#scale button").await;
     until_text(&c, "2 healthy instances", ".card .healthy", "2 / 2").await;
     assert_eq!(m.app("web").await["instances"], 2);
     screenshot(&c, "marathon-app.png").await;
@@ -150,12 +149,7 @@ async fn an_app_is_created_scaled_followed_and_its_agent_drained_from_the_browse
     until_text(&c, "the task page", ".card .state", "TASK_RUNNING").await;
     let statuses = text(&c, "table").await.unwrap_or_default();
     assert!(statuses.contains("TASK_RUNNING"), "{statuses}");
-    c.find(Locator::Css("a.sandbox"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "a.sandbox").await;
     eventually("stdout followed on the agent", || async {
         text(&c, "pre#stdout")
             .await
@@ -171,12 +165,7 @@ async fn an_app_is_created_scaled_followed_and_its_agent_drained_from_the_browse
         .to_string();
     c.goto(&cluster.url("/")).await.unwrap();
     let row = format!("tr[data-host='{host}']");
-    c.find(Locator::Css(&format!("{row} button.drain")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, &format!("{row} button.drain")).await;
     until_text(
         &c,
         "the agent DRAINED",
@@ -191,12 +180,7 @@ async fn an_app_is_created_scaled_followed_and_its_agent_drained_from_the_browse
         "{tasks:?}"
     );
     // Reactivate it from the page too.
-    c.find(Locator::Css(&format!("{row} button.reactivate")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, &format!("{row} button.reactivate")).await;
     until_text(
         &c,
         "the agent active again",

@@ -41,14 +41,7 @@ async fn state_agent(cluster: &Cluster) -> Value {
 }
 
 async fn operator(cluster: &Cluster, call: Value) -> (u16, String) {
-    let resp = reqwest::Client::new()
-        .post(cluster.url("/api/v1"))
-        .header("Content-Type", "application/json")
-        .body(call.to_string())
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
+    cluster.post("/api/v1", &call).await
 }
 
 async fn running_task(m: &Marathon, not: Option<&str>) -> String {
@@ -75,34 +68,52 @@ async fn marathon_for_db(cluster: &Cluster) -> Marathon {
     Marathon::attach(running, work_dir, cluster.master())
 }
 
+/// Deploys the resident app `app` (each of its tasks appends a line to
+/// `runs` on its volume), waits for the first task's line, kills that task
+/// and waits for its replacement's line on the same volume: the volume's
+/// directory and the replacement.
+async fn deploy_and_replace(m: &Marathon, agent_dir: &Path, app: Value) -> (PathBuf, String) {
+    let (status, body) = m.call("POST", "/v2/apps", Some(app)).await;
+    assert_eq!(status, 201, "{body}");
+    let first = running_task(m, None).await;
+    let volume = eventually("the volume's directory", || async {
+        volume_dirs(agent_dir).pop()
+    })
+    .await;
+    eventually("the first run's line", || async {
+        (lines(&volume) == 1).then_some(())
+    })
+    .await;
+    // A killed task's replacement comes back to the volume.
+    let (status, _) = m
+        .call("DELETE", &format!("/v2/apps/db/tasks/{first}"), None)
+        .await;
+    assert_eq!(status, 200);
+    let second = running_task(m, Some(&first)).await;
+    eventually("the second run's line", || async {
+        (lines(&volume) == 2).then_some(())
+    })
+    .await;
+    (volume, second)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resident_apps_data_outlives_its_tasks_and_agent_restarts() {
     let mut cluster = Cluster::start(1, RESOURCES).await;
     let agent_dir = cluster.dir.path().join("agent-1");
     let m = marathon_for_db(&cluster).await;
 
-    let (status, body) = m
-        .call(
-            "POST",
-            "/v2/apps",
-            Some(json!({
-                "id": "/db", "cmd": "echo run >> data/runs && sleep 600",
-                "cpus": 0.2, "mem": 32, "instances": 1,
-                "container": {"type": "MESOS", "volumes": [
-                    {"containerPath": "data", "mode": "RW", "persistent": {"size": 50}}
-                ]}
-            })),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let first = running_task(&m, None).await;
-    let volume = eventually("the volume's directory", || async {
-        volume_dirs(&agent_dir).pop()
-    })
-    .await;
-    eventually("the first run's line", || async {
-        (lines(&volume) == 1).then_some(())
-    })
+    let (volume, second) = deploy_and_replace(
+        &m,
+        &agent_dir,
+        json!({
+            "id": "/db", "cmd": "echo run >> data/runs && sleep 600",
+            "cpus": 0.2, "mem": 32, "instances": 1,
+            "container": {"type": "MESOS", "volumes": [
+                {"containerPath": "data", "mode": "RW", "persistent": {"size": 50}}
+            ]}
+        }),
+    )
     .await;
     let agent = state_agent(&cluster).await;
     let full = &agent["reserved_resources_full"]["db"];
@@ -113,17 +124,6 @@ async fn a_resident_apps_data_outlives_its_tasks_and_agent_restarts() {
             .any(|r| r["disk"]["persistence"]["id"].is_string()),
         "{agent}"
     );
-
-    // A killed task's replacement comes back to the volume.
-    let (status, _) = m
-        .call("DELETE", &format!("/v2/apps/db/tasks/{first}"), None)
-        .await;
-    assert_eq!(status, 200);
-    let second = running_task(&m, Some(&first)).await;
-    eventually("the second run's line", || async {
-        (lines(&volume) == 2).then_some(())
-    })
-    .await;
 
     // The agent restarts: it registers with its reservations and volume,
     // and the next task finds both lines.
@@ -212,36 +212,16 @@ async fn a_docker_task_finds_its_volume_under_the_sandbox_mount() {
     let cluster = Cluster::start(1, RESOURCES).await;
     let agent_dir = cluster.dir.path().join("agent-1");
     let m = marathon_for_db(&cluster).await;
-    let (status, body) = m
-        .call(
-            "POST",
-            "/v2/apps",
-            Some(json!({
-                "id": "/db", "cmd": "echo run >> /mnt/mesos/sandbox/data/runs && exec sleep 600",
-                "cpus": 0.2, "mem": 32,
-                "container": {"type": "DOCKER", "docker": {"image": image, "network": "HOST"},
-                    "volumes": [{"containerPath": "data", "mode": "RW", "persistent": {"size": 50}}]}
-            })),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let first = running_task(&m, None).await;
-    let volume = eventually("the volume's directory", || async {
-        volume_dirs(&agent_dir).pop()
-    })
-    .await;
-    eventually("the first run's line", || async {
-        (lines(&volume) == 1).then_some(())
-    })
-    .await;
-    let (status, _) = m
-        .call("DELETE", &format!("/v2/apps/db/tasks/{first}"), None)
-        .await;
-    assert_eq!(status, 200);
-    running_task(&m, Some(&first)).await;
-    eventually("the second run's line", || async {
-        (lines(&volume) == 2).then_some(())
-    })
+    let (volume, _) = deploy_and_replace(
+        &m,
+        &agent_dir,
+        json!({
+            "id": "/db", "cmd": "echo run >> /mnt/mesos/sandbox/data/runs && exec sleep 600",
+            "cpus": 0.2, "mem": 32,
+            "container": {"type": "DOCKER", "docker": {"image": image, "network": "HOST"},
+                "volumes": [{"containerPath": "data", "mode": "RW", "persistent": {"size": 50}}]}
+        }),
+    )
     .await;
     let (status, _) = m.call("DELETE", "/v2/apps/db", None).await;
     assert_eq!(status, 200);

@@ -215,6 +215,9 @@ pub struct Allocator {
     order_stale: bool,
     /// Roles' quotas.
     quotas: Vec<quota::QuotaSlot>,
+    /// During a pass with unmet guarantees: what may go beyond guarantees,
+    /// by name index (`quota.rs`, headroom).
+    headroom: Option<Vec<i64>>,
     /// Allocation passes run.
     pub passes: u64,
 }
@@ -243,6 +246,7 @@ impl Allocator {
             order: Vec::new(),
             order_stale: true,
             quotas: Vec::new(),
+            headroom: None,
             passes: 0,
         }
     }
@@ -715,12 +719,7 @@ impl Allocator {
         let Some(&a) = self.agent_index.get(agent) else {
             return;
         };
-        let Some(c) = self
-            .frameworks
-            .get(framework)
-            .and_then(|f| f.clients.get(role))
-            .copied()
-        else {
+        let Some(c) = self.client_of(framework, role) else {
             return;
         };
         let held = self.agent(a).allocated.get(&c).cloned().unwrap_or_default();
@@ -774,12 +773,7 @@ impl Allocator {
         let Some(&a) = self.agent_index.get(agent) else {
             return false;
         };
-        let Some(c) = self
-            .frameworks
-            .get(framework)
-            .and_then(|f| f.clients.get(role))
-            .copied()
-        else {
+        let Some(c) = self.client_of(framework, role) else {
             return false;
         };
         if !self
@@ -822,6 +816,14 @@ impl Allocator {
         slot.available += to;
         slot.available_fp = None;
         true
+    }
+
+    /// The client of `framework` in `role`.
+    fn client_of(&self, framework: &FrameworkId, role: &str) -> Option<ClientIdx> {
+        self.frameworks
+            .get(framework)
+            .and_then(|f| f.clients.get(role))
+            .copied()
     }
 
     fn change_total(&mut self, a: u32, change: impl FnOnce(&mut Resources)) {

@@ -541,3 +541,45 @@ fn a_role_below_its_guarantee_is_offered_first() {
     );
     a.check_invariants().unwrap();
 }
+
+#[test]
+fn what_guarantees_lack_is_held_back_from_other_roles() {
+    let mut a = Allocator::new(AllocatorConfig::default());
+    a.set_quota("db", Some(quota(&[("cpus", 4.0)], &[])));
+    a.add_framework(fw("web"), &["web".to_string()], true, false, &[]);
+    for i in 0..2 {
+        a.add_agent(ag(&format!("a{i}")), res("cpus:4;mem:1024"), vec![]);
+    }
+    let cpus = |offers: &[(String, String, String)], f: &str| -> f64 {
+        offers
+            .iter()
+            .filter(|o| o.0 == f)
+            .map(|o| res(&o.2).scalar("cpus"))
+            .sum()
+    };
+    // db has no framework yet: web gets the cpus db does not need.
+    let offers = pass(&mut a, Time::ZERO);
+    assert_eq!(cpus(&offers, "web"), 4.0, "{offers:?}");
+    assert!(
+        pass(&mut a, Time::ZERO)
+            .iter()
+            .all(|o| res(&o.2).scalar("cpus") == 0.0)
+    );
+    // db's framework comes and finds its guarantee.
+    a.add_framework(fw("db"), &["db".to_string()], true, false, &[]);
+    let offers = pass(&mut a, Time::ZERO);
+    assert_eq!(cpus(&offers, "db"), 4.0, "{offers:?}");
+    a.check_invariants().unwrap();
+    // Met guarantees hold nothing back.
+    let mut b = Allocator::new(AllocatorConfig::default());
+    b.set_quota("db", Some(quota(&[("cpus", 4.0)], &[])));
+    b.add_framework(fw("web"), &["web".to_string()], true, false, &[]);
+    b.add_agent(
+        ag("a0"),
+        res("cpus:4;mem:1024"),
+        vec![(fw("db"), "db".into(), res("cpus:4"))],
+    );
+    b.add_agent(ag("a1"), res("cpus:4;mem:1024"), vec![]);
+    let offers = pass(&mut b, Time::ZERO);
+    assert_eq!(cpus(&offers, "web"), 4.0, "{offers:?}");
+}

@@ -143,6 +143,9 @@ impl Allocator {
         }
         let mut order = std::mem::take(&mut self.order);
         rng.shuffle(&mut order);
+        if !self.quotas.is_empty() {
+            self.compute_headroom();
+        }
         let mut out = Vec::with_capacity(order.len());
         if self.eligible_count > 0 {
             for &a in &order {
@@ -150,6 +153,7 @@ impl Allocator {
             }
         }
         self.order = order;
+        self.headroom = None;
         out
     }
 
@@ -206,7 +210,9 @@ impl Allocator {
             let Some(c) = self.pick(a, Some(&mut offerable)) else {
                 return;
             };
-            let role = self.roles[self.client(c).role as usize].name.clone();
+            let r = self.client(c).role;
+            self.take_headroom(r, &offerable);
+            let role = self.roles[r as usize].name.clone();
             out.push(Allocation {
                 framework: self.client(c).framework.clone(),
                 agent: self.agent(a).id.clone(),

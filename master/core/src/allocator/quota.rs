@@ -6,6 +6,15 @@
 //! among the role and its ancestors, and a role with nothing left gets
 //! nothing. Roles below their own guarantee are visited before every other
 //! role, in DRF order, so guaranteed resources go to them first.
+//!
+//! Headroom, as Mesos: what guarantees still miss is held back. At the
+//! start of a pass the allocator sums, per resource name, what each
+//! guaranteed role (the top-most one of a tree) lacks of its guarantee; of
+//! what is not allocated, only the rest (the spare) may go to roles beyond
+//! their guarantees, so a guaranteed role whose framework is away, or
+//! declined, finds its resources when it asks. A role below its guarantee
+//! may take its unmet guarantee plus the spare. Names no guarantee lacks
+//! are not held back.
 
 use std::collections::BTreeMap;
 
@@ -144,6 +153,98 @@ impl Allocator {
         })
     }
 
+    /// The headroom of this pass (see the module documentation): the spare
+    /// per name index (`i64::MAX` for names no guarantee lacks), or None
+    /// when every guarantee is met.
+    pub(super) fn compute_headroom(&mut self) {
+        self.headroom = None;
+        if self.quotas.iter().all(|q| q.guarantees.is_empty()) {
+            return;
+        }
+        let n = self.names.len();
+        let mut required = vec![0i64; n];
+        for q in &self.quotas {
+            // Counted once, at the top-most guaranteed role of a tree.
+            let nested = self
+                .quotas
+                .iter()
+                .any(|p| !p.guarantees.is_empty() && p.path != q.path && under(&q.path, &p.path));
+            if q.guarantees.is_empty() || nested {
+                continue;
+            }
+            for &(i, g) in &q.guarantees {
+                required[i] += (g - q.consumed.get(i).copied().unwrap_or(0)).max(0);
+            }
+        }
+        if required.iter().all(|r| *r == 0) {
+            return;
+        }
+        let mut unallocated = self.totals.clone();
+        unallocated.resize(n, 0);
+        for role in &self.roles {
+            for (i, v) in role.allocated.iter().enumerate() {
+                unallocated[i] -= v;
+            }
+        }
+        self.headroom = Some(
+            unallocated
+                .iter()
+                .zip(&required)
+                .map(|(u, r)| if *r > 0 { (u - r).max(0) } else { i64::MAX })
+                .collect(),
+        );
+    }
+
+    /// What role `r` lacks of its own guarantee, by name index.
+    fn unmet_guarantee(&self, r: u32) -> Vec<i64> {
+        let role = &self.roles[r as usize];
+        let mut unmet = vec![0; self.names.len()];
+        for &q in &role.quotas {
+            let q = &self.quotas[q as usize];
+            if *q.path == *role.name {
+                for &(i, g) in &q.guarantees {
+                    unmet[i] = (g - q.consumed.get(i).copied().unwrap_or(0)).max(0);
+                }
+            }
+        }
+        unmet
+    }
+
+    /// What of `offer` role `r` may take without eating into what other
+    /// guarantees lack: its own unmet guarantee and the spare.
+    pub(super) fn within_headroom(&self, r: u32, offer: Resources) -> Resources {
+        let Some(spare) = &self.headroom else {
+            return offer;
+        };
+        let unmet = self.unmet_guarantee(r);
+        offer.capped(|name| {
+            let i = self.names.iter().position(|n| n == name)?;
+            let s = *spare.get(i)?;
+            (s != i64::MAX).then(|| s + unmet.get(i).copied().unwrap_or(0))
+        })
+    }
+
+    /// `offer` goes to role `r`: what is beyond its unmet guarantee comes
+    /// out of the spare.
+    pub(super) fn take_headroom(&mut self, r: u32, offer: &Resources) {
+        if self.headroom.is_none() {
+            return;
+        }
+        let unmet = self.unmet_guarantee(r);
+        let taken: Vec<(usize, i64)> = offer
+            .scalars()
+            .filter_map(|(name, v)| Some((self.names.iter().position(|n| n == name)?, v)))
+            .collect();
+        if let Some(spare) = self.headroom.as_mut() {
+            for (i, v) in taken {
+                if let Some(s) = spare.get_mut(i).filter(|s| **s != i64::MAX) {
+                    let covered = v.min(unmet.get(i).copied().unwrap_or(0));
+                    *s = (*s - (v - covered)).max(0);
+                }
+            }
+        }
+    }
+
     /// What of `base` role `r` may be offered under its limits and its
     /// ancestors'.
     pub(super) fn within_limits(&self, r: u32, base: Resources) -> Resources {
@@ -197,7 +298,7 @@ impl Allocator {
                 } else {
                     slot.available.clone()
                 };
-                let o = self.within_limits(r, base);
+                let o = self.within_headroom(r, self.within_limits(r, base));
                 if !self.allocatable(&o) {
                     continue;
                 }
@@ -235,7 +336,7 @@ impl Allocator {
             } else {
                 slot.available.clone()
             };
-            let o = self.within_limits(r, base);
+            let o = self.within_headroom(r, self.within_limits(r, base));
             if self.allocatable(&o) {
                 *offerable = o;
                 return Some(c);

@@ -291,12 +291,7 @@ impl Master {
                         return Err(invalid(format!("persistence ID '{id}' already exists")));
                     }
                     ids.push(id);
-                    let creator = r
-                        .disk
-                        .as_ref()
-                        .and_then(|d| d.persistence.as_ref())
-                        .and_then(|p| p.principal.as_deref());
-                    check_principal(principal, creator, "persistent volume").map_err(invalid)?;
+                    check_principal(principal, creator(r), "persistent volume").map_err(invalid)?;
                     let reserved_role = r
                         .reservations
                         .last()
@@ -329,12 +324,7 @@ impl Master {
                             "persistent volume '{id}' is in use by task {task}"
                         )));
                     }
-                    let creator = r
-                        .disk
-                        .as_ref()
-                        .and_then(|d| d.persistence.as_ref())
-                        .and_then(|p| p.principal.as_deref());
-                    authorize(Action::DestroyVolumes, creator)?;
+                    authorize(Action::DestroyVolumes, creator(r))?;
                 }
                 let to = given.map_identity(resources::without_volume);
                 Ok(Conversion { from: given, to })
@@ -366,6 +356,11 @@ fn dynamic_reservation(r: &Resource) -> Option<&v1::resource::ReservationInfo> {
 /// A persistent volume's id.
 fn persistence_id(r: &Resource) -> Option<String> {
     Some(r.disk.as_ref()?.persistence.as_ref()?.id.clone())
+}
+
+/// The principal that created a persistent volume.
+fn creator(r: &Resource) -> Option<&str> {
+    r.disk.as_ref()?.persistence.as_ref()?.principal.as_deref()
 }
 
 /// An authenticated caller may only reserve or create in its own name.
