@@ -160,6 +160,14 @@ impl AgentSlot {
         self.blocked.get(word).is_some_and(|w| w & (1 << bit) != 0)
     }
 
+    /// Whether `c` has a filter that refuses `offer` (what a cut offer
+    /// is, rather than the whole agent, is what `is_blocked` compares).
+    fn refuses(&self, c: ClientIdx, offer: &Resources) -> bool {
+        self.filters
+            .get(&c)
+            .is_some_and(|f| f.refused.contains(offer))
+    }
+
     /// A filter of `c` was added or removed.
     fn filter_changed(&mut self, c: ClientIdx) {
         self.dirty.push(c);

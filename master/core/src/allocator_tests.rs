@@ -583,3 +583,30 @@ fn what_guarantees_lack_is_held_back_from_other_roles() {
     let offers = pass(&mut b, Time::ZERO);
     assert_eq!(cpus(&offers, "web"), 4.0, "{offers:?}");
 }
+
+#[test]
+fn a_declined_offer_cut_to_a_limit_is_not_offered_again_while_filtered() {
+    let mut a = Allocator::new(AllocatorConfig::default());
+    a.set_quota("eng", Some(quota(&[], &[("cpus", 1.5)])));
+    a.add_framework(fw("f"), &["eng".to_string()], true, false, &[]);
+    a.add_agent(ag("a0"), res("cpus:4;mem:1024"), vec![]);
+    let offers = pass(&mut a, Time::ZERO);
+    assert_eq!(offers.len(), 1, "{offers:?}");
+    let offered = res(&offers[0].2);
+    assert_eq!(offered.scalar("cpus"), 1.5);
+    // Declined with a filter: the agent still has 4 cpus, but what would
+    // be offered is what was declined.
+    a.recover(
+        &ag("a0"),
+        &fw("f"),
+        "eng",
+        &offered,
+        Some(Duration::from_secs(10)),
+        Time::ZERO,
+    );
+    assert!(pass(&mut a, Time::ZERO).is_empty());
+    // Once the filter expires, it is offered again.
+    let later = Time::ZERO + Duration::from_secs(11);
+    assert_eq!(pass(&mut a, later).len(), 1);
+    a.check_invariants().unwrap();
+}

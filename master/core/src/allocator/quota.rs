@@ -283,16 +283,17 @@ impl Allocator {
                 if role.eligible_clients == 0 || self.below_guarantee(r) != guaranteed {
                     continue;
                 }
-                // The role's first client that may take this agent; only
-                // then what it would be offered.
-                let Some(c) = role.clients.iter().map(|&(_, c)| c).find(|&c| {
+                // Whether the role has a client that may take this agent;
+                // only then what it would be offered.
+                let may = |c: ClientIdx| {
                     let client = self.client(c);
                     client.eligible
                         && !slot.is_blocked(c)
                         && !(self.config.filter_gpu_resources && slot.has_gpus && !client.gpu)
-                }) else {
-                    continue;
                 };
+                if !role.clients.iter().any(|&(_, c)| may(c)) {
+                    continue;
+                }
                 let base = if slot.has_reservations {
                     slot.available.allocatable_to(&role.name)
                 } else {
@@ -302,6 +303,16 @@ impl Allocator {
                 if !self.allocatable(&o) {
                     continue;
                 }
+                // A client that declined this very offer (cut to the
+                // role's limit) is not offered it again.
+                let Some(c) = role
+                    .clients
+                    .iter()
+                    .map(|&(_, c)| c)
+                    .find(|&c| may(c) && !slot.refuses(c, &o))
+                else {
+                    continue;
+                };
                 *offerable = o;
                 return Some(c);
             }
@@ -337,7 +348,7 @@ impl Allocator {
                 slot.available.clone()
             };
             let o = self.within_headroom(r, self.within_limits(r, base));
-            if self.allocatable(&o) {
+            if self.allocatable(&o) && !slot.refuses(c, &o) {
                 *offerable = o;
                 return Some(c);
             }
