@@ -163,6 +163,15 @@ fn the_first_launch_reserves_and_creates_and_replacements_come_back_to_the_data(
     assert_eq!(volume_ids(&again[0]), volume_ids(&first));
     assert_ne!(again[0].task_id, first.task_id);
     assert_eq!(m.state().reservations.len(), 1);
+    // /v2/tasks shows the volume (and the app's role), as Marathon.
+    let tasks = m.list_tasks(&[]).body.unwrap();
+    let task = &tasks["tasks"][0];
+    assert_eq!(task["role"], "db");
+    assert_eq!(task["localVolumes"][0]["containerPath"], "data");
+    assert_eq!(
+        task["localVolumes"][0]["persistenceId"].as_str(),
+        volume_ids(&first).first().map(String::as_str)
+    );
     let stored = State::from_entries(&m.state().to_entries().unwrap()).unwrap();
     assert_eq!(stored.reservations, m.state().reservations);
 

@@ -215,9 +215,8 @@ impl Marathon {
             })
             .map(|i| {
                 let app = self.state.apps.get(&i.app_id);
-                let checked = app.is_some_and(|a| !a.health_checks.is_empty());
                 let ports = app.map(App::service_ports).unwrap_or_default();
-                i.json(Some(&ports), checked)
+                self.task_json(i, Some(&ports))
             })
             .collect();
         Reply::ok(json!({"tasks": tasks}))
@@ -282,10 +281,7 @@ impl Marathon {
             .map(|i| {
                 let app = self.state.apps.get(&i.app_id);
                 let service = app.map(|a| a.service_ports()).unwrap_or_default();
-                i.json(
-                    Some(&service),
-                    app.is_some_and(|a| !a.health_checks.is_empty()),
-                )
+                self.task_json(i, Some(&service))
             })
             .collect();
         Reply::ok(json!({"tasks": tasks}))
@@ -722,12 +718,7 @@ impl Marathon {
                 self.state.reservations.remove(&r);
                 self.orphaned.insert(r);
             }
-            let checked = self
-                .state
-                .apps
-                .get(&inst.app_id)
-                .is_some_and(|a| !a.health_checks.is_empty());
-            killed.push(inst.json(None, checked));
+            killed.push(self.task_json(&inst, None));
         }
         self.dirty = true;
         let deployment = if how.scale && !per_app.is_empty() {

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::Marathon;
 use crate::app::App;
 use crate::deployment::Deployment;
+use crate::instance::Instance;
 use crate::path::PathId;
 use crate::time::Millis;
 
@@ -56,6 +57,30 @@ impl Embed {
 }
 
 impl Marathon {
+    /// A task's JSON: the instance's, with its app's `role` (Marathon
+    /// 1.9) and, for a resident app, its `localVolumes`.
+    pub(crate) fn task_json(&self, i: &Instance, service_ports: Option<&[u32]>) -> Value {
+        let app = self.state.apps.get(&i.app_id);
+        let checked = app.is_some_and(|a| !a.health_checks.is_empty());
+        let mut v = i.json(service_ports, checked);
+        if let Some(role) = app.and_then(|a| a.role.as_deref()) {
+            v["role"] = json!(role);
+        }
+        if let Some(r) = i
+            .reservation
+            .as_ref()
+            .and_then(|id| self.state.reservations.get(id))
+        {
+            v["localVolumes"] = json!(
+                r.volumes
+                    .iter()
+                    .map(|(id, path)| json!({"containerPath": path, "persistenceId": id}))
+                    .collect::<Vec<_>>()
+            );
+        }
+        v
+    }
+
     /// AppInfo: the app with counts and deployments, plus embeds.
     pub fn app_info(&self, app: &App, embed: Embed) -> Value {
         let path = app.path();
@@ -100,7 +125,7 @@ impl Marathon {
             v["tasks"] = json!(
                 instances
                     .iter()
-                    .map(|i| i.json(None, checked))
+                    .map(|i| self.task_json(i, None))
                     .collect::<Vec<_>>()
             );
         }
