@@ -295,6 +295,12 @@ impl Actor {
                 self.write_checkpoint(*c);
                 None
             }
+            Output::LinkVolumes { dir, volumes } => {
+                if let Err(e) = crate::volumes::link(&dir, &volumes) {
+                    warn!(error = %e, dir = %dir.display(), "cannot link persistent volumes into a sandbox");
+                }
+                None
+            }
             Output::CheckpointResources(total) => {
                 let work_dir = &self.settings.core.work_dir;
                 let saved = crate::volumes::load(work_dir)

@@ -106,6 +106,10 @@ pub fn link(sandbox: &Path, volumes: &[SandboxVolume]) -> io::Result<()> {
         if let Some(parent) = at.parent() {
             std::fs::create_dir_all(parent)?;
         }
+        // Another task of the same executor may use it already.
+        if std::fs::read_link(&at).is_ok_and(|t| t == v.host) {
+            continue;
+        }
         std::os::unix::fs::symlink(&v.host, &at)?;
         if let Some(owner) = &v.owner {
             let u = crate::users::lookup(owner).map_err(io::Error::other)?;

@@ -44,7 +44,8 @@ impl Agent {
             );
             return;
         }
-        if !self.executors.contains_key(&key)
+        let joins = self.executors.contains_key(&key);
+        if !joins
             && let Err(e) = self.launch_executor(
                 now,
                 &key,
@@ -62,6 +63,9 @@ impl Agent {
                 &format!("Failed to launch the executor: {e}"),
             );
             return;
+        }
+        if joins {
+            self.link_volumes(&key, &framework, std::slice::from_ref(&task));
         }
         self.add_tasks(&key, std::slice::from_ref(&task));
         self.deliver(&key, Launch::Task(Box::new(task)));
@@ -86,9 +90,8 @@ impl Agent {
             executor_info.command = Some(self.executor_command());
         }
         let volumes = self.volumes(&framework, &group.tasks);
-        if !self.executors.contains_key(&key)
-            && let Err(e) = self.launch_executor(now, &key, kind, executor_info, volumes)
-        {
+        let joins = self.executors.contains_key(&key);
+        if !joins && let Err(e) = self.launch_executor(now, &key, kind, executor_info, volumes) {
             for t in &group.tasks {
                 self.agent_update(
                     now,
@@ -100,6 +103,9 @@ impl Agent {
                 );
             }
             return;
+        }
+        if joins {
+            self.link_volumes(&key, &framework, &group.tasks);
         }
         self.add_tasks(&key, &group.tasks);
         self.deliver(&key, Launch::Group(group));
@@ -212,6 +218,19 @@ impl Agent {
             }
         }
         out
+    }
+
+    /// Tasks joining an executor that already runs (a custom executor's, a
+    /// later task group's): their volumes are linked into its sandbox
+    /// (an executor's first tasks get theirs when it is spawned).
+    fn link_volumes(&mut self, key: &ExecutorKey, framework: &str, tasks: &[v1::TaskInfo]) {
+        let Some(dir) = self.executors.get(key).map(|e| e.dir.clone()) else {
+            return;
+        };
+        let volumes = self.volumes(framework, tasks);
+        if !volumes.is_empty() {
+            self.out.push(Output::LinkVolumes { dir, volumes });
+        }
     }
 
     /// Records a new executor and asks the shell to start it.

@@ -292,6 +292,14 @@ pub enum Output {
         /// The container.
         container: String,
     },
+    /// Link persistent volumes into a running executor's sandbox (tasks
+    /// that joined it).
+    LinkVolumes {
+        /// The sandbox.
+        dir: PathBuf,
+        /// The volumes.
+        volumes: Vec<SandboxVolume>,
+    },
     /// Checkpoint the agent's total resources after an operation (their
     /// dynamic reservations and persistent volumes), create the directories
     /// of new volumes and delete those of destroyed ones.

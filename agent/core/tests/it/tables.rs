@@ -613,3 +613,78 @@ fn the_overlay_picture_follows_the_master_and_goes_when_the_agent_is_refused() {
     }));
     assert!(out.iter().any(|o| matches!(o, Output::RemoveOverlay)));
 }
+
+/// A task with a persistent volume (role `db`, id `id`, at `path`).
+fn with_volume(task: &str, id: &str, path: &str) -> agora_proto::v1::TaskInfo {
+    use agora_proto::v1;
+    let mut t = task_info(task);
+    t.resources.push(v1::Resource {
+        name: "disk".into(),
+        r#type: v1::value::Type::Scalar as i32,
+        scalar: Some(v1::value::Scalar { value: 10.0 }),
+        reservations: vec![v1::resource::ReservationInfo {
+            r#type: Some(v1::resource::reservation_info::Type::Dynamic as i32),
+            role: Some("db".into()),
+            principal: None,
+            labels: None,
+        }],
+        disk: Some(v1::resource::DiskInfo {
+            persistence: Some(v1::resource::disk_info::Persistence {
+                id: id.into(),
+                principal: None,
+            }),
+            volume: Some(v1::Volume {
+                container_path: path.into(),
+                mode: v1::volume::Mode::Rw as i32,
+                ..Default::default()
+            }),
+            source: None,
+        }),
+        ..Default::default()
+    });
+    t
+}
+
+#[test]
+fn volumes_are_linked_when_an_executor_starts_and_when_tasks_join_it() {
+    use agora_proto::internal::RunTaskGroup;
+    use agora_proto::v1;
+    let mut h = Harness::new();
+    h.register();
+    let executor = v1::ExecutorInfo {
+        r#type: Some(v1::executor_info::Type::Default as i32),
+        executor_id: v1::ExecutorId {
+            value: "grp".into(),
+        },
+        ..Default::default()
+    };
+    let group = |tasks: Vec<v1::TaskInfo>| {
+        master_message::Message::RunTaskGroup(RunTaskGroup {
+            framework_info: framework_info("f", true),
+            executor: executor.clone(),
+            task_group: v1::TaskGroupInfo { tasks },
+        })
+    };
+    let out = h.master(group(vec![with_volume("a", "v1", "data")]));
+    let spawn = spawns(&out).pop().expect("the executor starts");
+    assert_eq!(spawn.volumes.len(), 1);
+    assert_eq!(
+        spawn.volumes[0].host,
+        std::path::Path::new("/w/volumes/roles/db/v1")
+    );
+    assert_eq!(spawn.volumes[0].container_path, "data");
+    h.spawned(&out, 42);
+    // A later group joins the running executor: its volume is linked into
+    // the same sandbox.
+    let out = h.master(group(vec![with_volume("b", "v2", "logs")]));
+    let linked: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::LinkVolumes { dir, volumes } => Some((dir.clone(), volumes.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(linked.len(), 1, "{out:?}");
+    assert_eq!(linked[0].0, spawn.dir);
+    assert_eq!(linked[0].1[0].container_path, "logs");
+}
