@@ -399,12 +399,7 @@ impl View<'_> {
             .iter()
             .map(|a| {
                 let mut s = self.slave(a);
-                let id = a
-                    .agent_info
-                    .id
-                    .as_ref()
-                    .map(|i| i.value.clone())
-                    .unwrap_or_default();
+                let id = agent_id(a);
                 for st in states {
                     s[st.as_str_name()] = json!(count(&|t: &v1::Task| t.agent_id.value == id, st));
                 }
@@ -572,4 +567,13 @@ pub(crate) struct Summary {
     pub running_tasks: usize,
     pub cpus: (f64, f64),
     pub mem: (f64, f64),
+}
+
+/// An agent's id (empty when it has none yet).
+pub(crate) fn agent_id(a: &response::get_agents::Agent) -> String {
+    a.agent_info
+        .id
+        .as_ref()
+        .map(|i| i.value.clone())
+        .unwrap_or_default()
 }

@@ -5,6 +5,8 @@
 //! followed live). Rendered with askama; a little script (`UI_JS`) calls
 //! the operator API and refreshes the live part in place.
 
+use std::collections::HashMap;
+
 use agora_proto::resources::Resources;
 use agora_proto::v1;
 use askama::Template;
@@ -135,14 +137,13 @@ fn agent_address(a: &agora_proto::operator::response::get_agents::Agent) -> Stri
         .to_string()
 }
 
-/// Tasks not yet ended on an agent.
-fn tasks_on(state: &agora_proto::operator::response::GetState, agent: &str) -> usize {
-    state
-        .get_tasks
-        .iter()
-        .flat_map(|t| t.tasks.iter())
-        .filter(|t| t.agent_id.value == agent)
-        .count()
+/// Tasks not yet ended, by agent id (counted once for the page).
+fn tasks_by_agent(state: &agora_proto::operator::response::GetState) -> HashMap<&str, usize> {
+    let mut n = HashMap::new();
+    for t in state.get_tasks.iter().flat_map(|t| t.tasks.iter()) {
+        *n.entry(t.agent_id.value.as_str()).or_insert(0) += 1;
+    }
+    n
 }
 
 /// `cpus:2, mem:1024` of a quota's scalars.
@@ -180,6 +181,7 @@ fn role_rows(view: &View<'_>, quota: &v1::quota::QuotaStatus) -> Vec<RoleRow> {
 pub(crate) fn render(view: &View<'_>, quota: &v1::quota::QuotaStatus) -> String {
     let s = view.summary();
     let state = view.state;
+    let tasks_on = tasks_by_agent(state);
     let agent_rows = state
         .get_agents
         .iter()
@@ -187,12 +189,7 @@ pub(crate) fn render(view: &View<'_>, quota: &v1::quota::QuotaStatus) -> String 
         .map(|a| {
             let total = Resources::from_protos(&a.total_resources).unwrap_or_default();
             let used = Resources::from_protos(&a.allocated_resources).unwrap_or_default();
-            let id = a
-                .agent_info
-                .id
-                .as_ref()
-                .map(|i| i.value.clone())
-                .unwrap_or_default();
+            let id = crate::legacy::agent_id(a);
             let drain = a.drain_info.as_ref().map(|d| d.state());
             let deactivated = a.deactivated.unwrap_or(false);
             let (state, state_class) = match drain {
@@ -203,7 +200,7 @@ pub(crate) fn render(view: &View<'_>, quota: &v1::quota::QuotaStatus) -> String 
                 _ => ("inactive".to_string(), "bad"),
             };
             AgentRow {
-                tasks: tasks_on(view.state, &id),
+                tasks: tasks_on.get(id.as_str()).copied().unwrap_or(0),
                 can_drain: drain.is_none() && a.active && !deactivated,
                 can_reactivate: deactivated || drain.is_some(),
                 state,
@@ -267,6 +264,12 @@ pub(crate) fn render(view: &View<'_>, quota: &v1::quota::QuotaStatus) -> String 
             }
         })
         .collect();
+    let hosts: HashMap<String, &str> = state
+        .get_agents
+        .iter()
+        .flat_map(|a| a.agents.iter())
+        .map(|a| (crate::legacy::agent_id(a), a.agent_info.hostname.as_str()))
+        .collect();
     let task_rows = tasks
         .iter()
         .rev()
@@ -275,10 +278,9 @@ pub(crate) fn render(view: &View<'_>, quota: &v1::quota::QuotaStatus) -> String 
             id: t.task_id.value.clone(),
             name: t.name.clone(),
             framework: t.framework_id.value.clone(),
-            agent_host: agent_of(state, &t.agent_id.value).map_or_else(
-                || t.agent_id.value.clone(),
-                |a| a.agent_info.hostname.clone(),
-            ),
+            agent_host: hosts
+                .get(&t.agent_id.value)
+                .map_or_else(|| t.agent_id.value.clone(), |h| h.to_string()),
             state: t.state().as_str_name().to_string(),
         })
         .collect();

@@ -343,6 +343,7 @@ impl Marathon {
         else {
             // Nothing changes: a deployment that is done at once.
             self.state.apps = target;
+            self.roles_stale = true;
             return Ok((id, version));
         };
         let affected: BTreeSet<PathId> = plan.affected().into_iter().collect();
@@ -415,6 +416,7 @@ impl Marathon {
             self.state.backoff.remove(p);
         }
         self.state.apps = target;
+        self.roles_stale = true;
         self.state.root_version = version.clone();
         let plan_json = self.plan_with_groups(&plan);
         let step = plan.current_step_json();
@@ -826,6 +828,7 @@ impl Marathon {
         };
         if force {
             let d = self.state.deployments.remove(pos);
+            self.roles_stale = true;
             self.dirty = true;
             let plan = self.plan_with_groups(&d);
             self.event(

@@ -257,6 +257,9 @@ pub struct Marathon {
     pub(crate) orphaned: BTreeSet<String>,
     /// The roles the framework has now (as last subscribed or updated).
     pub(crate) roles: BTreeSet<String>,
+    /// Apps or deployments changed since the roles were last compared (a
+    /// status update changes neither, and does not pay for the comparison).
+    pub(crate) roles_stale: bool,
     pub(crate) rng: fastrand::Rng,
     pub(crate) out: Vec<Output>,
     pub(crate) suppressed: bool,
@@ -280,6 +283,7 @@ impl Marathon {
             leaving: BTreeMap::new(),
             orphaned: BTreeSet::new(),
             roles,
+            roles_stale: true,
             rng: fastrand::Rng::with_seed(seed),
             out: Vec::new(),
             suppressed: false,
@@ -351,6 +355,7 @@ impl Marathon {
         self.suppressed = false;
         // A new subscription registers with --mesos-role alone.
         self.roles = BTreeSet::from([self.config.role.clone()]);
+        self.roles_stale = true;
         self.announce_roles();
         let known: Vec<(v1::TaskId, Option<v1::AgentId>)> = self
             .state
@@ -1003,9 +1008,10 @@ impl Marathon {
 
     /// UPDATE_FRAMEWORK when the roles apps need changed.
     fn announce_roles(&mut self) {
-        if !self.subscribed {
+        if !self.subscribed || !self.roles_stale {
             return;
         }
+        self.roles_stale = false;
         let wanted = self.wanted_roles();
         if wanted != self.roles {
             self.out.push(Output::Call(Call::UpdateRoles(
@@ -1146,6 +1152,7 @@ impl Marathon {
             let d = &self.state.deployments[idx];
             if d.current >= d.steps.len() {
                 let d = self.state.deployments.remove(idx);
+                self.roles_stale = true;
                 let plan = self.plan_with_groups(&d);
                 self.event(now, "deployment_success", json!({"id": d.id, "plan": plan}));
                 self.dirty = true;

@@ -29,6 +29,15 @@ pub(super) fn offered(
     framework_id: &str,
 ) -> BTreeMap<String, Vec<v1::Resource>> {
     let mut out: BTreeMap<String, Vec<v1::Resource>> = BTreeMap::new();
+    // Most offers hold no reservation: nothing to parse (either format).
+    #[allow(deprecated)]
+    let reserved = offer
+        .resources
+        .iter()
+        .any(|r| !r.reservations.is_empty() || r.reservation.is_some());
+    if !reserved {
+        return out;
+    }
     let Ok(all) = Resources::from_protos(&offer.resources) else {
         return out;
     };
