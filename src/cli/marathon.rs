@@ -36,6 +36,12 @@ pub struct MarathonArgs {
     /// The role to register with.
     #[arg(long, default_value = "*")]
     pub mesos_role: String,
+    /// Whether top-level groups created without `enforceRole` enforce their
+    /// role: `off` (apps default to --mesos-role) or `top` (apps in `/dev`
+    /// run in role `dev`).
+    #[arg(long, alias = "new_group_enforce_role", default_value = "off",
+          value_parser = parse_enforce_role)]
+    pub new_group_enforce_role: bool,
     /// Lowest service port assigned to apps.
     #[arg(long, default_value_t = 10000)]
     pub local_port_min: u32,
@@ -116,6 +122,7 @@ impl MarathonArgs {
         o.hostname = self.hostname.clone();
         o.role = self.mesos_role.clone();
         o.config.framework_name = self.framework_name.clone();
+        o.config.new_group_enforce_role = self.new_group_enforce_role;
         o.config.local_port_min = self.local_port_min;
         o.config.local_port_max = self.local_port_max;
         o.config.max_running_deployments = self.max_running_deployments;
@@ -213,4 +220,13 @@ pub async fn run(args: MarathonArgs) -> anyhow::Result<()> {
     super::shutdown_signal().await;
     marathon.stop().await;
     Ok(())
+}
+
+/// `--new-group-enforce-role`: `off` or `top`, in any case (as Marathon).
+fn parse_enforce_role(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "off" => Ok(false),
+        "top" => Ok(true),
+        _ => Err(format!("{s:?}: expected off or top")),
+    }
 }

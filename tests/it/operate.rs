@@ -1,5 +1,6 @@
-//! Operating the cluster over HTTP: a marathon-rs app in a role of its own
-//! held to that role's quota limit, and Mesos' legacy maintenance endpoints.
+//! Operating the cluster over HTTP: a marathon-rs group that enforces its
+//! role, whose app is held to that role's quota limit, and Mesos' legacy
+//! maintenance endpoints.
 
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ async fn running(m: &Marathon, app: &str) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_app_in_its_own_role_is_held_to_the_roles_quota() {
+async fn an_app_in_a_group_that_enforces_its_role_is_held_to_the_roles_quota() {
     let cluster = Cluster::start(1, "cpus:2;mem:1024;disk:1000").await;
     let (status, body) = post(
         &cluster,
@@ -42,13 +43,40 @@ async fn an_app_in_its_own_role_is_held_to_the_roles_quota() {
     .await;
     assert_eq!(status, 200, "{body}");
     let m = Marathon::start(&cluster).await;
+    // The team's top-level group enforces its role (Marathon 1.9): its apps
+    // run in role `dev` without saying so, and may not leave it.
+    let (status, body) = m
+        .call("POST", "/v2/groups", Some(json!({"id": "/dev"})))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = m
+        .call(
+            "PATCH",
+            "/v2/groups/dev",
+            Some(json!({"enforceRole": true})),
+        )
+        .await;
+    assert_eq!((status, body), (200, Value::Null));
+    assert_eq!(m.get("/v2/groups/dev").await["enforceRole"], true);
+    let (status, body) = m
+        .call(
+            "POST",
+            "/v2/apps",
+            Some(json!({"id": "/dev/other", "cmd": "sleep 600", "role": "ops"})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.to_string().contains("expected one of: [dev]"),
+        "{body}"
+    );
     let (status, body) = m
         .call(
             "POST",
             "/v2/apps",
             Some(
                 json!({"id": "/dev/api", "cmd": "sleep 600", "cpus": 0.1, "mem": 16,
-                        "instances": 5, "role": "dev"}),
+                        "instances": 5}),
             ),
         )
         .await;

@@ -431,6 +431,7 @@ async fn groups(s: &Handle, method: &Method, id: &str, q: &Query, body: Bytes) -
             .await
         }
         Method::PUT => write(s, move |m, now| m.update_group(now, &id, &body, force)).await,
+        Method::PATCH if id != "/" => write(s, move |m, _| m.patch_group(&id, &body)).await,
         Method::DELETE => write(s, move |m, now| m.delete_group(now, &id, force)).await,
         _ => method_not_allowed(method),
     }

@@ -342,6 +342,7 @@ impl Marathon {
             Deployment::plan(id.clone(), version.clone(), &original, &target, &restart)
         else {
             // Nothing changes: a deployment that is done at once.
+            self.adopt_new_groups(&target);
             self.state.apps = target;
             self.roles_stale = true;
             return Ok((id, version));
@@ -415,6 +416,7 @@ impl Marathon {
             }
             self.state.backoff.remove(p);
         }
+        self.adopt_new_groups(&target);
         self.state.apps = target;
         self.roles_stale = true;
         self.state.root_version = version.clone();
@@ -464,6 +466,7 @@ impl Marathon {
         path: &PathId,
         base: Option<&App>,
         update: &AppUpdate,
+        enforce: Option<bool>,
     ) -> Result<App, Reply> {
         let mut app = if update.is_rollback() {
             let wanted = update.version.clone().unwrap_or_default();
@@ -486,8 +489,8 @@ impl Marathon {
         } else {
             app::build(path, base, update, now).map_err(Reply::app_error)?
         };
-        // Marathon 1.9: an app without a role runs in --mesos-role.
-        app.role.get_or_insert_with(|| self.config.role.clone());
+        // Marathon 1.9: --mesos-role or its top-level group's role.
+        self.settle_role(path, &mut app, enforce)?;
         if app.is_resident() && app.role.as_deref() == Some("*") {
             return Err(Reply::app_error(AppError::Invalid(vec![app::FieldError {
                 path: "/container/volumes".into(),
@@ -529,7 +532,7 @@ impl Marathon {
         if self.state.apps.contains_key(&path) {
             return Reply::error(409, format!("An app with id [{path}] already exists."));
         }
-        let app = match self.build_app(now, &path, None, &update) {
+        let app = match self.build_app(now, &path, None, &update, None) {
             Ok(a) => a,
             Err(r) => return r,
         };
@@ -583,7 +586,7 @@ impl Marathon {
         } else {
             None
         };
-        let mut app = match self.build_app(now, &path, base, &update) {
+        let mut app = match self.build_app(now, &path, base, &update, None) {
             Ok(a) => a,
             Err(r) => return r,
         };
@@ -630,7 +633,7 @@ impl Marathon {
             };
             let existing = self.state.apps.get(&path).cloned();
             let base = if partial { existing.as_ref() } else { None };
-            let mut app = match self.build_app(now, &path, base, u) {
+            let mut app = match self.build_app(now, &path, base, u, None) {
                 Ok(a) => a,
                 Err(r) => return r,
             };

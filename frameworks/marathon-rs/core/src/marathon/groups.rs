@@ -12,6 +12,10 @@ use crate::app::{self, App, AppError, AppUpdate};
 use crate::path::PathId;
 use crate::time::Millis;
 
+/// A group found in a request: its id, dependencies and, for a top-level
+/// group, whether it enforces its role.
+type Collected = (PathId, Vec<String>, Option<bool>);
+
 /// A group definition in POST/PUT /v2/groups.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -22,23 +26,48 @@ struct GroupUpdate {
     dependencies: Option<Vec<String>>,
     scale_by: Option<f64>,
     version: Option<String>,
+    /// Top-level groups only (Marathon 1.9).
+    enforce_role: Option<bool>,
 }
 
 impl Marathon {
+    /// Collects the apps and groups of `g`. `enforce` is the setting of the
+    /// top-level group `g` is in, when the request decides it.
     fn collect_group(
         &self,
         now: Millis,
         base: &PathId,
         g: &GroupUpdate,
+        enforce: Option<bool>,
         apps: &mut BTreeMap<PathId, App>,
-        groups: &mut Vec<(PathId, Vec<String>)>,
+        groups: &mut Vec<Collected>,
     ) -> Result<(), Reply> {
         let gid = match &g.id {
             Some(id) => PathId::parse_relative(id, &base.parent())
                 .map_err(|e| Reply::error(422, e.to_string()))?,
             None => base.clone(),
         };
-        groups.push((gid.clone(), g.dependencies.clone().unwrap_or_default()));
+        let top_level = gid.segments().len() == 1;
+        if g.enforce_role == Some(true) && !top_level {
+            return Err(Reply::app_error(AppError::Invalid(vec![app::FieldError {
+                path: "/enforceRole".into(),
+                errors: vec![format!(
+                    "only top-level groups can enforce their role; {gid} is not one"
+                )],
+            }])));
+        }
+        // A top-level group keeps its setting unless the request sets it;
+        // a new one takes --new_group_enforce_role.
+        let enforce = if top_level {
+            Some(g.enforce_role.unwrap_or_else(|| self.enforces_role(&gid)))
+        } else {
+            enforce
+        };
+        groups.push((
+            gid.clone(),
+            g.dependencies.clone().unwrap_or_default(),
+            enforce.filter(|_| top_level),
+        ));
         for (i, raw) in g.apps.iter().flatten().enumerate() {
             let mut update: AppUpdate =
                 app::parse_json(raw.to_string().as_bytes()).map_err(Reply::app_error)?;
@@ -54,7 +83,7 @@ impl Marathon {
                 update.dependencies = g.dependencies.clone();
             }
             let existing = self.state.apps.get(&path).cloned();
-            let mut app = self.build_app(now, &path, existing.as_ref(), &update)?;
+            let mut app = self.build_app(now, &path, existing.as_ref(), &update, enforce)?;
             if let Some(e) = &existing {
                 Self::with_version_info(&mut app, Some(e));
             }
@@ -68,7 +97,7 @@ impl Marathon {
             };
             let mut sub = sub.clone();
             sub.id = Some(sub_base.to_string());
-            self.collect_group(now, &sub_base, &sub, apps, groups)?;
+            self.collect_group(now, &sub_base, &sub, enforce, apps, groups)?;
         }
         Ok(())
     }
@@ -118,7 +147,7 @@ impl Marathon {
     ) -> Reply {
         let mut apps = BTreeMap::new();
         let mut groups = Vec::new();
-        if let Err(r) = self.collect_group(now, path, g, &mut apps, &mut groups) {
+        if let Err(r) = self.collect_group(now, path, g, None, &mut apps, &mut groups) {
             return r;
         }
         let mut target = self.state.apps.clone();
@@ -126,17 +155,22 @@ impl Marathon {
             target.retain(|p, _| !p.starts_with(path) || apps.contains_key(p));
         }
         target.extend(apps);
-        for (gp, deps) in groups {
+        let (dep, version) = match self.deploy(now, target, BTreeSet::new(), force) {
+            Ok(d) => d,
+            Err(r) => return r,
+        };
+        // The groups change with the apps, not when the change is refused.
+        for (gp, deps, enforce) in groups {
+            if let Some(enforce) = enforce {
+                self.set_enforce_role(&gp, enforce);
+            }
             self.state.groups.insert(gp.clone());
             if !deps.is_empty() {
                 self.state.group_dependencies.insert(gp, deps);
             }
         }
         self.dirty = true;
-        match self.deploy(now, target, BTreeSet::new(), force) {
-            Ok((dep, version)) => Reply::deployment(dep, version),
-            Err(r) => r,
-        }
+        Reply::deployment(dep, version)
     }
 
     /// `PUT /v2/groups[/{id}]`: a definition, `{"scaleBy": f}`.
@@ -193,6 +227,7 @@ impl Marathon {
         self.state
             .group_dependencies
             .retain(|g, _| !g.starts_with(&path));
+        self.state.enforce_role.retain(|g| !g.starts_with(&path));
         self.dirty = true;
         match self.deploy(now, target, BTreeSet::new(), force) {
             Ok((dep, version)) => Reply::deployment(dep, version),

@@ -12,6 +12,7 @@
 mod api;
 mod groups;
 mod resident;
+mod roles;
 mod status;
 mod stored;
 mod views;
@@ -64,6 +65,10 @@ pub struct Config {
     /// The principal marathon-rs authenticates as (reservations and
     /// volumes are made in its name).
     pub principal: Option<String>,
+    /// `--new_group_enforce_role top`: top-level groups created without
+    /// `enforceRole` enforce their role (`off`: they do not).
+    #[serde(default)]
+    pub new_group_enforce_role: bool,
 }
 
 impl Default for Config {
@@ -81,6 +86,7 @@ impl Default for Config {
             zk_session_timeout_ms: 10_000,
             role: "*".into(),
             principal: None,
+            new_group_enforce_role: false,
         }
     }
 }
@@ -94,6 +100,10 @@ pub struct State {
     pub groups: BTreeSet<PathId>,
     /// Group dependencies.
     pub group_dependencies: BTreeMap<PathId, Vec<String>>,
+    /// Top-level groups that enforce their role (Marathon 1.9
+    /// `enforceRole`): their apps run in the group's role.
+    #[serde(default)]
+    pub enforce_role: BTreeSet<PathId>,
     /// Stored versions per app, oldest first.
     pub versions: BTreeMap<PathId, Vec<App>>,
     /// Instances by task id.

@@ -47,6 +47,8 @@ const RESERVATION: &str = "reservation:";
 struct MetaRef<'a> {
     groups: &'a BTreeSet<PathId>,
     group_dependencies: &'a BTreeMap<PathId, Vec<String>>,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    enforce_role: &'a BTreeSet<PathId>,
     deployments: &'a Vec<Deployment>,
     backoff: &'a BTreeMap<PathId, Backoff>,
     last_failure: &'a BTreeMap<PathId, Value>,
@@ -60,6 +62,8 @@ struct MetaRef<'a> {
 struct Meta {
     groups: BTreeSet<PathId>,
     group_dependencies: BTreeMap<PathId, Vec<String>>,
+    #[serde(default)]
+    enforce_role: BTreeSet<PathId>,
     deployments: Vec<Deployment>,
     backoff: BTreeMap<PathId, Backoff>,
     last_failure: BTreeMap<PathId, Value>,
@@ -95,6 +99,7 @@ impl State {
         let meta = MetaRef {
             groups: &self.groups,
             group_dependencies: &self.group_dependencies,
+            enforce_role: &self.enforce_role,
             deployments: &self.deployments,
             backoff: &self.backoff,
             last_failure: &self.last_failure,
@@ -141,6 +146,7 @@ impl State {
             let m: Meta = serde_json::from_slice(bytes).map_err(json(META))?;
             state.groups = m.groups;
             state.group_dependencies = m.group_dependencies;
+            state.enforce_role = m.enforce_role;
             state.deployments = m.deployments;
             state.backoff = m.backoff;
             state.last_failure = m.last_failure;

@@ -190,14 +190,20 @@ impl Marathon {
             .iter()
             .filter(|g| !g.is_root() && &g.parent() == id && *g != id)
             .collect();
-        json!({
+        let mut group = json!({
             "id": id.to_string(),
             "apps": apps.iter().filter(|(p, _)| &p.parent() == id).map(|(_, a)| self.app_info(a, embed)).collect::<Vec<_>>(),
             "groups": children.iter().map(|g| self.group_json(g, embed, apps)).collect::<Vec<_>>(),
             "pods": [],
             "dependencies": self.state.group_dependencies.get(id).cloned().unwrap_or_default(),
             "version": if self.state.root_version.is_empty() { Millis(0).iso() } else { self.state.root_version.clone() },
-        })
+        });
+        // Marathon 1.9's key, only where it is on: the `marathon` 0.13.0
+        // client refuses groups that carry it.
+        if self.state.enforce_role.contains(id) {
+            group["enforceRole"] = json!(true);
+        }
+        group
     }
 
     /// A deployment plan as events carry it: with `original` and `target`
@@ -293,7 +299,7 @@ impl Marathon {
                 "leader_proxy_read_timeout_ms": 10000, "local_port_max": c.local_port_max, "local_port_min": c.local_port_min,
                 "master": c.master, "max_instances_per_offer": 100, "mesos_bridge_name": "mesos-bridge",
                 "mesos_heartbeat_failure_threshold": 5, "mesos_heartbeat_interval": 15000, "mesos_leader_ui_url": format!("http://{}/", c.master),
-                "mesos_role": "*", "mesos_user": "root", "new_group_enforce_role": "off", "min_revive_offers_interval": 5000,
+                "mesos_role": c.role, "mesos_user": "root", "new_group_enforce_role": if c.new_group_enforce_role { "top" } else { "off" }, "min_revive_offers_interval": 5000,
                 "offer_matching_timeout": 3000, "on_elected_prepare_timeout": 180000, "reconciliation_initial_delay": 15000,
                 "reconciliation_interval": 600000, "scale_apps_initial_delay": 15000, "scale_apps_interval": 300000,
                 "store_cache": true, "task_launch_confirm_timeout": 300000, "task_launch_timeout": 300000,
