@@ -39,7 +39,8 @@ pub struct MarathonArgs {
     /// Whether top-level groups created without `enforceRole` enforce their
     /// role: `off` (apps default to --mesos-role) or `top` (apps in `/dev`
     /// run in role `dev`).
-    #[arg(long, alias = "new_group_enforce_role", default_value = "off",
+    #[arg(long, alias = "new_group_enforce_role", default_value = "off", action = clap::ArgAction::Set,
+          value_name = "off|top",
           value_parser = parse_enforce_role)]
     pub new_group_enforce_role: bool,
     /// Lowest service port assigned to apps.
