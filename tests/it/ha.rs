@@ -4,6 +4,8 @@
 //! find the leader through ZooKeeper and follow it when it dies.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agora_proto::v1::TaskState;
@@ -637,6 +639,193 @@ async fn zookeeper_entries_write_only_what_they_are_given_and_fence_a_deposed_wr
     );
     let bad = fresh.write(&[("a/b".into(), Some(Vec::new()))]).await;
     assert!(bad.is_err(), "a key with '/' names no single node");
+}
+
+/// A TCP proxy to ZooKeeper that, once armed with an operation code, lets
+/// the next request of that kind through and cuts the connection instead of
+/// passing on its answer: what a client sees when the server it talks to
+/// dies right after a commit.
+struct ReplyCutter {
+    port: u16,
+    /// The operation whose answer to cut (0: none).
+    armed: Arc<AtomicI32>,
+    cuts: Arc<AtomicUsize>,
+}
+
+/// ZooKeeper's operation codes.
+const OP_SET_DATA: i32 = 5;
+const OP_MULTI: i32 = 14;
+
+impl ReplyCutter {
+    async fn start(upstream: u16) -> ReplyCutter {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicI32::new(0));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let (a, c) = (armed.clone(), cuts.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    continue;
+                };
+                tokio::spawn(Self::relay(client, server, a.clone(), c.clone()));
+            }
+        });
+        ReplyCutter { port, armed, cuts }
+    }
+
+    fn arm(&self, op: i32) {
+        self.armed.store(op, Ordering::SeqCst);
+    }
+
+    fn cuts(&self) -> usize {
+        self.cuts.load(Ordering::SeqCst)
+    }
+
+    /// Both ways carry frames of a 4-byte length and a body. The first
+    /// frame each way is the session's connect request or answer; after
+    /// it, a request starts with its xid and operation code, an answer with
+    /// the xid it answers.
+    async fn relay(
+        client: tokio::net::TcpStream,
+        server: tokio::net::TcpStream,
+        armed: Arc<AtomicI32>,
+        cuts: Arc<AtomicUsize>,
+    ) {
+        use tokio::io::AsyncWriteExt;
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        // The xid whose answer is cut (0: none yet).
+        let cut = Arc::new(AtomicI32::new(0));
+        let watch = cut.clone();
+        let requests = tokio::spawn(async move {
+            let mut frames = Frames::default();
+            while let Some(frame) = frames.next(&mut client_read).await {
+                if let Some((xid, op)) = frames.header(&frame) {
+                    let wanted = armed.load(Ordering::SeqCst);
+                    if wanted != 0
+                        && op == wanted
+                        && armed
+                            .compare_exchange(wanted, 0, Ordering::SeqCst, Ordering::SeqCst)
+                            .is_ok()
+                    {
+                        watch.store(xid, Ordering::SeqCst);
+                    }
+                }
+                if server_write.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut frames = Frames::default();
+        while let Some(frame) = frames.next(&mut server_read).await {
+            let xid = frames.header(&frame).map(|(xid, _)| xid);
+            let target = cut.load(Ordering::SeqCst);
+            if target != 0 && xid == Some(target) {
+                cuts.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+            if client_write.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        requests.abort();
+    }
+}
+
+/// Length-prefixed frames read off one direction of a ZooKeeper connection.
+#[derive(Default)]
+struct Frames {
+    buf: Vec<u8>,
+    seen: usize,
+}
+
+impl Frames {
+    async fn next(&mut self, from: &mut tokio::net::tcp::OwnedReadHalf) -> Option<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buf.len() >= 4 {
+                let len = i32::from_be_bytes(self.buf[..4].try_into().unwrap()) as usize;
+                if self.buf.len() >= 4 + len {
+                    self.seen += 1;
+                    return Some(self.buf.drain(..4 + len).collect());
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            match from.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// The xid and the next 4 bytes (a request's operation code) of a frame
+    /// other than the connection's first.
+    fn header(&self, frame: &[u8]) -> Option<(i32, i32)> {
+        (self.seen > 1 && frame.len() >= 12).then(|| {
+            (
+                i32::from_be_bytes(frame[4..8].try_into().unwrap()),
+                i32::from_be_bytes(frame[8..12].try_into().unwrap()),
+            )
+        })
+    }
+}
+
+/// A commit whose answer is lost with the connection went through: the
+/// writer finds its own token on the fence and goes on. (Before, its next
+/// write took that commit for another writer's and the marathon-rs leader
+/// stepped down when a ZooKeeper server died under it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_is_found_applied_and_the_writer_goes_on() {
+    let Some(server) = ZkServer::start().await else {
+        return;
+    };
+    let cutter = ReplyCutter::start(server.port).await;
+    let url: zk::ZkUrl = format!("zk://127.0.0.1:{}/lost", cutter.port)
+        .parse()
+        .unwrap();
+    let writer = zk::Entries::new(zk_client(&url).await, &url, "/lost/state".into());
+    writer
+        .write(&[("meta".into(), Some(b"1".to_vec()))])
+        .await
+        .unwrap();
+
+    cutter.arm(OP_MULTI);
+    writer
+        .write(&[
+            ("meta".into(), Some(b"2".to_vec())),
+            ("app:a".into(), Some(b"a".to_vec())),
+        ])
+        .await
+        .expect("the commit went through; its answer was lost");
+    assert_eq!(cutter.cuts(), 1);
+    // Not fenced by its own commit, and it knows app:a exists (a create
+    // would fail).
+    writer
+        .write(&[
+            ("meta".into(), Some(b"3".to_vec())),
+            ("app:a".into(), Some(b"b".to_vec())),
+        ])
+        .await
+        .unwrap();
+    let reader = zk::Entries::new(zk_client(&url).await, &url, "/lost/state".into());
+    let read = reader.read().await.unwrap().unwrap();
+    assert_eq!(read["meta"], b"3".to_vec());
+    assert_eq!(read["app:a"], b"b".to_vec());
+
+    // The same for the master's registry (a document whose pointer swap's
+    // answer is lost).
+    let doc = zk::Document::new(zk_client(&url).await, &url, "/lost/registry".into());
+    doc.write(b"one").await.unwrap();
+    cutter.arm(OP_SET_DATA);
+    doc.write(b"two")
+        .await
+        .expect("the swap went through; its answer was lost");
+    assert_eq!(cutter.cuts(), 2);
+    doc.write(b"three").await.unwrap();
+    let fresh = zk::Document::new(zk_client(&url).await, &url, "/lost/registry".into());
+    assert_eq!(fresh.read().await.unwrap().as_deref(), Some(&b"three"[..]));
 }
 
 /// A detector that starts before any master has made the election's

@@ -3,14 +3,22 @@
 //! [`crate::Document`] is.
 //!
 //! ```text
-//! <dir>/fence            empty; its version counts the commits. Every commit
-//!                        sets it at the version this writer last saw, so a
-//!                        writer that another has overtaken fails (fenced)
+//! <dir>/fence            its version counts the commits. Every commit sets
+//!                        it at the version this writer last saw, so a writer
+//!                        that another has overtaken fails (fenced); its data
+//!                        is the last commit's token
 //! <dir>/entries/<key>    one entry's bytes (at most ZooKeeper's node size)
 //! ```
 //!
 //! A write is one or more ZooKeeper transactions (`multi`), each at most
 //! [`BATCH_BYTES`]: each is whole or absent, and each is fenced.
+//!
+//! A transaction whose answer was lost with the connection (a server of the
+//! ensemble died) may have been applied or not. Its token tells: the fence
+//! is read back (after a `sync`, so a lagging server cannot answer from
+//! before it) before anything else is written. Without this, a leader whose
+//! commit had gone through would take its own commit for another writer's
+//! and step down.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -45,6 +53,43 @@ struct Seen {
     fence: Option<i32>,
     /// The keys stored.
     keys: BTreeSet<String>,
+    /// A commit whose outcome is not known yet: its token and changes.
+    unsure: Option<(Vec<u8>, Vec<Change>)>,
+}
+
+/// What became of a commit whose answer was lost.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Outcome {
+    /// It went through: the fence carries its token.
+    Applied,
+    /// Nothing was committed since: the fence is as this writer saw it.
+    Absent,
+    /// Another writer committed.
+    Overtaken,
+}
+
+/// Judges a lost commit by the fence read back (`None`: no fence node).
+pub(crate) fn outcome(seen: Option<i32>, token: &[u8], fence: Option<(&[u8], i32)>) -> Outcome {
+    match fence {
+        Some((data, _)) if data == token => Outcome::Applied,
+        Some((_, version)) if Some(version) == seen => Outcome::Absent,
+        None if seen.is_none() => Outcome::Absent,
+        _ => Outcome::Overtaken,
+    }
+}
+
+impl Seen {
+    /// Records a commit of `batch` that left the fence at `version`.
+    fn committed(&mut self, version: i32, batch: &[Change]) {
+        self.fence = Some(version);
+        for (key, bytes) in batch {
+            if bytes.is_some() {
+                self.keys.insert(key.clone());
+            } else {
+                self.keys.remove(key);
+            }
+        }
+    }
 }
 
 /// Whether `key` can be a node name: not empty, no `/`, not `.` or `..`,
@@ -127,6 +172,7 @@ impl Entries {
         *seen = Seen {
             fence: Some(fence),
             keys: out.keys().cloned().collect(),
+            unsure: None,
         };
         Ok(Some(out))
     }
@@ -183,18 +229,52 @@ impl Entries {
         Ok(())
     }
 
+    /// Finds out what became of a commit whose answer was lost, if any:
+    /// records it when it went through, fails (fenced) when another writer
+    /// committed since, and keeps it unsure while ZooKeeper cannot say.
+    async fn settle(&self, seen: &mut Seen) -> Result<Option<Outcome>, ZkError> {
+        let Some((token, batch)) = seen.unsure.take() else {
+            return Ok(None);
+        };
+        let fence = self.fence_path();
+        // Requests wait while the client reconnects.
+        let found = match crate::read_synced(&self.client, &fence).await {
+            Ok(found) => found,
+            Err(e) => {
+                seen.unsure = Some((token, batch));
+                return Err(self.err("cannot read the store's fence")(e));
+            }
+        };
+        let judged = outcome(
+            seen.fence,
+            &token,
+            found.as_ref().map(|(d, v)| (d.as_slice(), *v)),
+        );
+        match judged {
+            Outcome::Applied => {
+                let version = found.map_or(0, |(_, v)| v);
+                seen.committed(version, &batch);
+            }
+            Outcome::Absent => {}
+            Outcome::Overtaken => return Err(ZkError::Fenced(self.url.clone())),
+        }
+        Ok(Some(judged))
+    }
+
     async fn commit(
         &self,
         seen: &mut Seen,
         batch: &[Change],
         persistent: &zk::CreateOptions<'_>,
     ) -> Result<(), ZkError> {
+        self.settle(seen).await?;
         let fence = self.fence_path();
+        let token = uuid::Uuid::new_v4().simple().to_string().into_bytes();
         let mut multi = self.client.new_multi_writer();
         let op = self.err("cannot build a transaction");
         match seen.fence {
-            Some(v) => multi.add_set_data(&fence, b"", Some(v)).map_err(&op)?,
-            None => multi.add_create(&fence, b"", persistent).map_err(&op)?,
+            Some(v) => multi.add_set_data(&fence, &token, Some(v)).map_err(&op)?,
+            None => multi.add_create(&fence, &token, persistent).map_err(&op)?,
         }
         for (key, bytes) in batch {
             let path = self.entry_path(key);
@@ -205,27 +285,71 @@ impl Entries {
                 (None, false) => {}
             }
         }
-        let results = multi.commit().await.map_err(|e| match e {
-            zk::MultiWriteError::OperationFailed {
+        let results = match multi.commit().await {
+            Ok(results) => results,
+            Err(zk::MultiWriteError::RequestFailed {
+                source: zk::Error::ConnectionLoss,
+            }) => {
+                // Applied or not: the next commit (or this one's retry)
+                // finds out first.
+                seen.unsure = Some((token, batch.to_vec()));
+                return match self.settle(seen).await? {
+                    Some(Outcome::Applied) => Ok(()),
+                    _ => Err(self.err("cannot commit to the store")(
+                        zk::Error::ConnectionLoss,
+                    )),
+                };
+            }
+            Err(zk::MultiWriteError::OperationFailed {
                 index: 0,
                 source: zk::Error::BadVersion | zk::Error::NoNode | zk::Error::NodeExists,
-            } => ZkError::Fenced(self.url.clone()),
-            zk::MultiWriteError::OperationFailed { source, .. }
-            | zk::MultiWriteError::RequestFailed { source } => {
-                self.err("cannot commit to the store")(source)
-            }
-        })?;
-        seen.fence = Some(match results.first() {
+            }) => return Err(ZkError::Fenced(self.url.clone())),
+            Err(
+                zk::MultiWriteError::OperationFailed { source, .. }
+                | zk::MultiWriteError::RequestFailed { source },
+            ) => return Err(self.err("cannot commit to the store")(source)),
+        };
+        let version = match results.first() {
             Some(zk::MultiWriteResult::SetData { stat }) => stat.version,
             _ => 0,
-        });
-        for (key, bytes) in batch {
-            if bytes.is_some() {
-                seen.keys.insert(key.clone());
-            } else {
-                seen.keys.remove(key);
-            }
-        }
+        };
+        seen.committed(version, batch);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Change, Outcome, Seen, outcome};
+
+    #[test]
+    fn a_lost_commit_is_judged_by_the_token_on_the_fence() {
+        let token = b"t2".as_slice();
+        // The fence carries this commit's token: it went through.
+        assert_eq!(outcome(Some(4), token, Some((token, 5))), Outcome::Applied);
+        assert_eq!(outcome(None, token, Some((token, 0))), Outcome::Applied);
+        // Unchanged since this writer saw it: nothing was committed.
+        assert_eq!(outcome(Some(4), token, Some((b"t1", 4))), Outcome::Absent);
+        assert_eq!(outcome(None, token, None), Outcome::Absent);
+        // Another writer's token, or a fence made or removed by another.
+        assert_eq!(outcome(Some(4), token, Some((b"x", 5))), Outcome::Overtaken);
+        assert_eq!(outcome(None, token, Some((b"x", 0))), Outcome::Overtaken);
+        assert_eq!(outcome(Some(4), token, None), Outcome::Overtaken);
+    }
+
+    #[test]
+    fn a_commit_found_applied_is_recorded_as_its_own() {
+        let mut seen = Seen {
+            fence: Some(1),
+            keys: ["a".to_string(), "b".to_string()].into(),
+            unsure: None,
+        };
+        let batch: Vec<Change> = vec![("a".into(), None), ("c".into(), Some(b"1".to_vec()))];
+        seen.committed(2, &batch);
+        assert_eq!(seen.fence, Some(2));
+        assert_eq!(
+            seen.keys.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["b", "c"]
+        );
     }
 }

@@ -549,6 +549,20 @@ impl Candidacy {
     }
 }
 
+/// A node's data and version (None: no such node), read after a `sync` so
+/// that the server reached has caught up with the leader.
+pub(crate) async fn read_synced(
+    client: &zk::Client,
+    node: &str,
+) -> Result<Option<(Vec<u8>, i32)>, zk::Error> {
+    client.sync(node).await?;
+    match client.get_data(node).await {
+        Ok((data, stat)) => Ok(Some((data, stat.version))),
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Chunks of a [`Document`] stay under ZooKeeper's 1 MB node limit.
 const CHUNK: usize = 512 * 1024;
 
@@ -685,8 +699,31 @@ impl Document {
                 })
                 .map(|(stat, _)| stat),
         };
-        let stat = match switched {
-            Ok(stat) => stat,
+        // An answer lost with the connection: the switch may have gone
+        // through. The pointer names this write's generation, so finding it
+        // in `current` says it did (else a later write would take this one
+        // for another writer's and call itself fenced).
+        let switched = match switched {
+            Err(ZkError::Zk {
+                source: zk::Error::ConnectionLoss,
+                ..
+            }) => match read_synced(&self.client, &current).await {
+                Ok(found) => {
+                    let found = found.as_ref().map(|(d, v)| (d.as_slice(), *v));
+                    match entries::outcome(*version, pointer.as_bytes(), found) {
+                        entries::Outcome::Applied => Ok(found.map_or(0, |(_, v)| v)),
+                        entries::Outcome::Absent => Err(self.err("cannot switch the document")(
+                            zk::Error::ConnectionLoss,
+                        )),
+                        entries::Outcome::Overtaken => Err(ZkError::Fenced(self.url.clone())),
+                    }
+                }
+                Err(e) => Err(self.err("cannot read the document's pointer")(e)),
+            },
+            other => other.map(|stat| stat.version),
+        };
+        let switched_version = match switched {
+            Ok(v) => v,
             Err(e) => {
                 // Not switched: the new chunks are nobody's.
                 for i in 0..chunks.len() {
@@ -698,7 +735,7 @@ impl Document {
                 return Err(e);
             }
         };
-        *version = Some(stat.version);
+        *version = Some(switched_version);
         // The old generations' chunks (and any a crash left behind).
         let keep = format!("{generation}-");
         if let Ok(children) = self.client.list_children(&chunks_dir).await {
