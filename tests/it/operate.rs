@@ -115,6 +115,49 @@ async fn an_app_in_a_group_that_enforces_its_role_is_held_to_the_roles_quota() {
     cluster.stop().await;
 }
 
+/// A static reservation (the agent's `--resources`) is offered to its role,
+/// and marathon-rs runs the role's apps on it: 2 × 0.5 cpus where only 0.2
+/// cpus are unreserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_of_a_role_run_on_its_static_reservation() {
+    let cluster = Cluster::start(1, "cpus(db):1;mem(db):256;cpus:0.2;mem:256;disk:100").await;
+    let m = Marathon::start(&cluster).await;
+    let (status, body) = m
+        .call(
+            "POST",
+            "/v2/apps",
+            Some(
+                json!({"id": "/db/api", "cmd": "sleep 600", "cpus": 0.5, "mem": 32,
+                        "instances": 2, "role": "db"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    eventually("two instances on the reservation", || async {
+        (running(&m, "db/api").await == 2).then_some(())
+    })
+    .await;
+    let (status, body) = post(&cluster, "/api/v1", json!({"type": "GET_TASKS"})).await;
+    assert_eq!(status, 200, "{body}");
+    let tasks: Value = serde_json::from_str(&body).unwrap();
+    let launched = tasks["get_tasks"]["tasks"].as_array().unwrap();
+    assert_eq!(launched.len(), 2, "{tasks}");
+    for task in launched {
+        let cpus: Vec<&Value> = task["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["name"] == "cpus")
+            .collect();
+        assert_eq!(cpus.len(), 1, "{task}");
+        assert_eq!(cpus[0]["scalar"]["value"], 0.5);
+        assert_eq!(cpus[0]["reservations"][0]["role"], "db", "{task}");
+        assert_eq!(cpus[0]["reservations"][0]["type"], "STATIC", "{task}");
+    }
+    m.stop().await;
+    cluster.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_legacy_maintenance_endpoints_schedule_and_take_machines_down() {
     let cluster = Cluster::start(1, "cpus:1;mem:512").await;

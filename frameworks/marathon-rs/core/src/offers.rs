@@ -58,6 +58,12 @@ impl Unfit {
     }
 }
 
+/// The label with marathon-rs' framework id (on resident apps'
+/// reservations, as Marathon labels them).
+pub const FRAMEWORK_LABEL: &str = "marathon_framework_id";
+/// The label with the reservation's id.
+pub const RESERVATION_LABEL: &str = "marathon_task_id";
+
 /// What is left of an offer while instances are placed on it.
 #[derive(Clone, Debug)]
 pub struct OfferSpace {
@@ -68,21 +74,61 @@ pub struct OfferSpace {
     /// The agent is leaving (drained, or in a maintenance window): nothing
     /// is placed on it.
     pub leaving: bool,
+    // Unreserved resources left.
     cpus: f64,
     mem: f64,
     disk: f64,
     gpus: f64,
     ports: RangeSet,
+    /// Resources reserved to the offer's role that no resident app of
+    /// marathon-rs holds (static reservations from the agent's
+    /// `--resources`, an operator's): plain apps of the role take from
+    /// them before unreserved ones, as Marathon's `acceptedResourceRoles`
+    /// allow.
+    reserved: Resources,
+}
+
+/// What an instance takes from an offer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Taken {
+    /// The host ports chosen.
+    pub ports: Vec<u32>,
+    /// The TaskInfo's resources: reserved pieces as offered, then the rest
+    /// unreserved.
+    pub resources: Vec<v1::Resource>,
+}
+
+/// Whether a reserved resource is one a plain app may use: reserved to
+/// `role`, no volume, not one of marathon-rs' resident reservations.
+fn usable_reservation(r: &v1::Resource, role: &str) -> bool {
+    let mine = r
+        .reservations
+        .last()
+        .and_then(|res| res.labels.as_ref())
+        .is_some_and(|l| {
+            l.labels
+                .iter()
+                .any(|l| l.key == FRAMEWORK_LABEL || l.key == RESERVATION_LABEL)
+        });
+    r.reservations.last().and_then(|res| res.role.as_deref()) == Some(role)
+        && !mine
+        && r.disk.is_none()
+        && r.shared.is_none()
 }
 
 impl OfferSpace {
     /// The space an offer has.
     pub fn new(offer: v1::Offer) -> Self {
-        // Only unreserved resources: tasks of plain apps and new
-        // reservations take from them (reservations are used as they are).
-        let r = Resources::from_protos(&offer.resources)
-            .map(|r| r.unallocated().unreserved())
+        let all = Resources::from_protos(&offer.resources)
+            .map(|r| r.unallocated())
             .unwrap_or_default();
+        let r = all.unreserved();
+        let role = offer
+            .allocation_info
+            .as_ref()
+            .and_then(|a| a.role.clone())
+            .unwrap_or_else(|| "*".into());
+        let reserved = all.filter(|r| usable_reservation(r, &role));
         let placement = Placement {
             hostname: offer.hostname.clone(),
             region: offer
@@ -109,68 +155,200 @@ impl OfferSpace {
             disk: r.scalar("disk"),
             gpus: r.scalar("gpus"),
             ports: r.ranges("ports"),
+            reserved,
             offer,
         }
     }
 
-    /// Takes room for one instance of `app`, or says why it does not fit.
-    /// Returns the host ports chosen.
+    /// Takes room for one instance of a plain app: from the offer role's
+    /// reservations first, then unreserved resources, as the app's
+    /// `acceptedResourceRoles` allow (by default, both).
     pub fn reserve(
         &mut self,
         app: &App,
         constraints: &[Constraint],
         placed: &[&Placement],
+    ) -> Result<Taken, Unfit> {
+        let (unreserved, reserved) = if app.accepted_resource_roles.is_empty() {
+            (true, true)
+        } else {
+            let accepts = |role: &str| app.accepted_resource_roles.iter().any(|r| r == role);
+            (accepts("*"), app.role.as_deref().is_some_and(accepts))
+        };
+        self.take(app, app.disk, constraints, placed, unreserved, reserved)
+    }
+
+    /// Takes room for a new reservation of a resident app (its volumes'
+    /// disk as well): unreserved resources only, which RESERVE converts.
+    /// Returns the host ports chosen.
+    pub fn reserve_new(
+        &mut self,
+        app: &App,
+        constraints: &[Constraint],
+        placed: &[&Placement],
     ) -> Result<Vec<u32>, Unfit> {
+        let disk = app.disk + app.persistent_volumes().map(|(_, p)| p.size).sum::<f64>();
+        self.take(app, disk, constraints, placed, true, false)
+            .map(|t| t.ports)
+    }
+
+    fn take(
+        &mut self,
+        app: &App,
+        disk: f64,
+        constraints: &[Constraint],
+        placed: &[&Placement],
+        unreserved: bool,
+        reserved: bool,
+    ) -> Result<Taken, Unfit> {
         const EPS: f64 = 1e-9;
         if self.leaving {
             return Err(Unfit::AgentMaintenance);
         }
-        if self.cpus + EPS < app.cpus {
+        let reserved = reserved && !self.reserved.is_empty();
+        let have = |name: &str, free: f64| {
+            (if unreserved { free } else { 0.0 })
+                + (if reserved {
+                    self.reserved.scalar(name)
+                } else {
+                    0.0
+                })
+        };
+        if have("cpus", self.cpus) + EPS < app.cpus {
             return Err(Unfit::InsufficientCpus);
         }
-        if self.mem + EPS < app.mem {
+        if have("mem", self.mem) + EPS < app.mem {
             return Err(Unfit::InsufficientMemory);
         }
-        // A resident app reserves its volumes' disk as well.
-        let disk = app.disk + app.persistent_volumes().map(|(_, p)| p.size).sum::<f64>();
-        if self.disk + EPS < disk {
+        if have("disk", self.disk) + EPS < disk {
             return Err(Unfit::InsufficientDisk);
         }
-        if self.gpus + EPS < app.gpus {
+        if have("gpus", self.gpus) + EPS < app.gpus {
             return Err(Unfit::InsufficientGpus);
         }
         check_all(constraints, &self.placement, placed).map_err(Unfit::UnfulfilledConstraint)?;
-        let ports = self.pick_ports(app).ok_or(Unfit::InsufficientPorts)?;
-        self.cpus -= app.cpus;
-        self.mem -= app.mem;
-        self.disk -= disk;
-        self.gpus -= app.gpus;
-        self.ports = self.ports.difference(&RangeSet::from_ranges(
-            ports.iter().map(|p| (u64::from(*p), u64::from(*p))),
-        ));
-        Ok(ports)
-    }
-
-    fn pick_ports(&self, app: &App) -> Option<Vec<u32>> {
-        // A host port taken from the offer: any (None) or that one.
-        let wanted: Vec<Option<u32>> = app
-            .ports()
-            .iter()
-            .filter_map(|p| p.host.map(|h| (h != 0).then_some(h)))
-            .collect();
-        let mut free = self.ports.clone();
-        let mut out = Vec::with_capacity(wanted.len());
-        for w in wanted {
-            let port = match w {
-                Some(p) if free.contains_value(u64::from(p)) => p,
-                Some(_) => return None,
-                None => free.values().next().map(|p| p as u32)?,
-            };
-            free = free.difference(&RangeSet::from_ranges([(u64::from(port), u64::from(port))]));
-            out.push(port);
+        let mut free = if unreserved {
+            self.ports.clone()
+        } else {
+            RangeSet::default()
+        };
+        if reserved {
+            free = free.union(&self.reserved.ranges("ports"));
         }
-        Some(out)
+        let ports = pick_ports(app, &free).ok_or(Unfit::InsufficientPorts)?;
+        if !reserved {
+            self.cpus -= app.cpus;
+            self.mem -= app.mem;
+            self.disk -= disk;
+            self.gpus -= app.gpus;
+            self.ports = self.ports.difference(&port_set(&ports));
+            let resources = task_resources(app, &ports);
+            return Ok(Taken { ports, resources });
+        }
+        // Reserved pieces first (as offered, cut to what is needed), the
+        // rest unreserved.
+        let offered = self.reserved.to_protos();
+        let mut pieces: Vec<v1::Resource> = Vec::new();
+        let mut resources = Vec::new();
+        for (name, need, free) in [
+            ("cpus", app.cpus, &mut self.cpus),
+            ("mem", app.mem, &mut self.mem),
+            ("disk", disk, &mut self.disk),
+            ("gpus", app.gpus, &mut self.gpus),
+        ] {
+            let mut left = need;
+            for r in offered.iter().filter(|r| r.name == name) {
+                let amount = r.scalar.map_or(0.0, |s| s.value).min(left);
+                if amount <= EPS {
+                    continue;
+                }
+                let mut piece = r.clone();
+                piece.scalar = Some(v1::value::Scalar { value: amount });
+                pieces.push(piece.clone());
+                resources.push(piece);
+                left -= amount;
+            }
+            if left > EPS || (need <= EPS && (name == "cpus" || name == "mem")) {
+                resources.push(scalar(name, left.max(0.0)));
+                *free -= left.max(0.0);
+            }
+        }
+        let reserved_ports = self.reserved.ranges("ports");
+        let mut plain_ports = Vec::new();
+        for port in &ports {
+            let p = u64::from(*port);
+            let owner = offered.iter().find(|r| {
+                r.name == "ports"
+                    && r.ranges
+                        .as_ref()
+                        .is_some_and(|rs| rs.range.iter().any(|x| x.begin <= p && p <= x.end))
+            });
+            match owner {
+                Some(r) if reserved_ports.contains_value(p) => {
+                    let mut piece = r.clone();
+                    piece.ranges = Some(v1::value::Ranges {
+                        range: vec![v1::value::Range { begin: p, end: p }],
+                    });
+                    pieces.push(piece.clone());
+                    resources.push(piece);
+                }
+                _ => plain_ports.push(*port),
+            }
+        }
+        if !plain_ports.is_empty() {
+            resources.push(ports_resource(&plain_ports));
+            self.ports = self.ports.difference(&port_set(&plain_ports));
+        }
+        if let Ok(used) = Resources::from_protos(&pieces) {
+            self.reserved.subtract_all(&used);
+        }
+        Ok(Taken { ports, resources })
     }
+}
+
+/// Ports as a range set.
+fn port_set(ports: &[u32]) -> RangeSet {
+    RangeSet::from_ranges(ports.iter().map(|p| (u64::from(*p), u64::from(*p))))
+}
+
+/// A task's `ports` resource.
+fn ports_resource(ports: &[u32]) -> v1::Resource {
+    v1::Resource {
+        name: "ports".into(),
+        r#type: v1::value::Type::Ranges as i32,
+        ranges: Some(v1::value::Ranges {
+            range: ports
+                .iter()
+                .map(|p| v1::value::Range {
+                    begin: u64::from(*p),
+                    end: u64::from(*p),
+                })
+                .collect(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The host ports an instance takes from `free`: any (a port 0) or the
+/// one it names.
+fn pick_ports(app: &App, free: &RangeSet) -> Option<Vec<u32>> {
+    let wanted: Vec<Option<u32>> = app
+        .ports()
+        .iter()
+        .filter_map(|p| p.host.map(|h| (h != 0).then_some(h)))
+        .collect();
+    let mut free = free.clone();
+    let mut out = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let port = match w {
+            Some(p) if free.contains_value(u64::from(p)) => p,
+            Some(_) => return None,
+            None => free.values().next().map(|p| p as u32)?,
+        };
+        free = free.difference(&RangeSet::from_ranges([(u64::from(port), u64::from(port))]));
+        out.push(port);
+    }
+    Some(out)
 }
 
 fn scalar(name: &str, value: f64) -> v1::Resource {
@@ -210,20 +388,7 @@ pub fn task_resources(app: &App, ports: &[u32]) -> Vec<v1::Resource> {
         resources.push(scalar("gpus", app.gpus));
     }
     if !ports.is_empty() {
-        resources.push(v1::Resource {
-            name: "ports".into(),
-            r#type: v1::value::Type::Ranges as i32,
-            ranges: Some(v1::value::Ranges {
-                range: ports
-                    .iter()
-                    .map(|p| v1::value::Range {
-                        begin: u64::from(*p),
-                        end: u64::from(*p),
-                    })
-                    .collect(),
-            }),
-            ..Default::default()
-        });
+        resources.push(ports_resource(ports));
     }
     resources
 }
@@ -756,7 +921,7 @@ mod tests {
         );
         let mut space = OfferSpace::new(offer(1.2, "[31000-31002]"));
         let first = space.reserve(&a, &[], &[]).unwrap();
-        assert_eq!(first, vec![31000, 31001]);
+        assert_eq!(first.ports, vec![31000, 31001]);
         assert_eq!(
             space.reserve(&a, &[], &[]).unwrap_err(),
             Unfit::InsufficientPorts
@@ -769,6 +934,109 @@ mod tests {
         );
     }
 
+    /// An offer allocated to `db` of `text` (`cpus(db):1` is reserved).
+    fn db_offer(text: &str) -> v1::Offer {
+        v1::Offer {
+            resources: Resources::parse(text, "*")
+                .unwrap()
+                .allocated_to("db")
+                .to_protos(),
+            allocation_info: Some(v1::resource::AllocationInfo {
+                role: Some("db".into()),
+            }),
+            ..offer(0.0, "[1-1]")
+        }
+    }
+
+    /// (cpus reserved, cpus unreserved, ports reserved) of a task.
+    fn split(resources: &[v1::Resource]) -> (f64, f64, Vec<u64>) {
+        let mut out = (0.0, 0.0, Vec::new());
+        for r in resources {
+            let reserved = !r.reservations.is_empty();
+            match r.name.as_str() {
+                "cpus" if reserved => out.0 += r.scalar.unwrap().value,
+                "cpus" => out.1 += r.scalar.unwrap().value,
+                "ports" if reserved => {
+                    out.2
+                        .extend(r.ranges.as_ref().unwrap().range.iter().map(|x| x.begin));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn plain_apps_use_their_roles_reservations_first_then_unreserved_resources() {
+        let text =
+            "cpus(db):0.75;mem(db):100;ports(db):[31000-31000];cpus:1;mem:512;ports:[32000-32010]";
+        let a = app(
+            r#"{"id":"/db/api","cmd":"x","cpus":0.5,"mem":64,"role":"db","portDefinitions":[{"port":0}]}"#,
+        );
+        let mut space = OfferSpace::new(db_offer(text));
+        let first = space.reserve(&a, &[], &[]).unwrap();
+        assert_eq!(split(&first.resources), (0.5, 0.0, vec![31000]));
+        assert_eq!(first.ports, vec![31000]);
+        // The rest of the reservation, then unreserved cpus; mem likewise.
+        let second = space.reserve(&a, &[], &[]).unwrap();
+        assert_eq!(split(&second.resources), (0.25, 0.25, vec![]));
+        assert_eq!(second.ports, vec![32000]);
+        let mem: Vec<(bool, f64)> = second
+            .resources
+            .iter()
+            .filter(|r| r.name == "mem")
+            .map(|r| (r.reservations.is_empty(), r.scalar.unwrap().value))
+            .collect();
+        assert_eq!(mem, [(false, 36.0), (true, 28.0)]);
+        // What a task takes is in the offer: the master would refuse more.
+        let offered = Resources::from_protos(&db_offer(text).resources)
+            .unwrap()
+            .unallocated();
+        let mut used = Resources::from_protos(&first.resources).unwrap();
+        used.add_all(&Resources::from_protos(&second.resources).unwrap());
+        assert!(offered.contains(&used), "{used} not in {offered}");
+
+        // acceptedResourceRoles: only unreserved, or only the role's.
+        let only = |roles: &str| {
+            app(&format!(
+                r#"{{"id":"/db/api","cmd":"x","cpus":0.5,"mem":64,"role":"db","acceptedResourceRoles":{roles}}}"#
+            ))
+        };
+        let t = OfferSpace::new(db_offer(text))
+            .reserve(&only(r#"["*"]"#), &[], &[])
+            .unwrap();
+        assert_eq!(split(&t.resources), (0.0, 0.5, vec![]));
+        let mut space = OfferSpace::new(db_offer(text));
+        let t = space.reserve(&only(r#"["db"]"#), &[], &[]).unwrap();
+        assert_eq!(split(&t.resources), (0.5, 0.0, vec![31000]));
+        assert_eq!(
+            space.reserve(&only(r#"["db"]"#), &[], &[]).unwrap_err(),
+            Unfit::InsufficientCpus
+        );
+    }
+
+    #[test]
+    fn resident_reservations_are_not_for_plain_apps() {
+        let mut o = db_offer("cpus(db):2;mem(db):512;cpus:0.1;mem:16");
+        for res in o
+            .resources
+            .iter_mut()
+            .filter_map(|r| r.reservations.first_mut())
+        {
+            res.labels = Some(v1::Labels {
+                labels: vec![v1::Label {
+                    key: RESERVATION_LABEL.into(),
+                    value: Some("db_x.1".into()),
+                }],
+            });
+        }
+        let a = app(r#"{"id":"/db/api","cmd":"x","cpus":0.5,"mem":64,"role":"db"}"#);
+        assert_eq!(
+            OfferSpace::new(o).reserve(&a, &[], &[]).unwrap_err(),
+            Unfit::InsufficientCpus
+        );
+    }
+
     #[test]
     fn required_ports_must_be_offered() {
         let a = app(
@@ -777,7 +1045,8 @@ mod tests {
         assert_eq!(
             OfferSpace::new(offer(1.0, "[31000-31010]"))
                 .reserve(&a, &[], &[])
-                .unwrap(),
+                .unwrap()
+                .ports,
             vec![31005]
         );
         assert!(

@@ -155,6 +155,19 @@ fn apps_take_the_mesos_role_or_their_top_level_groups_role() {
         errors(&r)
     );
 
+    // acceptedResourceRoles: `*` and the app's role only.
+    let r = m.create_app(
+        NOW,
+        br#"{"id":"/dev/z","cmd":"sleep 1","role":"dev","acceptedResourceRoles":["slave_public"]}"#,
+        false,
+    );
+    assert_eq!(r.status, 422);
+    assert!(
+        errors(&r).contains("can only contain * and dev"),
+        "{}",
+        errors(&r)
+    );
+
     // A group that does not enforce its role: Marathon 1.6's JSON.
     let g = m.get_group("/dev", &[]).body.unwrap();
     assert!(g.get("enforceRole").is_none(), "{g}");

@@ -231,8 +231,8 @@ struct Planned {
 
 /// How an instance was placed on an offer.
 enum Placement_ {
-    /// On unreserved resources, with these host ports.
-    Plain { ports: Vec<u32> },
+    /// On unreserved resources or the role's other reservations.
+    Plain { taken: offers::Taken },
     /// On a reservation (made now, with `operations`, or earlier).
     Reserved {
         ports: Vec<u32>,
@@ -624,18 +624,24 @@ impl Marathon {
                         let placed: Vec<&Placement> = want.placed.iter().collect();
                         spaces[o]
                             .reserve(&want.app, &want.constraints, &placed)
-                            .map(|ports| Placement_::Plain { ports })
+                            .map(|taken| Placement_::Plain { taken })
                             .map_err(Some)
                     };
                     match result {
                         Ok(how) => {
                             let task_id = format!("{}.{}", want.path.safe(), self.uuid());
                             let (ports, reservation) = match how {
-                                Placement_::Plain { ports } => {
-                                    planned[o].tasks.push(task_info(
-                                        &want.app, &want.path, &task_id, offer, &ports,
-                                    ));
-                                    (ports, None)
+                                Placement_::Plain { taken } => {
+                                    let mut task = task_info(
+                                        &want.app,
+                                        &want.path,
+                                        &task_id,
+                                        offer,
+                                        &taken.ports,
+                                    );
+                                    task.resources = taken.resources;
+                                    planned[o].tasks.push(task);
+                                    (taken.ports, None)
                                 }
                                 Placement_::Reserved {
                                     ports,
@@ -763,7 +769,7 @@ impl Marathon {
         }
         let placed: Vec<&Placement> = want.placed.iter().collect();
         let ports = space
-            .reserve(&want.app, &want.constraints, &placed)
+            .reserve_new(&want.app, &want.constraints, &placed)
             .map_err(Some)?;
         let id = format!("{}.{}", want.path.safe(), self.uuid());
         let made = self.new_reservation(

@@ -17,10 +17,7 @@ use super::Marathon;
 use crate::app::App;
 use crate::instance::Reservation;
 
-/// The label with marathon-rs' framework id.
-pub const FRAMEWORK_LABEL: &str = "marathon_framework_id";
-/// The label with the reservation's id.
-pub const RESERVATION_LABEL: &str = "marathon_task_id";
+pub use crate::offers::{FRAMEWORK_LABEL, RESERVATION_LABEL};
 
 /// The reservations of framework `framework_id` in an offer: their
 /// resources as offered, by reservation id.

@@ -67,6 +67,21 @@ impl Marathon {
                 format!("got {role}, expected one of: [{}]", expected.join(", ")),
             ));
         }
+        // Which resources it takes: unreserved (`*`), reserved to its role,
+        // or (empty) both; a resident app reserves unreserved ones.
+        let accepted = &app.accepted_resource_roles;
+        if accepted.iter().any(|r| r != "*" && *r != role) {
+            return Err(invalid(
+                "/acceptedResourceRoles",
+                format!("acceptedResourceRoles can only contain * and {role}"),
+            ));
+        }
+        if app.is_resident() && !accepted.is_empty() && accepted.iter().any(|r| r != "*") {
+            return Err(invalid(
+                "/acceptedResourceRoles",
+                "A resident app must have `acceptedResourceRoles = [\"*\"]`.",
+            ));
+        }
         // Reservations are made for a role and cannot move to another one.
         if let Some(old) = existing.filter(|old| *old != role)
             && self.state.reservations.values().any(|r| &r.app_id == path)
