@@ -78,6 +78,13 @@ impl Marathon {
         v
     }
 
+    /// POST /v2/apps, which must create the app: its AppInfo.
+    pub async fn create(&self, app: Value) -> Value {
+        let (status, body) = self.call("POST", "/v2/apps", Some(app)).await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
     pub async fn app(&self, id: &str) -> Value {
         self.get(&format!("/v2/apps/{id}")).await["app"].clone()
     }

@@ -70,18 +70,13 @@ async fn an_app_in_a_group_that_enforces_its_role_is_held_to_the_roles_quota() {
         body.to_string().contains("expected one of: [dev]"),
         "{body}"
     );
-    let (status, body) = m
-        .call(
-            "POST",
-            "/v2/apps",
-            Some(
-                json!({"id": "/dev/api", "cmd": "sleep 600", "cpus": 0.1, "mem": 16,
-                        "instances": 5}),
-            ),
+    let app = m
+        .create(
+            json!({"id": "/dev/api", "cmd": "sleep 600", "cpus": 0.1, "mem": 16,
+                       "instances": 5}),
         )
         .await;
-    assert_eq!(status, 201, "{body}");
-    assert_eq!(body["role"], "dev");
+    assert_eq!(app["role"], "dev");
 
     // marathon-rs took the role (UPDATE_FRAMEWORK); 2 instances fit under
     // the limit of 0.25 cpus and the other 3 wait.
@@ -122,17 +117,11 @@ async fn an_app_in_a_group_that_enforces_its_role_is_held_to_the_roles_quota() {
 async fn apps_of_a_role_run_on_its_static_reservation() {
     let cluster = Cluster::start(1, "cpus(db):1;mem(db):256;cpus:0.2;mem:256;disk:100").await;
     let m = Marathon::start(&cluster).await;
-    let (status, body) = m
-        .call(
-            "POST",
-            "/v2/apps",
-            Some(
-                json!({"id": "/db/api", "cmd": "sleep 600", "cpus": 0.5, "mem": 32,
-                        "instances": 2, "role": "db"}),
-            ),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    m.create(
+        json!({"id": "/db/api", "cmd": "sleep 600", "cpus": 0.5, "mem": 32,
+                    "instances": 2, "role": "db"}),
+    )
+    .await;
     eventually("two instances on the reservation", || async {
         (running(&m, "db/api").await == 2).then_some(())
     })

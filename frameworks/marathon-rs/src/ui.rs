@@ -265,6 +265,8 @@ struct AppPage {
     what: String,
     cpus: String,
     mem: String,
+    /// The role its tasks run in.
+    role: String,
     version: String,
     status: &'static str,
     running: u64,
@@ -407,6 +409,7 @@ pub async fn app_page(marathon: &Handle, id: &str) -> warp::reply::Response {
         what: row.as_ref().map(|r| r.what.clone()).unwrap_or_default(),
         cpus: s(&a["cpus"]),
         mem: s(&a["mem"]),
+        role: s(&a["role"]),
         version: s(&a["version"]),
         status: row.as_ref().map_or("Running", |r| r.status),
         running,

@@ -123,6 +123,12 @@ fn errors(r: &super::Reply) -> String {
         .unwrap_or_default()
 }
 
+/// Asserts a 422 whose details say `what`.
+fn assert_refused(r: &super::Reply, what: &str) {
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert!(errors(r).contains(what), "{}", errors(r));
+}
+
 #[test]
 fn apps_take_the_mesos_role_or_their_top_level_groups_role() {
     let mut m = marathon(false);
@@ -141,19 +147,10 @@ fn apps_take_the_mesos_role_or_their_top_level_groups_role() {
         br#"{"id":"/dev/y","cmd":"sleep 1","role":"ops"}"#,
         false,
     );
-    assert_eq!(r.status, 422);
-    assert!(
-        errors(&r).contains("got ops, expected one of: [dev, marathon]"),
-        "{}",
-        errors(&r)
-    );
+    assert_refused(&r, "got ops, expected one of: [dev, marathon]");
+    // The root group has no group role.
     let r = m.create_app(NOW, br#"{"id":"/top","cmd":"sleep 1","role":"dev"}"#, false);
-    assert_eq!(r.status, 422, "the root group has no group role");
-    assert!(
-        errors(&r).contains("expected one of: [marathon]"),
-        "{}",
-        errors(&r)
-    );
+    assert_refused(&r, "expected one of: [marathon]");
 
     // acceptedResourceRoles: `*` and the app's role only.
     let r = m.create_app(
@@ -161,12 +158,7 @@ fn apps_take_the_mesos_role_or_their_top_level_groups_role() {
         br#"{"id":"/dev/z","cmd":"sleep 1","role":"dev","acceptedResourceRoles":["slave_public"]}"#,
         false,
     );
-    assert_eq!(r.status, 422);
-    assert!(
-        errors(&r).contains("can only contain * and dev"),
-        "{}",
-        errors(&r)
-    );
+    assert_refused(&r, "can only contain * and dev");
 
     // A group that does not enforce its role: Marathon 1.6's JSON.
     let g = m.get_group("/dev", &[]).body.unwrap();
@@ -211,12 +203,7 @@ fn a_group_that_enforces_its_role_gives_it_to_new_apps_and_keeps_old_ones() {
         true,
         false,
     );
-    assert_eq!(r.status, 422);
-    assert!(
-        errors(&r).contains("got marathon, expected one of: [dev]"),
-        "{}",
-        errors(&r)
-    );
+    assert_refused(&r, "got marathon, expected one of: [dev]");
     // An app that had its role keeps it through updates.
     let r = m.put_app(NOW, "/dev/old", br#"{"instances":2}"#, true, true, false);
     assert_eq!(r.status, 200, "{:?}", r.body);
@@ -337,11 +324,6 @@ fn a_resident_app_cannot_move_its_reservations_to_another_role() {
     m.take_outputs();
     assert_eq!(m.state().reservations.len(), 1);
     let r = m.put_app(NOW, "/dev/db", br#"{"role":"dev"}"#, true, true, false);
-    assert_eq!(r.status, 422);
-    assert!(
-        errors(&r).contains("reservations for role marathon"),
-        "{}",
-        errors(&r)
-    );
+    assert_refused(&r, "reservations for role marathon");
     assert_eq!(role_of(&m, "/dev/db"), "marathon");
 }

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::Marathon;
 use super::api::{Reply, canonical, parse_path};
+use super::roles::invalid;
 use crate::app::{self, App, AppError, AppUpdate};
 use crate::path::PathId;
 use crate::time::Millis;
@@ -49,12 +50,10 @@ impl Marathon {
         };
         let top_level = gid.segments().len() == 1;
         if g.enforce_role == Some(true) && !top_level {
-            return Err(Reply::app_error(AppError::Invalid(vec![app::FieldError {
-                path: "/enforceRole".into(),
-                errors: vec![format!(
-                    "only top-level groups can enforce their role; {gid} is not one"
-                )],
-            }])));
+            return Err(invalid(
+                "/enforceRole",
+                format!("only top-level groups can enforce their role; {gid} is not one"),
+            ));
         }
         // A top-level group keeps its setting unless the request sets it;
         // a new one takes --new_group_enforce_role.

@@ -157,7 +157,8 @@ impl Marathon {
     }
 }
 
-fn invalid(path: &str, message: impl Into<String>) -> Reply {
+/// A 422 about one field, as Marathon's validation answers.
+pub(super) fn invalid(path: &str, message: impl Into<String>) -> Reply {
     Reply::app_error(AppError::Invalid(vec![FieldError {
         path: path.into(),
         errors: vec![message.into()],
