@@ -199,7 +199,7 @@ async fn attempt(
                 format!("/{path}")
             };
             let url = format!("http://127.0.0.1:{}{path}", http.port);
-            let response = reqwest::Client::new()
+            let response = http_client()
                 .get(&url)
                 .send()
                 .await
@@ -218,6 +218,19 @@ async fn attempt(
         }
         Type::Unknown => Err("health check of unknown type".into()),
     }
+}
+
+/// The client of HTTP checks, built once and plain (reqwest's default
+/// client parses every system root certificate each time one is built).
+fn http_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        // A fresh connection per check, as Mesos' checks make.
+        agora_rpc::tls::plain_reqwest()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap_or_default()
+    })
 }
 
 #[cfg(test)]

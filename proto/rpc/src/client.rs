@@ -48,6 +48,16 @@ pub enum ClientError {
     },
 }
 
+/// Without a CA: for `http://`, a builder that loads no trust store; for
+/// `https://`, reqwest's default (the system's roots).
+fn default_builder(url: &str) -> reqwest::ClientBuilder {
+    if url.starts_with("http://") {
+        crate::tls::plain_reqwest()
+    } else {
+        reqwest::Client::builder()
+    }
+}
+
 /// A client for one API endpoint (`http://host:port/api/v1/scheduler`, …).
 #[derive(Clone, Debug)]
 pub struct ApiClient {
@@ -61,7 +71,9 @@ pub struct ApiClient {
 impl ApiClient {
     /// A client for `url` speaking `encoding`.
     pub fn new(url: impl Into<String>, encoding: Encoding) -> Self {
-        Self::with_builder(url, encoding, reqwest::Client::builder())
+        let url = url.into();
+        let builder = default_builder(&url);
+        Self::with_builder(url, encoding, builder)
     }
 
     /// A client for `url` speaking `encoding`, over TLS with `tls` when given
@@ -71,13 +83,14 @@ impl ApiClient {
         encoding: Encoding,
         tls: Option<&crate::tls::ClientTls>,
     ) -> Self {
+        let url = url.into();
         let builder = match tls.map(crate::tls::ClientTls::reqwest) {
             Some(Ok(b)) => b,
             Some(Err(e)) => {
                 tracing::error!(error = %e, "unusable TLS settings; requests will fail");
                 reqwest::Client::builder().https_only(true)
             }
-            None => reqwest::Client::builder(),
+            None => default_builder(&url),
         };
         Self::with_builder(url, encoding, builder)
     }
