@@ -198,23 +198,24 @@ async fn maintenance_endpoint(
     };
     let write = OperatorCall::UpdateMaintenanceSchedule;
     let call = match (method.as_str(), path) {
-        ("GET", "/maintenance/schedule") => {
+        ("GET", "/maintenance/schedule" | "/maintenance/status") => {
             let who = principal.clone();
+            let status = path == "/maintenance/status";
             let r = ctx
                 .handle
-                .query(move |m| m.get_maintenance_schedule(who.as_deref()))
+                .query(move |m| {
+                    let who = who.as_deref();
+                    if status {
+                        m.get_maintenance_status(who)
+                            .map(|s| agora_proto::json::to_value(&s))
+                    } else {
+                        m.get_maintenance_schedule(who)
+                            .map(|s| agora_proto::json::to_value(&s))
+                    }
+                })
                 .await
                 .map_err(stopped)?;
-            return read(r.map(|s| agora_proto::json::to_value(&s)));
-        }
-        ("GET", "/maintenance/status") => {
-            let who = principal.clone();
-            let r = ctx
-                .handle
-                .query(move |m| m.get_maintenance_status(who.as_deref()))
-                .await
-                .map_err(stopped)?;
-            return read(r.map(|s| agora_proto::json::to_value(&s)));
+            return read(r);
         }
         ("POST", "/maintenance/schedule") => write(
             agora_proto::json::from_slice(&body)

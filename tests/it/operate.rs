@@ -22,6 +22,19 @@ async fn get(cluster: &Cluster, path: &str) -> Value {
         .unwrap()
 }
 
+/// UPDATE_QUOTA: role `dev` may hold at most `cpus`.
+async fn limit_dev_cpus(cluster: &Cluster, cpus: f64) {
+    let (status, body) = post(
+        cluster,
+        "/api/v1",
+        json!({"type": "UPDATE_QUOTA", "update_quota": {"quota_configs": [
+            {"role": "dev", "limits": {"cpus": {"value": cpus}}}
+        ]}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 async fn running(m: &Marathon, app: &str) -> usize {
     m.tasks(app)
         .await
@@ -33,15 +46,7 @@ async fn running(m: &Marathon, app: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_in_a_group_that_enforces_its_role_is_held_to_the_roles_quota() {
     let cluster = Cluster::start(1, "cpus:2;mem:1024;disk:1000").await;
-    let (status, body) = post(
-        &cluster,
-        "/api/v1",
-        json!({"type": "UPDATE_QUOTA", "update_quota": {"quota_configs": [
-            {"role": "dev", "limits": {"cpus": {"value": 0.25}}}
-        ]}}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    limit_dev_cpus(&cluster, 0.25).await;
     let m = Marathon::start(&cluster).await;
     // The team's top-level group enforces its role (Marathon 1.9): its apps
     // run in role `dev` without saying so, and may not leave it.
@@ -93,15 +98,7 @@ async fn an_app_in_a_group_that_enforces_its_role_is_held_to_the_roles_quota() {
     assert_eq!(queue["queue"][0]["count"], 3, "{queue}");
 
     // Raising the limit lets the rest run.
-    let (status, _) = post(
-        &cluster,
-        "/api/v1",
-        json!({"type": "UPDATE_QUOTA", "update_quota": {"quota_configs": [
-            {"role": "dev", "limits": {"cpus": {"value": 1.0}}}
-        ]}}),
-    )
-    .await;
-    assert_eq!(status, 200);
+    limit_dev_cpus(&cluster, 1.0).await;
     eventually("five instances", || async {
         (running(&m, "dev/api").await == 5).then_some(())
     })

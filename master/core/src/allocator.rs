@@ -377,9 +377,14 @@ impl Allocator {
         self.shares_stale = true;
     }
 
+    /// The index of a scalar resource name already seen.
+    fn known_name(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
     /// The index of a scalar resource name (interned on first sight).
     fn name_index(&mut self, name: &str) -> usize {
-        if let Some(i) = self.names.iter().position(|n| n == name) {
+        if let Some(i) = self.known_name(name) {
             return i;
         }
         self.names.push(name.to_string());

@@ -74,6 +74,9 @@ pub struct OfferSpace {
     /// The agent is leaving (drained, or in a maintenance window): nothing
     /// is placed on it.
     pub leaving: bool,
+    /// The role the offer is allocated to (None from a master that does not
+    /// say).
+    pub role: Option<String>,
     // Unreserved resources left.
     cpus: f64,
     mem: f64,
@@ -123,12 +126,11 @@ impl OfferSpace {
             .map(|r| r.unallocated())
             .unwrap_or_default();
         let r = all.unreserved();
-        let role = offer
-            .allocation_info
-            .as_ref()
-            .and_then(|a| a.role.clone())
-            .unwrap_or_else(|| "*".into());
-        let reserved = all.filter(|r| usable_reservation(r, &role));
+        let role = offer.allocation_info.as_ref().and_then(|a| a.role.clone());
+        let reserved = match &role {
+            Some(role) => all.filter(|r| usable_reservation(r, role)),
+            None => Resources::new(),
+        };
         let placement = Placement {
             hostname: offer.hostname.clone(),
             region: offer
@@ -155,6 +157,7 @@ impl OfferSpace {
             disk: r.scalar("disk"),
             gpus: r.scalar("gpus"),
             ports: r.ranges("ports"),
+            role,
             reserved,
             offer,
         }
@@ -273,7 +276,6 @@ impl OfferSpace {
                 *free -= left.max(0.0);
             }
         }
-        let reserved_ports = self.reserved.ranges("ports");
         let mut plain_ports = Vec::new();
         for port in &ports {
             let p = u64::from(*port);
@@ -284,7 +286,7 @@ impl OfferSpace {
                         .is_some_and(|rs| rs.range.iter().any(|x| x.begin <= p && p <= x.end))
             });
             match owner {
-                Some(r) if reserved_ports.contains_value(p) => {
+                Some(r) => {
                     let mut piece = r.clone();
                     piece.ranges = Some(v1::value::Ranges {
                         range: vec![v1::value::Range { begin: p, end: p }],
@@ -292,7 +294,7 @@ impl OfferSpace {
                     pieces.push(piece.clone());
                     resources.push(piece);
                 }
-                _ => plain_ports.push(*port),
+                None => plain_ports.push(*port),
             }
         }
         if !plain_ports.is_empty() {

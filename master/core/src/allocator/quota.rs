@@ -218,7 +218,7 @@ impl Allocator {
         };
         let unmet = self.unmet_guarantee(r);
         offer.capped(|name| {
-            let i = self.names.iter().position(|n| n == name)?;
+            let i = self.known_name(name)?;
             let s = *spare.get(i)?;
             (s != i64::MAX).then(|| s + unmet.get(i).copied().unwrap_or(0))
         })
@@ -233,7 +233,7 @@ impl Allocator {
         let unmet = self.unmet_guarantee(r);
         let taken: Vec<(usize, i64)> = offer
             .scalars()
-            .filter_map(|(name, v)| Some((self.names.iter().position(|n| n == name)?, v)))
+            .filter_map(|(name, v)| Some((self.known_name(name)?, v)))
             .collect();
         if let Some(spare) = self.headroom.as_mut() {
             for (i, v) in taken {
@@ -256,7 +256,7 @@ impl Allocator {
             return base;
         }
         base.capped(|name| {
-            let i = self.names.iter().position(|n| n == name)?;
+            let i = self.known_name(name)?;
             quotas
                 .iter()
                 .filter_map(|&q| {

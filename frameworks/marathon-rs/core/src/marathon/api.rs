@@ -313,7 +313,7 @@ impl Marathon {
         let Ok(path) = PathId::parse(id) else {
             return Reply::error(404, format!("Group '{}' does not exist", canonical(id)));
         };
-        if !self.group_paths().contains(&path) {
+        if !self.group_exists(&path) {
             return Reply::error(404, format!("Group '{path}' does not exist"));
         }
         let e = if embed.is_empty() {
@@ -503,7 +503,7 @@ impl Marathon {
         self.assign_service_ports(&mut app, base)
             .map_err(|e| Reply::error(422, e))?;
         Self::with_version_info(&mut app, base);
-        if self.group_paths().contains(path) && !self.state.apps.contains_key(path) {
+        if self.group_exists(path) && !self.state.apps.contains_key(path) {
             return Err(Reply::error(
                 409,
                 format!("A group with id [{path}] already exists."),

@@ -120,7 +120,7 @@ impl Marathon {
             Ok(p) => p,
             Err(r) => return r,
         };
-        if self.group_paths().contains(&path) || self.state.apps.contains_key(&path) {
+        if self.group_exists(&path) || self.state.apps.contains_key(&path) {
             return Reply::error(
                 409,
                 format!("An app or group with id [{path}] already exists."),
@@ -212,10 +212,7 @@ impl Marathon {
 
     /// `DELETE /v2/groups[/{id}]`.
     pub fn delete_group(&mut self, now: Millis, id: &str, force: bool) -> Reply {
-        let Some(path) = PathId::parse(id)
-            .ok()
-            .filter(|p| self.group_paths().contains(p))
-        else {
+        let Some(path) = PathId::parse(id).ok().filter(|p| self.group_exists(p)) else {
             return Reply::error(404, format!("Group '{}' does not exist", canonical(id)));
         };
         let mut target = self.state.apps.clone();

@@ -611,11 +611,7 @@ impl Marathon {
                     if seen.insert((o, w)) {
                         self.queue.entry(want.path.clone()).or_default().processed += 1;
                     }
-                    let offer_role = offer
-                        .allocation_info
-                        .as_ref()
-                        .and_then(|a| a.role.as_deref())
-                        .unwrap_or(&self.config.role);
+                    let offer_role = spaces[o].role.as_deref().unwrap_or(&self.config.role);
                     let result = if want.app.role.as_deref().is_some_and(|r| r != offer_role) {
                         Err(Some(Unfit::UnfulfilledRole))
                     } else if want.app.is_resident() {
@@ -759,10 +755,9 @@ impl Marathon {
         if held >= want.app.instances as usize {
             return Err(None);
         }
-        let role = offer
-            .allocation_info
-            .as_ref()
-            .and_then(|a| a.role.clone())
+        let role = space
+            .role
+            .clone()
             .unwrap_or_else(|| self.config.role.clone());
         if role == "*" {
             return Err(Some(Unfit::UnfulfilledRole));

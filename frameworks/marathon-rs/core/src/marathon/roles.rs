@@ -33,7 +33,7 @@ impl Marathon {
     /// that does not exist yet as `--new_group_enforce_role` says.
     pub(super) fn enforces_role(&self, top: &PathId) -> bool {
         self.state.enforce_role.contains(top)
-            || (self.config.new_group_enforce_role && !self.group_paths().contains(top))
+            || (self.config.new_group_enforce_role && !self.group_exists(top))
     }
 
     /// Gives `app` (at `path`) its default role when it has none, and
@@ -112,7 +112,7 @@ impl Marathon {
         if path.segments().len() != 1 {
             return invalid("/", "Path needs to be top-level");
         }
-        if !self.group_paths().contains(&path) {
+        if !self.group_exists(&path) {
             return Reply::error(404, format!("Group '{path}' does not exist"));
         }
         let enforce = patch
@@ -145,11 +145,10 @@ impl Marathon {
         if !self.config.new_group_enforce_role {
             return;
         }
-        let existing = self.group_paths();
         let new: BTreeSet<PathId> = target
             .keys()
             .filter_map(top_group)
-            .filter(|top| !existing.contains(top))
+            .filter(|top| !self.group_exists(top))
             .collect();
         for top in new {
             self.set_enforce_role(&top, true);

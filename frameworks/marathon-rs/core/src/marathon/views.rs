@@ -154,6 +154,28 @@ impl Marathon {
             .collect()
     }
 
+    /// Whether `path` is a group (one of [`Self::group_paths`]) without
+    /// building them all: the root, an explicit group or an ancestor of
+    /// one, or an ancestor of an app. Children sort right after
+    /// `path.child("")` (the empty segment sorts first).
+    pub(crate) fn group_exists(&self, path: &PathId) -> bool {
+        let below = path.child("");
+        path.is_root()
+            || self.state.groups.contains(path)
+            || self
+                .state
+                .groups
+                .range(&below..)
+                .next()
+                .is_some_and(|g| g.starts_with(path))
+            || self
+                .state
+                .apps
+                .range(&below..)
+                .next()
+                .is_some_and(|(a, _)| a.starts_with(path))
+    }
+
     /// All group paths: explicit ones and every ancestor of an app.
     pub(crate) fn group_paths(&self) -> BTreeSet<PathId> {
         let mut groups: BTreeSet<PathId> = self.state.groups.clone();
